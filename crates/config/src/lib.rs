@@ -1,0 +1,1 @@
+//! Ecosystem files and CLI options into one validated [`corral_proto::AppSpec`].

@@ -1,0 +1,1 @@
+//! The Corral daemon: supervisor, cluster primary, sticky balancer, relay.

@@ -1,0 +1,1 @@
+//! Node.js's IPC channel, from the parent's side.

@@ -1,0 +1,22 @@
+//! The CLI <-> daemon contract: the app model, requests, replies, events and
+//! the frame format. This is the only crate whose types are serialized; every
+//! other crate converts to and from these types at its edge.
+//!
+//! Frame: `u32` big-endian payload length, then a UTF-8 JSON payload. The
+//! length is capped ([`MAX_FRAME`]); a peer that announces more is an error
+//! for that connection, never an allocation.
+
+pub mod app;
+pub mod frame;
+pub mod msg;
+
+pub use app::{AppSpec, ExecMode};
+pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
+pub use msg::*;
+
+/// Bumped whenever a message changes shape incompatibly. The daemon refuses a
+/// client whose version differs and says which versions both sides speak.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The version reported by `pm2 -v` and stored as `_pm2_version`.
+pub const CORRAL_VERSION: &str = env!("CARGO_PKG_VERSION");

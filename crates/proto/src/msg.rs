@@ -1,0 +1,154 @@
+//! Requests, replies and streamed events.
+//!
+//! A connection starts with [`Hello`] from the client and [`Welcome`] (or an
+//! error reply) from the daemon. Then the client sends one [`Request`] and
+//! reads one [`Reply`], repeatedly; `Request::Logs` turns the connection into
+//! a stream of [`Event`]s until the client closes it.
+//!
+//! Target resolution (names, namespaces, `/regex/`, `all`) happens in the CLI
+//! against `List`, as pm2 does; the daemon acts on ids.
+
+use crate::app::AppSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    pub client_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol: u32,
+    pub daemon_version: String,
+    pub pid: u32,
+    pub pm2_home: String,
+}
+
+/// What a per-id operation does. Names follow pm2's RPC methods so the CLI
+/// can print `Applying action stopProcessId ...` from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Stop,
+    Restart,
+    Reload,
+    Delete,
+    Reset,
+}
+
+impl Op {
+    pub fn pm2_method(self) -> &'static str {
+        match self {
+            Op::Stop => "stopProcessId",
+            Op::Restart => "restartProcessId",
+            Op::Reload => "reloadProcessId",
+            Op::Delete => "deleteProcessId",
+            Op::Reset => "resetMetaProcessId",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "req", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    /// Start the processes of one app (fan-out to `instances` happens in the
+    /// daemon). Replies `Procs` with the new processes.
+    Start { app: AppSpec },
+    /// Apply `op` to one process. `update` replaces the stored spec before a
+    /// restart/reload (`--update-env` or an ecosystem file): the daemon keeps
+    /// pm_id, counters and instance index.
+    Op { op: Op, id: u32, update: Option<Box<AppSpec>> },
+    /// Snapshot of every process (ascending pm_id).
+    List,
+    /// Change the number of instances of app `name` to `count`.
+    Scale { name: String, count: u32 },
+    SendSignal { id: u32, signal: String },
+    /// Send a message to the process's IPC channel (pm2 `sendDataToProcessId`).
+    SendData { id: u32, data: serde_json::Value },
+    /// Write `dump.pm2` (atomic, previous kept as `.bak`).
+    Save { force: bool },
+    /// Start every saved process whose name is not running.
+    Resurrect,
+    /// Truncate log files of the given ids, or all of them and `pm2.log`.
+    Flush { ids: Option<Vec<u32>> },
+    ReloadLogs,
+    /// Turn this connection into an event stream of log lines and process
+    /// events for the given ids (`None` = every process).
+    Logs { ids: Option<Vec<u32>> },
+    /// Stop every process and exit the daemon (no save).
+    Kill,
+}
+
+/// A process as the daemon sees it. `jlist`/`prettylist`/`describe`/`list`
+/// are rendered from this by the CLI.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ProcInfo {
+    pub pm_id: u32,
+    pub pid: u32,
+    pub status: String,
+    pub restart_time: u32,
+    pub unstable_restarts: u32,
+    /// Epoch milliseconds.
+    pub created_at: u64,
+    pub pm_uptime: u64,
+    pub exit_code: Option<i32>,
+    pub prev_restart_delay: Option<u64>,
+    /// Index within the app (`NODE_APP_INSTANCE`).
+    pub instance: u32,
+    pub unique_id: String,
+    pub pm_out_log_path: String,
+    pub pm_err_log_path: String,
+    pub pm_log_path: Option<String>,
+    pub pm_pid_path: String,
+    pub node_version: Option<String>,
+    pub username: String,
+    pub memory: u64,
+    pub cpu: f64,
+    /// The environment the process was (or will be) spawned with, including
+    /// pm2's injected keys.
+    pub env: BTreeMap<String, String>,
+    pub app: AppSpec,
+    /// Socket.IO sticky routing is active for this worker.
+    pub sticky: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Ok,
+    Pong,
+    Procs { procs: Vec<ProcInfo> },
+    Saved { path: String, count: usize },
+    Resurrected { restored: Vec<String>, procs: Vec<ProcInfo> },
+    /// `message` is shown to the user after `[PM2][ERROR] `.
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Out,
+    Err,
+}
+
+/// Streamed on a `Logs` connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    Log {
+        pm_id: u32,
+        name: String,
+        namespace: String,
+        stream: Stream,
+        /// Epoch ms when the daemon read the chunk.
+        at: u64,
+        data: String,
+    },
+    /// pm2's `process:event` (`online`, `exit`, `stop`, `restart`, ...).
+    Process { pm_id: u32, name: String, event: String, at: u64 },
+    /// A line of `pm2.log`.
+    Daemon { at: u64, data: String },
+}
