@@ -1,0 +1,1 @@
+//! Socket.IO sticky balancer.
