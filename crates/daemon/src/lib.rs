@@ -1,8 +1,31 @@
 //! The Corral daemon: supervisor, cluster primary, sticky balancer, relay.
+//!
+//! Signal contract (pm2's, spec §3.2): SIGTERM, SIGINT and SIGQUIT dump the
+//! process list (when there is at least one app), stop every process and
+//! exit 0; SIGUSR2 reopens every log file (`reloadLogs`); SIGHUP is ignored.
 
+pub mod dlog;
+pub mod env;
+pub mod logs;
+pub mod monitor;
+pub mod paths;
+pub mod persist;
+pub mod policy;
+pub mod process;
+pub mod proctree;
+pub mod server;
+pub mod state;
 pub mod sticky;
+pub mod timefmt;
 
+use anyhow::Context as _;
+use paths::Home;
+use state::{Shared, SharedRef};
 use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 
 /// How the daemon was asked to run.
 #[derive(Debug, Clone)]
@@ -10,8 +33,149 @@ pub struct DaemonOptions {
     pub pm2_home: PathBuf,
 }
 
-/// Runs the daemon until `pm2 kill` or a terminating signal. Blocks.
+/// Runs the daemon until `pm2 kill` or a terminating signal. Blocks the
+/// calling thread; returns when the daemon has stopped every process.
 pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
-    let _ = opts;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot create the daemon's runtime")?;
+    rt.block_on(run_async(opts))
+}
+
+pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
+    let home = Home::new(opts.pm2_home);
+    home.ensure().with_context(|| format!("PM2_HOME {} is not writable", home.root.display()))?;
+    let sock = home.rpc_sock();
+    if sock.exists() {
+        if UnixStream::connect(&sock).await.is_ok() {
+            anyhow::bail!("a daemon is already running for PM2_HOME {}", home.root.display());
+        }
+        std::fs::remove_file(&sock)
+            .with_context(|| format!("cannot remove stale socket {}", sock.display()))?;
+    }
+    let listener = UnixListener::bind(&sock).with_context(|| format!("cannot bind {}", sock.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict {}", sock.display()))?;
+    }
+    let pid_file = home.pid_file();
+    std::fs::write(&pid_file, std::process::id().to_string())
+        .with_context(|| format!("cannot write {}", pid_file.display()))?;
+
+    let shared = Shared::new(home.clone());
+    banner(&shared);
+    tokio::spawn(detect_node_version(shared.clone()));
+    tokio::spawn(worker_tick(shared.clone()));
+
+    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+    let server = tokio::spawn(server::serve(shared.clone(), listener, shutdown_tx.clone()));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { on_terminate(&shared).await; break; }
+            _ = int.recv() => { on_terminate(&shared).await; break; }
+            _ = quit.recv() => { on_terminate(&shared).await; break; }
+            _ = usr2.recv() => server::reload_logs(&shared),
+            _ = hup.recv() => {}
+            _ = shutdown_rx.changed() => break,
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    let _ = server.await;
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&pid_file);
+    dlog::log("PM2 successfully stopped");
     Ok(())
+}
+
+async fn on_terminate(shared: &SharedRef) {
+    dlog::log("pm2 has been killed by signal, dumping process list before exit...");
+    server::shutdown_all(shared, true).await;
+}
+
+fn banner(shared: &SharedRef) {
+    let h = &shared.home;
+    dlog::log("===============================================================================");
+    dlog::log("--- New PM2 Daemon started ----------------------------------------------------");
+    dlog::log(&format!(
+        "Time                 : {}",
+        timefmt::format(timefmt::now_ms(), "YYYY-MM-DDTHH:mm:ss.SSSZ")
+    ));
+    dlog::log(&format!("PM2 version          : {} (corral)", corral_proto::CORRAL_VERSION));
+    dlog::log(&format!("Process ID           : {}", std::process::id()));
+    dlog::log(&format!("PM2 home             : {}", h.root.display()));
+    dlog::log(&format!("PM2 PID file         : {}", h.pid_file().display()));
+    dlog::log(&format!("RPC socket file      : {}", h.rpc_sock().display()));
+    dlog::log(&format!("Application log path : {}", h.logs().display()));
+    dlog::log(&format!("Process dump file    : {}", h.dump().display()));
+    dlog::log("===============================================================================");
+}
+
+async fn detect_node_version(shared: SharedRef) {
+    let out = tokio::process::Command::new("node").arg("--version").output().await;
+    if let Ok(o) = out {
+        let v = String::from_utf8_lossy(&o.stdout).trim().trim_start_matches('v').to_string();
+        if !v.is_empty() {
+            if let Ok(mut g) = shared.node_version.lock() {
+                *g = Some(v);
+            }
+        }
+    }
+}
+
+/// pm2's periodic worker (spec §3.16): memory limit and backoff reset.
+async fn worker_tick(shared: SharedRef) {
+    let period = std::env::var("PM2_WORKER_INTERVAL")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(30_000)
+        .max(100);
+    let reset_after =
+        std::env::var("EXP_BACKOFF_RESET_TIMER").ok().and_then(|v| v.parse().ok()).unwrap_or(30_000u64);
+    let mut iv = tokio::time::interval(Duration::from_millis(period));
+    iv.tick().await;
+    loop {
+        iv.tick().await;
+        let now = timefmt::now_ms();
+        let mut over = Vec::new();
+        {
+            let mut t = shared.table();
+            monitor::refresh(&mut t);
+            for e in t.procs.values_mut() {
+                if e.info.status != "online" {
+                    continue;
+                }
+                if e.counters.prev_restart_delay.is_some()
+                    && now.saturating_sub(e.info.pm_uptime) > reset_after
+                {
+                    dlog::log(&format!(
+                        "[PM2][WORKER] Reset the restart delay, as app {} has been up for more than {reset_after}ms",
+                        e.info.app.name
+                    ));
+                    e.counters.prev_restart_delay = None;
+                    e.info.prev_restart_delay = None;
+                }
+                if let Some(limit) = e.info.app.max_memory_restart {
+                    if e.info.memory > limit {
+                        dlog::log(&format!(
+                            "[PM2][WORKER] Process {} restarted because it exceeds --max-memory-restart value (current_memory={} max_memory_limit={} [octets])",
+                            e.info.pm_id, e.info.memory, limit
+                        ));
+                        over.push(e.ctl.clone());
+                    }
+                }
+            }
+        }
+        for ctl in over {
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            let _ = ctl.send(process::Ctl::Reload { update: None, done: tx });
+        }
+    }
 }

@@ -51,32 +51,54 @@ impl Op {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "req", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // one request per round trip; boxing buys nothing
 pub enum Request {
     Ping,
     /// Start the processes of one app (fan-out to `instances` happens in the
     /// daemon). Replies `Procs` with the new processes.
-    Start { app: AppSpec },
+    Start {
+        app: AppSpec,
+    },
     /// Apply `op` to one process. `update` replaces the stored spec before a
     /// restart/reload (`--update-env` or an ecosystem file): the daemon keeps
     /// pm_id, counters and instance index.
-    Op { op: Op, id: u32, update: Option<Box<AppSpec>> },
+    Op {
+        op: Op,
+        id: u32,
+        update: Option<Box<AppSpec>>,
+    },
     /// Snapshot of every process (ascending pm_id).
     List,
     /// Change the number of instances of app `name` to `count`.
-    Scale { name: String, count: u32 },
-    SendSignal { id: u32, signal: String },
+    Scale {
+        name: String,
+        count: u32,
+    },
+    SendSignal {
+        id: u32,
+        signal: String,
+    },
     /// Send a message to the process's IPC channel (pm2 `sendDataToProcessId`).
-    SendData { id: u32, data: serde_json::Value },
+    SendData {
+        id: u32,
+        data: serde_json::Value,
+    },
     /// Write `dump.pm2` (atomic, previous kept as `.bak`).
-    Save { force: bool },
+    Save {
+        force: bool,
+    },
     /// Start every saved process whose name is not running.
     Resurrect,
     /// Truncate log files of the given ids, or all of them and `pm2.log`.
-    Flush { ids: Option<Vec<u32>> },
+    Flush {
+        ids: Option<Vec<u32>>,
+    },
     ReloadLogs,
     /// Turn this connection into an event stream of log lines and process
     /// events for the given ids (`None` = every process).
-    Logs { ids: Option<Vec<u32>> },
+    Logs {
+        ids: Option<Vec<u32>>,
+    },
     /// Stop every process and exit the daemon (no save).
     Kill,
 }
@@ -120,11 +142,21 @@ pub struct ProcInfo {
 pub enum Reply {
     Ok,
     Pong,
-    Procs { procs: Vec<ProcInfo> },
-    Saved { path: String, count: usize },
-    Resurrected { restored: Vec<String>, procs: Vec<ProcInfo> },
+    Procs {
+        procs: Vec<ProcInfo>,
+    },
+    Saved {
+        path: String,
+        count: usize,
+    },
+    Resurrected {
+        restored: Vec<String>,
+        procs: Vec<ProcInfo>,
+    },
     /// `message` is shown to the user after `[PM2][ERROR] `.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,0 +1,208 @@
+//! Per-process log files and the pumps that fill them from the child's
+//! stdout/stderr.
+//!
+//! Lines are never torn: a pump writes only whole lines (it keeps a partial
+//! last line until its newline arrives, the buffer passes [`MAX_PARTIAL`],
+//! or the stream ends), and each write is a single `write` on an `O_APPEND`
+//! file, so several processes sharing a merged file interleave by line.
+
+use crate::timefmt;
+use corral_proto::{Event, Stream};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::broadcast;
+
+const MAX_PARTIAL: usize = 64 * 1024;
+
+/// Where one process's output goes. Reopened by `reloadLogs`.
+#[derive(Debug)]
+pub struct LogFiles {
+    pub out_path: String,
+    pub err_path: String,
+    pub combined_path: Option<String>,
+    out: Option<File>,
+    err: Option<File>,
+    combined: Option<File>,
+}
+
+fn open_append(path: &str) -> std::io::Result<Option<File>> {
+    if path == "/dev/null" {
+        return Ok(None);
+    }
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path).map(Some)
+}
+
+impl LogFiles {
+    pub fn open(out_path: String, err_path: String, combined_path: Option<String>) -> std::io::Result<Self> {
+        let mut l = LogFiles { out_path, err_path, combined_path, out: None, err: None, combined: None };
+        l.reopen()?;
+        Ok(l)
+    }
+
+    pub fn reopen(&mut self) -> std::io::Result<()> {
+        self.out = open_append(&self.out_path)?;
+        self.err = if self.err_path == self.out_path { None } else { open_append(&self.err_path)? };
+        self.combined = match &self.combined_path {
+            Some(p) => open_append(p)?,
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// Truncates in place so writers holding the file keep working
+    /// (pm2's `flush`).
+    pub fn truncate(&self) {
+        for p in
+            [Some(&self.out_path), Some(&self.err_path), self.combined_path.as_ref()].into_iter().flatten()
+        {
+            if p != "/dev/null" {
+                if let Ok(f) = OpenOptions::new().write(true).open(p) {
+                    let _ = f.set_len(0);
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, stream: &Stream, bytes: &[u8]) {
+        let file = match stream {
+            Stream::Out => self.out.as_mut(),
+            Stream::Err => self.err.as_mut().or(self.out.as_mut()),
+        };
+        // A failing disk must not stop the pump (the child would block on a
+        // full pipe): the bytes are dropped and the next write retries.
+        if let Some(f) = file {
+            let _ = f.write_all(bytes);
+        }
+        if let Some(f) = self.combined.as_mut() {
+            let _ = f.write_all(bytes);
+        }
+    }
+}
+
+/// Identity of the process a pump works for, for the events it publishes.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub pm_id: u32,
+    pub name: String,
+    pub namespace: String,
+    pub date_format: Option<String>,
+    pub json: bool,
+    pub disabled: bool,
+}
+
+/// Copies one stream of a child into its log files and onto the event bus
+/// until EOF.
+pub async fn pump<R: AsyncRead + Unpin>(
+    mut r: R,
+    stream: Stream,
+    files: Arc<Mutex<LogFiles>>,
+    src: Source,
+    bus: broadcast::Sender<Event>,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => n,
+        };
+        if n == 0 {
+            if !buf.is_empty() {
+                buf.push(b'\n');
+                emit(&buf, &stream, &files, &src, &bus);
+            }
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let cut = match buf.iter().rposition(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None if buf.len() >= MAX_PARTIAL => buf.len(),
+            None => continue,
+        };
+        let rest = buf.split_off(cut);
+        emit(&buf, &stream, &files, &src, &bus);
+        buf = rest;
+    }
+}
+
+fn emit(
+    lines: &[u8],
+    stream: &Stream,
+    files: &Arc<Mutex<LogFiles>>,
+    src: &Source,
+    bus: &broadcast::Sender<Event>,
+) {
+    if src.disabled {
+        return;
+    }
+    let at = timefmt::now_ms();
+    let text = String::from_utf8_lossy(lines);
+    let formatted: std::borrow::Cow<'_, [u8]> = if src.json {
+        let mut s = String::new();
+        for line in text.split_inclusive('\n') {
+            let v = serde_json::json!({
+                "message": line,
+                "timestamp": timefmt::format(at, "YYYY-MM-DDTHH:mm:ss"),
+                "type": match stream { Stream::Out => "out", Stream::Err => "err" },
+                "process_id": src.pm_id,
+                "app_name": src.name,
+            });
+            s.push_str(&v.to_string());
+            s.push('\n');
+        }
+        std::borrow::Cow::Owned(s.into_bytes())
+    } else if let Some(fmt) = &src.date_format {
+        let prefix = format!("{}: ", timefmt::format(at, fmt));
+        let mut s = String::with_capacity(text.len() + 32);
+        for line in text.split_inclusive('\n') {
+            s.push_str(&prefix);
+            s.push_str(line);
+        }
+        std::borrow::Cow::Owned(s.into_bytes())
+    } else {
+        std::borrow::Cow::Borrowed(lines)
+    };
+    if let Ok(mut f) = files.lock() {
+        f.write(stream, &formatted);
+    }
+    if bus.receiver_count() > 0 {
+        let _ = bus.send(Event::Log {
+            pm_id: src.pm_id,
+            name: src.name.clone(),
+            namespace: src.namespace.clone(),
+            stream: stream.clone(),
+            at,
+            data: text.into_owned(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pump_writes_whole_lines_and_flushes_partial_at_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.log").to_string_lossy().into_owned();
+        let err = dir.path().join("e.log").to_string_lossy().into_owned();
+        let files = Arc::new(Mutex::new(LogFiles::open(out.clone(), err, None).unwrap()));
+        let (bus, _) = broadcast::channel(16);
+        let src = Source {
+            pm_id: 0,
+            name: "a".into(),
+            namespace: "default".into(),
+            date_format: None,
+            json: false,
+            disabled: false,
+        };
+        let data: &[u8] = b"one\ntw";
+        pump(data, Stream::Out, files.clone(), src, bus).await;
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\ntw\n");
+    }
+}

@@ -1,0 +1,42 @@
+//! CPU and memory of online processes, sampled on demand (`list`, `jlist`)
+//! from `/proc` without keeping any file open.
+
+use crate::proctree;
+use crate::state::Table;
+use crate::timefmt::now_ms;
+
+pub fn refresh(t: &mut Table) {
+    let hz = proctree::clock_ticks() as f64;
+    let now = now_ms();
+    for e in t.procs.values_mut() {
+        if e.info.pid == 0 || e.info.status != "online" {
+            e.info.memory = 0;
+            e.info.cpu = 0.0;
+            e.cpu_sample = None;
+            continue;
+        }
+        let Some((rss, ticks)) = proctree::usage(e.info.pid as i32) else {
+            e.info.memory = 0;
+            e.info.cpu = 0.0;
+            continue;
+        };
+        e.info.memory = rss;
+        let cpu = match e.cpu_sample {
+            Some((t0, ms0)) if now > ms0 => {
+                let secs = (now - ms0) as f64 / 1000.0;
+                ((ticks.saturating_sub(t0)) as f64 / hz) / secs * 100.0
+            }
+            _ => {
+                // First sample: average since the process went online.
+                let secs = (now.saturating_sub(e.info.pm_uptime)) as f64 / 1000.0;
+                if secs > 0.0 {
+                    (ticks as f64 / hz) / secs * 100.0
+                } else {
+                    0.0
+                }
+            }
+        };
+        e.info.cpu = (cpu * 10.0).round() / 10.0;
+        e.cpu_sample = Some((ticks, now));
+    }
+}

@@ -1,0 +1,126 @@
+//! `dump.pm2`: save (atomic, previous kept as `.bak`) and resurrect.
+//!
+//! A failed or empty save never destroys a good dump: the new content is
+//! written to a temporary file and fsynced before anything else moves, and
+//! the old dump is copied to `.bak` before the rename replaces it.
+
+use crate::process::{self, Ctl};
+use crate::state::SharedRef;
+use corral_config::Context;
+use corral_proto::ProcInfo;
+use std::io::Write;
+use std::path::Path;
+use tokio::sync::oneshot;
+
+pub fn save(shared: &SharedRef, force: bool, pretty: bool) -> Result<(String, usize), String> {
+    let infos: Vec<ProcInfo> = shared.table().procs.values().map(|e| e.info.clone()).collect();
+    let path = shared.home.dump();
+    let path_s = path.to_string_lossy().into_owned();
+    if infos.is_empty() && !force {
+        return Ok((path_s, 0));
+    }
+    let entries: Vec<serde_json::Value> = infos
+        .iter()
+        .map(|p| {
+            let mut v = corral_config::pm2_env(p);
+            if let Some(o) = v.as_object_mut() {
+                // pm2 drops these so a resurrect allocates fresh ids.
+                o.remove("pm_id");
+                o.remove("prev_restart_delay");
+            }
+            v
+        })
+        .collect();
+    let text = if pretty { serde_json::to_string_pretty(&entries) } else { serde_json::to_string(&entries) }
+        .map_err(|e| format!("cannot serialize the process list: {e}"))?;
+    write_atomic(&path, text.as_bytes()).map_err(|e| format!("cannot write {path_s}: {e}"))?;
+    Ok((path_s, infos.len()))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("pm2.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    if path.exists() {
+        let bak = bak_path(path);
+        let bak_tmp = bak.with_extension("bak.tmp");
+        std::fs::copy(path, &bak_tmp)?;
+        std::fs::rename(&bak_tmp, &bak)?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+fn bak_path(path: &Path) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".bak");
+    s.into()
+}
+
+/// Reads the dump, falling back to `.bak` when the dump is missing or does
+/// not parse. Unlike pm2, a dump that fails to parse is kept for the user to
+/// inspect, never deleted.
+fn read_dump(shared: &SharedRef) -> Result<Vec<serde_json::Value>, String> {
+    let path = shared.home.dump();
+    let mut last_err = format!("No processes saved; DUMP file doesn't exist ({})", path.display());
+    for p in [path.clone(), bak_path(&path)] {
+        match std::fs::read(&p) {
+            Ok(bytes) => match serde_json::from_slice::<Vec<serde_json::Value>>(&bytes) {
+                Ok(v) => return Ok(v),
+                Err(e) => last_err = format!("{} is not a valid process list: {e}", p.display()),
+            },
+            Err(_) => continue,
+        }
+    }
+    Err(last_err)
+}
+
+pub async fn resurrect(shared: &SharedRef) -> Result<(Vec<String>, Vec<u32>), String> {
+    let entries = read_dump(shared)?;
+    let running: Vec<String> = shared.table().procs.values().map(|e| e.info.app.name.clone()).collect();
+    let mut restored = Vec::new();
+    let mut ids = Vec::new();
+    let mut waits = Vec::new();
+    for entry in entries {
+        let cwd = entry.get("pm_cwd").and_then(|v| v.as_str()).unwrap_or("/").to_string();
+        let ctx = Context {
+            cwd: cwd.into(),
+            env: Default::default(),
+            pm2_home: shared.home.root.clone(),
+            env_name: None,
+            nproc: shared.nproc,
+            source: shared.home.dump().to_string_lossy().into_owned(),
+        };
+        let app = match corral_config::app_from_pm2_env(&entry, &ctx) {
+            Ok(a) => a,
+            Err(e) => {
+                crate::dlog::error(&format!("resurrect: skipping an entry: {e}"));
+                continue;
+            }
+        };
+        if running.contains(&app.name) {
+            continue;
+        }
+        let instance = entry.get("NODE_APP_INSTANCE").and_then(|v| v.as_u64()).map(|v| v as u32);
+        let stopped = entry.get("status").and_then(|v| v.as_str()) == Some("stopped");
+        let restart_time = entry.get("restart_time").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        restored.push(app.script.clone());
+        let id = process::register(shared, app, instance);
+        ids.push(id);
+        if stopped {
+            shared.with_entry(id, |e| e.info.restart_time = restart_time);
+            continue;
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Some(ctl) = shared.with_entry(id, |e| e.ctl.clone()) {
+            let _ = ctl.send(Ctl::Start { done: Some(tx) });
+            waits.push(rx);
+        }
+    }
+    for w in waits {
+        let _ = w.await;
+    }
+    Ok((restored, ids))
+}

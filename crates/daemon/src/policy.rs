@@ -1,0 +1,147 @@
+//! pm2's auto-restart decision (`God.handleExit`, spec §3.6), as a pure
+//! function of the counters and the clock so it can be tested without
+//! processes or real time.
+
+use corral_proto::AppSpec;
+
+/// Counters the policy reads and updates; they live in the process entry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    /// Epoch ms of the last manual start/restart (`created_at`); `None`
+    /// after an overlimit, as pm2 resets it.
+    pub created_at: Option<u64>,
+    /// Epoch ms when the current run went online (`pm_uptime`).
+    pub pm_uptime: u64,
+    pub unstable_restarts: u32,
+    pub prev_restart_delay: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Leave it stopped (autorestart off, stop_exit_codes, or a manual stop).
+    Stop,
+    /// Too many unstable restarts.
+    Errored { unstable: u32 },
+    /// Restart after `delay_ms` (0 = at once). `waiting` = pm2 shows
+    /// `waiting restart` meanwhile.
+    Restart { delay_ms: u64, waiting: bool },
+}
+
+/// `stopping` is true when the exit was requested (stop/delete/restart) or
+/// the daemon is shutting down.
+pub fn on_exit(app: &AppSpec, c: &mut Counters, now: u64, code: Option<i32>, stopping: bool) -> Decision {
+    let exit_is_final =
+        stopping || !app.autorestart || code.is_some_and(|code| app.stop_exit_codes.contains(&code));
+
+    let min_uptime = app.min_uptime;
+    let max_restarts = app.max_restarts;
+    let since_created = c.created_at.map(|t| now.saturating_sub(t)).unwrap_or(u64::MAX);
+    if since_created < min_uptime.saturating_mul(max_restarts as u64)
+        && now.saturating_sub(c.pm_uptime) < min_uptime
+    {
+        c.unstable_restarts += 1;
+    }
+    if !exit_is_final && c.unstable_restarts >= max_restarts {
+        let unstable = c.unstable_restarts;
+        c.unstable_restarts = 0;
+        c.created_at = None;
+        return Decision::Errored { unstable };
+    }
+    if exit_is_final {
+        return Decision::Stop;
+    }
+    if let Some(base) = app.exp_backoff_restart_delay {
+        let delay = match c.prev_restart_delay {
+            Some(prev) => ((prev as f64 * 1.5).floor() as u64).min(15_000),
+            None => base,
+        };
+        c.prev_restart_delay = Some(delay);
+        return Decision::Restart { delay_ms: delay, waiting: true };
+    }
+    if app.restart_delay > 0 {
+        return Decision::Restart { delay_ms: app.restart_delay, waiting: true };
+    }
+    Decision::Restart { delay_ms: 0, waiting: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> AppSpec {
+        AppSpec::default()
+    }
+
+    #[test]
+    fn crash_loop_reaches_errored_after_max_restarts() {
+        let a = app();
+        let mut c = Counters { created_at: Some(0), pm_uptime: 0, ..Default::default() };
+        let mut now = 0;
+        let mut restarts = 0;
+        loop {
+            now += 200;
+            match on_exit(&a, &mut c, now, Some(1), false) {
+                Decision::Restart { .. } => {
+                    restarts += 1;
+                    c.pm_uptime = now;
+                }
+                Decision::Errored { unstable } => {
+                    assert_eq!(unstable, 16);
+                    break;
+                }
+                Decision::Stop => panic!("unexpected stop"),
+            }
+            assert!(restarts < 100);
+        }
+        assert_eq!(restarts, 15);
+        assert_eq!(c.created_at, None);
+    }
+
+    #[test]
+    fn crashes_after_the_unstable_window_restart_forever() {
+        let a = app();
+        let mut c = Counters { created_at: Some(0), pm_uptime: 0, ..Default::default() };
+        let mut now = 20_000;
+        for _ in 0..100 {
+            now += 1_500;
+            assert!(matches!(on_exit(&a, &mut c, now, Some(1), false), Decision::Restart { .. }));
+            c.pm_uptime = now;
+        }
+    }
+
+    #[test]
+    fn stop_exit_codes_and_autorestart() {
+        let mut a = app();
+        a.stop_exit_codes = vec![0];
+        let mut c = Counters { created_at: Some(0), pm_uptime: 0, ..Default::default() };
+        assert_eq!(on_exit(&a, &mut c, 50_000, Some(0), false), Decision::Stop);
+        assert!(matches!(on_exit(&a, &mut c, 60_000, Some(2), false), Decision::Restart { .. }));
+        a.autorestart = false;
+        assert_eq!(on_exit(&a, &mut c, 70_000, Some(2), false), Decision::Stop);
+    }
+
+    #[test]
+    fn exponential_backoff_grows_and_caps() {
+        let mut a = app();
+        a.exp_backoff_restart_delay = Some(100);
+        let mut c = Counters { created_at: Some(0), pm_uptime: 0, ..Default::default() };
+        let mut delays = vec![];
+        for i in 0..20 {
+            let now = 100_000 + i * 20_000;
+            if let Decision::Restart { delay_ms, waiting } = on_exit(&a, &mut c, now, Some(1), false) {
+                assert!(waiting);
+                delays.push(delay_ms);
+            }
+        }
+        assert_eq!(&delays[..4], &[100, 150, 225, 337]);
+        assert_eq!(*delays.last().unwrap(), 15_000);
+    }
+
+    #[test]
+    fn max_restarts_zero_errors_on_first_exit() {
+        let mut a = app();
+        a.max_restarts = 0;
+        let mut c = Counters { created_at: Some(0), pm_uptime: 0, ..Default::default() };
+        assert!(matches!(on_exit(&a, &mut c, 10, Some(1), false), Decision::Errored { .. }));
+    }
+}

@@ -1,0 +1,600 @@
+//! One task per process: spawn, watch, stop, restart. Controls arrive on a
+//! queue and are handled one at a time, so a `restart` that arrives during a
+//! `stop` waits for the stop to finish instead of racing it.
+//!
+//! Architecture invariant: only this task changes a process's status, pid
+//! and counters (the RPC server only reads them, except `reset`).
+
+use crate::logs::{self, LogFiles, Source};
+use crate::paths;
+use crate::policy::{self, Decision};
+use crate::proctree;
+use crate::state::{Entry, SharedRef};
+use crate::timefmt::now_ms;
+use crate::{dlog, env};
+use corral_proto::{AppSpec, Event, ExecMode, ProcInfo, Stream};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+pub type Done<T> = oneshot::Sender<T>;
+
+/// Controls queued to a process task.
+#[derive(Debug)]
+pub enum Ctl {
+    /// Launch if not running (`pm2 start <id>` on a stopped process, or the
+    /// first launch). Answers once the process is online (or failed).
+    Start {
+        done: Option<Done<Result<(), String>>>,
+    },
+    Stop {
+        done: Done<()>,
+    },
+    /// `update` replaces the stored spec first (`--update-env`, ecosystem).
+    Restart {
+        update: Option<Box<AppSpec>>,
+        done: Done<Result<(), String>>,
+    },
+    Reload {
+        update: Option<Box<AppSpec>>,
+        done: Done<Result<(), String>>,
+    },
+    Delete {
+        done: Done<()>,
+    },
+    Signal {
+        sig: i32,
+        done: Done<Result<(), String>>,
+    },
+}
+
+/// Something a running child told us over its IPC channel.
+#[derive(Debug)]
+pub enum ChildEvent {
+    /// `process.send('ready')`.
+    Ready,
+    /// A cluster worker's `listening`.
+    Listening,
+    /// A cluster worker's `online`.
+    Online,
+}
+
+struct Running {
+    child: tokio::process::Child,
+    pid: i32,
+    events: mpsc::UnboundedReceiver<ChildEvent>,
+    /// Held so the channel stays open while the child lives.
+    _events_tx: mpsc::UnboundedSender<ChildEvent>,
+}
+
+enum Sig {
+    Exit(Option<std::process::ExitStatus>),
+    Event(ChildEvent),
+}
+
+async fn next_signal(run: &mut Option<Running>) -> Sig {
+    match run {
+        None => std::future::pending().await,
+        Some(r) => tokio::select! {
+            st = r.child.wait() => Sig::Exit(st.ok()),
+            Some(ev) = r.events.recv() => Sig::Event(ev),
+        },
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Registers a new process in the table and starts its task. The caller
+/// sends `Ctl::Start` when it wants it launched.
+pub fn register(shared: &SharedRef, app: AppSpec, instance: Option<u32>) -> u32 {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let id;
+    {
+        let mut t = shared.table();
+        id = t.alloc_id();
+        let instance = instance.unwrap_or_else(|| t.free_instance(&app.name));
+        let info = new_info(shared, id, instance, app);
+        t.procs
+            .insert(id, Entry { info, counters: Default::default(), ctl: tx, cpu_sample: None, files: None });
+    }
+    tokio::spawn(run(shared.clone(), id, rx));
+    id
+}
+
+fn new_info(shared: &SharedRef, id: u32, instance: u32, app: AppSpec) -> ProcInfo {
+    let mut p = ProcInfo {
+        pm_id: id,
+        instance,
+        status: "stopped".into(),
+        unique_id: env::uuid_v4(),
+        username: shared.username.clone(),
+        app,
+        ..Default::default()
+    };
+    fill_paths(shared, &mut p);
+    p
+}
+
+/// Log and pid paths (spec §2.2, §3.10): `-<pm_id>` suffix unless logs are
+/// merged; pid files always get it.
+pub fn fill_paths(shared: &SharedRef, p: &mut ProcInfo) {
+    let app = &p.app;
+    let base = paths::sanitize(&app.name);
+    let logs = shared.home.logs();
+    let pick = |custom: &Option<String>, default: String| -> String {
+        let path = custom.clone().unwrap_or(default);
+        if app.merge_logs || path == "/dev/null" {
+            path
+        } else {
+            paths::with_id_suffix(&path, p.pm_id)
+        }
+    };
+    let out = pick(&app.out_file, logs.join(format!("{base}-out.log")).to_string_lossy().into_owned());
+    let err = pick(&app.error_file, logs.join(format!("{base}-error.log")).to_string_lossy().into_owned());
+    let combined = app.log_file.as_ref().map(|f| pick(&Some(f.clone()), String::new()));
+    let pid = match &app.pid_file {
+        Some(f) => paths::with_id_suffix(f, p.pm_id),
+        None => shared.home.pids().join(format!("{base}-{}.pid", p.pm_id)).to_string_lossy().into_owned(),
+    };
+    p.pm_out_log_path = out;
+    p.pm_err_log_path = err;
+    p.pm_log_path = combined;
+    p.pm_pid_path = pid;
+}
+
+struct Task {
+    shared: SharedRef,
+    id: u32,
+    run: Option<Running>,
+    restart_at: Option<Instant>,
+    /// Answered when the process becomes online (wait_ready).
+    pending_online: Vec<Done<Result<(), String>>>,
+    ready_deadline: Option<Instant>,
+}
+
+pub async fn run(shared: SharedRef, id: u32, mut rx: mpsc::UnboundedReceiver<Ctl>) {
+    let mut t =
+        Task { shared, id, run: None, restart_at: None, pending_online: Vec::new(), ready_deadline: None };
+    loop {
+        tokio::select! {
+            ctl = rx.recv() => {
+                let Some(ctl) = ctl else { break };
+                if t.handle(ctl).await { break; }
+            }
+            sig = next_signal(&mut t.run) => match sig {
+                Sig::Exit(st) => t.on_exit(st),
+                Sig::Event(ev) => t.on_event(ev),
+            },
+            _ = sleep_until_opt(t.restart_at) => {
+                t.restart_at = None;
+                t.shared.with_entry(t.id, |e| e.info.restart_time += 1);
+                t.launch();
+            }
+            _ = sleep_until_opt(t.ready_deadline) => {
+                // pm2 marks the app online anyway when listen_timeout passes.
+                t.ready_deadline = None;
+                t.set_online();
+            }
+        }
+    }
+}
+
+impl Task {
+    fn info(&self) -> Option<ProcInfo> {
+        self.shared.table().procs.get(&self.id).map(|e| e.info.clone())
+    }
+
+    fn label(&self) -> String {
+        let name = self.info().map(|i| i.app.name).unwrap_or_default();
+        format!("{name}:{}", self.id)
+    }
+
+    fn set_status(&self, status: &str) {
+        self.shared.with_entry(self.id, |e| e.info.status = status.to_string());
+    }
+
+    fn publish(&self, event: &str) {
+        let name = self.info().map(|i| i.app.name).unwrap_or_default();
+        self.shared.publish(Event::Process { pm_id: self.id, name, event: event.into(), at: now_ms() });
+    }
+
+    /// Returns true when the task must end (process deleted).
+    async fn handle(&mut self, ctl: Ctl) -> bool {
+        match ctl {
+            Ctl::Start { done } => {
+                self.restart_at = None;
+                if self.run.is_some() {
+                    if let Some(d) = done {
+                        let _ = d.send(Ok(()));
+                    }
+                    return false;
+                }
+                self.shared.with_entry(self.id, |e| {
+                    e.counters.created_at = Some(now_ms());
+                    e.info.created_at = now_ms();
+                });
+                if let Some(d) = done {
+                    self.pending_online.push(d);
+                }
+                self.launch();
+            }
+            Ctl::Stop { done } => {
+                self.stop().await;
+                let _ = done.send(());
+            }
+            Ctl::Restart { update, done } | Ctl::Reload { update, done } => {
+                self.restart_at = None;
+                let was_running =
+                    self.run.is_some() || self.info().is_some_and(|i| i.status == "waiting restart");
+                if self.run.is_some() {
+                    self.stop().await;
+                }
+                self.shared.with_entry(self.id, |e| {
+                    if let Some(app) = update {
+                        e.info.app = *app;
+                    }
+                    let now = now_ms();
+                    e.counters.created_at = Some(now);
+                    e.counters.unstable_restarts = 0;
+                    e.counters.prev_restart_delay = None;
+                    e.info.created_at = now;
+                    e.info.unstable_restarts = 0;
+                    e.info.prev_restart_delay = None;
+                    if was_running {
+                        e.info.restart_time += 1;
+                    }
+                });
+                if let Some(mut info) = self.info() {
+                    fill_paths(&self.shared, &mut info);
+                    self.shared.with_entry(self.id, |e| {
+                        e.info.pm_out_log_path = info.pm_out_log_path;
+                        e.info.pm_err_log_path = info.pm_err_log_path;
+                        e.info.pm_log_path = info.pm_log_path;
+                        e.info.pm_pid_path = info.pm_pid_path;
+                    });
+                }
+                self.pending_online.push(done);
+                self.launch();
+                self.publish("restart");
+            }
+            Ctl::Delete { done } => {
+                self.restart_at = None;
+                self.stop().await;
+                if let Some(i) = self.info() {
+                    let _ = std::fs::remove_file(&i.pm_pid_path);
+                }
+                self.publish("delete");
+                self.shared.table().remove(self.id);
+                let _ = done.send(());
+                return true;
+            }
+            Ctl::Signal { sig, done } => {
+                let r = match &self.run {
+                    Some(r) if proctree::signal(r.pid, sig) => Ok(()),
+                    Some(r) => Err(format!("could not signal pid {}", r.pid)),
+                    None => Err(format!("Process {} is not running", self.id)),
+                };
+                let _ = done.send(r);
+            }
+        }
+        false
+    }
+
+    fn launch(&mut self) {
+        let Some(info) = self.info() else { return };
+        let app = info.app.clone();
+        let label = format!("{}:{}", app.name, self.id);
+        dlog::log(&format!("App [{label}] starting in -{} mode-", short_mode(app.exec_mode)));
+
+        let env = env::build(&self.shared, &info);
+        let files = match LogFiles::open(
+            info.pm_out_log_path.clone(),
+            info.pm_err_log_path.clone(),
+            info.pm_log_path.clone(),
+        ) {
+            Ok(f) => Arc::new(Mutex::new(f)),
+            Err(e) => {
+                self.fail_launch(&format!("cannot open log files of app [{label}]: {e}"));
+                return;
+            }
+        };
+
+        let (program, args) = command_line(&app);
+        let mut cmd = std::process::Command::new(&program);
+        cmd.args(&args)
+            .current_dir(&app.cwd)
+            .env_clear()
+            .envs(&env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: setsid is async-signal-safe. A session of its own makes the
+        // child a process-group leader, so one kill(-pid) reaches every
+        // grandchild that stayed in the group (treekill).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(false);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                self.fail_launch(&format!("Error: spawn {program} {e} (app [{label}])"));
+                return;
+            }
+        };
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let src = Source {
+            pm_id: self.id,
+            name: app.name.clone(),
+            namespace: app.namespace.clone(),
+            date_format: app.log_date_format.clone(),
+            json: app.log_type.as_deref() == Some("json"),
+            disabled: app.disable_logs,
+        };
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(logs::pump(out, Stream::Out, files.clone(), src.clone(), self.shared.bus.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(logs::pump(err, Stream::Err, files.clone(), src, self.shared.bus.clone()));
+        }
+        self.shared.with_entry(self.id, |e| e.files = Some(files));
+        let _ = std::fs::write(&info.pm_pid_path, pid.to_string());
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.run = Some(Running { child, pid, events: rx, _events_tx: tx });
+        let now = now_ms();
+        self.shared.with_entry(self.id, |e| {
+            e.info.pid = pid as u32;
+            e.info.status = "launching".into();
+            e.info.pm_uptime = now;
+            e.info.env = env;
+            e.counters.pm_uptime = now;
+            e.cpu_sample = None;
+        });
+        if app.wait_ready {
+            self.ready_deadline = Some(Instant::now() + Duration::from_millis(app.listen_timeout));
+        } else {
+            self.set_online();
+        }
+    }
+
+    fn set_online(&mut self) {
+        if self.run.is_none() {
+            return;
+        }
+        self.ready_deadline = None;
+        self.set_status("online");
+        dlog::log(&format!("App [{}] online", self.label()));
+        self.publish("online");
+        for d in self.pending_online.drain(..) {
+            let _ = d.send(Ok(()));
+        }
+    }
+
+    fn fail_launch(&mut self, msg: &str) {
+        dlog::error(msg);
+        self.shared.with_entry(self.id, |e| {
+            e.info.status = "errored".into();
+            e.info.pid = 0;
+        });
+        for d in self.pending_online.drain(..) {
+            let _ = d.send(Err(msg.to_string()));
+        }
+    }
+
+    fn on_event(&mut self, ev: ChildEvent) {
+        match ev {
+            ChildEvent::Ready | ChildEvent::Listening | ChildEvent::Online => {
+                let status = self.info().map(|i| i.status).unwrap_or_default();
+                if status == "launching" {
+                    self.set_online();
+                }
+            }
+        }
+    }
+
+    fn on_exit(&mut self, st: Option<std::process::ExitStatus>) {
+        let Some(run) = self.run.take() else { return };
+        let (code, signal) = exit_parts(st);
+        let label = self.label();
+        dlog::log(&format!(
+            "App [{label}] exited with code [{}] via signal [{}]",
+            code.map(|c| c.to_string()).unwrap_or_else(|| "0".into()),
+            signal.unwrap_or_else(|| "SIGINT".into())
+        ));
+        // Children of a crashed app must not outlive it as orphans. The pid
+        // itself is reaped already, so only its process group is addressed.
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(-run.pid, libc::SIGKILL) };
+        let now = now_ms();
+        let stopping = self.shared.is_shutting_down();
+        let decision = self.shared.with_entry(self.id, |e| {
+            e.info.pid = 0;
+            e.info.exit_code = code.or(Some(0));
+            e.info.status = "stopped".into();
+            let d = policy::on_exit(&e.info.app, &mut e.counters, now, code, stopping);
+            e.info.unstable_restarts = e.counters.unstable_restarts;
+            e.info.prev_restart_delay = e.counters.prev_restart_delay;
+            if e.counters.created_at.is_none() {
+                e.info.created_at = 0;
+            }
+            d
+        });
+        if let Some(i) = self.info() {
+            let _ = std::fs::remove_file(&i.pm_pid_path);
+        }
+        self.publish("exit");
+        for d in self.pending_online.drain(..) {
+            let _ = d.send(Err(format!("App [{label}] exited before it was ready")));
+        }
+        self.ready_deadline = None;
+        match decision {
+            None | Some(Decision::Stop) => {}
+            Some(Decision::Errored { unstable }) => {
+                let script = self.info().map(|i| i.app.script).unwrap_or_default();
+                dlog::log(&format!(
+                    "Script {script} had too many unstable restarts ({unstable}). Stopped. \"errored\""
+                ));
+                self.set_status("errored");
+                self.publish("restart overlimit");
+            }
+            Some(Decision::Restart { delay_ms, waiting }) => {
+                if waiting {
+                    self.set_status("waiting restart");
+                    dlog::log(&format!("App [{label}] will restart in {delay_ms}ms"));
+                }
+                self.restart_at = Some(Instant::now() + Duration::from_millis(delay_ms));
+            }
+        }
+    }
+
+    /// pm2's stop sequence (spec §3.7). Leaves the process `stopped`, or
+    /// `errored` if it survived SIGKILL.
+    async fn stop(&mut self) {
+        self.ready_deadline = None;
+        let Some(mut run) = self.run.take() else {
+            let st = self.info().map(|i| i.status).unwrap_or_default();
+            if st != "errored" || self.restart_at.is_some() {
+                self.set_status("stopped");
+            }
+            self.restart_at = None;
+            return;
+        };
+        let Some(info) = self.info() else { return };
+        let app = &info.app;
+        let label = format!("{}:{}", app.name, self.id);
+        self.set_status("stopping");
+        dlog::log(&format!("Stopping app:{} id:{}", app.name, self.id));
+        let known = proctree::descendants(run.pid);
+        let sig = kill_signal();
+        proctree::signal_tree(run.pid, sig, app.treekill, &known);
+        let grace = Duration::from_millis(app.kill_timeout);
+        let deadline = Instant::now() + grace;
+        let mut status = tokio::time::timeout_at(deadline, run.child.wait()).await.ok().and_then(|r| r.ok());
+        if status.is_none() {
+            dlog::log(&format!(
+                "Process with pid {} still alive after {}ms, sending it SIGKILL now...",
+                run.pid, app.kill_timeout
+            ));
+            proctree::signal_tree(run.pid, libc::SIGKILL, true, &known);
+            status = tokio::time::timeout(grace, run.child.wait()).await.ok().and_then(|r| r.ok());
+            if status.is_none() {
+                dlog::error(&format!("Process with pid {} could not be killed", run.pid));
+                self.shared.with_entry(self.id, |e| e.info.status = "errored".into());
+                self.run = Some(run);
+                return;
+            }
+        }
+        // Grandchildren get what is left of the grace period, then SIGKILL.
+        while known.iter().any(|&p| proctree::alive(p)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(app.kill_retry_time.clamp(10, 100))).await;
+        }
+        for &p in &known {
+            if proctree::alive(p) {
+                proctree::signal(p, libc::SIGKILL);
+            }
+        }
+        let (code, signal) = exit_parts(status);
+        dlog::log(&format!(
+            "App [{label}] exited with code [{}] via signal [{}]",
+            code.map(|c| c.to_string()).unwrap_or_else(|| "0".into()),
+            signal.unwrap_or_else(|| "SIGINT".into())
+        ));
+        let _ = std::fs::remove_file(&info.pm_pid_path);
+        self.shared.with_entry(self.id, |e| {
+            e.info.pid = 0;
+            e.info.status = "stopped".into();
+            e.info.exit_code = code.or(Some(0));
+        });
+        self.publish("stop");
+    }
+}
+
+fn short_mode(m: ExecMode) -> &'static str {
+    match m {
+        ExecMode::Fork => "fork",
+        ExecMode::Cluster => "cluster",
+    }
+}
+
+/// `PM2_KILL_SIGNAL` (default SIGINT).
+fn kill_signal() -> i32 {
+    std::env::var("PM2_KILL_SIGNAL").ok().and_then(|s| parse_signal(&s)).unwrap_or(libc::SIGINT)
+}
+
+pub fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let s = s.to_ascii_uppercase();
+    let s = s.strip_prefix("SIG").unwrap_or(&s);
+    Some(match s {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "TERM" => libc::SIGTERM,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "ALRM" => libc::SIGALRM,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "WINCH" => libc::SIGWINCH,
+        "PIPE" => libc::SIGPIPE,
+        _ => return None,
+    })
+}
+
+pub fn signal_name(n: i32) -> String {
+    let name = match n {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGPIPE => "SIGPIPE",
+        _ => return format!("SIG{n}"),
+    };
+    name.to_string()
+}
+
+fn exit_parts(st: Option<std::process::ExitStatus>) -> (Option<i32>, Option<String>) {
+    use std::os::unix::process::ExitStatusExt;
+    match st {
+        Some(s) => (s.code(), s.signal().map(signal_name)),
+        None => (None, None),
+    }
+}
+
+/// Program and argv for a fork-mode app (spec §3.9): `interpreter
+/// [node_args] script args`, or the script itself for `none`.
+pub fn command_line(app: &AppSpec) -> (String, Vec<String>) {
+    if app.interpreter == "none" || app.interpreter.is_empty() {
+        return (app.script.clone(), app.args.clone());
+    }
+    let mut args = app.node_args.clone();
+    if app.is_node() {
+        if let Ok(extra) = std::env::var("PM2_NODE_OPTIONS") {
+            args.extend(extra.split_whitespace().map(String::from));
+        }
+    }
+    args.push(app.script.clone());
+    args.extend(app.args.iter().cloned());
+    (app.interpreter.clone(), args)
+}

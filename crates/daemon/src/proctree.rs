@@ -1,0 +1,132 @@
+//! Process-tree helpers over `/proc`: pm2's `treekill` walks descendants with
+//! `ps --ppid`; we read `/proc` directly (no fork, works on busybox images).
+//! Nothing here keeps a file open after it returns (incumbent flaw #12).
+
+use std::collections::HashMap;
+
+/// `(pid, ppid)` for every process we can see.
+fn parent_map() -> HashMap<i32, Vec<i32>> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return children;
+    };
+    for ent in dir.flatten() {
+        let name = ent.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Some(ppid) = read_ppid(pid) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    children
+}
+
+fn read_ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start
+    // after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+/// Every descendant of `pid` (children before grandchildren).
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let map = parent_map();
+    let mut out = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(p) = queue.pop() {
+        if let Some(kids) = map.get(&p) {
+            for &k in kids {
+                if !out.contains(&k) && k != pid {
+                    out.push(k);
+                    queue.push(k);
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // A zombie still answers kill(0); look at its state instead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !matches!(s.rfind(')').and_then(|i| s.as_bytes().get(i + 2)), Some(b'Z') | Some(b'X')),
+        Err(_) => false,
+    }
+}
+
+pub fn signal(pid: i32, sig: i32) -> bool {
+    // SAFETY: kill has no memory-safety preconditions.
+    pid > 0 && unsafe { libc::kill(pid, sig) } == 0
+}
+
+/// Signals the main pid, its process group (it is a session leader: we
+/// spawn with setsid) and every descendant that left the group.
+pub fn signal_tree(pid: i32, sig: i32, treekill: bool, known: &[i32]) {
+    if !treekill {
+        signal(pid, sig);
+        return;
+    }
+    let mut all = descendants(pid);
+    for &k in known {
+        if !all.contains(&k) {
+            all.push(k);
+        }
+    }
+    signal(pid, sig);
+    // SAFETY: as above; a negative pid addresses the process group.
+    unsafe { libc::kill(-pid, sig) };
+    for p in all {
+        signal(p, sig);
+    }
+}
+
+/// Resident memory in bytes and total CPU ticks (utime + stime).
+pub fn usage(pid: i32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // Fields after the name, 0-based: state=0 ... utime=11 stime=12 rss=21.
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    let rss_pages: u64 = f.get(21)?.parse().ok()?;
+    Some((rss_pages * page_size(), utime + stime))
+}
+
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if v > 0 {
+        v as u64
+    } else {
+        4096
+    }
+}
+
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if v > 0 {
+        v as u64
+    } else {
+        100
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_measurable() {
+        let me = std::process::id() as i32;
+        assert!(alive(me));
+        let (rss, _) = usage(me).unwrap();
+        assert!(rss > 0);
+        assert!(!alive(0));
+    }
+}

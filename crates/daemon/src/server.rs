@@ -1,0 +1,396 @@
+//! The control socket: `PM2_HOME/rpc.sock`, owner-only, peers of another uid
+//! refused (SO_PEERCRED). One task per connection; a bad frame is answered
+//! with an error and closes that connection only.
+
+use crate::process::{self, Ctl};
+use crate::state::SharedRef;
+use crate::{dlog, monitor, persist};
+use corral_proto::{
+    read_frame, write_frame, FrameError, Hello, Op, ProcInfo, Reply, Request, Welcome, CORRAL_VERSION,
+    PROTOCOL_VERSION,
+};
+use std::time::Duration;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{oneshot, watch};
+
+pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::Sender<bool>) {
+    let mut stop = shutdown.subscribe();
+    loop {
+        tokio::select! {
+            acc = listener.accept() => match acc {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(shared.clone(), stream, shutdown.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    dlog::error(&format!("rpc accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn peer_allowed(stream: &UnixStream) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    match stream.peer_cred() {
+        Ok(c) => c.uid() == me || c.uid() == 0,
+        Err(_) => false,
+    }
+}
+
+async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::Sender<bool>) {
+    if !peer_allowed(&stream) {
+        let _ =
+            write_frame(&mut stream, &Reply::Error { message: "permission denied: peer uid differs".into() })
+                .await;
+        return;
+    }
+    let hello: Result<Result<Hello, FrameError>, _> =
+        tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream)).await;
+    match hello {
+        Ok(Ok(h)) if h.protocol == PROTOCOL_VERSION => {}
+        Ok(Ok(h)) => {
+            let msg = format!(
+                "protocol mismatch: the CLI ({}) speaks version {}, the daemon ({CORRAL_VERSION}) speaks {PROTOCOL_VERSION}; run `pm2 kill` then retry",
+                h.client_version, h.protocol
+            );
+            let _ = write_frame(&mut stream, &Reply::Error { message: msg }).await;
+            return;
+        }
+        Ok(Err(FrameError::Closed)) | Err(_) => return,
+        Ok(Err(e)) => {
+            let _ = write_frame(&mut stream, &Reply::Error { message: format!("bad hello: {e}") }).await;
+            return;
+        }
+    }
+    let welcome = Welcome {
+        protocol: PROTOCOL_VERSION,
+        daemon_version: CORRAL_VERSION.into(),
+        pid: std::process::id(),
+        pm2_home: shared.home.root.to_string_lossy().into_owned(),
+    };
+    if write_frame(&mut stream, &welcome).await.is_err() {
+        return;
+    }
+    loop {
+        let req: Request = match read_frame(&mut stream).await {
+            Ok(r) => r,
+            Err(FrameError::Closed) => return,
+            Err(e @ (FrameError::Malformed(_) | FrameError::TooLarge(_))) => {
+                let _ =
+                    write_frame(&mut stream, &Reply::Error { message: format!("bad request: {e}") }).await;
+                return;
+            }
+            Err(_) => return,
+        };
+        match req {
+            Request::Logs { ids } => {
+                logs_stream(&shared, stream, ids).await;
+                return;
+            }
+            Request::Kill => {
+                shutdown_all(&shared, false).await;
+                let _ = write_frame(&mut stream, &Reply::Ok).await;
+                let _ = shutdown.send(true);
+                return;
+            }
+            other => {
+                let reply = handle(&shared, other).await;
+                if write_frame(&mut stream, &reply).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn err(message: impl Into<String>) -> Reply {
+    Reply::Error { message: message.into() }
+}
+
+fn infos(shared: &SharedRef, ids: &[u32]) -> Vec<ProcInfo> {
+    let t = shared.table();
+    ids.iter().filter_map(|id| t.procs.get(id).map(|e| e.info.clone())).collect()
+}
+
+fn ctl_of(shared: &SharedRef, id: u32) -> Option<tokio::sync::mpsc::UnboundedSender<Ctl>> {
+    shared.table().procs.get(&id).map(|e| e.ctl.clone())
+}
+
+pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
+    match req {
+        Request::Ping => Reply::Pong,
+        Request::List => {
+            let mut t = shared.table();
+            monitor::refresh(&mut t);
+            Reply::Procs { procs: t.procs.values().map(|e| e.info.clone()).collect() }
+        }
+        Request::Start { app } => match start_app(shared, *Box::new(app)).await {
+            Ok(ids) => Reply::Procs { procs: infos(shared, &ids) },
+            Err(e) => err(e),
+        },
+        Request::Op { op, id, update } => {
+            let Some(ctl) = ctl_of(shared, id) else {
+                return err(format!("Process {id} not found"));
+            };
+            let r = match op {
+                Op::Stop => {
+                    let (tx, rx) = oneshot::channel();
+                    let _ = ctl.send(Ctl::Stop { done: tx });
+                    rx.await.map_err(|_| "process task ended".to_string())
+                }
+                Op::Delete => {
+                    let before = infos(shared, &[id]);
+                    let (tx, rx) = oneshot::channel();
+                    let _ = ctl.send(Ctl::Delete { done: tx });
+                    let _ = rx.await;
+                    return Reply::Procs { procs: before };
+                }
+                Op::Restart | Op::Reload => {
+                    let (tx, rx) = oneshot::channel();
+                    let c = if op == Op::Restart {
+                        Ctl::Restart { update, done: tx }
+                    } else {
+                        Ctl::Reload { update, done: tx }
+                    };
+                    let _ = ctl.send(c);
+                    match rx.await {
+                        Ok(r) => r,
+                        Err(_) => Err("process task ended".into()),
+                    }
+                }
+                Op::Reset => {
+                    shared.with_entry(id, |e| {
+                        e.info.restart_time = 0;
+                        e.info.unstable_restarts = 0;
+                        e.counters.unstable_restarts = 0;
+                    });
+                    Ok(())
+                }
+            };
+            match r {
+                Ok(()) => Reply::Procs { procs: infos(shared, &[id]) },
+                Err(e) => err(e),
+            }
+        }
+        Request::Scale { name, count } => scale(shared, &name, count).await,
+        Request::SendSignal { id, signal } => {
+            let Some(sig) = process::parse_signal(&signal) else {
+                return err(format!("unknown signal {signal}"));
+            };
+            let Some(ctl) = ctl_of(shared, id) else {
+                return err(format!("Process {id} not found"));
+            };
+            let (tx, rx) = oneshot::channel();
+            let _ = ctl.send(Ctl::Signal { sig, done: tx });
+            match rx.await {
+                Ok(Ok(())) => Reply::Procs { procs: infos(shared, &[id]) },
+                Ok(Err(e)) => err(e),
+                Err(_) => err("process task ended"),
+            }
+        }
+        Request::SendData { id, .. } => err(format!("Process {id} has no IPC channel")),
+        Request::Save { force } => match persist::save(shared, force, true) {
+            Ok((path, count)) => Reply::Saved { path, count },
+            Err(e) => err(e),
+        },
+        Request::Resurrect => match persist::resurrect(shared).await {
+            Ok((restored, ids)) => Reply::Resurrected { restored, procs: infos(shared, &ids) },
+            Err(e) => err(e),
+        },
+        Request::Flush { ids } => {
+            let t = shared.table();
+            for e in t.procs.values() {
+                if ids.as_ref().is_none_or(|ids| ids.contains(&e.info.pm_id)) {
+                    truncate(&e.info.pm_out_log_path);
+                    truncate(&e.info.pm_err_log_path);
+                    if let Some(p) = &e.info.pm_log_path {
+                        truncate(p);
+                    }
+                }
+            }
+            if ids.is_none() {
+                truncate(&shared.home.daemon_log().to_string_lossy());
+            }
+            Reply::Ok
+        }
+        Request::ReloadLogs => {
+            reload_logs(shared);
+            Reply::Ok
+        }
+        Request::Logs { .. } | Request::Kill => err("internal: handled by the connection"),
+    }
+}
+
+pub fn reload_logs(shared: &SharedRef) {
+    let files: Vec<_> = shared.table().procs.values().filter_map(|e| e.files.clone()).collect();
+    for f in files {
+        if let Ok(mut f) = f.lock() {
+            if let Err(e) = f.reopen() {
+                dlog::error(&format!("reloadLogs: {e}"));
+            }
+        }
+    }
+    dlog::log("Reloading logs...");
+}
+
+fn truncate(path: &str) {
+    if path != "/dev/null" {
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = f.set_len(0);
+        }
+    }
+}
+
+/// Number of processes `instances` asks for (spec §2.3).
+pub fn instance_count(instances: Option<i64>, nproc: usize) -> usize {
+    match instances {
+        None => 1,
+        Some(0) => nproc,
+        Some(k) if k < 0 => (nproc as i64 + k).max(1) as usize,
+        Some(k) => k as usize,
+    }
+}
+
+pub async fn start_app(shared: &SharedRef, app: corral_proto::AppSpec) -> Result<Vec<u32>, String> {
+    let n = instance_count(app.instances, shared.nproc);
+    let sequential = app.wait_ready;
+    let autostart = app.autostart;
+    let mut ids = Vec::with_capacity(n);
+    let mut waits = Vec::new();
+    for _ in 0..n {
+        let id = process::register(shared, app.clone(), None);
+        ids.push(id);
+        if !autostart {
+            continue;
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Some(ctl) = ctl_of(shared, id) {
+            let _ = ctl.send(Ctl::Start { done: Some(tx) });
+        }
+        if sequential {
+            if let Ok(Err(e)) = rx.await {
+                return Err(e);
+            }
+        } else {
+            waits.push(rx);
+        }
+    }
+    let mut first_err = None;
+    for w in waits {
+        if let Ok(Err(e)) = w.await {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e)
+            if ids
+                .iter()
+                .all(|id| shared.with_entry(*id, |e| e.info.status == "errored").unwrap_or(true)) =>
+        {
+            Err(e)
+        }
+        _ => Ok(ids),
+    }
+}
+
+async fn scale(shared: &SharedRef, name: &str, count: u32) -> Reply {
+    let mut current: Vec<(u32, corral_proto::AppSpec)> = shared
+        .table()
+        .procs
+        .values()
+        .filter(|e| e.info.app.name == name)
+        .map(|e| (e.info.pm_id, e.info.app.clone()))
+        .collect();
+    let Some((_, template)) = current.first().cloned() else {
+        return err(format!("Process or Namespace {name} not found"));
+    };
+    let have = current.len() as u32;
+    if count == have {
+        return err("Nothing to do");
+    }
+    let mut ids = Vec::new();
+    if count > have {
+        let mut app = template;
+        app.instances = Some(1);
+        for _ in have..count {
+            let mut one = app.clone();
+            one.instances = None;
+            match start_app(shared, one).await {
+                Ok(mut new) => ids.append(&mut new),
+                Err(e) => return err(e),
+            }
+        }
+    } else {
+        // Remove the newest instances first, as pm2 does.
+        current.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+        for (id, _) in current.into_iter().take((have - count) as usize) {
+            if let Some(ctl) = ctl_of(shared, id) {
+                let (tx, rx) = oneshot::channel();
+                let _ = ctl.send(Ctl::Delete { done: tx });
+                let _ = rx.await;
+            }
+        }
+    }
+    Reply::Procs { procs: infos(shared, &ids) }
+}
+
+async fn logs_stream(shared: &SharedRef, mut stream: UnixStream, ids: Option<Vec<u32>>) {
+    let mut rx = shared.bus.subscribe();
+    if write_frame(&mut stream, &Reply::Ok).await.is_err() {
+        return;
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    let mut probe = [0u8; 1];
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Ok(ev) => {
+                    let id = match &ev {
+                        corral_proto::Event::Log { pm_id, .. } | corral_proto::Event::Process { pm_id, .. } => Some(*pm_id),
+                        corral_proto::Event::Daemon { .. } => None,
+                    };
+                    if let (Some(ids), Some(id)) = (&ids, id) {
+                        if !ids.contains(&id) {
+                            continue;
+                        }
+                    }
+                    if write_frame(&mut wr, &ev).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            },
+            // The client never writes on a log stream: readable means closed.
+            _ = tokio::io::AsyncReadExt::read(&mut rd, &mut probe) => return,
+        }
+    }
+}
+
+/// Stops every process (in parallel) and marks the daemon as shutting down
+/// so nothing restarts. With `save`, the list is dumped first (pm2 does so on
+/// SIGTERM/SIGINT when at least one app exists).
+pub async fn shutdown_all(shared: &SharedRef, save: bool) {
+    if save && !shared.table().procs.is_empty() {
+        match persist::save(shared, false, false) {
+            Ok(_) => {}
+            Err(e) => dlog::error(&format!("could not dump the process list: {e}")),
+        }
+    }
+    shared.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ctls: Vec<_> = shared.table().procs.values().map(|e| e.ctl.clone()).collect();
+    let mut waits = Vec::new();
+    for c in ctls {
+        let (tx, rx) = oneshot::channel();
+        if c.send(Ctl::Delete { done: tx }).is_ok() {
+            waits.push(rx);
+        }
+    }
+    for w in waits {
+        let _ = w.await;
+    }
+}
