@@ -5,8 +5,20 @@
 //! the CLI) and a saved `pm2_env` from `dump.pm2`. One validation path means
 //! one set of error messages.
 //!
-//! STUB: the public API below is the contract other crates build against;
-//! bodies are filled in by the config work.
+//! Modules: [`json5`] (lenient JSON for `.json` files and `dump.pm2`),
+//! `app` (the option table and resolution), `ecosystem` (file formats),
+//! `jlist` (pm2's JSON shapes and reading them back).
+
+mod app;
+mod coerce;
+mod ecosystem;
+mod jlist;
+pub mod json5;
+mod paths;
+
+pub use app::{canonical_key, check_cron, sanitize_log_name, TIME_FORMAT};
+pub use coerce::{parse_bytes, parse_duration_ms, split_args};
+pub use jlist::instance_from_pm2_env;
 
 use corral_proto::{AppSpec, ProcInfo};
 use std::collections::BTreeMap;
@@ -59,16 +71,23 @@ pub struct Loaded {
 /// pm2's rule: an argument is a config file when its name *contains*
 /// `.json`, `.yml`, `.yaml`, `.config.js`, `.config.cjs` or `.config.mjs`.
 pub fn is_ecosystem_file(arg: &str) -> bool {
-    [".json", ".yml", ".yaml", ".config.js", ".config.cjs", ".config.mjs"]
-        .iter()
-        .any(|s| arg.contains(s))
+    [".json", ".yml", ".yaml", ".config.js", ".config.cjs", ".config.mjs"].iter().any(|s| arg.contains(s))
 }
 
 /// Reads and validates an ecosystem file (JS via `node`, JSON with
 /// comments, YAML).
+///
+/// `path` is resolved against `ctx.cwd`; `ctx.source` is replaced by the
+/// path as given, for messages. A file that cannot be read or evaluated is
+/// an `Err`; per-app problems are in `Loaded::apps`.
 pub fn load_ecosystem(path: &Path, ctx: &Context) -> Result<Loaded, ConfigError> {
-    let _ = (path, ctx);
-    Err(ConfigError::Other("ecosystem files: not implemented yet".into()))
+    ecosystem::load(path, ctx)
+}
+
+/// Same as [`load_ecosystem`] for an already parsed document (`pm2 start -`
+/// reads JSON from stdin).
+pub fn load_document(doc: &serde_json::Value, ctx: &Context) -> Result<Loaded, ConfigError> {
+    ecosystem::from_document(doc, ctx)
 }
 
 /// Validates one app object (ecosystem keys, any alias) into an AppSpec.
@@ -77,25 +96,43 @@ pub fn app_from_value(
     obj: &serde_json::Map<String, serde_json::Value>,
     ctx: &Context,
 ) -> Result<(AppSpec, Vec<String>), ConfigError> {
-    let _ = (obj, ctx);
-    Err(ConfigError::Other("not implemented yet".into()))
+    app::resolve_app(obj, ctx, ctx.env.clone())
+}
+
+/// Number of processes an `instances` value starts: unset → 1, `0`/`max`
+/// → nproc, `-k` → nproc-k (at least 1).
+pub fn effective_instances(instances: Option<i64>, nproc: usize) -> u32 {
+    let nproc = nproc.max(1) as i64;
+    let n = match instances {
+        None => 1,
+        Some(0) => nproc,
+        Some(k) if k < 0 => (nproc + k).max(1),
+        Some(k) => k,
+    };
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// One element of `pm2 jlist` for a process, byte-compatible with pm2's
 /// field names.
 pub fn jlist_entry(p: &ProcInfo) -> serde_json::Value {
-    serde_json::json!({ "pid": p.pid, "name": p.app.name, "pm_id": p.pm_id })
+    jlist::jlist_entry(p)
 }
 
 /// The `pm2_env` object of a process (what `dump.pm2` stores per entry).
 pub fn pm2_env(p: &ProcInfo) -> serde_json::Value {
-    let _ = p;
-    serde_json::Value::Null
+    jlist::pm2_env(p)
 }
 
 /// Rebuilds an AppSpec from a saved `pm2_env` (Corral's or real pm2's
 /// `dump.pm2`).
+///
+/// A dump holds one entry per instance, so `instances` is always `None`:
+/// read the instance index with [`instance_from_pm2_env`]. The saved env is
+/// the whole env (the CLI env of the original start included), so
+/// `ctx.env` is not inherited; `ctx.env_name` is ignored.
 pub fn app_from_pm2_env(v: &serde_json::Value, ctx: &Context) -> Result<AppSpec, ConfigError> {
-    let _ = (v, ctx);
-    Err(ConfigError::Other("not implemented yet".into()))
+    jlist::app_from_pm2_env(v, ctx)
 }
+
+#[cfg(test)]
+mod tests;
