@@ -1,0 +1,798 @@
+//! Reading one HTTP request off a fresh sticky-port connection, bounded in size and time.
+//!
+//! The balancer must know the Engine.IO `sid` before it can pick a worker, and it must hand the
+//! worker every byte it consumed (`{type:"sticky:connection", data}`), because after the fd
+//! hand-off the worker's `@socket.io/sticky` `unshift()`s `data` in front of whatever is still in
+//! the kernel socket. We read the whole request (head and body) before the hand-off so the worker
+//! never depends on the daemon forwarding later chunks (incumbent flaw #3), and we never touch
+//! the socket again afterwards.
+//!
+//! Everything here is generic over [`AsyncRead`] so it can be driven by `tokio::io::duplex` or
+//! `tokio_test`-style mocks under paused time.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+
+/// Limits applied to one request. Defaults follow Engine.IO's own server limits so a request the
+/// worker would accept is never refused here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request head (request line + headers + blank line). Beyond it: `431`.
+    pub max_head: usize,
+    /// Largest request body. Engine.IO's `maxHttpBufferSize` defaults to 1 MB; the worker would
+    /// answer `413` too. Beyond it: `413`.
+    pub max_body: usize,
+    /// How long the whole head may take to arrive, from the first read.
+    pub head_timeout: Duration,
+    /// How long the body may take to arrive, counted from the end of the head. A
+    /// `Content-Length` that promises more than the client sends ends here.
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_head: 16 * 1024,
+            max_body: 1_000_000,
+            head_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Most headers a request may carry. A fixed array keeps `httparse` allocation-free; a request
+/// with more is treated as an oversized head (`431`), like Node's own limit would.
+const MAX_HEADERS: usize = 100;
+
+/// A chunk-size line or a trailer line longer than this is garbage, not a slow client.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Longest `sid` we accept from the query. Engine.IO ids are 20 characters; custom
+/// `generateId`s are usually UUID-sized. Anything longer cannot be a session we know.
+const MAX_SID_LEN: usize = 256;
+
+/// How many bytes to ask the socket for at once.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// One request, read in full (or as far as the client will send before waiting on us).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Every byte read from the socket, exactly as received: head, body and anything pipelined
+    /// after it. This is the hand-off's `data`.
+    pub data: Vec<u8>,
+    /// Length of the head (through the blank line) within `data`.
+    pub head_len: usize,
+    /// Offset in `data` where this request ends. Bytes after it were pipelined. When
+    /// `body_complete` is false this is `data.len()`.
+    pub end: usize,
+    /// Engine.IO session id, from the request-target's query string only (flaw #7).
+    pub sid: Option<String>,
+    /// False only when the client sent `Expect: 100-continue` and is waiting for the interim
+    /// response before sending its body. The worker's HTTP server sends `100 Continue` itself and
+    /// reads the body from the socket, so the request is handed off without waiting for it.
+    pub body_complete: bool,
+}
+
+/// Why no request could be handed off. [`ReadError::rejection`] says whether the client gets a
+/// response before the connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The client sent nothing usable in time (stopped mid-request, or a lying
+    /// `Content-Length`). Closed without a response: it is not listening for one anyway.
+    #[error("request not received within the time limit")]
+    Timeout,
+    /// The client closed its side before the request was complete.
+    #[error("connection closed before the request was complete")]
+    Closed,
+    /// The head did not parse, or its framing headers are contradictory.
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+    /// The head is larger than [`HttpLimits::max_head`] or has too many headers.
+    #[error("request head larger than {0} bytes")]
+    HeadTooLarge(usize),
+    /// The body is larger than [`HttpLimits::max_body`].
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("reading the request: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ReadError {
+    /// The response owed to the client, if any.
+    pub fn rejection(&self) -> Option<Reject> {
+        match self {
+            ReadError::BadRequest(_) => Some(Reject::BadRequest),
+            ReadError::HeadTooLarge(_) => Some(Reject::HeaderFieldsTooLarge),
+            ReadError::BodyTooLarge(_) => Some(Reject::PayloadTooLarge),
+            ReadError::Timeout | ReadError::Closed | ReadError::Io(_) => None,
+        }
+    }
+}
+
+/// The responses the balancer itself ever writes. Each is complete and well-formed, with
+/// `Connection: close` and `Content-Length: 0`, because the incumbent's malformed 503 made Node's
+/// client fail with `HPE_INVALID_HEADER_TOKEN` (flaw #6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    BadRequest,
+    PayloadTooLarge,
+    HeaderFieldsTooLarge,
+    ServiceUnavailable,
+}
+
+impl Reject {
+    pub fn status(self) -> u16 {
+        match self {
+            Reject::BadRequest => 400,
+            Reject::PayloadTooLarge => 413,
+            Reject::HeaderFieldsTooLarge => 431,
+            Reject::ServiceUnavailable => 503,
+        }
+    }
+
+    /// The full response bytes, ready to write before closing.
+    pub fn response(self) -> &'static [u8] {
+        match self {
+            Reject::BadRequest => {
+                b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            }
+            Reject::PayloadTooLarge => {
+                b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            }
+            Reject::HeaderFieldsTooLarge => {
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            }
+            Reject::ServiceUnavailable => {
+                b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            }
+        }
+    }
+}
+
+/// How the body's end is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    None,
+    Length(usize),
+    Chunked,
+}
+
+/// What the head told us.
+#[derive(Debug)]
+struct Head {
+    len: usize,
+    sid: Option<String>,
+    body: BodyKind,
+    expect_continue: bool,
+}
+
+/// Reads one request from `io`. Returns once the head and body are complete (plus whatever else
+/// the same reads brought in), or fails with the reason to close.
+pub async fn read_request<R>(io: &mut R, limits: &HttpLimits) -> Result<Request, ReadError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut data: Vec<u8> = Vec::with_capacity(READ_CHUNK.min(limits.max_head.max(1)));
+
+    let head_deadline = Instant::now() + limits.head_timeout;
+    let head = loop {
+        let before = data.len();
+        read_more(io, &mut data, head_deadline).await?;
+        // Re-parse only when a line may have ended (or on the first read, so garbage is
+        // rejected at once): a client dripping one byte at a time must not make us re-scan the
+        // whole head per byte.
+        if before == 0 || data[before..].contains(&b'\n') {
+            if let Some(head) = parse_head(&data, limits)? {
+                break head;
+            }
+        }
+        if data.len() >= limits.max_head {
+            return Err(ReadError::HeadTooLarge(limits.max_head));
+        }
+    };
+
+    let body_deadline = Instant::now() + limits.body_timeout;
+    let end = match head.body {
+        BodyKind::None => Some(head.len),
+        BodyKind::Length(n) => {
+            if n > limits.max_body {
+                return Err(ReadError::BodyTooLarge(limits.max_body));
+            }
+            let end = head.len.saturating_add(n);
+            if head.expect_continue && data.len() < end {
+                None
+            } else {
+                while data.len() < end {
+                    read_more(io, &mut data, body_deadline).await?;
+                }
+                Some(end)
+            }
+        }
+        BodyKind::Chunked => {
+            let mut scanner = ChunkedScanner::default();
+            // Framing overhead is bounded too, so a body of one-byte chunks can't run on.
+            let raw_cap = limits.max_body.saturating_add(limits.max_head);
+            loop {
+                let body = data.get(head.len..).unwrap_or_default();
+                match scanner.advance(body, limits.max_body)? {
+                    Some(len) => break Some(head.len + len),
+                    None if head.expect_continue && body.is_empty() => break None,
+                    None => {
+                        if body.len() > raw_cap {
+                            return Err(ReadError::BodyTooLarge(limits.max_body));
+                        }
+                        read_more(io, &mut data, body_deadline).await?;
+                    }
+                }
+            }
+        }
+    };
+
+    let (end, body_complete) = match end {
+        Some(end) => (end, true),
+        None => (data.len(), false),
+    };
+    Ok(Request { data, head_len: head.len, end, sid: head.sid, body_complete })
+}
+
+/// One read into `data`, failing on EOF or when `deadline` passes.
+async fn read_more<R>(io: &mut R, data: &mut Vec<u8>, deadline: Instant) -> Result<(), ReadError>
+where
+    R: AsyncRead + Unpin,
+{
+    data.reserve(READ_CHUNK);
+    let n = match tokio::time::timeout_at(deadline, io.read_buf(data)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(ReadError::Timeout),
+    };
+    if n == 0 {
+        return Err(ReadError::Closed);
+    }
+    Ok(())
+}
+
+/// Parses the head if it is complete. `Ok(None)` means "need more bytes".
+fn parse_head(data: &[u8], limits: &HttpLimits) -> Result<Option<Head>, ReadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(data) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ReadError::HeadTooLarge(limits.max_head)),
+        Err(_) => return Err(ReadError::BadRequest("unparsable request head")),
+    };
+    if len > limits.max_head {
+        return Err(ReadError::HeadTooLarge(limits.max_head));
+    }
+    let target = req.path.ok_or(ReadError::BadRequest("missing request target"))?;
+
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
+    let mut transfer_encoding = false;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(h.value)?;
+            // Repeated identical values are tolerated (RFC 9112 §6.3); differing ones are a
+            // smuggling attempt.
+            if content_length.is_some_and(|prev| prev != n) {
+                return Err(ReadError::BadRequest("conflicting Content-Length"));
+            }
+            content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            // Only the final coding decides framing; anything but `chunked` last leaves the
+            // body length unknowable for a request, which RFC 9112 says to reject.
+            chunked = last_coding_is_chunked(h.value);
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    let body = match (transfer_encoding, content_length) {
+        (true, Some(_)) => return Err(ReadError::BadRequest("both Transfer-Encoding and Content-Length")),
+        (true, None) if chunked => BodyKind::Chunked,
+        (true, None) => return Err(ReadError::BadRequest("unsupported Transfer-Encoding")),
+        (false, Some(0)) | (false, None) => BodyKind::None,
+        (false, Some(n)) => BodyKind::Length(n),
+    };
+    Ok(Some(Head { len, sid: sid_from_target(target), body, expect_continue }))
+}
+
+fn parse_content_length(value: &[u8]) -> Result<usize, ReadError> {
+    let v = trim(value);
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return Err(ReadError::BadRequest("invalid Content-Length"));
+    }
+    // All digits, so the only failure left is overflow: far beyond any body limit.
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .ok_or(ReadError::BadRequest("invalid Content-Length"))
+}
+
+fn last_coding_is_chunked(value: &[u8]) -> bool {
+    value.rsplit(|&b| b == b',').next().is_some_and(|last| trim(last).eq_ignore_ascii_case(b"chunked"))
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    v.get(start..end).unwrap_or_default()
+}
+
+/// The `sid` query parameter of a request-target (origin-form `/path?query` or absolute-form
+/// `http://host/path?query`), percent-decoded the way Node's `querystring` does it for
+/// Engine.IO. Headers and body are never looked at: a request must not be steered to another
+/// session's worker by text in its body (flaw #7).
+pub fn sid_from_target(target: &str) -> Option<String> {
+    let query = target.split_once('?')?.1;
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    let raw = query.split('&').find_map(|pair| pair.strip_prefix("sid=").map(Some).unwrap_or(None))?;
+    if raw.is_empty() || raw.len() > MAX_SID_LEN * 3 {
+        return None;
+    }
+    let sid = percent_decode(raw)?;
+    if sid.is_empty() || sid.len() > MAX_SID_LEN {
+        return None;
+    }
+    Some(sid)
+}
+
+/// `%XX` and `+` decoding; `None` if the result isn't UTF-8 (no session id of ours would be).
+/// Malformed escapes are kept literally, as `querystring.unescape` does.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Finds the end of a chunked body without copying it: the worker gets the raw bytes and decodes
+/// them itself. Resumable: `pos` remembers how far the bytes seen so far were understood.
+#[derive(Debug, Default)]
+struct ChunkedScanner {
+    pos: usize,
+    state: ChunkState,
+    decoded: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    #[default]
+    Size,
+    /// Inside chunk data, this many bytes left.
+    Data(usize),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// After the last (zero) chunk: trailer lines until an empty one.
+    Trailer,
+}
+
+impl ChunkedScanner {
+    /// Advances over `body` (all body bytes received so far). `Ok(Some(len))` once the body is
+    /// complete, `len` being its raw length.
+    fn advance(&mut self, body: &[u8], max_decoded: usize) -> Result<Option<usize>, ReadError> {
+        loop {
+            let rest = body.get(self.pos..).unwrap_or_default();
+            match self.state {
+                ChunkState::Size => {
+                    let Some((line, used)) = take_line(rest)? else {
+                        return Ok(None);
+                    };
+                    let size = parse_chunk_size(line)?;
+                    self.decoded = self.decoded.saturating_add(size);
+                    if self.decoded > max_decoded {
+                        return Err(ReadError::BodyTooLarge(max_decoded));
+                    }
+                    self.pos += used;
+                    self.state = if size == 0 { ChunkState::Trailer } else { ChunkState::Data(size) };
+                }
+                ChunkState::Data(left) => {
+                    if rest.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = left.min(rest.len());
+                    self.pos += n;
+                    self.state = if n == left { ChunkState::DataEnd } else { ChunkState::Data(left - n) };
+                }
+                ChunkState::DataEnd => {
+                    let Some((line, used)) = take_line(rest)? else {
+                        return Ok(None);
+                    };
+                    if !line.is_empty() {
+                        return Err(ReadError::BadRequest("chunk data longer than its size"));
+                    }
+                    self.pos += used;
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailer => {
+                    let Some((line, used)) = take_line(rest)? else {
+                        return Ok(None);
+                    };
+                    self.pos += used;
+                    if line.is_empty() {
+                        return Ok(Some(self.pos));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Splits off one line (LF or CRLF terminated). `Ok(None)` if no full line has arrived yet.
+fn take_line(rest: &[u8]) -> Result<Option<(&[u8], usize)>, ReadError> {
+    match rest.iter().position(|&b| b == b'\n') {
+        Some(i) if i > MAX_CHUNK_LINE => Err(ReadError::BadRequest("chunk line too long")),
+        Some(i) => {
+            let line = &rest[..i];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            Ok(Some((line, i + 1)))
+        }
+        None if rest.len() > MAX_CHUNK_LINE => Err(ReadError::BadRequest("chunk line too long")),
+        None => Ok(None),
+    }
+}
+
+fn parse_chunk_size(line: &[u8]) -> Result<usize, ReadError> {
+    // Chunk extensions (`;name=value`) are allowed and ignored.
+    let size = line.split(|&b| b == b';').next().map(trim).unwrap_or_default();
+    if size.is_empty() || size.len() > 16 || !size.iter().all(u8::is_ascii_hexdigit) {
+        return Err(ReadError::BadRequest("invalid chunk size"));
+    }
+    std::str::from_utf8(size)
+        .ok()
+        .and_then(|s| usize::from_str_radix(s, 16).ok())
+        .ok_or(ReadError::BadRequest("invalid chunk size"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn limits() -> HttpLimits {
+        HttpLimits::default()
+    }
+
+    /// Feeds `parts` through a duplex pipe, one write per part, and reads a request from it.
+    async fn read_parts(parts: &[&[u8]], limits: HttpLimits) -> Result<Request, ReadError> {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        let writer = tokio::spawn(async move {
+            for p in parts {
+                if client.write_all(&p).await.is_err() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            // Keep the client open so EOF doesn't end the read: only completeness does.
+            client
+        });
+        let r = read_request(&mut server, &limits).await;
+        drop(writer);
+        r
+    }
+
+    #[tokio::test]
+    async fn get_without_body_returns_head_and_sid() {
+        let req =
+            b"GET /socket.io/?EIO=4&transport=polling&sid=abcdefghij0123456789 HTTP/1.1\r\nHost: x\r\n\r\n";
+        let r = read_parts(&[req], limits()).await.unwrap();
+        assert_eq!(r.data, req.to_vec());
+        assert_eq!(r.head_len, req.len());
+        assert_eq!(r.end, req.len());
+        assert_eq!(r.sid.as_deref(), Some("abcdefghij0123456789"));
+        assert!(r.body_complete);
+    }
+
+    #[tokio::test]
+    async fn handshake_has_no_sid() {
+        let req = b"GET /socket.io/?EIO=4&transport=polling&t=abc HTTP/1.1\r\n\r\n";
+        let r = read_parts(&[req], limits()).await.unwrap();
+        assert_eq!(r.sid, None);
+    }
+
+    #[tokio::test]
+    async fn head_split_byte_by_byte() {
+        let req: &[u8] = b"GET /?sid=s1 HTTP/1.1\r\nHost: a\r\n\r\n";
+        let parts: Vec<&[u8]> = req.chunks(1).collect();
+        let r = read_parts(&parts, limits()).await.unwrap();
+        assert_eq!(r.data, req.to_vec());
+        assert_eq!(r.sid.as_deref(), Some("s1"));
+    }
+
+    #[tokio::test]
+    async fn sid_in_body_or_header_is_ignored() {
+        // Flaw #7: the incumbent matched `sid=` anywhere in the first chunk.
+        let body = b"4:sid=OTHERSESSION0123456";
+        let head = format!(
+            "POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nCookie: sid=COOKIEaaaaaaaaaaaaaa\r\nX-Sid: sid=HEADERaaaaaaaaaaaaaa\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut all = head.as_bytes().to_vec();
+        all.extend_from_slice(body);
+        let r = read_parts(&[&all], limits()).await.unwrap();
+        assert_eq!(r.sid, None);
+        assert_eq!(r.data, all);
+    }
+
+    #[tokio::test]
+    async fn body_in_later_segments_is_read_in_full() {
+        // Flaw #3: a POST whose body arrives in a second TCP segment.
+        let head = b"POST /socket.io/?EIO=4&transport=polling&sid=abc HTTP/1.1\r\nContent-Length: 10\r\n\r\n";
+        let r = read_parts(&[head, b"01234", b"56789"], limits()).await.unwrap();
+        let mut want = head.to_vec();
+        want.extend_from_slice(b"0123456789");
+        assert_eq!(r.data, want);
+        assert_eq!(r.end, want.len());
+        assert_eq!(r.head_len, head.len());
+    }
+
+    #[tokio::test]
+    async fn large_binary_body_is_read_exactly() {
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let head = format!("POST /x HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
+        let mut all = head.as_bytes().to_vec();
+        all.extend_from_slice(&body);
+        let parts: Vec<&[u8]> = all.chunks(70_000).collect();
+        let r = read_parts(&parts, limits()).await.unwrap();
+        assert_eq!(r.data, all);
+        assert_eq!(r.end, all.len());
+    }
+
+    #[tokio::test]
+    async fn pipelined_bytes_are_returned_too() {
+        let a = b"POST /a?sid=one HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+        let b = b"GET /b?sid=two HTTP/1.1\r\n\r\n";
+        let mut all = a.to_vec();
+        all.extend_from_slice(b);
+        let r = read_parts(&[&all], limits()).await.unwrap();
+        assert_eq!(r.data, all);
+        assert_eq!(r.end, a.len());
+        assert_eq!(r.sid.as_deref(), Some("one"));
+    }
+
+    #[tokio::test]
+    async fn chunked_body_is_read_to_its_end() {
+        let head = b"POST /c?sid=x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let body: &[u8] = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: t\r\n\r\n";
+        let tail = b"GET /next HTTP/1.1\r\n\r\n";
+        let mut all = head.to_vec();
+        all.extend_from_slice(body);
+        all.extend_from_slice(tail);
+        // Split at awkward places, including inside the size line and the CRLFs.
+        let parts: Vec<&[u8]> = all.chunks(3).collect();
+        let r = read_parts(&parts, limits()).await.unwrap();
+        assert_eq!(r.end, head.len() + body.len());
+        assert_eq!(&r.data[..r.end], &all[..r.end]);
+        // Pipelined bytes that arrived with the last read are included; never more than sent.
+        assert!(all.starts_with(&r.data));
+    }
+
+    #[tokio::test]
+    async fn chunked_body_over_limit_is_413() {
+        let lim = HttpLimits { max_body: 8, ..limits() };
+        let req =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n";
+        let e = read_parts(&[req], lim).await.unwrap_err();
+        assert!(matches!(e, ReadError::BodyTooLarge(8)), "{e:?}");
+        assert_eq!(e.rejection(), Some(Reject::PayloadTooLarge));
+    }
+
+    #[tokio::test]
+    async fn bad_chunk_size_is_400() {
+        let req = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        let e = read_parts(&[req], limits()).await.unwrap_err();
+        assert_eq!(e.rejection(), Some(Reject::BadRequest));
+    }
+
+    #[tokio::test]
+    async fn content_length_over_limit_is_413_without_reading_body() {
+        let req = b"POST / HTTP/1.1\r\nContent-Length: 1000001\r\n\r\n";
+        let e = read_parts(&[req], limits()).await.unwrap_err();
+        assert!(matches!(e, ReadError::BodyTooLarge(_)));
+        assert_eq!(Reject::PayloadTooLarge.status(), 413);
+    }
+
+    #[tokio::test]
+    async fn oversized_head_is_431() {
+        let mut req = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        req.extend_from_slice(&[b'a'; 20 * 1024]);
+        let e = read_parts(&[&req], limits()).await.unwrap_err();
+        assert!(matches!(e, ReadError::HeadTooLarge(_)), "{e:?}");
+        assert_eq!(e.rejection(), Some(Reject::HeaderFieldsTooLarge));
+    }
+
+    #[tokio::test]
+    async fn complete_head_just_over_the_limit_is_431() {
+        let lim = HttpLimits { max_head: 64, ..limits() };
+        let req = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(60));
+        let e = read_parts(&[req.as_bytes()], lim).await.unwrap_err();
+        assert!(matches!(e, ReadError::HeadTooLarge(64)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn too_many_headers_is_431() {
+        let mut req = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..150 {
+            req.push_str(&format!("X-{i}: v\r\n"));
+        }
+        req.push_str("\r\n");
+        let e = read_parts(&[req.as_bytes()], limits()).await.unwrap_err();
+        assert!(matches!(e, ReadError::HeadTooLarge(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn garbage_is_400() {
+        for g in [
+            &b"\x00\x01\x02garbage\r\n\r\n"[..],
+            b"GET / FOO/1.1\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        ] {
+            let e = read_parts(&[g], limits()).await.unwrap_err();
+            assert_eq!(e.rejection(), Some(Reject::BadRequest), "{g:?} -> {e:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn conflicting_framing_is_400() {
+        for req in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999999\r\n\r\n",
+        ] {
+            let e = read_parts(&[req], limits()).await.unwrap_err();
+            assert_eq!(e.rejection(), Some(Reject::BadRequest), "{req:?} -> {e:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn repeated_identical_content_length_is_fine() {
+        let req = b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok";
+        let r = read_parts(&[req], limits()).await.unwrap();
+        assert_eq!(r.end, req.len());
+    }
+
+    #[tokio::test]
+    async fn expect_continue_hands_off_without_waiting_for_body() {
+        let req = b"POST /?sid=s HTTP/1.1\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n";
+        let r = read_parts(&[req], limits()).await.unwrap();
+        assert!(!r.body_complete);
+        assert_eq!(r.data, req.to_vec());
+        assert_eq!(r.end, req.len());
+    }
+
+    #[tokio::test]
+    async fn eof_mid_request_is_closed_without_response() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client.write_all(b"GET / HTTP/1.1\r\nHost").await.unwrap();
+        drop(client);
+        let e = read_request(&mut server, &limits()).await.unwrap_err();
+        assert!(matches!(e, ReadError::Closed), "{e:?}");
+        assert_eq!(e.rejection(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_that_stops_mid_head_times_out() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        let start = Instant::now();
+        let e = read_request(&mut server, &limits()).await.unwrap_err();
+        assert!(matches!(e, ReadError::Timeout), "{e:?}");
+        assert_eq!(e.rejection(), None);
+        assert_eq!(start.elapsed(), limits().head_timeout);
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lying_content_length_times_out() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client.write_all(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\nonly-a-bit").await.unwrap();
+        let start = Instant::now();
+        let e = read_request(&mut server, &limits()).await.unwrap_err();
+        assert!(matches!(e, ReadError::Timeout), "{e:?}");
+        assert_eq!(start.elapsed(), limits().body_timeout);
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_drip_is_bounded_by_head_deadline_not_per_read() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let drip = tokio::spawn(async move {
+            for _ in 0..1000 {
+                if client.write_all(b"a").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let start = Instant::now();
+        let e = read_request(&mut server, &limits()).await.unwrap_err();
+        assert!(matches!(e, ReadError::Timeout | ReadError::BadRequest(_)), "{e:?}");
+        assert!(start.elapsed() <= limits().head_timeout);
+        drip.abort();
+    }
+
+    #[test]
+    fn reject_responses_are_well_formed() {
+        for r in [
+            Reject::BadRequest,
+            Reject::PayloadTooLarge,
+            Reject::HeaderFieldsTooLarge,
+            Reject::ServiceUnavailable,
+        ] {
+            let bytes = r.response();
+            let mut headers = [httparse::EMPTY_HEADER; 8];
+            let mut resp = httparse::Response::new(&mut headers);
+            let parsed = resp.parse(bytes).unwrap();
+            assert_eq!(parsed, httparse::Status::Complete(bytes.len()));
+            assert_eq!(resp.code, Some(r.status()));
+            assert_eq!(resp.version, Some(1));
+            let names: Vec<(String, Vec<u8>)> =
+                resp.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
+            assert!(names.contains(&("connection".into(), b"close".to_vec())));
+            assert!(names.contains(&("content-length".into(), b"0".to_vec())));
+        }
+        assert!(Reject::ServiceUnavailable.response().starts_with(b"HTTP/1.1 503 Service Unavailable\r\n"));
+    }
+
+    #[test]
+    fn sid_extraction_from_target() {
+        assert_eq!(sid_from_target("/socket.io/?EIO=4&sid=abc").as_deref(), Some("abc"));
+        assert_eq!(sid_from_target("/?sid=a%2Db").as_deref(), Some("a-b"));
+        assert_eq!(sid_from_target("http://h:1/socket.io/?sid=xyz&EIO=4").as_deref(), Some("xyz"));
+        assert_eq!(sid_from_target("/?sid=first&sid=second").as_deref(), Some("first"));
+        assert_eq!(sid_from_target("/?xsid=abc"), None);
+        assert_eq!(sid_from_target("/?sid="), None);
+        assert_eq!(sid_from_target("/path/sid=abc"), None);
+        assert_eq!(sid_from_target("/?a=1#sid=abc"), None);
+        assert_eq!(sid_from_target("/?sid=%ff%fe"), None);
+        assert_eq!(sid_from_target(&format!("/?sid={}", "a".repeat(300))), None);
+        assert_eq!(sid_from_target("/?sid=%zz").as_deref(), Some("%zz"));
+    }
+
+    #[test]
+    fn chunk_scanner_never_panics_on_odd_input() {
+        let inputs: [&[u8]; 6] =
+            [b"", b"\n", b"ffffffffffffffffff\r\n", b"0\r\n", b"1\r\nab\r\n", b"\r\n\r\n\r\n"];
+        for input in inputs {
+            let mut s = ChunkedScanner::default();
+            let _ = s.advance(input, 1_000_000);
+        }
+    }
+}
