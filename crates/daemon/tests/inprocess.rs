@@ -1,0 +1,125 @@
+//! The daemon run in-process (pueue's pattern): a temporary PM2_HOME, a
+//! client speaking the proto frames, real child processes.
+
+use corral_proto::{read_frame, write_frame, AppSpec, Hello, Op, Reply, Request, Welcome, PROTOCOL_VERSION};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::net::UnixStream;
+
+struct Client {
+    s: UnixStream,
+}
+
+impl Client {
+    async fn connect(home: &Path) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let s = loop {
+            match UnixStream::connect(home.join("rpc.sock")).await {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(e) => panic!("daemon never listened: {e}"),
+            }
+        };
+        let mut c = Client { s };
+        write_frame(&mut c.s, &Hello { protocol: PROTOCOL_VERSION, client_version: "test".into() })
+            .await
+            .unwrap();
+        let _w: Welcome = read_frame(&mut c.s).await.unwrap();
+        c
+    }
+
+    async fn req(&mut self, r: Request) -> Reply {
+        write_frame(&mut self.s, &r).await.unwrap();
+        read_frame(&mut self.s).await.unwrap()
+    }
+
+    async fn list(&mut self) -> Vec<corral_proto::ProcInfo> {
+        match self.req(Request::List).await {
+            Reply::Procs { procs } => procs,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn sh_app(name: &str, script: &str) -> AppSpec {
+    AppSpec {
+        name: name.into(),
+        script: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        interpreter: "none".into(),
+        cwd: "/".into(),
+        ..Default::default()
+    }
+}
+
+async fn wait_until<F>(c: &mut Client, what: &str, f: F) -> Vec<corral_proto::ProcInfo>
+where
+    F: Fn(&[corral_proto::ProcInfo]) -> bool,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let l = c.list().await;
+        if f(&l) {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {l:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn start_crash_restart_stop_delete_kill() {
+    let home = tempfile::tempdir().unwrap();
+    let opts = corral_daemon::DaemonOptions { pm2_home: home.path().to_path_buf() };
+    let daemon = tokio::spawn(corral_daemon::run_async(opts));
+    let mut c = Client::connect(home.path()).await;
+    assert!(matches!(c.req(Request::Ping).await, Reply::Pong));
+
+    let r = c.req(Request::Start { app: sh_app("sleeper", "echo hello; exec sleep 30") }).await;
+    let Reply::Procs { procs } = r else { panic!("{r:?}") };
+    assert_eq!(procs.len(), 1);
+    assert_eq!(procs[0].status, "online");
+    let pid = procs[0].pid;
+    assert!(pid > 0);
+
+    // A crash is restarted with a new pid.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let l =
+        wait_until(&mut c, "restart", |l| l[0].restart_time == 1 && l[0].pid != 0 && l[0].pid != pid).await;
+    assert_eq!(l[0].status, "online");
+
+    let r = c.req(Request::Op { op: Op::Stop, id: 0, update: None }).await;
+    let Reply::Procs { procs } = r else { panic!("{r:?}") };
+    assert_eq!(procs[0].status, "stopped");
+    assert_eq!(procs[0].pid, 0);
+
+    let out = std::fs::read_to_string(home.path().join("logs/sleeper-out.log")).unwrap();
+    assert!(out.contains("hello"));
+
+    let r = c.req(Request::Op { op: Op::Delete, id: 0, update: None }).await;
+    assert!(matches!(r, Reply::Procs { .. }));
+    assert!(c.list().await.is_empty());
+
+    let r = c.req(Request::Op { op: Op::Stop, id: 7, update: None }).await;
+    assert!(matches!(r, Reply::Error { .. }));
+
+    assert!(matches!(c.req(Request::Kill).await, Reply::Ok));
+    tokio::time::timeout(Duration::from_secs(10), daemon).await.unwrap().unwrap().unwrap();
+    assert!(!home.path().join("pm2.pid").exists());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn crash_loop_goes_errored() {
+    let home = tempfile::tempdir().unwrap();
+    let opts = corral_daemon::DaemonOptions { pm2_home: home.path().to_path_buf() };
+    let daemon = tokio::spawn(corral_daemon::run_async(opts));
+    let mut c = Client::connect(home.path()).await;
+    let mut app = sh_app("crasher", "exit 3");
+    app.max_restarts = 3;
+    c.req(Request::Start { app }).await;
+    let l = wait_until(&mut c, "errored", |l| l[0].status == "errored").await;
+    assert_eq!(l[0].pid, 0);
+    assert_eq!(l[0].exit_code, Some(3));
+    assert!(matches!(c.req(Request::Kill).await, Reply::Ok));
+    let _ = tokio::time::timeout(Duration::from_secs(10), daemon).await;
+}
