@@ -1,0 +1,7 @@
+module.exports = {
+  apps : [{
+    script    : "worker.js",
+    instances : "max",
+    exec_mode : "cluster"
+  }]
+}
