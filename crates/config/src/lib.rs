@@ -136,3 +136,5 @@ pub fn app_from_pm2_env(v: &serde_json::Value, ctx: &Context) -> Result<AppSpec,
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_jlist;
