@@ -462,7 +462,31 @@ pub fn app_from_pm2_env(v: &Value, ctx: &Context) -> Result<AppSpec, ConfigError
     }
 
     let rctx = Context { env_name: None, ..ctx.clone() };
-    let (mut spec, _warnings) = resolve_app(&app, &rctx, env)?;
+    // A dump is data the user did not write by hand: an option that no
+    // longer validates (older pm2, hand edits) is dropped rather than losing
+    // the whole process on resurrect. Script, cwd and interpreter errors
+    // still fail, since the process could not run anyway.
+    let mut spec = None;
+    for _ in 0..16 {
+        match resolve_app(&app, &rctx, env.clone()) {
+            Ok((s, _warnings)) => {
+                spec = Some(s);
+                break;
+            }
+            Err(ConfigError::Invalid { key, .. })
+                if key != "script" && key != "cwd" && app.contains_key(&key) =>
+            {
+                app.remove(&key);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let Some(mut spec) = spec else {
+        return Err(ConfigError::Malformed {
+            file: ctx.source.clone(),
+            reason: format!("process entry {name} has too many invalid options"),
+        });
+    };
     for (k, val) in kept_aside {
         spec.extra.insert(k, val);
     }

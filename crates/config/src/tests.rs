@@ -687,3 +687,11 @@ fn ecosystem_file_rule() {
     assert!(is_ecosystem_file("a.json5"));
     assert!(!is_ecosystem_file("app.js"));
 }
+
+#[test]
+fn document_from_stdin() {
+    let f = fx();
+    let l = load_document(&json!({"apps": [{"name": "in", "script": "app.js"}]}), &f.ctx).unwrap();
+    assert_eq!(names(&l), vec!["in"]);
+    assert!(load_document(&Value::Null, &f.ctx).is_err());
+}

@@ -329,6 +329,14 @@ fn real_pm2_dump_is_loadable() {
     assert_eq!(c.extra.len(), 1, "{:?}", c.extra);
     assert_eq!(instance_from_pm2_env(&entries[1]), Some(1));
 
+    // An option that no longer validates is dropped, the process is kept.
+    let mut odd = entries[1].clone();
+    odd["min_uptime"] = json!(5);
+    odd["kill_timeout"] = json!({"weird": true});
+    let c = app_from_pm2_env(&odd, &ctx).unwrap();
+    assert_eq!((c.min_uptime, c.kill_timeout), (1000, 1600));
+    assert_eq!(c.cron_restart.as_deref(), Some("0 3 * * *"));
+
     // A missing script is reported, not silently dropped.
     let mut gone = entries[0].clone();
     gone["pm_exec_path"] = json!(format!("{root}/gone.js"));
