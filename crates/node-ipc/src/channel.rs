@@ -1,0 +1,828 @@
+//! The asynchronous parent end of a Node IPC channel.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::fields::{read_fields, FieldValue, Fields};
+use crate::frame::{encode_frame_into, frame_raw_into, FrameDecoder, Mode, DEFAULT_MAX_FRAME_LEN};
+use crate::sys;
+use crate::v8::{DecodeOptions, DEFAULT_MAX_DEPTH, DEFAULT_VERSION, MAX_VERSION, MIN_VERSION};
+use crate::value::Value;
+
+/// Per-channel limits.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest incoming frame payload; a bigger one ends the channel with
+    /// [`Error::FrameTooLarge`]. Default 64 MiB.
+    pub max_frame_len: usize,
+    /// Bytes that may wait to be written (including messages held behind a
+    /// handle awaiting its ACK) before sends fail with
+    /// [`Error::PeerNotReading`]. Default 64 MiB.
+    pub max_write_buffer: usize,
+    /// Nesting cap for [`Incoming::decode`]. Default 128.
+    pub max_depth: usize,
+    /// Decoded messages buffered for the [`Receiver`]; when full the channel
+    /// stops reading the socket (and so also stops seeing ACKs). Default 256.
+    pub incoming_queue: usize,
+    /// Received fds kept while waiting for their `NODE_HANDLE` frame; extras
+    /// are closed. Default 16.
+    pub max_pending_fds: usize,
+    /// How often a NACKed handle is sent again before giving up (Node: 3).
+    pub max_handle_retries: u32,
+    /// How long a graceful close waits for queued output and ACKs before it
+    /// gives up. Default 5 s.
+    pub close_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_write_buffer: 64 << 20,
+            max_depth: DEFAULT_MAX_DEPTH,
+            incoming_queue: 256,
+            max_pending_fds: 16,
+            max_handle_retries: 3,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The `type` of a `NODE_HANDLE` envelope: which wrapper the receiving Node
+/// process builds around the fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HandleType {
+    /// `net.Socket`: a ready `net.Socket` (what sticky sessions need).
+    NetSocket,
+    /// `net.Server`: a listening server.
+    NetServer,
+    /// `net.Native`: the raw `TCP`/`Pipe` handle (cluster `newconn`, shared listen).
+    NetNative,
+    /// `dgram.Socket`.
+    DgramSocket,
+    /// `dgram.Native`.
+    DgramNative,
+}
+
+impl HandleType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandleType::NetSocket => "net.Socket",
+            HandleType::NetServer => "net.Server",
+            HandleType::NetNative => "net.Native",
+            HandleType::DgramSocket => "dgram.Socket",
+            HandleType::DgramNative => "dgram.Native",
+        }
+    }
+}
+
+/// How a handle sent with [`Sender::send_handle`] ended. Every variant that
+/// can hand the descriptor back does: drop it to close it, keep it for
+/// `keepOpen` semantics (e.g. a shared listening socket).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HandleOutcome {
+    /// The peer acknowledged the handle (`NODE_HANDLE_ACK`).
+    Acked(OwnedFd),
+    /// The peer refused it (`NODE_HANDLE_NACK`) after every retry.
+    Nacked(OwnedFd),
+    /// The channel closed before an ACK arrived.
+    Closed(OwnedFd),
+    /// The handle was never sent (closed channel, full buffer, unencodable message).
+    Failed(Error, OwnedFd),
+    /// The channel's tasks were dropped (runtime shut down); the fd was closed.
+    Dropped,
+}
+
+/// Resolves to the [`HandleOutcome`] of one [`Sender::send_handle`]. The
+/// handle is queued when `send_handle` is called, not when this is polled;
+/// dropping it closes the fd once the outcome is known.
+#[must_use = "the outcome carries the descriptor back"]
+pub struct HandleReply {
+    inner: ReplyInner,
+}
+
+enum ReplyInner {
+    Pending(oneshot::Receiver<HandleOutcome>),
+    Ready(Option<HandleOutcome>),
+}
+
+impl fmt::Debug for HandleReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HandleReply")
+    }
+}
+
+impl Future for HandleReply {
+    type Output = HandleOutcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<HandleOutcome> {
+        match &mut self.inner {
+            ReplyInner::Ready(o) => Poll::Ready(o.take().unwrap_or(HandleOutcome::Dropped)),
+            ReplyInner::Pending(rx) => Pin::new(rx).poll(cx).map(|r| r.unwrap_or(HandleOutcome::Dropped)),
+        }
+    }
+}
+
+/// A descriptor received with a `NODE_HANDLE` frame.
+#[derive(Debug)]
+pub struct ReceivedHandle {
+    /// The descriptor (close-on-exec).
+    pub fd: OwnedFd,
+    /// The envelope's `type` (`"net.Socket"`, `"net.Native"`, …).
+    pub handle_type: String,
+}
+
+/// One message from the peer.
+///
+/// Keeps the raw payload so that a relay can forward it untouched with
+/// [`Sender::send_raw`]; decode it with [`Incoming::decode`] or read routing
+/// fields with [`Incoming::fields`]. For a `NODE_HANDLE` frame the payload is
+/// the envelope, [`Incoming::decode`] returns the inner message and
+/// [`Incoming::handle`] the descriptor (already acknowledged).
+pub struct Incoming {
+    payload: Bytes,
+    mode: Mode,
+    handle: Option<ReceivedHandle>,
+    max_depth: usize,
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("mode", &self.mode)
+            .field("len", &self.payload.len())
+            .field("handle", &self.handle)
+            .finish()
+    }
+}
+
+impl Incoming {
+    /// Wraps a payload (for tests and relays that build messages themselves).
+    pub fn new(payload: Bytes, mode: Mode) -> Self {
+        Incoming { payload, mode, handle: None, max_depth: DEFAULT_MAX_DEPTH }
+    }
+
+    /// The payload exactly as received (no length prefix / newline).
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// Consumes the message into its payload.
+    pub fn into_payload(self) -> Bytes {
+        self.payload
+    }
+
+    /// The channel's serialization mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Decodes the message (the inner `msg` for a handle envelope).
+    pub fn decode(&self) -> Result<Value> {
+        let v = match self.mode {
+            Mode::Json => crate::json::decode(&self.payload)?,
+            Mode::Advanced => {
+                let opts = DecodeOptions { max_depth: self.max_depth, ..DecodeOptions::default() };
+                crate::v8::decode_bytes(&self.payload, &opts)?
+            }
+        };
+        if self.handle.is_some() {
+            return Ok(match v {
+                Value::Object(props) => {
+                    props.into_iter().rev().find(|(k, _)| k.as_str() == "msg").map_or(Value::Undefined, |(_, v)| v)
+                }
+                _ => Value::Undefined,
+            });
+        }
+        Ok(v)
+    }
+
+    /// The top-level routing fields, without decoding the rest.
+    pub fn fields(&self) -> Result<Fields<'_>> {
+        read_fields(&self.payload, self.mode)
+    }
+
+    /// The descriptor that came with this message, if any.
+    pub fn handle(&self) -> Option<&ReceivedHandle> {
+        self.handle.as_ref()
+    }
+
+    /// Takes the descriptor out of the message.
+    pub fn take_handle(&mut self) -> Option<ReceivedHandle> {
+        self.handle.take()
+    }
+}
+
+/// Entry point: see [`Channel::new`].
+#[derive(Debug)]
+pub struct Channel;
+
+impl Channel {
+    /// Drives the parent end of a channel: makes `fd` non-blocking and spawns a
+    /// reader and a writer task on the current tokio runtime (any flavour).
+    ///
+    /// The channel closes when [`Sender::close`] is called, when every
+    /// [`Sender`] is dropped, when the peer closes its end, or on a framing
+    /// error; the [`Receiver`] then yields `None`.
+    pub fn new(fd: OwnedFd, mode: Mode, limits: Limits) -> Result<(Sender, Receiver)> {
+        sys::check_stream_socket(fd.as_raw_fd())?;
+        sys::set_nonblocking(fd.as_raw_fd())?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Io(io::Error::other("Channel::new must be called within a tokio runtime")));
+        }
+        // SAFETY: an OwnedFd stays open, and always reports the same fd, for as
+        // long as the AsyncFd owns it.
+        let io = unsafe { AsyncFd::register(fd) }.map_err(|e| Error::Io(e.into()))?;
+        let (tx, rx) = mpsc::channel(limits.incoming_queue.max(1));
+        let shared = Arc::new(Shared {
+            io,
+            mode,
+            state: Mutex::new(State {
+                version: DEFAULT_VERSION,
+                out: OutBuf::default(),
+                held: VecDeque::new(),
+                held_bytes: 0,
+                in_flight: None,
+                closing: false,
+                closed: false,
+                close_deadline: None,
+            }),
+            limits,
+            wake_writer: Notify::new(),
+            senders: AtomicUsize::new(1),
+        });
+        tokio::spawn(reader_task(shared.clone(), tx));
+        tokio::spawn(writer_task(shared.clone()));
+        Ok((Sender { shared }, Receiver { rx }))
+    }
+}
+
+struct Shared {
+    io: AsyncFd<OwnedFd>,
+    mode: Mode,
+    limits: Limits,
+    state: Mutex<State>,
+    wake_writer: Notify,
+    senders: AtomicUsize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn raw(&self) -> RawFd {
+        self.io.get_ref().as_raw_fd()
+    }
+}
+
+struct State {
+    /// V8 version written in advanced mode: the peer's, once seen.
+    version: u32,
+    out: OutBuf,
+    /// Everything sent while a handle awaits its ACK, in order.
+    held: VecDeque<Held>,
+    held_bytes: usize,
+    in_flight: Option<InFlight>,
+    closing: bool,
+    closed: bool,
+    close_deadline: Option<Instant>,
+}
+
+impl State {
+    fn buffered(&self) -> usize {
+        self.out.len() + self.held_bytes
+    }
+
+    /// Closes for good: drops unsent output and hands every pending fd back.
+    fn abort(&mut self) {
+        self.closed = true;
+        self.out = OutBuf::default();
+        if let Some(f) = self.in_flight.take() {
+            let _ = f.reply.send(HandleOutcome::Closed(f.fd));
+        }
+        for h in self.held.drain(..) {
+            if let Held::Handle { fd, reply, .. } = h {
+                let _ = reply.send(HandleOutcome::Closed(fd));
+            }
+        }
+        self.held_bytes = 0;
+    }
+
+    fn start_handle(&mut self, frame: Vec<u8>, fd: OwnedFd, retries: u32, reply: oneshot::Sender<HandleOutcome>) {
+        self.out.push_with_fd(&frame, fd.as_raw_fd());
+        self.in_flight = Some(InFlight { frame, fd, retries, sent: false, reply });
+    }
+
+    /// Moves held messages to the output until the next handle.
+    fn release_held(&mut self) {
+        while self.in_flight.is_none() {
+            let Some(h) = self.held.pop_front() else { break };
+            match h {
+                Held::Frame(v) => {
+                    self.held_bytes -= v.len();
+                    self.out.push(&v);
+                }
+                Held::Handle { frame, fd, reply } => {
+                    self.held_bytes -= frame.len();
+                    self.start_handle(frame, fd, 0, reply);
+                }
+            }
+        }
+    }
+
+    fn on_ack(&mut self, nack: bool, max_retries: u32) {
+        let Some(f) = self.in_flight.take() else { return };
+        if !f.sent {
+            // An ACK for a handle whose first byte is not even out yet is bogus;
+            // honouring it would close an fd still referenced by the output.
+            self.in_flight = Some(f);
+            return;
+        }
+        if nack && f.retries < max_retries {
+            self.start_handle(f.frame, f.fd, f.retries + 1, f.reply);
+            return;
+        }
+        let outcome = if nack { HandleOutcome::Nacked(f.fd) } else { HandleOutcome::Acked(f.fd) };
+        let _ = f.reply.send(outcome);
+        self.release_held();
+    }
+}
+
+struct InFlight {
+    frame: Vec<u8>,
+    fd: OwnedFd,
+    retries: u32,
+    /// The first byte (carrying the fd) has been written.
+    sent: bool,
+    reply: oneshot::Sender<HandleOutcome>,
+}
+
+enum Held {
+    Frame(Vec<u8>),
+    Handle { frame: Vec<u8>, fd: OwnedFd, reply: oneshot::Sender<HandleOutcome> },
+}
+
+/// Output bytes plus the positions where an fd must ride along.
+#[derive(Default)]
+struct OutBuf {
+    buf: Vec<u8>,
+    head: usize,
+    /// Absolute stream offset of `buf[0]`.
+    base: u64,
+    /// (absolute offset of a frame's first byte, fd to attach there).
+    marks: VecDeque<(u64, RawFd)>,
+}
+
+enum Flush {
+    Drained,
+    Blocked,
+}
+
+impl OutBuf {
+    fn len(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    fn push(&mut self, frame: &[u8]) {
+        self.buf.extend_from_slice(frame);
+    }
+
+    fn push_with_fd(&mut self, frame: &[u8], fd: RawFd) {
+        self.marks.push_back((self.base + self.buf.len() as u64, fd));
+        self.buf.extend_from_slice(frame);
+    }
+
+    /// Writes until empty or EAGAIN. Returns whether an fd went out.
+    fn flush(&mut self, sock: RawFd, fd_sent: &mut bool) -> io::Result<Flush> {
+        while self.head < self.buf.len() {
+            let pos = self.base + self.head as u64;
+            let mut end = self.buf.len();
+            let mut attach = None;
+            if let Some(&(at, fd)) = self.marks.front() {
+                if at == pos {
+                    attach = Some(fd);
+                    if let Some(&(next, _)) = self.marks.get(1) {
+                        end = (next - self.base) as usize;
+                    }
+                } else {
+                    end = (at - self.base) as usize;
+                }
+            }
+            match sys::send(sock, &self.buf[self.head..end], attach) {
+                Ok(n) => {
+                    if attach.is_some() && n > 0 {
+                        self.marks.pop_front();
+                        *fd_sent = true;
+                    }
+                    self.head += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.compact();
+                    return Ok(Flush::Blocked);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.base += self.buf.len() as u64;
+        self.buf.clear();
+        self.head = 0;
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+        }
+        Ok(Flush::Drained)
+    }
+
+    fn compact(&mut self) {
+        if self.head > 0 && self.head >= self.buf.len() / 2 {
+            self.buf.drain(..self.head);
+            self.base += self.head as u64;
+            self.head = 0;
+        }
+    }
+}
+
+/// The sending half. Cheap to clone; all clones feed one ordered queue.
+pub struct Sender {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").field("mode", &self.shared.mode).finish()
+    }
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Sender { shared: self.shared.clone() }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.close();
+        }
+    }
+}
+
+impl Sender {
+    /// The channel's serialization mode.
+    pub fn mode(&self) -> Mode {
+        self.shared.mode
+    }
+
+    /// The V8 version this channel writes (the peer's, once a frame from it
+    /// was seen; 15 before).
+    pub fn version(&self) -> u32 {
+        self.shared.lock().version
+    }
+
+    /// Bytes waiting to be written, including messages held behind a handle.
+    pub fn buffered(&self) -> usize {
+        self.shared.lock().buffered()
+    }
+
+    /// True once the channel is closed or closing.
+    pub fn is_closed(&self) -> bool {
+        let st = self.shared.lock();
+        st.closed || st.closing
+    }
+
+    /// Queues a message. Returns at once; ordering across all clones is the
+    /// order of calls. Fails with [`Error::Closed`], [`Error::PeerNotReading`]
+    /// or an encoding error (nothing is queued then).
+    pub fn send(&self, value: &Value) -> Result<()> {
+        if value.is_undefined() {
+            return Err(Error::NotEncodable("undefined cannot be sent as a message"));
+        }
+        let mode = self.shared.mode;
+        self.enqueue(|out, version| encode_frame_into(value, mode, version, out))
+    }
+
+    /// Queues a payload already encoded for this channel's mode (as returned
+    /// by [`Incoming::payload`] of a channel in the same mode), byte for byte.
+    pub fn send_raw(&self, payload: &[u8]) -> Result<()> {
+        let mode = self.shared.mode;
+        self.enqueue(|out, _| frame_raw_into(payload, mode, out))
+    }
+
+    fn enqueue(&self, write: impl FnOnce(&mut Vec<u8>, u32) -> Result<()>) -> Result<()> {
+        let mut st = self.shared.lock();
+        if st.closed || st.closing {
+            return Err(Error::Closed);
+        }
+        let max = self.shared.limits.max_write_buffer;
+        let before = st.buffered();
+        if st.in_flight.is_some() {
+            let mut v = Vec::new();
+            write(&mut v, st.version)?;
+            if before + v.len() > max {
+                return Err(Error::PeerNotReading { buffered: before, max });
+            }
+            st.held_bytes += v.len();
+            st.held.push_back(Held::Frame(v));
+            // Nothing to write until the ACK comes.
+            return Ok(());
+        }
+        let version = st.version;
+        let start = st.out.buf.len();
+        write(&mut st.out.buf, version)?;
+        if before + (st.out.buf.len() - start) > max {
+            st.out.buf.truncate(start);
+            return Err(Error::PeerNotReading { buffered: before, max });
+        }
+        drop(st);
+        self.shared.wake_writer.notify_one();
+        Ok(())
+    }
+
+    /// Sends `msg` with a descriptor, wrapped as Node does:
+    /// `{cmd:'NODE_HANDLE', type, msg}` with the fd attached (SCM_RIGHTS) to the
+    /// frame's first byte. Until the peer ACKs, every later message on this
+    /// channel (with or without fd) is held back, because Node would
+    /// otherwise deliver it before the handle's own message.
+    pub fn send_handle(&self, msg: &Value, handle_type: HandleType, fd: OwnedFd) -> HandleReply {
+        let ready = |o| HandleReply { inner: ReplyInner::Ready(Some(o)) };
+        let envelope = Value::object([
+            ("cmd", Value::from("NODE_HANDLE")),
+            ("type", Value::from(handle_type.as_str())),
+            ("msg", msg.clone()),
+        ]);
+        let mut st = self.shared.lock();
+        if st.closed || st.closing {
+            return ready(HandleOutcome::Failed(Error::Closed, fd));
+        }
+        let mut frame = Vec::new();
+        if let Err(e) = encode_frame_into(&envelope, self.shared.mode, st.version, &mut frame) {
+            return ready(HandleOutcome::Failed(e, fd));
+        }
+        let max = self.shared.limits.max_write_buffer;
+        let before = st.buffered();
+        if before + frame.len() > max {
+            return ready(HandleOutcome::Failed(Error::PeerNotReading { buffered: before, max }, fd));
+        }
+        let (tx, rx) = oneshot::channel();
+        if st.in_flight.is_some() {
+            st.held_bytes += frame.len();
+            st.held.push_back(Held::Handle { frame, fd, reply: tx });
+        } else {
+            st.start_handle(frame, fd, 0, tx);
+            drop(st);
+            self.shared.wake_writer.notify_one();
+        }
+        HandleReply { inner: ReplyInner::Pending(rx) }
+    }
+
+    /// Closes gracefully: no new sends; what is queued (including messages
+    /// held behind a handle) is written within [`Limits::close_timeout`], then
+    /// both directions are shut down. Pending handles resolve
+    /// [`HandleOutcome::Closed`] if their ACK never came.
+    pub fn close(&self) {
+        let mut st = self.shared.lock();
+        if !st.closing && !st.closed {
+            st.closing = true;
+            st.close_deadline = Some(Instant::now() + self.shared.limits.close_timeout);
+        }
+        drop(st);
+        self.shared.wake_writer.notify_one();
+    }
+
+    /// Closes at once, dropping queued output; pending handles resolve
+    /// [`HandleOutcome::Closed`] with their fds.
+    pub fn abort(&self) {
+        self.shared.lock().abort();
+        sys::shutdown(self.shared.raw());
+        self.shared.wake_writer.notify_one();
+    }
+}
+
+/// The receiving half.
+#[derive(Debug)]
+pub struct Receiver {
+    rx: mpsc::Receiver<Result<Incoming>>,
+}
+
+impl Receiver {
+    /// The next message; `None` once the channel is closed. An `Err` (framing
+    /// error, socket error) is followed by `None`.
+    pub async fn recv(&mut self) -> Option<Result<Incoming>> {
+        self.rx.recv().await
+    }
+
+    /// Polling form of [`Receiver::recv`].
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming>>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+fn control_frame(cmd: &str, mode: Mode, version: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    // A fixed, two-key-free object of ASCII strings always encodes.
+    let _ = encode_frame_into(&Value::object([("cmd", Value::from(cmd))]), mode, version, &mut out);
+    out
+}
+
+async fn reader_task(shared: Arc<Shared>, tx: mpsc::Sender<Result<Incoming>>) {
+    let mode = shared.mode;
+    let mut decoder = FrameDecoder::new(mode, shared.limits.max_frame_len);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut fds: VecDeque<OwnedFd> = VecDeque::new();
+    let mut new_fds = Vec::new();
+    let mut receiver_alive = true;
+    'read: loop {
+        let mut guard = match shared.io.readable().await {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = tx.send(Err(Error::Io(e))).await;
+                break;
+            }
+        };
+        let n = match guard.try_io(|io| sys::recv(io.as_raw_fd(), &mut buf, &mut new_fds)) {
+            Err(_would_block) => continue,
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => break,
+            Ok(Err(e)) => {
+                if receiver_alive {
+                    let _ = tx.send(Err(Error::Io(e))).await;
+                }
+                break;
+            }
+        };
+        for fd in new_fds.drain(..) {
+            if fds.len() < shared.limits.max_pending_fds {
+                fds.push_back(fd);
+            }
+        }
+        decoder.extend(&buf[..n]);
+        loop {
+            let payload = match decoder.next_frame() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    if receiver_alive {
+                        let _ = tx.send(Err(e)).await;
+                    }
+                    break 'read;
+                }
+            };
+            let Some(incoming) = dispatch(&shared, payload, &mut fds) else { continue };
+            if receiver_alive && tx.send(Ok(incoming)).await.is_err() {
+                // Keep reading so ACKs are still processed; drop user messages.
+                receiver_alive = false;
+            }
+        }
+    }
+    shared.lock().abort();
+    sys::shutdown(shared.raw());
+    shared.wake_writer.notify_one();
+}
+
+/// Handles internal frames; returns what the receiver should see.
+fn dispatch(shared: &Shared, payload: Bytes, fds: &mut VecDeque<OwnedFd>) -> Option<Incoming> {
+    let mode = shared.mode;
+    let mut st = shared.lock();
+    if mode == Mode::Advanced && payload.len() >= 2 && payload[0] == 0xFF {
+        let v = payload[1] as u32;
+        if (MIN_VERSION..=MAX_VERSION).contains(&v) && v != st.version {
+            st.version = v;
+        }
+    }
+    let mut handle_type = None;
+    if let Ok(f) = read_fields(&payload, mode) {
+        if let Some(FieldValue::Str(cmd)) = &f.cmd {
+            if cmd.eq_str("NODE_HANDLE_ACK") || cmd.eq_str("NODE_HANDLE_NACK") {
+                st.on_ack(cmd.eq_str("NODE_HANDLE_NACK"), shared.limits.max_handle_retries);
+                drop(st);
+                shared.wake_writer.notify_one();
+                return None;
+            }
+            if cmd.eq_str("NODE_HANDLE") {
+                handle_type = Some(f.type_.and_then(|t| t.as_str().map(|s| s.into_owned())).unwrap_or_default());
+            }
+        }
+    }
+    let mut incoming = Incoming { payload, mode, handle: None, max_depth: shared.limits.max_depth };
+    if let Some(handle_type) = handle_type {
+        // Node pairs the oldest unclaimed fd with the next NODE_HANDLE frame.
+        let fd = fds.pop_front();
+        let reply = if fd.is_some() { "NODE_HANDLE_ACK" } else { "NODE_HANDLE_NACK" };
+        // ACK/NACK bypass the queue of messages held behind our own handle.
+        if !st.closed {
+            let frame = control_frame(reply, mode, st.version);
+            st.out.push(&frame);
+        }
+        drop(st);
+        shared.wake_writer.notify_one();
+        // Without an fd Node drops the message too.
+        incoming.handle = Some(ReceivedHandle { fd: fd?, handle_type });
+    }
+    Some(incoming)
+}
+
+async fn writer_task(shared: Arc<Shared>) {
+    let raw = shared.raw();
+    let mut wait_writable = false;
+    loop {
+        if wait_writable {
+            let deadline = shared.lock().close_deadline;
+            tokio::select! {
+                g = shared.io.writable() => {
+                    let Ok(mut g) = g else { break };
+                    match flush_step(&shared, raw) {
+                        Step::Blocked => g.clear_ready(),
+                        Step::Drained => wait_writable = false,
+                        Step::Done => break,
+                    }
+                }
+                _ = shared.wake_writer.notified() => {
+                    if shared.lock().closed { break }
+                }
+                _ = sleep_until_opt(deadline) => break,
+            }
+            continue;
+        }
+        match flush_step(&shared, raw) {
+            Step::Blocked => wait_writable = true,
+            Step::Done => break,
+            Step::Drained => {
+                let deadline = shared.lock().close_deadline;
+                tokio::select! {
+                    _ = shared.wake_writer.notified() => {}
+                    _ = sleep_until_opt(deadline) => break,
+                }
+            }
+        }
+    }
+    // Deadline passed, socket error or finished: make sure nothing stays pending.
+    let mut st = shared.lock();
+    if !st.closed {
+        st.abort();
+    }
+    drop(st);
+    sys::shutdown(raw);
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+enum Step {
+    Drained,
+    Blocked,
+    Done,
+}
+
+fn flush_step(shared: &Shared, raw: RawFd) -> Step {
+    let mut st = shared.lock();
+    if st.closed {
+        return Step::Done;
+    }
+    let mut fd_sent = false;
+    let r = st.out.flush(raw, &mut fd_sent);
+    if fd_sent {
+        if let Some(f) = st.in_flight.as_mut() {
+            f.sent = true;
+        }
+    }
+    match r {
+        Ok(Flush::Blocked) => Step::Blocked,
+        Ok(Flush::Drained) => {
+            if st.closing && st.in_flight.is_none() && st.held.is_empty() {
+                st.closed = true;
+                Step::Done
+            } else {
+                Step::Drained
+            }
+        }
+        Err(_) => {
+            st.abort();
+            Step::Done
+        }
+    }
+}
