@@ -1,9 +1,312 @@
-//! The `pm2` command line.
+//! The `pm2` command line (and `pm2-runtime`): parses pm2's syntax,
+//! connects to (or spawns) the Corral daemon over `$PM2_HOME/rpc.sock`,
+//! resolves targets, and prints pm2's output.
+//!
+//! Output differences from pm2 that are deliberate:
+//! - no ANSI colours unless the stream is a TTY (and `--no-color` /
+//!   `NO_COLOR` / `TERM=dumb` are unset), so piped output is parseable;
+//! - a daemon that fails to start is reported (`[PM2][ERROR] Daemon failed
+//!   to start: ...`, exit 1) instead of pm2's silent exit 0;
+//! - `pm2 kill` with no daemon running does not spawn one first.
+//!
+//! The same binary is the daemon: `CORRAL_DAEMON_MODE=1` (set only by the
+//! CLI when it spawns the daemon) switches `main_pm2` to
+//! `corral_daemon::run`.
+
+pub mod args;
+pub mod client;
+pub mod commands;
+pub mod inspect;
+pub mod logs;
+pub mod monit;
+pub mod output;
+pub mod render;
+pub mod resolve;
+pub mod runtime;
+pub mod startup;
+pub mod timefmt;
+
+use commands::{info, ops, start, state, Cli, Code};
+use corral_proto::{Op, CORRAL_VERSION};
+
+const DAEMON_MODE_ENV: &str = "CORRAL_DAEMON_MODE";
+
+/// Runs the daemon when spawned as one; returns its exit code.
+fn daemon_mode() -> Option<i32> {
+    if std::env::var_os(DAEMON_MODE_ENV).is_some_and(|v| v == "1") {
+        // Apps inherit the daemon's environment: the marker must not leak.
+        std::env::remove_var(DAEMON_MODE_ENV);
+        let pm2_home = client::pm2_home();
+        return Some(match corral_daemon::run(corral_daemon::DaemonOptions { pm2_home }) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("PM2 error: daemon stopped: {e:#}");
+                1
+            }
+        });
+    }
+    None
+}
 
 pub fn main_pm2() -> i32 {
-    0
+    if let Some(code) = daemon_mode() {
+        return code;
+    }
+    let argv: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    run_pm2(argv)
 }
 
 pub fn main_runtime() -> i32 {
-    0
+    if let Some(code) = daemon_mode() {
+        return code;
+    }
+    let argv: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    runtime::run(argv)
+}
+
+/// Commands pm2 has that Corral does not implement (PM2 Plus, modules,
+/// deploy, ...): a clear message and exit 1 rather than "Command not found".
+const UNSUPPORTED: &[&str] = &[
+    "link",
+    "unlink",
+    "monitor",
+    "unmonitor",
+    "open",
+    "plus",
+    "register",
+    "login",
+    "logout",
+    "install",
+    "module:install",
+    "module:update",
+    "module:generate",
+    "uninstall",
+    "module:uninstall",
+    "package",
+    "publish",
+    "deploy",
+    "serve",
+    "expose",
+    "pull",
+    "forward",
+    "backward",
+    "deepUpdate",
+    "sysmonit",
+    "slist",
+    "sysinfos",
+    "create",
+    "autoinstall",
+    "trigger",
+    "inspect",
+    "profile:cpu",
+    "profile:mem",
+    "attach",
+    "send",
+    "report",
+    "logrotate",
+    "set",
+    "get",
+    "unset",
+    "conf",
+    "config",
+    "multiset",
+    "completion",
+    "ecosystem",
+    "init",
+    "examples",
+    "imonit",
+];
+
+pub fn run_pm2(argv: Vec<String>) -> i32 {
+    // `-v` is answered before anything else, without a daemon.
+    if args::has_token_before_dashdash(&argv, &["-v"]) {
+        output::raw_out(&format!("{CORRAL_VERSION}\n"));
+        return 0;
+    }
+    let silent = args::has_token_before_dashdash(&argv, &["-s", "--silent"]);
+    let no_color = args::has_token_before_dashdash(&argv, &["--no-color"]);
+    output::init(silent, no_color);
+    let parsed = match args::parse(&argv) {
+        Ok(p) => p,
+        Err(e) => {
+            output::err(&e.message());
+            return 1;
+        }
+    };
+    if parsed.has("help") {
+        output::out(&usage());
+        return 0;
+    }
+    let home = client::pm2_home();
+    let mut cli = Cli::new(parsed, home);
+    match dispatch(&mut cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(s) = e.downcast_ref::<client::SpawnFailed>() {
+                output::error(&s.to_string());
+            } else {
+                output::error(&format!("{e:#}"));
+            }
+            1
+        }
+    }
+}
+
+fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
+    let Some(cmd) = cli.args.command.clone() else {
+        if cli.args.has("version") {
+            // `--version` is answered after connecting, as commander does.
+            cli.client()?;
+            output::out(CORRAL_VERSION);
+            return Ok(0);
+        }
+        output::out(&usage());
+        return Ok(1);
+    };
+    match cmd.as_str() {
+        "startup" => return startup::startup(cli),
+        "unstartup" => return startup::unstartup(cli),
+        "kill" => return ops::kill(cli),
+        _ => {}
+    }
+    let known = is_known(&cmd);
+    if !known {
+        if UNSUPPORTED.contains(&cmd.as_str()) {
+            output::error(&format!("Command {cmd} is not supported by Corral"));
+            return Ok(1);
+        }
+        output::error("Command not found");
+        output::out(&usage());
+        return Ok(1);
+    }
+    // pm2 connects (and spawns) before any command runs.
+    cli.client()?;
+    if cli.args.has("version") {
+        output::out(CORRAL_VERSION);
+        return Ok(0);
+    }
+    match cmd.as_str() {
+        "start" => start::start(cli),
+        "stop" | "restart" | "reload" | "delete" | "del" | "reset" => ops::run(cli, &cmd),
+        "startOrRestart" => start::start_or(cli, Op::Restart),
+        "startOrReload" | "startOrGracefulReload" => start::start_or(cli, Op::Reload),
+        "list" | "ls" | "l" | "ps" | "status" => info::list(cli),
+        "jlist" => info::jlist(cli),
+        "prettylist" => info::prettylist(cli),
+        "describe" | "desc" | "info" | "show" => info::describe(cli),
+        "env" => info::env(cli),
+        "pid" => info::pid(cli),
+        "id" => info::id(cli),
+        "ping" => info::ping(cli),
+        "logs" => logs::logs(cli),
+        "flush" => state::flush(cli),
+        "reloadLogs" => state::reload_logs(cli),
+        "save" | "dump" => state::save(cli),
+        "resurrect" => state::resurrect(cli),
+        "cleardump" => state::cleardump(cli),
+        "update" | "updatePM2" => state::update(cli),
+        "sendSignal" => ops::send_signal(cli),
+        "scale" => ops::scale(cli),
+        "monit" | "dashboard" | "dash" => monit::monit(cli),
+        _ => {
+            output::error("Command not found");
+            Ok(1)
+        }
+    }
+}
+
+fn is_known(cmd: &str) -> bool {
+    matches!(
+        cmd,
+        "start"
+            | "stop"
+            | "restart"
+            | "reload"
+            | "delete"
+            | "del"
+            | "reset"
+            | "startOrRestart"
+            | "startOrReload"
+            | "startOrGracefulReload"
+            | "list"
+            | "ls"
+            | "l"
+            | "ps"
+            | "status"
+            | "jlist"
+            | "prettylist"
+            | "describe"
+            | "desc"
+            | "info"
+            | "show"
+            | "env"
+            | "pid"
+            | "id"
+            | "ping"
+            | "logs"
+            | "flush"
+            | "reloadLogs"
+            | "save"
+            | "dump"
+            | "resurrect"
+            | "cleardump"
+            | "update"
+            | "updatePM2"
+            | "sendSignal"
+            | "scale"
+            | "monit"
+            | "dashboard"
+            | "dash"
+    )
+}
+
+pub fn usage() -> String {
+    let cmds: &[(&str, &str)] = &[
+        ("start [name|file|ecosystem|id...]", "start and daemonize an app"),
+        ("stop <id|name|namespace|all|json>", "stop a process"),
+        ("restart <id|name|namespace|all|json>", "restart a process"),
+        ("reload <id|name|namespace|all>", "reload processes (zero-downtime in cluster mode)"),
+        ("delete|del <id|name|namespace|all|json>", "stop and delete a process from pm2 process list"),
+        ("startOrRestart|startOrReload <json>", "start or restart/reload the apps of a file"),
+        ("list|ls|l|ps|status", "list all processes"),
+        ("jlist", "list all processes in JSON format"),
+        ("prettylist", "print json in a prettified JSON"),
+        ("describe|desc|info|show <name|id>", "describe all parameters of a process"),
+        ("env <id>", "list all environment variables of a process id"),
+        ("pid [app]", "return pid of [app] or all"),
+        ("id <name>", "get process id by name"),
+        ("logs [id|name|namespace]", "stream logs file. Default stream all logs"),
+        ("flush [api]", "flush logs"),
+        ("reloadLogs", "reload all logs"),
+        ("save|dump", "dump all processes for resurrecting them later"),
+        ("resurrect", "resurrect previously dumped processes"),
+        ("cleardump", "create empty dump file"),
+        ("reset <name|id|all>", "reset counters for process"),
+        ("sendSignal <signal> <pm2_id|name>", "send a system signal to the target process"),
+        (
+            "scale <app_name> <number>",
+            "scale up/down a process in cluster mode depending on total_number param",
+        ),
+        ("monit|dashboard", "launch termcaps monitoring"),
+        ("startup [platform]", "enable the pm2 startup hook"),
+        ("unstartup [platform]", "disable the pm2 startup hook"),
+        ("ping", "ping pm2 daemon - if not up it will launch it"),
+        ("update", "(alias) update in-memory PM2 with local PM2"),
+        ("kill", "kill daemon"),
+    ];
+    let mut s = String::from("\nUsage: pm2 [options] <command>\n\nCommands:\n\n");
+    for (c, d) in cmds {
+        s.push_str(&format!("    {c:<44} {d}\n"));
+    }
+    s.push_str("\nOptions:\n\n");
+    s.push_str("    -v, --version                                output the version number\n");
+    s.push_str("    -s, --silent                                 hide all messages\n");
+    s.push_str(
+        "    -n, --name <name>                            set a name for the process in the process list\n",
+    );
+    s.push_str("    -i, --instances <number>                     launch [number] instances (for networked app)(load balanced)\n");
+    s.push_str("    --no-color                                   skip colors\n");
+    s.push_str("    -h, --help                                   output usage information\n");
+    s.push_str(&format!("\nAccess pm2 files in {}\n", client::pm2_home().display()));
+    s
 }

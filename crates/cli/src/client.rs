@@ -1,0 +1,340 @@
+//! Connection to the daemon's control socket, spawning the daemon when it is
+//! absent.
+//!
+//! The CLI is synchronous; a current-thread tokio runtime owned by the
+//! [`Client`] drives the proto crate's async framing.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use corral_proto::{
+    read_frame, write_frame, Event, FrameError, Hello, Reply, Request, Welcome, CORRAL_VERSION,
+    PROTOCOL_VERSION,
+};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::UnixStream;
+use tokio::runtime::Runtime;
+
+use crate::output;
+
+/// How long a fresh daemon gets to bind `rpc.sock`.
+const SPAWN_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a live daemon gets to answer `Hello`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `PM2_HOME`, else `$HOME/.pm2`, else `/etc/.pm2` (pm2's order).
+pub fn pm2_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("PM2_HOME").filter(|h| !h.is_empty()) {
+        return absolutize(Path::new(&h));
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Path::new(&h).join(".pm2"),
+        None => PathBuf::from("/etc/.pm2"),
+    }
+}
+
+fn absolutize(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map(|c| c.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+pub fn sock_path(home: &Path) -> PathBuf {
+    home.join("rpc.sock")
+}
+
+/// Creates `PM2_HOME` and the folders pm2's CLI creates on every run.
+pub fn ensure_home(home: &Path) -> Result<()> {
+    for d in [home.to_path_buf(), home.join("logs"), home.join("pids"), home.join("modules")] {
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let conf = home.join("module_conf.json");
+    if !conf.exists() {
+        let _ = std::fs::write(&conf, "{}");
+    }
+    Ok(())
+}
+
+pub fn new_runtime() -> Result<Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the I/O runtime")
+}
+
+pub struct Client {
+    rt: Runtime,
+    stream: UnixStream,
+    pub welcome: Welcome,
+    /// True when this invocation spawned the daemon.
+    pub spawned: bool,
+}
+
+impl Client {
+    /// Connects to a running daemon, or spawns one (printing pm2's two
+    /// "Spawning"/"daemonized" lines).
+    pub fn connect_or_spawn(home: &Path) -> Result<Client> {
+        ensure_home(home)?;
+        let rt = new_runtime()?;
+        let sock = sock_path(home);
+        match rt.block_on(UnixStream::connect(&sock)) {
+            Ok(stream) => return Client::handshake(rt, stream, false),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                // Nobody listens: a daemon died without cleaning up.
+                let _ = std::fs::remove_file(&sock);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!("cannot connect to {}: {e}", sock.display()),
+        }
+        spawn_daemon(home)?;
+        let stream = wait_for_daemon(&rt, home)?;
+        output::info("PM2 Successfully daemonized");
+        Client::handshake(rt, stream, true)
+    }
+
+    /// Connects without spawning; `None` when no daemon answers.
+    pub fn connect_existing(home: &Path) -> Result<Option<Client>> {
+        let rt = new_runtime()?;
+        match rt.block_on(UnixStream::connect(sock_path(home))) {
+            Ok(stream) => Ok(Some(Client::handshake(rt, stream, false)?)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Connects to a daemon that is starting in this process
+    /// (`pm2-runtime`), polling until `deadline`.
+    pub fn connect_polling(home: &Path, deadline: Duration) -> Result<Client> {
+        let rt = new_runtime()?;
+        let start = Instant::now();
+        loop {
+            if let Ok(stream) = rt.block_on(UnixStream::connect(sock_path(home))) {
+                return Client::handshake(rt, stream, false);
+            }
+            if start.elapsed() > deadline {
+                bail!("daemon did not open {} in time", sock_path(home).display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn handshake(rt: Runtime, mut stream: UnixStream, spawned: bool) -> Result<Client> {
+        let hello = Hello { protocol: PROTOCOL_VERSION, client_version: CORRAL_VERSION.to_string() };
+        let answer: serde_json::Value = rt
+            .block_on(async {
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                    write_frame(&mut stream, &hello).await?;
+                    read_frame::<_, serde_json::Value>(&mut stream).await
+                })
+                .await
+            })
+            .map_err(|_| anyhow!("the daemon did not answer within {}s", HANDSHAKE_TIMEOUT.as_secs()))?
+            .map_err(|e| anyhow!("handshake with the daemon failed: {e}"))?;
+        if answer.get("reply").is_some() {
+            return match serde_json::from_value::<Reply>(answer) {
+                Ok(Reply::Error { message }) => Err(anyhow!(message)),
+                Ok(other) => Err(anyhow!("unexpected handshake answer: {other:?}")),
+                Err(e) => Err(anyhow!("malformed handshake answer: {e}")),
+            };
+        }
+        let welcome: Welcome =
+            serde_json::from_value(answer).map_err(|e| anyhow!("malformed handshake answer: {e}"))?;
+        if welcome.daemon_version != CORRAL_VERSION {
+            output::out(&format!(
+                ">>>> In-memory PM2 is out-of-date, do:\n>>>> $ pm2 update\nIn memory PM2 version: {}\nLocal PM2 version: {}\n",
+                welcome.daemon_version, CORRAL_VERSION
+            ));
+        }
+        Ok(Client { rt, stream, welcome, spawned })
+    }
+
+    /// One request/reply pair. `Reply::Error` is returned as a value, not an
+    /// error, because callers print it in command-specific ways.
+    pub fn request(&mut self, req: &Request) -> Result<Reply> {
+        let stream = &mut self.stream;
+        self.rt.block_on(async {
+            write_frame(stream, req).await.map_err(conn_err)?;
+            read_frame::<_, Reply>(stream).await.map_err(conn_err)
+        })
+    }
+
+    /// `Request::List`, ascending pm_id.
+    pub fn list(&mut self) -> Result<Vec<corral_proto::ProcInfo>> {
+        match self.request(&Request::List)? {
+            Reply::Procs { mut procs } => {
+                procs.sort_by_key(|p| p.pm_id);
+                Ok(procs)
+            }
+            Reply::Error { message } => Err(anyhow!(message)),
+            other => Err(anyhow!("unexpected reply to list: {other:?}")),
+        }
+    }
+
+    /// Turns the connection into an event stream; `on_event` returns false
+    /// to stop. Ends on Ctrl-C/SIGTERM (Ok) or when the daemon goes away.
+    pub fn stream_events(
+        mut self,
+        ids: Option<Vec<u32>>,
+        mut on_event: impl FnMut(Event) -> bool,
+    ) -> Result<()> {
+        let stream = &mut self.stream;
+        self.rt.block_on(async move {
+            write_frame(stream, &Request::Logs { ids }).await.map_err(conn_err)?;
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot watch SIGTERM")?;
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                    _ = term.recv() => return Ok(()),
+                    ev = read_frame::<_, serde_json::Value>(stream) => {
+                        let v = match ev {
+                            Ok(v) => v,
+                            Err(FrameError::Closed) => return Ok(()),
+                            Err(e) => return Err(conn_err(e)),
+                        };
+                        // The daemon may answer the Logs request itself
+                        // (`Ok` before streaming, or an error).
+                        if v.get("reply").is_some() {
+                            if let Ok(Reply::Error { message }) = serde_json::from_value::<Reply>(v) {
+                                return Err(anyhow!(message));
+                            }
+                            continue;
+                        }
+                        if let Ok(ev) = serde_json::from_value::<Event>(v) {
+                            if !on_event(ev) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Waits until the daemon closes this connection (after `Kill`).
+    pub fn wait_closed(&mut self, timeout: Duration) {
+        let stream = &mut self.stream;
+        let _ = self.rt.block_on(async {
+            tokio::time::timeout(timeout, async {
+                loop {
+                    if read_frame::<_, serde_json::Value>(stream).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await
+        });
+    }
+}
+
+fn conn_err(e: FrameError) -> anyhow::Error {
+    match e {
+        FrameError::Closed => anyhow!("the daemon closed the connection"),
+        e => anyhow!("daemon connection error: {e}"),
+    }
+}
+
+/// The process title users grep for ("God Daemon").
+pub fn daemon_title(home: &Path) -> String {
+    format!("PM2 v{}: God Daemon ({})", CORRAL_VERSION, home.display())
+}
+
+struct Spawned {
+    child: std::process::Child,
+    log_offset: u64,
+}
+
+static SPAWNED: std::sync::Mutex<Option<Spawned>> = std::sync::Mutex::new(None);
+
+fn spawn_daemon(home: &Path) -> Result<()> {
+    output::info(&format!("Spawning PM2 daemon with pm2_home={}", home.display()));
+    let log_path = home.join("pm2.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let log_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let exe = std::env::current_exe().context("cannot find the pm2 executable")?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg0(daemon_title(home))
+        .env("CORRAL_DAEMON_MODE", "1")
+        .env("PM2_HOME", home)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("cannot duplicate the pm2.log handle")?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; the daemon must not belong to the
+    // terminal's session, or Ctrl-C in the user's shell would reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().with_context(|| format!("cannot spawn {}", exe.display()))?;
+    if let Ok(mut g) = SPAWNED.lock() {
+        *g = Some(Spawned { child, log_offset });
+    }
+    Ok(())
+}
+
+fn wait_for_daemon(rt: &Runtime, home: &Path) -> Result<UnixStream> {
+    let sock = sock_path(home);
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = rt.block_on(UnixStream::connect(&sock)) {
+            return Ok(s);
+        }
+        let mut guard = SPAWNED.lock().map_err(|_| anyhow!("spawn state poisoned"))?;
+        let exited = match guard.as_mut() {
+            Some(s) => s.child.try_wait().ok().flatten(),
+            None => None,
+        };
+        let timed_out = start.elapsed() > SPAWN_DEADLINE;
+        if exited.is_some() || timed_out {
+            let offset = guard.as_ref().map(|s| s.log_offset).unwrap_or(0);
+            if timed_out && exited.is_none() {
+                if let Some(s) = guard.as_mut() {
+                    // A daemon that cannot bind in time is not trusted to
+                    // come up later behind the user's back.
+                    let _ = s.child.kill();
+                    let _ = s.child.wait();
+                }
+            }
+            let tail = log_tail_since(&home.join("pm2.log"), offset, 15);
+            let why = match exited {
+                Some(st) => format!("daemon exited ({st})"),
+                None => format!("no answer on {} after {}s", sock.display(), SPAWN_DEADLINE.as_secs()),
+            };
+            bail!(SpawnFailed(if tail.is_empty() { why } else { format!("{why}\n{tail}") }));
+        }
+        drop(guard);
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Marker error: printed as `Daemon failed to start: ...`.
+#[derive(Debug)]
+pub struct SpawnFailed(pub String);
+
+impl std::fmt::Display for SpawnFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Daemon failed to start: {}", self.0)
+    }
+}
+
+impl std::error::Error for SpawnFailed {}
+
+fn log_tail_since(path: &Path, offset: u64, lines: usize) -> String {
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let from = offset.max(len.saturating_sub(64 * 1024));
+        if f.seek(SeekFrom::Start(from)).is_ok() {
+            let _ = f.read_to_end(&mut buf);
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

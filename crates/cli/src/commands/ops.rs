@@ -1,0 +1,336 @@
+//! Per-id actions: stop, restart, reload, delete, reset, sendSignal, scale,
+//! kill.
+
+use super::{print_applying, print_done, Cli, Code};
+use crate::inspect::inspect;
+use crate::output;
+use crate::resolve::{ids_display, is_numeric, resolve, Target};
+use anyhow::{anyhow, Result};
+use corral_proto::{AppSpec, Op, ProcInfo, Reply, Request};
+use std::time::{Duration, Instant};
+
+fn op_from_command(cmd: &str) -> Option<Op> {
+    Some(match cmd {
+        "stop" => Op::Stop,
+        "restart" => Op::Restart,
+        "reload" => Op::Reload,
+        "delete" | "del" => Op::Delete,
+        "reset" => Op::Reset,
+        _ => return None,
+    })
+}
+
+/// stop / restart / reload / delete / reset.
+pub fn run(cli: &mut Cli, cmd: &str) -> Result<Code> {
+    let op = op_from_command(cmd).ok_or_else(|| anyhow!("unknown action {cmd}"))?;
+    let targets = cli.args.positionals.clone();
+    if targets.is_empty() {
+        output::err(&format!(
+            "\n  error: missing required argument `{}'\n",
+            "id|name|namespace|all|json|stdin"
+        ));
+        return Ok(1);
+    }
+    let any_file = targets.iter().any(|t| corral_config::is_ecosystem_file(t) || t == "-");
+    let restartish = matches!(op, Op::Restart | Op::Reload);
+    if restartish && cli.args.has("env") && !any_file {
+        output::error(&format!(
+            "Using --env [{}] without passing the ecosystem.config.js does not work",
+            cli.args.value("env").unwrap_or("")
+        ));
+        return Ok(1);
+    }
+    if restartish && !cli.args.has("update-env") && !any_file {
+        output::out("Use --update-env to update environment variables");
+    }
+    let mut code = 0;
+    for t in &targets {
+        code = if corral_config::is_ecosystem_file(t) || t == "-" {
+            super::start::ecosystem(cli, t, super::start::FileMode::Action(op))?
+        } else if op == Op::Reset {
+            reset_target(cli, t)?
+        } else {
+            operate_target(cli, op, t)?
+        };
+        if code != 0 {
+            return Ok(code);
+        }
+    }
+    if op != Op::Reload {
+        cli.print_list()?;
+    }
+    Ok(code)
+}
+
+/// The spec to send with a restart/reload/stop: the current env merged in
+/// with `--update-env`, watch toggled/disabled with `--watch`.
+fn update_for(cli: &Cli, op: Op, p: &ProcInfo) -> Option<Box<AppSpec>> {
+    let mut spec = p.app.clone();
+    let mut changed = false;
+    if matches!(op, Op::Restart | Op::Reload) && cli.args.has("update-env") {
+        // Merging only adds/overwrites, as pm2 does.
+        spec.env.extend(super::local_env());
+        changed = true;
+    }
+    if cli.args.has("watch") {
+        match op {
+            Op::Restart => {
+                spec.watch = !spec.watch;
+                changed = true;
+            }
+            Op::Stop => {
+                spec.watch = false;
+                changed = true;
+            }
+            _ => {}
+        }
+    }
+    changed.then(|| Box::new(spec))
+}
+
+/// Sends `op` to each id, printing pm2's ✓ lines. Returns 1 on any error.
+pub fn apply(
+    cli: &mut Cli,
+    op: Op,
+    ids: &[u32],
+    procs: &[ProcInfo],
+    updates: Option<&AppSpec>,
+) -> Result<Code> {
+    let mut code = 0;
+    for id in ids {
+        let p = procs.iter().find(|p| p.pm_id == *id);
+        let update = match (updates, p) {
+            (Some(spec), _) => Some(Box::new(spec.clone())),
+            (None, Some(p)) => update_for(cli, op, p),
+            (None, None) => None,
+        };
+        let name = p.map(|p| p.app.name.clone()).unwrap_or_else(|| id.to_string());
+        match cli.client()?.request(&Request::Op { op, id: *id, update })? {
+            Reply::Error { message } => {
+                output::error(&message);
+                code = 1;
+            }
+            _ => {
+                print_done(&name, *id);
+                if op == Op::Stop {
+                    if let Some(cron) = p.and_then(|p| p.app.cron_restart.as_ref()) {
+                        output::warn(&format!("App {name} stopped but CRON RESTART is still UP {cron}"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn operate_target(cli: &mut Cli, op: Op, t: &str) -> Result<Code> {
+    let procs = cli.list()?;
+    let cwd = cli.cwd.clone();
+    match resolve(t, &procs, &cwd) {
+        Err(e) => {
+            e.print();
+            Ok(1)
+        }
+        Ok(Target::UnknownId(s)) => {
+            print_applying(op.pm2_method(), t, &inspect(&serde_json::json!([s])));
+            output::error(&format!("Process {s} not found"));
+            Ok(1)
+        }
+        Ok(Target::Ids(ids)) => {
+            print_applying(op.pm2_method(), t, &ids_display(&ids));
+            apply(cli, op, &ids, &procs, None)
+        }
+    }
+}
+
+fn reset_target(cli: &mut Cli, t: &str) -> Result<Code> {
+    let procs = cli.list()?;
+    let cwd = cli.cwd.clone();
+    let ids = match resolve(t, &procs, &cwd) {
+        Ok(Target::Ids(ids)) => ids,
+        Ok(Target::UnknownId(_)) | Err(_) => {
+            output::err("Unknown process name");
+            return Ok(1);
+        }
+    };
+    let mut code = 0;
+    for id in ids {
+        match cli.client()?.request(&Request::Op { op: Op::Reset, id, update: None })? {
+            Reply::Error { message } => {
+                output::error(&message);
+                code = 1;
+            }
+            _ => output::info(&format!("Resetting meta for process id {id}")),
+        }
+    }
+    Ok(code)
+}
+
+/// `pm2 sendSignal <signal> <id|name>`.
+pub fn send_signal(cli: &mut Cli) -> Result<Code> {
+    let (signal, target) = match cli.args.positionals.as_slice() {
+        [s, t, ..] => (s.clone(), t.clone()),
+        _ => {
+            output::err("\n  error: missing required argument `signal'\n");
+            return Ok(1);
+        }
+    };
+    let procs = cli.list()?;
+    if is_numeric(&target) {
+        output::info(&format!("Sending signal to process id {target}"));
+        let id: u32 = target.parse().map_err(|_| anyhow!("invalid id {target}"))?;
+        if !procs.iter().any(|p| p.pm_id == id) {
+            output::error(&format!("Process {id} not found"));
+            return Ok(1);
+        }
+        return match cli.client()?.request(&Request::SendSignal { id, signal: signal.clone() })? {
+            Reply::Error { message } => {
+                output::error(&message);
+                Ok(1)
+            }
+            _ => {
+                output::out(&format!("successfully sent signal {signal} to process id {id}"));
+                Ok(0)
+            }
+        };
+    }
+    output::info(&format!("Sending signal to process name {target}"));
+    let ids: Vec<u32> = procs
+        .iter()
+        .filter(|p| p.app.name == target && matches!(p.status.as_str(), "online" | "launching"))
+        .map(|p| p.pm_id)
+        .collect();
+    if ids.is_empty() {
+        output::error(&format!("Process {target} not found"));
+        return Ok(1);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            // pm2 spaces the instances out so they do not all react at once.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Reply::Error { message } =
+            cli.client()?.request(&Request::SendSignal { id: *id, signal: signal.clone() })?
+        {
+            output::error(&message);
+            return Ok(1);
+        }
+    }
+    output::out(&format!("successfully sent signal {signal} to process name {target}"));
+    Ok(0)
+}
+
+/// `pm2 scale <app> <n|+n|-n>`.
+pub fn scale(cli: &mut Cli) -> Result<Code> {
+    let (app, n) = match cli.args.positionals.as_slice() {
+        [a, n, ..] => (a.clone(), n.clone()),
+        _ => {
+            output::err("\n  error: missing required argument `number'\n");
+            return Ok(1);
+        }
+    };
+    let procs = cli.list()?;
+    let abs = crate::resolve::normalize(&cli.cwd.join(&app));
+    let mine: Vec<&ProcInfo> =
+        procs.iter().filter(|p| p.app.name == app || std::path::Path::new(&p.app.script) == abs).collect();
+    let Some(first) = mine.first() else {
+        output::error(&format!("Application {app} not found"));
+        return Ok(1);
+    };
+    let name = first.app.name.clone();
+    let current = mine.len() as i64;
+    let target = if let Some(d) = n.strip_prefix('+') {
+        d.parse::<i64>().map(|d| current + d)
+    } else if n.starts_with('-') {
+        n.parse::<i64>().map(|d| current + d)
+    } else {
+        n.parse::<i64>()
+    };
+    let target = match target {
+        Ok(t) => t.max(0),
+        Err(_) => {
+            output::error(&format!("Invalid number {n}"));
+            return Ok(1);
+        }
+    };
+    if target == current {
+        output::error("Nothing to do");
+        return Ok(1);
+    }
+    let removed: Vec<(u32, String)> = if target < current {
+        mine.iter().take((current - target) as usize).map(|p| (p.pm_id, p.app.name.clone())).collect()
+    } else {
+        Vec::new()
+    };
+    match cli.client()?.request(&Request::Scale { name: name.clone(), count: target as u32 })? {
+        Reply::Error { message } => {
+            output::error(&message);
+            return Ok(1);
+        }
+        _ => {
+            for _ in current..target {
+                output::info("Scaling up application");
+            }
+            for (id, nm) in &removed {
+                print_applying("deleteProcessId", &id.to_string(), &ids_display(&[*id]));
+                print_done(nm, *id);
+            }
+        }
+    }
+    cli.print_list()?;
+    Ok(0)
+}
+
+/// `pm2 kill`: delete everything and stop the daemon; never saves.
+pub fn kill(cli: &mut Cli) -> Result<Code> {
+    // Improvement over pm2: no daemon is spawned just to be killed.
+    let mut client = match crate::client::Client::connect_existing(&cli.home)? {
+        Some(c) => c,
+        None => {
+            output::warn_err("No process found");
+            output::info("[v] All Applications Stopped");
+            output::info("[v] PM2 Daemon Stopped");
+            return Ok(0);
+        }
+    };
+    let procs = client.list()?;
+    if procs.is_empty() {
+        output::warn_err("No process found");
+    } else {
+        let ids: Vec<u32> = procs.iter().map(|p| p.pm_id).collect();
+        print_applying("deleteProcessId", "all", &ids_display(&ids));
+    }
+    let pid = daemon_pid(&cli.home);
+    match client.request(&Request::Kill)? {
+        Reply::Error { message } => {
+            output::error(&message);
+            return Ok(1);
+        }
+        _ => {
+            for p in &procs {
+                print_done(&p.app.name, p.pm_id);
+            }
+            output::info("[v] All Applications Stopped");
+        }
+    }
+    client.wait_closed(Duration::from_secs(5));
+    wait_pid_gone(pid, Duration::from_secs(5));
+    output::info("[v] PM2 Daemon Stopped");
+    Ok(0)
+}
+
+pub fn daemon_pid(home: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(home.join("pm2.pid")).ok()?.trim().parse().ok()
+}
+
+pub fn wait_pid_gone(pid: Option<i32>, timeout: Duration) {
+    let Some(pid) = pid else { return };
+    if pid <= 0 {
+        return;
+    }
+    let start = Instant::now();
+    // SAFETY: signal 0 only probes for existence.
+    while unsafe { libc::kill(pid, 0) } == 0 && start.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

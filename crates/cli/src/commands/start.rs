@@ -1,0 +1,389 @@
+//! `start` (§1.5.1), `startOrRestart` / `startOrReload` /
+//! `startOrGracefulReload`, and every action on an ecosystem file.
+//!
+//! CLI flags are mapped to ecosystem keys and validated by
+//! `corral_config::app_from_value`, so flags and files share one set of
+//! rules and error messages.
+
+use super::{local_env, ops, print_applying, Cli, Code};
+use crate::output;
+use crate::resolve::{ids_display, is_numeric};
+use anyhow::{Context as _, Result};
+use corral_config::{ConfigError, Context};
+use corral_proto::{AppSpec, Op, ProcInfo, Reply, Request};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+pub enum FileMode {
+    /// Apply `op` to the file's apps; restart/reload also start the missing
+    /// ones (pm2's `actionFromJson` / `startOr*`).
+    Action(Op),
+}
+
+pub fn config_context(cli: &Cli, source: &str) -> Context {
+    Context {
+        cwd: cli.cwd.clone(),
+        env: local_env(),
+        pm2_home: cli.home.clone(),
+        env_name: cli.args.value("env").map(String::from),
+        nproc: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        source: source.to_string(),
+    }
+}
+
+fn num_or_str(s: &str) -> Value {
+    match s.parse::<i64>() {
+        Ok(n) => json!(n),
+        Err(_) => json!(s),
+    }
+}
+
+/// The ecosystem-key object equivalent to the command line.
+pub fn cli_app_object(a: &crate::args::Parsed, script: &str) -> Map<String, Value> {
+    let mut o = Map::new();
+    o.insert("script".into(), json!(script));
+    let s = |o: &mut Map<String, Value>, flag: &str, key: &str| {
+        if let Some(v) = a.value(flag) {
+            o.insert(key.into(), json!(v));
+        }
+    };
+    let n = |o: &mut Map<String, Value>, flag: &str, key: &str| {
+        if let Some(v) = a.value(flag) {
+            o.insert(key.into(), num_or_str(v));
+        }
+    };
+    let b = |o: &mut Map<String, Value>, flag: &str, key: &str, val: bool| {
+        if a.has(flag) {
+            o.insert(key.into(), json!(val));
+        }
+    };
+    s(&mut o, "name", "name");
+    n(&mut o, "instances", "instances");
+    s(&mut o, "cwd", "cwd");
+    s(&mut o, "interpreter", "exec_interpreter");
+    s(&mut o, "node-args", "node_args");
+    s(&mut o, "interpreter-args", "node_args");
+    s(&mut o, "output", "out_file");
+    s(&mut o, "error", "error_file");
+    if a.has("log") {
+        o.insert("log_file".into(), a.value("log").map(|v| json!(v)).unwrap_or(json!(true)));
+    }
+    b(&mut o, "time", "time", true);
+    s(&mut o, "log-date-format", "log_date_format");
+    s(&mut o, "log-type", "log_type");
+    b(&mut o, "merge-logs", "merge_logs", true);
+    b(&mut o, "disable-logs", "disable_logs", true);
+    s(&mut o, "namespace", "namespace");
+    n(&mut o, "max-memory-restart", "max_memory_restart");
+    n(&mut o, "restart-delay", "restart_delay");
+    n(&mut o, "exp-backoff-restart-delay", "exp_backoff_restart_delay");
+    n(&mut o, "max-restarts", "max_restarts");
+    n(&mut o, "min-uptime", "min_uptime");
+    b(&mut o, "no-autorestart", "autorestart", false);
+    b(&mut o, "no-autostart", "autostart", false);
+    if let Some(v) = a.value("stop-exit-codes") {
+        let codes: Vec<Value> = v.split([',', ' ']).filter(|x| !x.is_empty()).map(num_or_str).collect();
+        o.insert("stop_exit_codes".into(), Value::Array(codes));
+    }
+    n(&mut o, "kill-timeout", "kill_timeout");
+    n(&mut o, "listen-timeout", "listen_timeout");
+    b(&mut o, "wait-ready", "wait_ready", true);
+    b(&mut o, "shutdown-with-message", "shutdown_with_message", true);
+    b(&mut o, "no-treekill", "treekill", false);
+    s(&mut o, "cron", "cron_restart");
+    s(&mut o, "cron-restart", "cron_restart");
+    if a.has("watch") {
+        let paths = a.values("watch");
+        o.insert("watch".into(), if paths.is_empty() { json!(true) } else { json!(paths) });
+    }
+    s(&mut o, "ignore-watch", "ignore_watch");
+    n(&mut o, "watch-delay", "watch_delay");
+    s(&mut o, "instance-var", "instance_var");
+    s(&mut o, "increment-var", "increment_var");
+    if a.has("execute-command") {
+        o.insert("exec_mode".into(), json!("fork_mode"));
+    }
+    s(&mut o, "pid", "pid_file");
+    s(&mut o, "uid", "uid");
+    s(&mut o, "gid", "gid");
+    if a.has("filter-env") {
+        let v = a.values("filter-env");
+        o.insert("filter_env".into(), if v.is_empty() { json!(true) } else { json!(v) });
+    }
+    b(&mut o, "sticky", "sticky", true);
+    b(&mut o, "force", "force", true);
+    if !a.app_args.is_empty() {
+        o.insert("args".into(), json!(a.app_args));
+    }
+    o
+}
+
+/// `pm2 start [targets...]`.
+pub fn start(cli: &mut Cli) -> Result<Code> {
+    let mut targets = cli.args.positionals.clone();
+    if targets.is_empty() {
+        targets.push("ecosystem.config.js".into());
+    }
+    let mut code = 0;
+    for t in &targets {
+        code = start_one(cli, t)?;
+        if code != 0 {
+            break;
+        }
+    }
+    if code == 0 {
+        cli.print_list()?;
+    }
+    Ok(code)
+}
+
+/// `startOrRestart` & co: `<file>` required.
+pub fn start_or(cli: &mut Cli, op: Op) -> Result<Code> {
+    let Some(file) = cli.args.positionals.first().cloned() else {
+        output::err("\n  error: missing required argument `json'\n");
+        return Ok(1);
+    };
+    let code = ecosystem(cli, &file, FileMode::Action(op))?;
+    if op != Op::Reload {
+        cli.print_list()?;
+    }
+    Ok(code)
+}
+
+fn has_extension(x: &str) -> bool {
+    Path::new(x).extension().is_some()
+}
+
+fn start_one(cli: &mut Cli, x: &str) -> Result<Code> {
+    if corral_config::is_ecosystem_file(x) || x == "-" {
+        let code = ecosystem(cli, x, FileMode::Action(Op::Restart))?;
+        return Ok(code);
+    }
+    let procs = cli.list()?;
+    if !x.contains('/') && !has_extension(x) {
+        let ids: Vec<u32> = if x == "all" {
+            procs.iter().map(|p| p.pm_id).collect()
+        } else {
+            let by_name: Vec<u32> = procs.iter().filter(|p| p.app.name == x).map(|p| p.pm_id).collect();
+            if by_name.is_empty() {
+                procs.iter().filter(|p| p.app.namespace == x).map(|p| p.pm_id).collect()
+            } else {
+                by_name
+            }
+        };
+        if !ids.is_empty() {
+            print_applying(Op::Restart.pm2_method(), x, &ids_display(&ids));
+            let code = ops::apply(cli, Op::Restart, &ids, &procs, None)?;
+            if code == 0 {
+                output::info("Process successfully started");
+            }
+            return Ok(code);
+        }
+        if is_numeric(x) {
+            if let Ok(id) = x.parse::<u32>() {
+                if procs.iter().any(|p| p.pm_id == id) {
+                    print_applying(Op::Restart.pm2_method(), x, &ids_display(&[id]));
+                    let code = ops::apply(cli, Op::Restart, &[id], &procs, None)?;
+                    if code == 0 {
+                        output::info("Process successfully started");
+                    }
+                    return Ok(code);
+                }
+            }
+        }
+    }
+    start_script(cli, x, &procs)
+}
+
+fn print_config_error(e: &ConfigError) {
+    output::error(&e.to_string());
+}
+
+fn start_script(cli: &mut Cli, script: &str, procs: &[ProcInfo]) -> Result<Code> {
+    let obj = cli_app_object(&cli.args, script);
+    let ctx = config_context(cli, "<cli>");
+    let (spec, warnings) = match corral_config::app_from_value(&obj, &ctx) {
+        Ok(r) => r,
+        Err(e) => {
+            print_config_error(&e);
+            return Ok(1);
+        }
+    };
+    for w in &warnings {
+        output::warn(w);
+    }
+    let same: Vec<&ProcInfo> =
+        procs.iter().filter(|p| p.app.script == spec.script && p.app.name == spec.name).collect();
+    if !same.is_empty() && !cli.args.has("force") {
+        let all_down = same.iter().all(|p| matches!(p.status.as_str(), "stopped" | "errored" | "stopping"));
+        if !all_down {
+            output::error("Script already launched, add -f option to force re-execution");
+            return Ok(1);
+        }
+        let ids: Vec<u32> = same.iter().map(|p| p.pm_id).collect();
+        print_applying(Op::Restart.pm2_method(), &spec.name, &ids_display(&ids));
+        let list = procs.to_vec();
+        let code = ops::apply(cli, Op::Restart, &ids, &list, None)?;
+        if code == 0 {
+            output::info("Process successfully started");
+        }
+        return Ok(code);
+    }
+    let n = spec.instances.unwrap_or(1);
+    output::info(&format!(
+        "Starting {} in {} ({} instance{})",
+        spec.script,
+        spec.exec_mode.as_str(),
+        n,
+        if n > 1 { "s" } else { "" }
+    ));
+    match cli.client()?.request(&Request::Start { app: spec })? {
+        Reply::Error { message } => {
+            output::error(&message);
+            Ok(1)
+        }
+        _ => {
+            output::info("Done.");
+            Ok(0)
+        }
+    }
+}
+
+/// Reads `-` (stdin) into a temporary JSON file the config loader can read.
+fn stdin_file(cli: &Cli) -> Result<std::path::PathBuf> {
+    use std::io::Read;
+    let mut buf = String::new();
+    std::io::stdin().read_to_string(&mut buf).context("cannot read stdin")?;
+    let p = cli.home.join(format!(".stdin-{}.json", std::process::id()));
+    std::fs::write(&p, buf).with_context(|| format!("cannot write {}", p.display()))?;
+    Ok(p)
+}
+
+fn only_filter(cli: &Cli) -> Option<Vec<String>> {
+    cli.args.value("only").map(|v| v.split([',', ' ']).filter(|s| !s.is_empty()).map(String::from).collect())
+}
+
+/// Acts on every app of an ecosystem file.
+pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
+    let FileMode::Action(op) = mode;
+    let (path, temp) = if file == "-" {
+        (stdin_file(cli)?, true)
+    } else {
+        (crate::resolve::normalize(&cli.cwd.join(file)), false)
+    };
+    let ctx = config_context(cli, file);
+    let loaded = corral_config::load_ecosystem(&path, &ctx);
+    if temp {
+        let _ = std::fs::remove_file(&path);
+    }
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            print_config_error(&e);
+            return Ok(1);
+        }
+    };
+    for w in &loaded.warnings {
+        output::warn(w);
+    }
+    let only = only_filter(cli);
+    let mut code = 0;
+    let mut apps: Vec<AppSpec> = Vec::new();
+    for a in loaded.apps {
+        match a {
+            Ok(spec) => {
+                if only.as_ref().is_none_or(|o| o.contains(&spec.name)) {
+                    apps.push(spec);
+                }
+            }
+            Err(e) => {
+                output::error(&format!("Error: {e}"));
+                code = 1;
+            }
+        }
+    }
+    let procs = cli.list()?;
+    let ids_of =
+        |name: &str| -> Vec<u32> { procs.iter().filter(|p| p.app.name == name).map(|p| p.pm_id).collect() };
+    let starts_missing = matches!(op, Op::Restart | Op::Reload);
+    let missing: Vec<&AppSpec> = apps.iter().filter(|a| ids_of(&a.name).is_empty()).collect();
+
+    for app in apps.iter().filter(|a| !ids_of(&a.name).is_empty()) {
+        let ids = ids_of(&app.name);
+        print_applying(op.pm2_method(), &app.name, &ids_display(&ids));
+        let update = matches!(op, Op::Restart | Op::Reload).then_some(app);
+        code = code.max(ops::apply(cli, op, &ids, &procs, update)?);
+    }
+    if starts_missing && !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|a| a.name.as_str()).collect();
+        output::warn(&format!("Applications {} not running, starting...", names.join(", ")));
+        for app in missing {
+            if app.wait_ready {
+                output::warn(&format!(
+                    "App {} has option 'wait_ready' set, waiting for app to be ready...",
+                    app.name
+                ));
+            }
+            match cli.client()?.request(&Request::Start { app: app.clone() })? {
+                Reply::Error { message } => {
+                    output::error(&format!("Error: {message}"));
+                    code = 1;
+                }
+                Reply::Procs { procs } => {
+                    output::info(&format!("App [{}] launched ({} instances)", app.name, procs.len()));
+                }
+                _ => output::info(&format!(
+                    "App [{}] launched ({} instances)",
+                    app.name,
+                    app.instances.unwrap_or(1).max(1)
+                )),
+            }
+        }
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_map_to_ecosystem_keys() {
+        let args: Vec<String> = [
+            "start",
+            "app.js",
+            "--name",
+            "api",
+            "-i",
+            "max",
+            "--no-autorestart",
+            "--time",
+            "--watch",
+            "--max-memory-restart",
+            "200M",
+            "--kill-timeout",
+            "3000",
+            "--stop-exit-codes",
+            "0,3",
+            "--",
+            "--port",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let p = crate::args::parse(&args).unwrap();
+        let o = cli_app_object(&p, "app.js");
+        assert_eq!(o["script"], "app.js");
+        assert_eq!(o["name"], "api");
+        assert_eq!(o["instances"], "max");
+        assert_eq!(o["autorestart"], false);
+        assert_eq!(o["time"], true);
+        assert_eq!(o["watch"], true);
+        assert_eq!(o["max_memory_restart"], "200M");
+        assert_eq!(o["kill_timeout"], 3000);
+        assert_eq!(o["stop_exit_codes"], json!([0, 3]));
+        assert_eq!(o["args"], json!(["--port", "1"]));
+        assert!(!o.contains_key("treekill"));
+    }
+}

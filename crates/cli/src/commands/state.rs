@@ -1,0 +1,148 @@
+//! save / resurrect / cleardump / update / flush / reloadLogs.
+
+use super::{Cli, Code};
+use crate::output;
+use crate::resolve::is_numeric;
+use anyhow::Result;
+use corral_proto::{Reply, Request};
+use std::time::Duration;
+
+fn dump_path(cli: &Cli) -> std::path::PathBuf {
+    match std::env::var_os("PM2_DUMP_FILE_PATH") {
+        Some(p) if !p.is_empty() => p.into(),
+        _ => cli.home.join("dump.pm2"),
+    }
+}
+
+/// Returns Ok(true) when something was written.
+fn do_save(cli: &mut Cli, force: bool) -> Result<Option<Code>> {
+    output::info("Saving current process list...");
+    let procs = cli.list()?;
+    if procs.is_empty() && !force {
+        output::warn("PM2 is not managing any process, skipping save...");
+        output::warn("To force saving use: pm2 save --force");
+        return Ok(None);
+    }
+    match cli.client()?.request(&Request::Save { force })? {
+        Reply::Saved { path, .. } => {
+            output::info(&format!("Successfully saved in {path}"));
+            Ok(Some(0))
+        }
+        Reply::Error { message } => {
+            output::error(&message);
+            Ok(Some(1))
+        }
+        _ => {
+            output::info(&format!("Successfully saved in {}", dump_path(cli).display()));
+            Ok(Some(0))
+        }
+    }
+}
+
+pub fn save(cli: &mut Cli) -> Result<Code> {
+    let force = cli.args.has("force");
+    Ok(do_save(cli, force)?.unwrap_or(0))
+}
+
+fn do_resurrect(cli: &mut Cli) -> Result<()> {
+    output::info("Resurrecting");
+    let dump = dump_path(cli);
+    let bak = dump.with_extension("pm2.bak");
+    if !dump.exists() && !bak.exists() {
+        output::error("No processes saved; DUMP file doesn't exist");
+        return Ok(());
+    }
+    output::info(&format!("Restoring processes located in {}", dump.display()));
+    match cli.client()?.request(&Request::Resurrect)? {
+        Reply::Resurrected { restored, .. } => {
+            for r in restored {
+                output::info(&format!("Process {r} restored"));
+            }
+        }
+        Reply::Error { message } => output::error(&message),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Exits 0 even when nothing could be restored, as pm2 does.
+pub fn resurrect(cli: &mut Cli) -> Result<Code> {
+    do_resurrect(cli)?;
+    cli.print_list()?;
+    Ok(0)
+}
+
+pub fn cleardump(cli: &mut Cli) -> Result<Code> {
+    let p = dump_path(cli);
+    std::fs::write(&p, "[]")?;
+    output::info(&format!("Successfully created {}", p.display()));
+    Ok(0)
+}
+
+/// save → kill → respawn → resurrect: picks up a new binary.
+pub fn update(cli: &mut Cli) -> Result<Code> {
+    let saved = do_save(cli, false)?;
+    if saved == Some(1) {
+        return Ok(1);
+    }
+    if let Some(mut c) = cli.disconnect() {
+        let pid = super::ops::daemon_pid(&cli.home);
+        if let Reply::Error { message } = c.request(&Request::Kill)? {
+            output::error(&message);
+            return Ok(1);
+        }
+        c.wait_closed(Duration::from_secs(5));
+        super::ops::wait_pid_gone(pid, Duration::from_secs(5));
+    }
+    cli.client()?;
+    if saved.is_some() {
+        do_resurrect(cli)?;
+    }
+    output::out(">>>>>>>>>> PM2 updated");
+    cli.print_list()?;
+    Ok(0)
+}
+
+pub fn flush(cli: &mut Cli) -> Result<Code> {
+    let procs = cli.list()?;
+    let target = cli.args.positionals.first().cloned();
+    let selected: Vec<_> = procs
+        .iter()
+        .filter(|p| match &target {
+            None => true,
+            Some(t) => p.app.name == *t || (is_numeric(t) && t.parse::<u32>().is_ok_and(|id| id == p.pm_id)),
+        })
+        .collect();
+    if target.is_none() {
+        output::info(&format!("Flushing {}", cli.home.join("pm2.log").display()));
+    }
+    for p in &selected {
+        output::info("Flushing:");
+        output::info(&p.pm_out_log_path);
+        output::info(&p.pm_err_log_path);
+    }
+    let ids = target.as_ref().map(|_| selected.iter().map(|p| p.pm_id).collect::<Vec<_>>());
+    // An unknown name flushes nothing and still succeeds (pm2).
+    if ids.as_ref().is_none_or(|v| !v.is_empty()) {
+        if let Reply::Error { message } = cli.client()?.request(&Request::Flush { ids })? {
+            output::error(&message);
+            return Ok(1);
+        }
+    }
+    output::info("Logs flushed");
+    Ok(0)
+}
+
+pub fn reload_logs(cli: &mut Cli) -> Result<Code> {
+    output::out("Reloading all logs...");
+    match cli.client()?.request(&Request::ReloadLogs)? {
+        Reply::Error { message } => {
+            output::error(&message);
+            Ok(1)
+        }
+        _ => {
+            output::info("All logs reloaded");
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! stub
+pub fn run(_argv: Vec<String>) -> i32 {
+    1
+}
