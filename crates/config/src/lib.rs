@@ -8,6 +8,13 @@
 //! Modules: [`json5`] (lenient JSON for `.json` files and `dump.pm2`),
 //! `app` (the option table and resolution), `ecosystem` (file formats),
 //! `jlist` (pm2's JSON shapes and reading them back).
+//!
+//! `AppSpec::extra` holds, besides unknown keys and `env_<name>` objects,
+//! the known pm2 keys Corral does not model (under their canonical name):
+//! `uid`, `gid`, `port` (already applied as `env.PORT`), `filter_env`
+//! (already applied to `env`), `force`, `watch_options`, `vizion`, `pmx`,
+//! `automation`, `windowsHide`, `km_link`, `source_map_support`, ...
+//! `watch: true` is `watch == true` with empty `watch_paths` (= the cwd).
 
 mod app;
 mod coerce;

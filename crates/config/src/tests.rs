@@ -695,3 +695,20 @@ fn document_from_stdin() {
     assert_eq!(names(&l), vec!["in"]);
     assert!(load_document(&Value::Null, &f.ctx).is_err());
 }
+
+#[test]
+fn js_config_with_open_handles_and_requires() {
+    let f = fx();
+    f.write("shared.js", "module.exports = { script: 'app.js', env: { FROM: 'shared' } };\n");
+    f.write(
+        "h.config.js",
+        "const base = require('./shared');\nsetInterval(() => {}, 1000);\nmodule.exports = { apps: [{ ...base, name: 'h' }] };\n",
+    );
+    let start = std::time::Instant::now();
+    let l = load_ok(&f, "h.config.js");
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(l.apps[0].as_ref().unwrap().env["FROM"], "shared");
+    f.write("exit.config.js", "process.exit(0);\n");
+    let e = load_ecosystem(Path::new("exit.config.js"), &f.ctx).unwrap_err();
+    assert!(e.to_string().contains("printed no config"), "{e}");
+}
