@@ -786,6 +786,92 @@ mod tests {
         assert_eq!(sid_from_target("/?sid=%zz").as_deref(), Some("%zz"));
     }
 
+    /// Tiny deterministic generator so the randomized tests need no extra dependency and
+    /// replay identically.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    fn random_split<'a>(rng: &mut Lcg, bytes: &'a [u8]) -> Vec<&'a [u8]> {
+        let mut parts = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let n = 1 + rng.below(rest.len().min(40));
+            let (a, b) = rest.split_at(n);
+            parts.push(a);
+            rest = b;
+        }
+        parts
+    }
+
+    #[tokio::test]
+    async fn any_split_of_a_valid_request_reads_the_same() {
+        let chunked = b"POST /socket.io/?EIO=4&sid=Zz_-0123456789abcdef HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\n\r\nGET /tail HTTP/1.1\r\n\r\n".to_vec();
+        let length = b"POST /?EIO=4&transport=polling&sid=s%20x HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\n42[\"a\",\"b\"]!GET /p HTTP/1.1\r\n\r\n".to_vec();
+        let get = b"GET /socket.io/?EIO=4&transport=websocket&sid=ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_vec();
+        let cases: [(&[u8], usize, &str); 3] = [
+            (&chunked, chunked.len() - 22, "Zz_-0123456789abcdef"),
+            (&length, length.len() - 19, "s x"),
+            (&get, get.len(), "ws"),
+        ];
+        let mut rng = Lcg(0x5eed);
+        for (bytes, end, sid) in cases {
+            for _ in 0..100 {
+                let parts = random_split(&mut rng, bytes);
+                let r = read_parts(&parts, limits()).await.unwrap();
+                assert_eq!(r.end, end);
+                assert_eq!(r.sid.as_deref(), Some(sid));
+                assert!(bytes.starts_with(&r.data) && r.data.len() >= end);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn random_input_never_panics() {
+        let mut rng = Lcg(7);
+        let alphabet: &[&[u8]] = &[
+            b"GET ",
+            b"POST ",
+            b"/?sid=",
+            b" HTTP/1.1",
+            b"\r\n",
+            b"\n",
+            b"Content-Length: ",
+            b"Transfer-Encoding: chunked",
+            b"0",
+            b"5",
+            b"ff",
+            b";",
+            b":",
+            b"\x00",
+            b"\xff",
+            b"a",
+            b"Expect: 100-continue",
+        ];
+        let lim = HttpLimits { max_head: 256, max_body: 512, ..limits() };
+        for _ in 0..500 {
+            let mut input = Vec::new();
+            for _ in 0..rng.below(60) {
+                input.extend_from_slice(alphabet[rng.below(alphabet.len())]);
+            }
+            let parts = random_split(&mut rng, &input);
+            // Closing the writer turns "need more" into `Closed` instead of a 10 s wait.
+            let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+            for p in &parts {
+                client.write_all(p).await.unwrap();
+            }
+            drop(client);
+            let _ = read_request(&mut server, &lim).await;
+        }
+    }
+
     #[test]
     fn chunk_scanner_never_panics_on_odd_input() {
         let inputs: [&[u8]; 6] =

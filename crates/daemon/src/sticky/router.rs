@@ -761,6 +761,62 @@ mod tests {
     }
 
     #[test]
+    fn random_operation_sequences_keep_the_table_consistent() {
+        let mut seed: u64 = 99;
+        let mut rnd = |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for policy in [Policy::LeastConnection, Policy::RoundRobin, Policy::Random] {
+            let mut r = Router::with_seed(policy, 3);
+            let t0 = Instant::now();
+            let mut now = t0;
+            for _ in 0..5000 {
+                now += ms(rnd(20));
+                let id = WorkerId(rnd(5) as u32);
+                let sid = format!("s{}", rnd(40));
+                match rnd(10) {
+                    0 => r.add_worker(id),
+                    1 => r.set_ready(id),
+                    2 => r.set_draining(id),
+                    3 => {
+                        let sids = r.remove_worker(id);
+                        assert!(sids.iter().all(|s| r.owner(s).is_none()));
+                    }
+                    4 => {
+                        r.on_session(id, &sid);
+                    }
+                    5 => {
+                        r.on_session_closed(id, &sid);
+                    }
+                    6 => r.handoff_started(id),
+                    7 => r.handoff_finished(id),
+                    8 => match r.route(None, now) {
+                        Route::Worker(w) => assert!(r.is_ready(w)),
+                        Route::NoWorker => assert!(!r.has_ready_worker()),
+                        Route::Hold { .. } => panic!("a session-less request is never held"),
+                    },
+                    _ => {
+                        let arrived = now - ms(rnd(400));
+                        match r.reroute(&sid, arrived, now) {
+                            Route::Worker(w) => assert!(r.has_worker(w)),
+                            Route::Hold { until } => {
+                                assert!(until > now && until <= arrived + DEFAULT_HOLD_WINDOW)
+                            }
+                            Route::NoWorker => assert!(!r.has_ready_worker()),
+                        }
+                    }
+                }
+                let counted: usize = r.workers.values().map(|w| w.sids.len()).sum();
+                assert_eq!(counted, r.sessions.len());
+                for (sid, owner) in &r.sessions {
+                    assert!(r.workers[owner].sids.contains(sid));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn operations_on_unknown_workers_are_harmless() {
         let mut r = Router::new(Policy::RoundRobin);
         let x = WorkerId(7);
