@@ -595,7 +595,7 @@ impl Resolver<'_> {
                 }
             },
         };
-        if let Some((w, v)) = o.get("uid").or_else(|| o.get("gid")) {
+        for (w, v) in ["uid", "gid"].iter().filter_map(|k| o.get(k)) {
             if !matches!(v, Value::String(_) | Value::Number(_)) {
                 return Err(self.invalid(w, format!("expected a user/group name or id, got {}", describe(v))));
             }

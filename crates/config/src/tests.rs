@@ -508,6 +508,11 @@ fn misc_options() {
     assert_eq!(s.instance_var, "INSTANCE_ID");
     assert_eq!(s.increment_var.as_deref(), Some("PORT"));
     assert_eq!((s.sticky, s.sticky_port), (Some(true), Some(9000)));
+    let e = err(&f, json!({"script": "app.js", "uid": "www", "gid": [1]}));
+    assert_eq!(
+        e.to_string(),
+        "ecosystem.json: app app: \"gid\": expected a user/group name or id, got an array"
+    );
     let e = err(&f, json!({"script": "app.js", "sticky_port": 70000}));
     assert!(e.to_string().contains("port number"), "{e}");
 }
