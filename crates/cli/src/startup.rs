@@ -1,8 +1,302 @@
-//! stub
+//! `pm2 startup` / `pm2 unstartup` (§3.12). systemd is generated in full;
+//! the other init systems are detected and reported as unsupported.
+
 use crate::commands::{Cli, Code};
-pub fn startup(_cli: &mut Cli) -> anyhow::Result<Code> {
-    Ok(1)
+use crate::output;
+use anyhow::{Context as _, Result};
+use std::path::{Path, PathBuf};
+
+const SYSTEMD_TEMPLATE: &str = "[Unit]
+Description=PM2 process manager
+Documentation=https://pm2.keymetrics.io/
+After=%AFTER%
+
+[Service]
+Type=forking
+User=%USER%
+LimitNOFILE=infinity
+LimitNPROC=infinity
+LimitCORE=infinity
+Environment=PATH=%NODE_PATH%:/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
+Environment=PM2_HOME=%HOME_PATH%
+PIDFile=%HOME_PATH%/pm2.pid
+Restart=on-failure
+
+ExecStart=%PM2_PATH% resurrect
+ExecReload=%PM2_PATH% reload all
+ExecStop=%PM2_PATH% kill
+
+[Install]
+WantedBy=%WANTED_BY%
+";
+
+pub struct UnitParams<'a> {
+    pub user: &'a str,
+    pub node_path: &'a str,
+    pub home_path: &'a str,
+    pub pm2_path: &'a str,
+    pub wait_ip: bool,
 }
-pub fn unstartup(_cli: &mut Cli) -> anyhow::Result<Code> {
-    Ok(1)
+
+/// The systemd unit text, as pm2 writes it.
+pub fn systemd_unit(p: &UnitParams) -> String {
+    let target = if p.wait_ip { "network-online.target" } else { "network.target" };
+    let wanted = if p.wait_ip { "network-online.target" } else { "multi-user.target" };
+    SYSTEMD_TEMPLATE
+        .replace("%AFTER%", target)
+        .replace("%WANTED_BY%", wanted)
+        .replace("%USER%", p.user)
+        .replace("%NODE_PATH%", p.node_path)
+        .replace("%HOME_PATH%", p.home_path)
+        .replace("%PM2_PATH%", p.pm2_path)
+}
+
+/// Canonical platform for a user-given name (pm2's aliases).
+pub fn canonical_platform(s: &str) -> Option<&'static str> {
+    Some(match s {
+        "ubuntu" | "centos" | "arch" | "oracle" | "systemd" => "systemd",
+        "ubuntu14" | "ubuntu12" | "upstart" => "upstart",
+        "systemv" | "amazon" | "centos6" => "systemv",
+        "macos" | "darwin" | "launchd" => "launchd",
+        "freebsd" | "rcd" => "rcd",
+        "openbsd" | "rcd-openbsd" => "rcd-openbsd",
+        "openrc" => "openrc",
+        "smf" | "sunos" | "solaris" => "smf",
+        _ => return None,
+    })
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(bin)).find(|p| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    })
+}
+
+/// First init system whose tool is in PATH, in pm2's order.
+fn detect() -> Option<&'static str> {
+    [
+        ("systemctl", "systemd"),
+        ("update-rc.d", "upstart"),
+        ("chkconfig", "systemv"),
+        ("rc-update", "openrc"),
+        ("launchctl", "launchd"),
+        ("sysrc", "rcd"),
+        ("rcctl", "rcd-openbsd"),
+        ("svcadm", "smf"),
+    ]
+    .into_iter()
+    .find(|(b, _)| which(b).is_some())
+    .map(|(_, p)| p)
+}
+
+fn whoami() -> String {
+    // SAFETY: getpwuid returns a pointer into static storage or NULL; the
+    // name is copied out immediately.
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if !pw.is_null() && !(*pw).pw_name.is_null() {
+            return std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned();
+        }
+    }
+    std::env::var("USER").unwrap_or_else(|_| "root".into())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Directory holding `node` (pm2 uses its own node's directory), else ours.
+fn node_dir(exe: &Path) -> String {
+    which("node")
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .or_else(|| exe.parent().map(Path::to_path_buf))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/usr/bin".into())
+}
+
+struct Plan {
+    platform: &'static str,
+    user: String,
+    service: String,
+    exe: PathBuf,
+}
+
+fn plan(cli: &Cli) -> Result<Option<Plan>> {
+    let platform = match cli.args.positionals.first() {
+        Some(p) => match canonical_platform(p) {
+            Some(c) => c,
+            None => {
+                output::error(&format!("Unknown platform / init system name: {p}"));
+                return Ok(None);
+            }
+        },
+        None => match detect() {
+            Some(p) => p,
+            None => {
+                output::error("Init system not found");
+                return Ok(None);
+            }
+        },
+    };
+    output::info(&format!("Init System found: {platform}"));
+    let user = cli.args.value("user").map(String::from).unwrap_or_else(|| {
+        if is_root() {
+            std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(whoami)
+        } else {
+            whoami()
+        }
+    });
+    let service = cli.args.value("service-name").map(String::from).unwrap_or_else(|| format!("pm2-{user}"));
+    let exe = std::env::current_exe().context("cannot find the pm2 executable")?;
+    Ok(Some(Plan { platform, user, service, exe }))
+}
+
+fn print_sudo(cli: &Cli, cmd: &str, p: &Plan) {
+    let home = cli
+        .args
+        .value("hp")
+        .map(String::from)
+        .or_else(|| std::env::var("HOME").ok())
+        .unwrap_or_else(|| "/root".into());
+    output::info("To setup the Startup Script, copy/paste the following command:");
+    output::out(&format!(
+        "sudo env PATH=$PATH:{} {} {cmd} {} -u {} --hp {home}",
+        node_dir(&p.exe),
+        p.exe.display(),
+        p.platform,
+        p.user
+    ));
+}
+
+fn run_commands(cmds: &[String]) -> Result<bool> {
+    for c in cmds {
+        output::info(&format!("[-] Executing: {c}..."));
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(c)
+            .status()
+            .with_context(|| format!("cannot run {c}"))?;
+        if !st.success() {
+            output::error(&format!("Command failed: {c} ({st})"));
+            return Ok(false);
+        }
+        output::info("[v] Command successfully executed.");
+    }
+    Ok(true)
+}
+
+fn unsupported(platform: &str) -> Code {
+    output::error(&format!("Init system {platform} is not supported by Corral yet; use systemd"));
+    1
+}
+
+pub fn startup(cli: &mut Cli) -> Result<Code> {
+    let Some(p) = plan(cli)? else { return Ok(1) };
+    if !is_root() {
+        print_sudo(cli, "startup", &p);
+        return Ok(1);
+    }
+    if p.platform != "systemd" {
+        return Ok(unsupported(p.platform));
+    }
+    let home_path = match cli.args.value("hp") {
+        Some(hp) => Path::new(hp).join(".pm2").display().to_string(),
+        None => cli.home.display().to_string(),
+    };
+    let path_env = std::env::var("PATH").unwrap_or_default();
+    let nd = node_dir(&p.exe);
+    let node_path = if std::env::split_paths(&path_env).any(|d| d == Path::new(&nd)) {
+        path_env.clone()
+    } else {
+        format!("{path_env}:{nd}")
+    };
+    let exe = p.exe.display().to_string();
+    let unit = systemd_unit(&UnitParams {
+        user: &p.user,
+        node_path: &node_path,
+        home_path: &home_path,
+        pm2_path: &exe,
+        wait_ip: cli.args.has("wait-ip"),
+    });
+    let target = format!("/etc/systemd/system/{}.service", p.service);
+    let cmds = vec![format!("systemctl enable {}", p.service)];
+    output::out(&format!("Platform {}", p.platform));
+    output::out("Template");
+    output::out(&unit);
+    output::out("Target path");
+    output::out(&target);
+    output::out("Command list");
+    output::out(&crate::inspect::inspect(&serde_json::json!(cmds)));
+    output::info(&format!("Writing init configuration in {target}"));
+    if let Err(e) = std::fs::write(&target, &unit) {
+        output::error(&format!("Cannot write {target}: {e}"));
+        return Ok(1);
+    }
+    output::info("Making script booting at startup...");
+    if !run_commands(&cmds)? {
+        return Ok(1);
+    }
+    output::out("+---------------------------------------+");
+    output::info("Freeze a process list on reboot via:");
+    output::out("$ pm2 save");
+    output::out("");
+    output::info("Remove init script via:");
+    output::out(&format!("$ pm2 unstartup {}", p.platform));
+    Ok(0)
+}
+
+pub fn unstartup(cli: &mut Cli) -> Result<Code> {
+    let Some(p) = plan(cli)? else { return Ok(1) };
+    if !is_root() {
+        print_sudo(cli, "unstartup", &p);
+        return Ok(1);
+    }
+    if p.platform != "systemd" {
+        return Ok(unsupported(p.platform));
+    }
+    let target = format!("/etc/systemd/system/{}.service", p.service);
+    let cmds = vec![
+        format!("systemctl stop {}", p.service),
+        format!("systemctl disable {}", p.service),
+        format!("rm {target}"),
+    ];
+    Ok(if run_commands(&cmds)? { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_matches_spec_template() {
+        let u = systemd_unit(&UnitParams {
+            user: "root",
+            node_path: "/usr/bin",
+            home_path: "/root/.pm2",
+            pm2_path: "/usr/local/bin/pm2",
+            wait_ip: false,
+        });
+        assert!(u.starts_with("[Unit]\nDescription=PM2 process manager\nDocumentation=https://pm2.keymetrics.io/\nAfter=network.target\n\n[Service]\nType=forking\nUser=root\n"));
+        assert!(
+            u.contains("Environment=PATH=/usr/bin:/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin\n")
+        );
+        assert!(u.contains("PIDFile=/root/.pm2/pm2.pid\nRestart=on-failure\n\nExecStart=/usr/local/bin/pm2 resurrect\nExecReload=/usr/local/bin/pm2 reload all\nExecStop=/usr/local/bin/pm2 kill\n"));
+        assert!(u.ends_with("[Install]\nWantedBy=multi-user.target\n"));
+        let w = systemd_unit(&UnitParams {
+            wait_ip: true,
+            ..UnitParams { user: "u", node_path: "", home_path: "", pm2_path: "", wait_ip: false }
+        });
+        assert!(w.contains("After=network-online.target") && w.contains("WantedBy=network-online.target"));
+    }
+
+    #[test]
+    fn platform_aliases() {
+        assert_eq!(canonical_platform("ubuntu"), Some("systemd"));
+        assert_eq!(canonical_platform("darwin"), Some("launchd"));
+        assert_eq!(canonical_platform("centos6"), Some("systemv"));
+        assert_eq!(canonical_platform("windows"), None);
+    }
 }

@@ -257,11 +257,7 @@ pub fn scale(cli: &mut Cli) -> Result<Code> {
         output::error("Nothing to do");
         return Ok(1);
     }
-    let removed: Vec<(u32, String)> = if target < current {
-        mine.iter().take((current - target) as usize).map(|p| (p.pm_id, p.app.name.clone())).collect()
-    } else {
-        Vec::new()
-    };
+    let before: Vec<(u32, String)> = mine.iter().map(|p| (p.pm_id, p.app.name.clone())).collect();
     match cli.client()?.request(&Request::Scale { name: name.clone(), count: target as u32 })? {
         Reply::Error { message } => {
             output::error(&message);
@@ -271,13 +267,15 @@ pub fn scale(cli: &mut Cli) -> Result<Code> {
             for _ in current..target {
                 output::info("Scaling up application");
             }
-            for (id, nm) in &removed {
-                print_applying("deleteProcessId", &id.to_string(), &ids_display(&[*id]));
-                print_done(nm, *id);
-            }
         }
     }
-    cli.print_list()?;
+    let after = cli.list()?;
+    // Report the ids the daemon actually removed.
+    for (id, nm) in before.iter().filter(|(id, _)| !after.iter().any(|p| p.pm_id == *id)) {
+        print_applying("deleteProcessId", &id.to_string(), &ids_display(&[*id]));
+        print_done(nm, *id);
+    }
+    cli.print_procs(&after);
     Ok(0)
 }
 

@@ -126,14 +126,15 @@ pub fn start(cli: &mut Cli) -> Result<Code> {
     }
     let mut code = 0;
     for t in &targets {
-        code = start_one(cli, t)?;
-        if code != 0 {
-            break;
+        let c = start_one(cli, t)?;
+        code = code.max(c);
+        // An ecosystem file with one bad app still started the others, so
+        // the table is shown; a failed script start stops here, as pm2.
+        if c != 0 && !is_file_target(t) {
+            return Ok(code);
         }
     }
-    if code == 0 {
-        cli.print_list()?;
-    }
+    cli.print_list()?;
     Ok(code)
 }
 
@@ -150,12 +151,16 @@ pub fn start_or(cli: &mut Cli, op: Op) -> Result<Code> {
     Ok(code)
 }
 
+fn is_file_target(t: &str) -> bool {
+    corral_config::is_ecosystem_file(t) || t == "-"
+}
+
 fn has_extension(x: &str) -> bool {
     Path::new(x).extension().is_some()
 }
 
 fn start_one(cli: &mut Cli, x: &str) -> Result<Code> {
-    if corral_config::is_ecosystem_file(x) || x == "-" {
+    if is_file_target(x) {
         let code = ecosystem(cli, x, FileMode::Action(Op::Restart))?;
         return Ok(code);
     }
@@ -297,8 +302,17 @@ pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
                 }
             }
             Err(e) => {
-                output::error(&format!("Error: {e}"));
-                code = 1;
+                // With --only, errors of other apps are not the user's
+                // concern; only `Invalid` says which app it is about.
+                let relevant = match (&only, &e) {
+                    (None, _) => true,
+                    (Some(o), ConfigError::Invalid { app, .. }) => o.contains(app),
+                    (Some(_), _) => false,
+                };
+                if relevant {
+                    output::error(&format!("Error: {e}"));
+                    code = 1;
+                }
             }
         }
     }
