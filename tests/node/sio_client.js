@@ -22,6 +22,8 @@
 //   load       n=200 sessions max, SIO_LOAD_MS (default 15000) max, SIO_CONCURRENCY (8) at a
 //                   time: connect, echo, disconnect; reports failures
 //   http       plain GET and a 300 KB binary POST (sent in 4 pieces) to /whoami through the port
+//   exit       n=4  SIGKILLs one worker; a survivor's serverCount must drop (serverCountDropMs)
+//                   while its fetchSockets() keeps answering (maxFetchMs)
 //
 // Workers are identified by pid; `instances` maps pid -> NODE_APP_INSTANCE.
 "use strict";
@@ -31,7 +33,7 @@ const { io } = require("socket.io-client");
 
 const DEFAULT_N = {
   default: 4, polling: 4, websocket: 4, broadcast: 6, rooms: 6, acks: 4,
-  fetch: 4, sse: 4, burst: 50, load: 200, http: 1,
+  fetch: 4, sse: 4, burst: 50, load: 200, http: 1, exit: 4,
 };
 const MAX_N = 2000;
 const ACK_TIMEOUT_MS = 5000;
@@ -271,8 +273,10 @@ const scenarios = {
     const list = await connectAll(N);
     describeSpread(list);
     const room = `room-${crypto.randomBytes(3).toString("hex")}`;
-    const members = list.filter((_, i) => i % 2 === 0);
-    const others = list.filter((_, i) => i % 2 === 1);
+    // Every other client of each worker joins, so members and non-members sit on every worker.
+    const members = [];
+    const others = [];
+    for (const cs of byWorker(list).values()) cs.forEach((c, i) => (i % 2 === 0 ? members : others).push(c));
     for (const c of members) {
       try {
         await ack(c, "join", room);
@@ -451,6 +455,42 @@ const scenarios = {
       budgetMs, concurrency, spread, workers: Object.keys(spread).length,
     });
     return failures === 0 && completed > 0;
+  },
+
+  // Flaw #11: SIGKILL one worker (pid from its greeting) and watch a survivor. With the
+  // adapter close announced by the daemon, serverCount drops within ~1 s and fetchSockets()
+  // stays fast; without it, ~10 s and 5 s stalls. The daemon may restart the worker meanwhile,
+  // so the first drop is what counts.
+  async exit() {
+    const list = await connectAll(N);
+    describeSpread(list);
+    const groups = [...byWorker(list)];
+    if (groups.length < 2) {
+      fail("need clients on at least 2 workers");
+      return false;
+    }
+    const [victimPid] = groups[0];
+    const survivor = groups[1][1][0];
+    const before = await ack(survivor, "count");
+    result.killed = victimPid;
+    result.serverCountBefore = before.serverCount;
+    process.kill(victimPid, "SIGKILL");
+    const killedAt = Date.now();
+    let dropMs = null;
+    let maxFetchMs = 0;
+    while (Date.now() - killedAt < 8000) {
+      const r = await ack(survivor, "count");
+      maxFetchMs = Math.max(maxFetchMs, r.fetchMs);
+      if (typeof r.sockets !== "number") fail(`fetchSockets on survivor: ${r.sockets}`);
+      if (r.serverCount < before.serverCount) {
+        dropMs = Date.now() - killedAt;
+        break;
+      }
+      await sleep(100);
+    }
+    Object.assign(result, { serverCountDropMs: dropMs, maxFetchMs });
+    if (dropMs === null) fail("survivor never stopped counting the dead worker");
+    return dropMs !== null && survivor.socket.connected;
   },
 
   async http() {
