@@ -4,6 +4,8 @@
 //! process list (when there is at least one app), stop every process and
 //! exit 0; SIGUSR2 reopens every log file (`reloadLogs`); SIGHUP is ignored.
 
+pub mod balancer;
+pub mod cluster;
 pub mod dlog;
 pub mod env;
 pub mod logs;
@@ -11,6 +13,7 @@ pub mod monitor;
 pub mod paths;
 pub mod persist;
 pub mod policy;
+pub mod portowner;
 pub mod process;
 pub mod proctree;
 pub mod server;

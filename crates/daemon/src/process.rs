@@ -11,7 +11,8 @@ use crate::policy::{self, Decision};
 use crate::proctree;
 use crate::state::{Entry, SharedRef};
 use crate::timefmt::now_ms;
-use crate::{dlog, env};
+use crate::{cluster, dlog, env};
+use node_ipc::{Channel, ChildChannel, Limits, Mode, Value};
 use corral_proto::{AppSpec, Event, ExecMode, ProcInfo, Stream};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -58,13 +59,20 @@ pub enum ChildEvent {
     Ready,
     /// A cluster worker's `listening`.
     Listening,
-    /// A cluster worker's `online`.
+        /// A cluster worker's `online`.
     Online,
+    /// The worker's first Socket.IO adapter or sticky message: it can take
+    /// sticky traffic (counts as "listening" for a reload).
+    StickyReady,
+    /// `{node_version}` sent by the app.
+    NodeVersion(String),
 }
 
 struct Running {
     child: tokio::process::Child,
     pid: i32,
+    /// Worker id in the cluster registry, when the child has an IPC channel.
+    wid: Option<u32>,
     events: mpsc::UnboundedReceiver<ChildEvent>,
     /// Held so the channel stays open while the child lives.
     _events_tx: mpsc::UnboundedSender<ChildEvent>,
@@ -230,12 +238,19 @@ impl Task {
                 self.stop().await;
                 let _ = done.send(());
             }
+                        Ctl::Reload { update, done }
+                if self.run.is_some()
+                    && self.info().is_some_and(|i| i.status == "online" && i.app.exec_mode == ExecMode::Cluster) =>
+            {
+                let r = self.reload_cluster(update).await;
+                let _ = done.send(r);
+            }
             Ctl::Restart { update, done } | Ctl::Reload { update, done } => {
                 self.restart_at = None;
                 let was_running =
                     self.run.is_some() || self.info().is_some_and(|i| i.status == "waiting restart");
                 if self.run.is_some() {
-                    self.stop().await;
+                    self.stop_with(true).await;
                 }
                 self.shared.with_entry(self.id, |e| {
                     if let Some(app) = update {
@@ -313,9 +328,34 @@ impl Task {
             .current_dir(&app.cwd)
             .env_clear()
             .envs(&env)
-            .stdin(Stdio::null())
+                        .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Node apps get a channel as with pm2: JSON in fork mode (so
+        // `process.send` works), V8 "advanced" for cluster workers (so
+        // Buffers in Socket.IO adapter messages survive).
+        let cluster_mode = app.exec_mode == ExecMode::Cluster;
+        let ipc_mode = if cluster_mode {
+            Some(Mode::Advanced)
+        } else if app.is_node() {
+            Some(Mode::Json)
+        } else {
+            None
+        };
+        let wid = ipc_mode.map(|_| self.shared.cluster().alloc_wid());
+        let chan = match (ipc_mode, wid) {
+            (Some(mode), Some(wid)) => match ChildChannel::new(mode) {
+                Ok(c) => Some(if cluster_mode { c.unique_id(wid.to_string()) } else { c }),
+                Err(e) => {
+                    self.fail_launch(&format!("cannot create the IPC channel of app [{label}]: {e}"));
+                    return;
+                }
+            },
+            _ => None,
+        };
+        if let Some(c) = &chan {
+            c.apply(&mut cmd);
+        }
         // SAFETY: setsid is async-signal-safe. A session of its own makes the
         // child a process-group leader, so one kill(-pid) reaches every
         // grandchild that stayed in the group (treekill).
@@ -334,7 +374,17 @@ impl Task {
                 return;
             }
         };
-        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+                let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        if let (Some(chan), Some(wid), Some(mode)) = (chan, wid, ipc_mode) {
+            match Channel::new(chan.into_parent(), mode, Limits::default()) {
+                Ok((tx, rx)) => {
+                    cluster::worker_spawned(&self.shared, wid, self.id, pid, &app, tx);
+                    tokio::spawn(cluster::worker_reader(self.shared.clone(), wid, label.clone(), rx, ev_tx.clone()));
+                }
+                Err(e) => dlog::error(&format!("IPC channel of app [{label}] failed: {e}")),
+            }
+        }
         let src = Source {
             pm_id: self.id,
             name: app.name.clone(),
@@ -351,8 +401,7 @@ impl Task {
         }
         self.shared.with_entry(self.id, |e| e.files = Some(files));
         let _ = std::fs::write(&info.pm_pid_path, pid.to_string());
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.run = Some(Running { child, pid, events: rx, _events_tx: tx });
+                self.run = Some(Running { child, pid, wid, events: ev_rx, _events_tx: ev_tx });
         let now = now_ms();
         self.shared.with_entry(self.id, |e| {
             e.info.pid = pid as u32;
@@ -362,7 +411,9 @@ impl Task {
             e.counters.pm_uptime = now;
             e.cpu_sample = None;
         });
-        if app.wait_ready {
+                if app.wait_ready || cluster_mode {
+            // Online on `ready` (wait_ready) or the worker's `online`; pm2
+            // gives up waiting after listen_timeout and marks it online.
             self.ready_deadline = Some(Instant::now() + Duration::from_millis(app.listen_timeout));
         } else {
             self.set_online();
@@ -393,14 +444,19 @@ impl Task {
         }
     }
 
-    fn on_event(&mut self, ev: ChildEvent) {
-        match ev {
-            ChildEvent::Ready | ChildEvent::Listening | ChildEvent::Online => {
-                let status = self.info().map(|i| i.status).unwrap_or_default();
-                if status == "launching" {
-                    self.set_online();
-                }
+        fn on_event(&mut self, ev: ChildEvent) {
+        let Some(info) = self.info() else { return };
+        let counts = match ev {
+            ChildEvent::NodeVersion(v) => {
+                self.shared.with_entry(self.id, |e| e.info.node_version = Some(v));
+                false
             }
+            ChildEvent::Ready => true,
+            ChildEvent::Online => !info.app.wait_ready,
+            ChildEvent::Listening | ChildEvent::StickyReady => false,
+        };
+        if counts && info.status == "launching" {
+            self.set_online();
         }
     }
 
@@ -431,8 +487,12 @@ impl Task {
             }
             d
         });
-        if let Some(i) = self.info() {
+                if let Some(i) = self.info() {
             let _ = std::fs::remove_file(&i.pm_pid_path);
+        }
+        if let Some(wid) = run.wid {
+            let linger = matches!(decision, Some(Decision::Restart { .. }));
+            cluster::worker_gone(&self.shared, wid, linger);
         }
         self.publish("exit");
         for d in self.pending_online.drain(..) {
@@ -459,9 +519,104 @@ impl Task {
         }
     }
 
+        /// Rolling replacement of one cluster worker (spec §3.8): start the new
+    /// worker under the same pm_id, wait until it listens (or sends `ready`
+    /// with wait_ready, or speaks Socket.IO), stop routing new connections to
+    /// the old one, and retire the old one in the background. A replacement
+    /// that dies before it is ready leaves the old worker serving.
+    async fn reload_cluster(&mut self, update: Option<Box<AppSpec>>) -> Result<(), String> {
+        let Some(old) = self.run.take() else { return Ok(()) };
+        let now = now_ms();
+        self.shared.with_entry(self.id, |e| {
+            if let Some(app) = update {
+                e.info.app = *app;
+            }
+            e.counters.created_at = Some(now);
+            e.counters.unstable_restarts = 0;
+            e.counters.prev_restart_delay = None;
+            e.info.created_at = now;
+            e.info.unstable_restarts = 0;
+            e.info.prev_restart_delay = None;
+        });
+        let Some(info) = self.info() else { return Ok(()) };
+        let app = info.app.clone();
+        let label = format!("{}:{}", app.name, self.id);
+        self.launch();
+        let Some(mut new) = self.run.take() else {
+            self.run = Some(old);
+            self.set_status("online");
+            return Err(format!("the replacement of app [{label}] failed to start"));
+        };
+        let deadline = Instant::now() + Duration::from_millis(app.listen_timeout);
+        loop {
+            tokio::select! {
+                ev = new.events.recv() => match ev {
+                    Some(ChildEvent::Ready) => break,
+                    Some(ChildEvent::Listening | ChildEvent::StickyReady) if !app.wait_ready => break,
+                    Some(ChildEvent::NodeVersion(v)) => {
+                        self.shared.with_entry(self.id, |e| e.info.node_version = Some(v));
+                    }
+                    Some(_) => {}
+                    // The channel is gone: the exit branch tells what happened.
+                    None => {
+                        let st = new.child.wait().await.ok();
+                        return self.reload_failed(old, new, st, &label);
+                    }
+                },
+                st = new.child.wait() => {
+                    return self.reload_failed(old, new, st.ok(), &label);
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    dlog::log(&format!("App [{label}] did not listen within {}ms, reloading anyway", app.listen_timeout));
+                    break;
+                }
+            }
+        }
+        self.run = Some(new);
+        self.shared.with_entry(self.id, |e| e.info.restart_time += 1);
+        self.set_online();
+        if let Some(wid) = old.wid {
+            cluster::drain_worker(&self.shared, wid);
+        }
+        tokio::spawn(retire(self.shared.clone(), old, app, label));
+        self.publish("reload");
+        Ok(())
+    }
+
+    fn reload_failed(
+        &mut self,
+        old: Running,
+        new: Running,
+        st: Option<std::process::ExitStatus>,
+        label: &str,
+    ) -> Result<(), String> {
+        let (code, signal) = exit_parts(st);
+        if let Some(wid) = new.wid {
+            cluster::worker_gone(&self.shared, wid, true);
+        }
+        let old_pid = old.pid;
+        self.run = Some(old);
+        self.shared.with_entry(self.id, |e| {
+            e.info.pid = old_pid as u32;
+            e.info.status = "online".into();
+        });
+        let msg = format!(
+            "reload of app [{label}] failed: the new worker exited (code {:?}, signal {:?}); the old worker keeps serving",
+            code, signal
+        );
+        dlog::error(&msg);
+        Err(msg)
+    }
+
     /// pm2's stop sequence (spec §3.7). Leaves the process `stopped`, or
     /// `errored` if it survived SIGKILL.
-    async fn stop(&mut self) {
+        async fn stop(&mut self) {
+        self.stop_with(false).await
+    }
+
+    /// `linger`: a replacement follows (restart), so the app's listeners
+    /// keep queueing connections meanwhile instead of closing.
+    async fn stop_with(&mut self, linger: bool) {
         self.ready_deadline = None;
         let Some(mut run) = self.run.take() else {
             let st = self.info().map(|i| i.status).unwrap_or_default();
@@ -476,9 +631,15 @@ impl Task {
         let label = format!("{}:{}", app.name, self.id);
         self.set_status("stopping");
         dlog::log(&format!("Stopping app:{} id:{}", app.name, self.id));
+                if let Some(wid) = run.wid {
+            cluster::drain_worker(&self.shared, wid);
+        }
         let known = proctree::descendants(run.pid);
-        let sig = kill_signal();
-        proctree::signal_tree(run.pid, sig, app.treekill, &known);
+        let by_message = (app.shutdown_with_message || std::env::var_os("PM2_KILL_USE_MESSAGE").is_some())
+            && run.wid.is_some_and(|wid| cluster::send_message(&self.shared, wid, &Value::from("shutdown")));
+        if !by_message {
+            proctree::signal_tree(run.pid, kill_signal(), app.treekill, &known);
+        }
         let grace = Duration::from_millis(app.kill_timeout);
         let deadline = Instant::now() + grace;
         let mut status = tokio::time::timeout_at(deadline, run.child.wait()).await.ok().and_then(|r| r.ok());
@@ -511,7 +672,10 @@ impl Task {
             code.map(|c| c.to_string()).unwrap_or_else(|| "0".into()),
             signal.unwrap_or_else(|| "SIGINT".into())
         ));
-        let _ = std::fs::remove_file(&info.pm_pid_path);
+                let _ = std::fs::remove_file(&info.pm_pid_path);
+        if let Some(wid) = run.wid {
+            cluster::worker_gone(&self.shared, wid, linger);
+        }
         self.shared.with_entry(self.id, |e| {
             e.info.pid = 0;
             e.info.status = "stopped".into();
@@ -519,6 +683,41 @@ impl Task {
         });
         self.publish("stop");
     }
+}
+
+/// Stops a worker that a reload replaced, gracefully: it is already drained
+/// (no new connections), so ask it to close its servers and exit when idle
+/// (`disconnect`, or the `'shutdown'` message), then SIGINT, then SIGKILL,
+/// each after kill_timeout.
+async fn retire(shared: SharedRef, mut old: Running, app: AppSpec, label: String) {
+    let grace = Duration::from_millis(app.kill_timeout);
+    let asked = match old.wid {
+        Some(wid) if app.shutdown_with_message => cluster::send_message(&shared, wid, &Value::from("shutdown")),
+        Some(wid) => cluster::send_disconnect(&shared, wid),
+        None => false,
+    };
+    let mut status = None;
+    if asked {
+        status = tokio::time::timeout(grace, old.child.wait()).await.ok().and_then(|r| r.ok());
+    }
+    if status.is_none() {
+        proctree::signal_tree(old.pid, kill_signal(), app.treekill, &[]);
+        status = tokio::time::timeout(grace, old.child.wait()).await.ok().and_then(|r| r.ok());
+    }
+    if status.is_none() {
+        dlog::log(&format!("Process with pid {} still alive after {}ms, sending it SIGKILL now...", old.pid, app.kill_timeout));
+        proctree::signal_tree(old.pid, libc::SIGKILL, true, &[]);
+        status = old.child.wait().await.ok();
+    }
+    if let Some(wid) = old.wid {
+        cluster::worker_gone(&shared, wid, true);
+    }
+    let (code, signal) = exit_parts(status);
+    dlog::log(&format!(
+        "App [{label}] (replaced by reload) exited with code [{}] via signal [{}]",
+        code.map(|c| c.to_string()).unwrap_or_else(|| "0".into()),
+        signal.unwrap_or_else(|| "SIGINT".into())
+    ));
 }
 
 fn short_mode(m: ExecMode) -> &'static str {

@@ -255,7 +255,39 @@ pub fn instance_count(instances: Option<i64>, nproc: usize) -> usize {
     }
 }
 
+/// True when the app's nearest package.json depends on the Socket.IO
+/// cluster packages: then a sticky port that cannot be bound is an error for
+/// `start`, not just a warning.
+fn uses_socketio(app: &corral_proto::AppSpec) -> bool {
+    let mut dir = std::path::Path::new(&app.script).parent();
+    while let Some(d) = dir {
+        if let Ok(text) = std::fs::read_to_string(d.join("package.json")) {
+            return text.contains("@socket.io/sticky") || text.contains("@socket.io/cluster-adapter");
+        }
+        dir = d.parent();
+    }
+    false
+}
+
 pub async fn start_app(shared: &SharedRef, app: corral_proto::AppSpec) -> Result<Vec<u32>, String> {
+    let mut sticky_err = None;
+    if app.exec_mode == corral_proto::ExecMode::Cluster && app.sticky != Some(false) {
+        let port = app.sticky_port.unwrap_or(shared.pm2_port);
+        if let Err(e) = crate::balancer::ensure_listening(shared, port) {
+            dlog::error(&e);
+            if app.sticky == Some(true) || uses_socketio(&app) {
+                sticky_err = Some(e);
+            }
+        }
+    }
+    let ids = start_instances(shared, app).await?;
+    match sticky_err {
+        Some(e) => Err(e),
+        None => Ok(ids),
+    }
+}
+
+async fn start_instances(shared: &SharedRef, app: corral_proto::AppSpec) -> Result<Vec<u32>, String> {
     let n = instance_count(app.instances, shared.nproc);
     let sequential = app.wait_ready;
     let autostart = app.autostart;

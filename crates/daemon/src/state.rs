@@ -64,6 +64,15 @@ pub struct Shared {
     pub daemon_env: BTreeMap<String, String>,
     pub username: String,
     pub node_version: Mutex<Option<String>>,
+    /// Cluster primary and Socket.IO state (listeners, workers, routers).
+    pub cluster: Mutex<crate::cluster::Registry>,
+    /// `PM2_PORT`: the default sticky balancer port.
+    pub pm2_port: u16,
+    /// `PM2_STICKY_HOST`: the sticky balancer's bind address (all
+    /// interfaces, dual stack, by default as pm2).
+    pub sticky_host: Option<String>,
+    /// Sticky ports bound so far (port -> bind error, if binding failed).
+    pub sticky_ports: Mutex<BTreeMap<u16, Option<String>>>,
 }
 
 pub type SharedRef = Arc<Shared>;
@@ -81,6 +90,10 @@ impl Shared {
             daemon_env: std::env::vars().collect(),
             username: current_username(),
             node_version: Mutex::new(None),
+            cluster: Mutex::new(Default::default()),
+            pm2_port: std::env::var("PM2_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080),
+            sticky_host: std::env::var("PM2_STICKY_HOST").ok().filter(|h| !h.is_empty()),
+            sticky_ports: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -89,6 +102,10 @@ impl Shared {
     /// statement boundary we release it on, so we keep using it.
     pub fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn cluster(&self) -> MutexGuard<'_, crate::cluster::Registry> {
+        self.cluster.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn is_shutting_down(&self) -> bool {

@@ -1,0 +1,143 @@
+//! Binding a listener the way Node's cluster primary does for a worker's
+//! `queryServer` (round-robin scheduling), and naming it the way the worker
+//! expects (`key`, `sockname`).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// What a worker asked for, from the `queryServer` message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// `None` = JS `null`/`undefined`: every interface.
+    pub address: Option<String>,
+    /// `None` for unix sockets.
+    pub port: Option<i64>,
+    /// 4, 6, or -1 (pipe / unix socket).
+    pub address_type: i64,
+    /// JS `fd` (listening on an inherited fd); not supported by Corral.
+    pub fd: Option<i64>,
+    pub index: i64,
+    /// The `key` text the worker will match `newconn.key` against, built as
+    /// Node builds it: `${address}:${port}:${addressType}:${fd}:${index}`.
+    pub key: String,
+}
+
+/// A bound, listening socket.
+pub enum Bound {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+impl Bound {
+    /// `sockname` for the reply: `{address, family, port}` for TCP, `None`
+    /// for unix sockets (the worker then reports the requested path).
+    pub fn sockname(&self) -> Option<(String, &'static str, u16)> {
+        match self {
+            Bound::Tcp(l) => l.local_addr().ok().map(|a| {
+                let fam = if a.is_ipv4() { "IPv4" } else { "IPv6" };
+                (a.ip().to_string(), fam, a.port())
+            }),
+            Bound::Unix(..) => None,
+        }
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        if let Bound::Unix(_, path) = self {
+            // Node removes the socket file when the server closes.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Node's listen backlog.
+const BACKLOG: u32 = 511;
+
+fn tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(BACKLOG)
+}
+
+/// Binds what `q` asks for. A bare port binds `::` (dual stack) and falls
+/// back to `0.0.0.0` where IPv6 is unavailable, as Node does.
+pub fn bind(q: &Query) -> std::io::Result<Bound> {
+    if q.address_type == -1 {
+        let path = q.address.clone().ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let l = tokio::net::UnixListener::bind(&path)?;
+        return Ok(Bound::Unix(l, path.into()));
+    }
+    if q.fd.is_some() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOTSUP));
+    }
+    let port = q.port.unwrap_or(0);
+    let port = u16::try_from(port).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    match &q.address {
+        Some(a) => {
+            let ip: IpAddr = a.parse().map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            tcp(SocketAddr::new(ip, port)).map(Bound::Tcp)
+        }
+        None => match tcp(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)) {
+            Ok(l) => Ok(Bound::Tcp(l)),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Err(e),
+            Err(_) => tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)).map(Bound::Tcp),
+        },
+    }
+}
+
+/// libuv reports errors as negative errno values.
+pub fn uv_errno(e: &std::io::Error) -> i64 {
+    -(e.raw_os_error().unwrap_or(libc::EINVAL) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(address: Option<&str>, port: i64) -> Query {
+        Query {
+            address: address.map(String::from),
+            port: Some(port),
+            address_type: 4,
+            fd: None,
+            index: 0,
+            key: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn bare_port_is_dual_stack_and_conflicts_report_eaddrinuse() {
+        let b = bind(&q(None, 0)).unwrap();
+        let (_, fam, port) = b.sockname().unwrap();
+        assert!(port > 0);
+        assert!(fam == "IPv6" || fam == "IPv4");
+        let e = match bind(&q(None, port as i64)) {
+            Err(e) => e,
+            Ok(_) => panic!("second bind succeeded"),
+        };
+        assert_eq!(uv_errno(&e), -98);
+    }
+
+    #[tokio::test]
+    async fn explicit_host_and_unix_socket() {
+        let b = bind(&q(Some("127.0.0.1"), 0)).unwrap();
+        assert_eq!(b.sockname().unwrap().0, "127.0.0.1");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let u = Query {
+            address: Some(path.to_string_lossy().into_owned()),
+            port: None,
+            address_type: -1,
+            fd: None,
+            index: 0,
+            key: String::new(),
+        };
+        let b = bind(&u).unwrap();
+        assert!(b.sockname().is_none());
+        assert!(path.exists());
+        drop(b);
+        assert!(!path.exists());
+        assert!(bind(&q(Some("not-an-ip"), 0)).is_err());
+    }
+}
