@@ -206,9 +206,11 @@ impl Incoming {
         };
         if self.handle.is_some() {
             return Ok(match v {
-                Value::Object(props) => {
-                    props.into_iter().rev().find(|(k, _)| k.as_str() == "msg").map_or(Value::Undefined, |(_, v)| v)
-                }
+                Value::Object(props) => props
+                    .into_iter()
+                    .rev()
+                    .find(|(k, _)| k.as_str() == "msg")
+                    .map_or(Value::Undefined, |(_, v)| v),
                 _ => Value::Undefined,
             });
         }
@@ -242,6 +244,7 @@ impl Channel {
     /// The channel closes when [`Sender::close`] is called, when every
     /// [`Sender`] is dropped, when the peer closes its end, or on a framing
     /// error; the [`Receiver`] then yields `None`.
+    #[allow(clippy::new_ret_no_self)] // a channel is its two halves
     pub fn new(fd: OwnedFd, mode: Mode, limits: Limits) -> Result<(Sender, Receiver)> {
         sys::check_stream_socket(fd.as_raw_fd())?;
         sys::set_nonblocking(fd.as_raw_fd())?;
@@ -328,7 +331,13 @@ impl State {
         self.held_bytes = 0;
     }
 
-    fn start_handle(&mut self, frame: Vec<u8>, fd: OwnedFd, retries: u32, reply: oneshot::Sender<HandleOutcome>) {
+    fn start_handle(
+        &mut self,
+        frame: Vec<u8>,
+        fd: OwnedFd,
+        retries: u32,
+        reply: oneshot::Sender<HandleOutcome>,
+    ) {
         self.out.push_with_fd(&frame, fd.as_raw_fd());
         self.in_flight = Some(InFlight { frame, fd, retries, sent: false, reply });
     }
@@ -720,7 +729,8 @@ fn dispatch(shared: &Shared, payload: Bytes, fds: &mut VecDeque<OwnedFd>) -> Opt
                 return None;
             }
             if cmd.eq_str("NODE_HANDLE") {
-                handle_type = Some(f.type_.and_then(|t| t.as_str().map(|s| s.into_owned())).unwrap_or_default());
+                handle_type =
+                    Some(f.type_.and_then(|t| t.as_str().map(|s| s.into_owned())).unwrap_or_default());
             }
         }
     }

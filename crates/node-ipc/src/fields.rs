@@ -33,7 +33,8 @@ impl<'a> FieldStr<'a> {
                 if s.is_ascii() {
                     *b == s.as_bytes()
                 } else {
-                    b.len() == s.chars().count() && b.iter().zip(s.chars()).all(|(x, c)| *x as u32 == c as u32)
+                    b.len() == s.chars().count()
+                        && b.iter().zip(s.chars()).all(|(x, c)| *x as u32 == c as u32)
                 }
             }
             FieldStr::Utf16(b) => {
@@ -68,7 +69,9 @@ impl<'a> FieldStr<'a> {
             },
             FieldStr::Utf16(b) => {
                 let units = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
-                Cow::Owned(char::decode_utf16(units).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER)).collect())
+                Cow::Owned(
+                    char::decode_utf16(units).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER)).collect(),
+                )
             }
             FieldStr::JsonEscaped(b) => {
                 let mut quoted = Vec::with_capacity(b.len() + 2);
@@ -227,7 +230,11 @@ pub fn read_fields_v8(payload: &[u8]) -> Result<Fields<'_>> {
             tag::TWO_BYTE | tag::UTF8 => {
                 let n = r.varint32()? as usize;
                 let b = r.raw(n)?;
-                let s = if t == tag::UTF8 { FieldStr::Utf8(std::str::from_utf8(b).unwrap_or("")) } else { FieldStr::Utf16(b) };
+                let s = if t == tag::UTF8 {
+                    FieldStr::Utf8(std::str::from_utf8(b).unwrap_or(""))
+                } else {
+                    FieldStr::Utf16(b)
+                };
                 Some(Cow::Owned(s.to_str().into_owned().into_bytes()))
             }
             tag::INT32 | tag::UINT32 => {
@@ -265,7 +272,9 @@ fn scalar<'a>(r: &mut Reader<'a>) -> Result<Option<FieldValue<'a>>> {
         tag::UTF8 => {
             let n = r.varint32()? as usize;
             let b = r.raw(n)?;
-            FieldValue::Str(FieldStr::Utf8(std::str::from_utf8(b).map_err(|_| Error::InvalidUtf8 { offset: save })?))
+            FieldValue::Str(FieldStr::Utf8(
+                std::str::from_utf8(b).map_err(|_| Error::InvalidUtf8 { offset: save })?,
+            ))
         }
         tag::INT32 => FieldValue::Num(unzigzag(r.varint32()?) as f64),
         tag::UINT32 => FieldValue::Num(r.varint32()? as f64),

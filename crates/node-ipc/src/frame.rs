@@ -89,11 +89,13 @@ pub fn frame_raw_into(payload: &[u8], mode: Mode, out: &mut Vec<u8>) -> Result<(
             out.push(b'\n');
         }
         Mode::Advanced => {
-            crate::v8::read_header(payload).map_err(|_| Error::InvalidRaw("missing or unsupported V8 header"))?;
+            crate::v8::read_header(payload)
+                .map_err(|_| Error::InvalidRaw("missing or unsupported V8 header"))?;
             if payload.len() < 3 {
                 return Err(Error::InvalidRaw("V8 payload without a value"));
             }
-            let len = u32::try_from(payload.len()).map_err(|_| Error::InvalidRaw("payload larger than 4 GiB"))?;
+            let len =
+                u32::try_from(payload.len()).map_err(|_| Error::InvalidRaw("payload larger than 4 GiB"))?;
             out.extend_from_slice(&len.to_be_bytes());
             out.extend_from_slice(payload);
         }
@@ -183,7 +185,10 @@ impl FrameDecoder {
                 None => {
                     self.scanned = self.buf.len();
                     if self.buf.len() > self.max_frame_len {
-                        return Err(Error::FrameTooLarge { len: self.buf.len() as u64, max: self.max_frame_len });
+                        return Err(Error::FrameTooLarge {
+                            len: self.buf.len() as u64,
+                            max: self.max_frame_len,
+                        });
                     }
                     Ok(None)
                 }

@@ -51,14 +51,14 @@ fn write_js_number(out: &mut String, d: f64) {
     }
     if k <= n && n <= 21 {
         out.push_str(&digits);
-        out.extend(std::iter::repeat_n('0', (n - k) as usize));
+        out.push_str(&"0".repeat((n - k) as usize));
     } else if 0 < n && n <= 21 {
         out.push_str(&digits[..n as usize]);
         out.push('.');
         out.push_str(&digits[n as usize..]);
     } else if -6 < n && n <= 0 {
         out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', (-n) as usize));
+        out.push_str(&"0".repeat((-n) as usize));
         out.push_str(&digits);
     } else {
         out.push_str(&digits[..1]);
@@ -67,7 +67,7 @@ fn write_js_number(out: &mut String, d: f64) {
             out.push_str(&digits[1..]);
         }
         out.push('e');
-        out.push(if n - 1 >= 0 { '+' } else { '-' });
+        out.push(if n > 0 { '+' } else { '-' });
         out.push_str(&(n - 1).abs().to_string());
     }
 }
@@ -173,7 +173,11 @@ fn write_number(out: &mut Vec<u8>, d: f64) {
     }
 }
 
-fn write_props<'a>(out: &mut Vec<u8>, props: impl Iterator<Item = (&'a JsString, &'a Value)>, depth: usize) -> Result<()> {
+fn write_props<'a>(
+    out: &mut Vec<u8>,
+    props: impl Iterator<Item = (&'a JsString, &'a Value)>,
+    depth: usize,
+) -> Result<()> {
     out.push(b'{');
     let mut first = true;
     for (k, v) in props {
@@ -287,7 +291,9 @@ fn write_value(v: &Value, out: &mut Vec<u8>, depth: usize) -> Result<()> {
             out.extend_from_slice(b"{}")
         }
         Value::Wrapper(inner) => match &**inner {
-            Value::BigInt(_) => return Err(Error::NotEncodable("BigInt values cannot be serialized to JSON")),
+            Value::BigInt(_) => {
+                return Err(Error::NotEncodable("BigInt values cannot be serialized to JSON"))
+            }
             other => write_value(other, out, depth + 1)?,
         },
         Value::HostObject(inner) => write_value(inner, out, depth + 1)?,
@@ -374,7 +380,9 @@ pub(crate) fn to_json_value(v: &Value) -> serde_json::Value {
         Value::BigInt(b) => J::String(bigint_decimal(b)),
         Value::String(s) => J::String(s.as_str().to_owned()),
         Value::Object(p) => props(p.iter()),
-        Value::Array(e) | Value::ArrayWithProps { elements: e, .. } => J::Array(e.iter().map(to_json_value).collect()),
+        Value::Array(e) | Value::ArrayWithProps { elements: e, .. } => {
+            J::Array(e.iter().map(to_json_value).collect())
+        }
         Value::SparseArray { length, props } => {
             let len = (*length).min(MAX_SPARSE_JSON_LEN) as usize;
             let mut arr = vec![J::Null; len];
@@ -388,7 +396,9 @@ pub(crate) fn to_json_value(v: &Value) -> serde_json::Value {
             J::Array(arr)
         }
         Value::Date(ms) => iso_date(*ms).map_or(J::Null, J::String),
-        Value::Buffer(b) => serde_json::json!({"type": "Buffer", "data": b.iter().map(|x| *x as u64).collect::<Vec<_>>()}),
+        Value::Buffer(b) => {
+            serde_json::json!({"type": "Buffer", "data": b.iter().map(|x| *x as u64).collect::<Vec<_>>()})
+        }
         Value::TypedArray { kind, bytes } => {
             let mut out = Vec::new();
             if typed_element_json_all(*kind, bytes, &mut out).is_ok() {

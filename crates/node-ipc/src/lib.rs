@@ -64,7 +64,9 @@ mod sys;
 pub mod v8;
 mod value;
 
-pub use channel::{Channel, HandleOutcome, HandleReply, HandleType, Incoming, Limits, ReceivedHandle, Receiver, Sender};
+pub use channel::{
+    Channel, HandleOutcome, HandleReply, HandleType, Incoming, Limits, ReceivedHandle, Receiver, Sender,
+};
 pub use error::{Error, Result};
 pub use fields::{read_fields, FieldStr, FieldValue, Fields, TopLevel};
 pub use frame::{

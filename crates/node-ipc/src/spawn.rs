@@ -49,7 +49,14 @@ impl ChildChannel {
     /// Creates the socketpair (both ends close-on-exec).
     pub fn new(mode: Mode) -> io::Result<Self> {
         let (parent, child) = sys::socketpair()?;
-        Ok(ChildChannel { parent, child, target_fd: DEFAULT_CHILD_FD, mode, unique_id: None, cloexec_others: true })
+        Ok(ChildChannel {
+            parent,
+            child,
+            target_fd: DEFAULT_CHILD_FD,
+            mode,
+            unique_id: None,
+            cloexec_others: true,
+        })
     }
 
     /// Puts the child's end on `fd` instead of 3.

@@ -440,7 +440,7 @@ impl Encoder<'_> {
     }
 
     fn host_view(&mut self, kind: ViewKind, bytes: &Bytes) -> Result<()> {
-        if bytes.len() % kind.element_size() != 0 {
+        if bytes.len() % kind.element_size() > 0 {
             return Err(Error::NotEncodable("typed array length is not a multiple of its element size"));
         }
         if bytes.len() > u32::MAX as usize {
@@ -494,7 +494,8 @@ fn decode_inner(payload: &[u8], owner: Option<&Bytes>, opts: &DecodeOptions) -> 
     let max_nodes = opts.max_nodes.unwrap_or_else(|| (payload.len().saturating_mul(64)).max(4096));
     let mut table = Vec::new();
     collect_ids(&v, &mut table);
-    let mut res = Resolver { table, active: Vec::new(), budget: max_nodes, max_nodes, max_depth: opts.max_depth };
+    let mut res =
+        Resolver { table, active: Vec::new(), budget: max_nodes, max_nodes, max_depth: opts.max_depth };
     let mut next = 0u32;
     res.resolve(&v, &mut next, 0)
 }
@@ -552,7 +553,8 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn raw(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.data.len()).ok_or_else(|| self.truncated())?;
+        let end =
+            self.pos.checked_add(n).filter(|e| *e <= self.data.len()).ok_or_else(|| self.truncated())?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -814,7 +816,7 @@ impl<'a> Reader<'a> {
                         let kind = ViewKind::from_index(self.varint32()?)
                             .ok_or_else(|| self.malformed("unknown ArrayBufferView type"))?;
                         let n = self.varint32()? as usize;
-                        if n % kind.element_size() != 0 {
+                        if n % kind.element_size() > 0 {
                             return Err(self.malformed("view length is not a multiple of its element size"));
                         }
                         let bytes = self.bytes(n)?;
@@ -1091,7 +1093,8 @@ impl<'v> Resolver<'v> {
             }
             Value::Set(s) => Value::Set(self.list(s, next, d)?),
             Value::Error(e) => {
-                let mut e2 = JsError { kind: e.kind, message: e.message.clone(), cause: None, stack: e.stack.clone() };
+                let mut e2 =
+                    JsError { kind: e.kind, message: e.message.clone(), cause: None, stack: e.stack.clone() };
                 if let Some(c) = &e.cause {
                     e2.cause = Some(self.resolve(c, next, d)?);
                 }

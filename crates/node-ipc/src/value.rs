@@ -163,11 +163,7 @@ impl JsBigInt {
 
     /// The value if it fits in an i128.
     pub fn to_i128(&self) -> Option<i128> {
-        let significant = self
-            .magnitude
-            .iter()
-            .rposition(|b| *b != 0)
-            .map_or(0, |p| p + 1);
+        let significant = self.magnitude.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
         if significant > 16 {
             return None;
         }
@@ -408,7 +404,9 @@ impl Value {
     /// A number, as V8 would hold it: integral values in i32 range (other than
     /// -0) become [`Value::Int`].
     pub fn number(n: f64) -> Value {
-        if n.fract() == 0.0 && (i32::MIN as f64..=i32::MAX as f64).contains(&n) && !(n == 0.0 && n.is_sign_negative())
+        if n.fract() == 0.0
+            && (i32::MIN as f64..=i32::MAX as f64).contains(&n)
+            && !(n == 0.0 && n.is_sign_negative())
         {
             Value::Int(n as i32)
         } else {
@@ -419,7 +417,9 @@ impl Value {
     /// The property `key` of an object (also of arrays' named properties).
     pub fn get(&self, key: &str) -> Option<&Value> {
         let props = match self {
-            Value::Object(p) | Value::ArrayWithProps { props: p, .. } | Value::SparseArray { props: p, .. } => p,
+            Value::Object(p)
+            | Value::ArrayWithProps { props: p, .. }
+            | Value::SparseArray { props: p, .. } => p,
             Value::HostObject(inner) => return inner.get(key),
             _ => return None,
         };
