@@ -227,6 +227,35 @@ impl Client {
     }
 }
 
+/// Async connection + handshake, for callers that drive their own runtime
+/// (`pm2-runtime` multiplexes a log stream and a control connection).
+pub async fn connect_async(home: &Path) -> Result<UnixStream> {
+    let mut stream = UnixStream::connect(sock_path(home))
+        .await
+        .with_context(|| format!("cannot connect to {}", sock_path(home).display()))?;
+    let hello = Hello { protocol: PROTOCOL_VERSION, client_version: CORRAL_VERSION.to_string() };
+    let answer: serde_json::Value = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        write_frame(&mut stream, &hello).await?;
+        read_frame::<_, serde_json::Value>(&mut stream).await
+    })
+    .await
+    .map_err(|_| anyhow!("the daemon did not answer within {}s", HANDSHAKE_TIMEOUT.as_secs()))?
+    .map_err(conn_err)?;
+    if answer.get("reply").is_some() {
+        return match serde_json::from_value::<Reply>(answer) {
+            Ok(Reply::Error { message }) => Err(anyhow!(message)),
+            _ => Err(anyhow!("unexpected handshake answer")),
+        };
+    }
+    Ok(stream)
+}
+
+/// One async request/reply pair.
+pub async fn request_async(stream: &mut UnixStream, req: &Request) -> Result<Reply> {
+    write_frame(stream, req).await.map_err(conn_err)?;
+    read_frame::<_, Reply>(stream).await.map_err(conn_err)
+}
+
 fn conn_err(e: FrameError) -> anyhow::Error {
     match e {
         FrameError::Closed => anyhow!("the daemon closed the connection"),
