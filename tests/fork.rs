@@ -45,7 +45,7 @@ fn lifecycle_start_list_stop_restart_delete() {
 
 #[test]
 fn crash_restarts_with_a_new_pid() {
-    let pm2 = Pm2::new();
+    let mut pm2 = Pm2::new();
     pm2.envs.push(("CRASH_AFTER_MS".into(), "1500".into()));
     pm2.run(&["start", "crash.js"]).ok();
     let first = pm2.wait_for("online", T, |l| l.first().is_some_and(|p| pid(p) > 0));
@@ -170,7 +170,7 @@ fn logs_stream_follows_new_output() {
 
 #[test]
 fn injected_env() {
-    let pm2 = Pm2::new();
+    let mut pm2 = Pm2::new();
     pm2.envs.push(("MY_VAR".into(), "from-shell".into()));
     pm2.run(&["start", "env.js", "--name", "envy"]).ok();
     let list = pm2.wait_for("online", T, |l| l.first().is_some_and(|p| status(p) == "online"));

@@ -40,7 +40,13 @@ impl Run {
 impl Pm2 {
     pub fn new() -> Self {
         let home = tempfile::Builder::new().prefix("corral-test-").tempdir().expect("tempdir");
-        Pm2 { cwd: fixtures(), home, envs: Vec::new() }
+        // A port of its own for the sticky balancer, so parallel tests never
+        // meet on 8080.
+        let envs = vec![
+            ("PM2_PORT".to_string(), free_port().to_string()),
+            ("PM2_STICKY_HOST".to_string(), "127.0.0.1".to_string()),
+        ];
+        Pm2 { cwd: fixtures(), home, envs }
     }
 
     pub fn home(&self) -> &Path {
@@ -53,7 +59,6 @@ impl Pm2 {
             .current_dir(&self.cwd)
             .env("PM2_HOME", self.home.path())
             .env("NO_COLOR", "1")
-            .env_remove("PM2_PORT")
             .stdin(Stdio::null());
         for (k, v) in &self.envs {
             c.env(k, v);
