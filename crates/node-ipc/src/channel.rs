@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::fields::{read_fields, FieldValue, Fields};
-use crate::frame::{encode_frame_into, frame_raw_into, FrameDecoder, Mode, DEFAULT_MAX_FRAME_LEN};
+use crate::frame::{check_raw, encode_frame_into, frame_raw_into, FrameDecoder, Mode, DEFAULT_MAX_FRAME_LEN};
 use crate::sys;
 use crate::v8::{DecodeOptions, DEFAULT_MAX_DEPTH, DEFAULT_VERSION, MAX_VERSION, MIN_VERSION};
 use crate::value::Value;
@@ -534,6 +534,7 @@ impl Sender {
     /// by [`Incoming::payload`] of a channel in the same mode), byte for byte.
     pub fn send_raw(&self, payload: &[u8]) -> Result<()> {
         let mode = self.shared.mode;
+        check_raw(payload, mode)?;
         self.enqueue(|out, _| frame_raw_into(payload, mode, out))
     }
 

@@ -77,6 +77,25 @@ pub fn encode_payload(value: &Value, mode: Mode) -> Result<Vec<u8>> {
 /// This is a cheap sanity check (header and version, or no newline in a
 /// non-empty line), not a full validation.
 pub fn frame_raw_into(payload: &[u8], mode: Mode, out: &mut Vec<u8>) -> Result<()> {
+    check_raw(payload, mode)?;
+    match mode {
+        Mode::Json => {
+            out.extend_from_slice(payload);
+            out.push(b'\n');
+        }
+        Mode::Advanced => {
+            let len =
+                u32::try_from(payload.len()).map_err(|_| Error::InvalidRaw("payload larger than 4 GiB"))?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(payload);
+        }
+    }
+    Ok(())
+}
+
+/// The sanity check of [`frame_raw_into`]: a JSON payload is a non-blank line
+/// without newline, a V8 payload has a supported header and a value byte.
+pub fn check_raw(payload: &[u8], mode: Mode) -> Result<()> {
     match mode {
         Mode::Json => {
             if payload.iter().all(|b| b.is_ascii_whitespace()) {
@@ -85,8 +104,6 @@ pub fn frame_raw_into(payload: &[u8], mode: Mode, out: &mut Vec<u8>) -> Result<(
             if memchr_nl(payload).is_some() {
                 return Err(Error::InvalidRaw("JSON message contains a newline"));
             }
-            out.extend_from_slice(payload);
-            out.push(b'\n');
         }
         Mode::Advanced => {
             crate::v8::read_header(payload)
@@ -94,10 +111,6 @@ pub fn frame_raw_into(payload: &[u8], mode: Mode, out: &mut Vec<u8>) -> Result<(
             if payload.len() < 3 {
                 return Err(Error::InvalidRaw("V8 payload without a value"));
             }
-            let len =
-                u32::try_from(payload.len()).map_err(|_| Error::InvalidRaw("payload larger than 4 GiB"))?;
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(payload);
         }
     }
     Ok(())

@@ -1,0 +1,304 @@
+//! Channel behaviour against in-process peers: another `Channel`, or a raw
+//! socket that misbehaves on purpose.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::{recv, DEADLINE};
+use node_ipc::{
+    encode_frame, Channel, Error, HandleOutcome, HandleType, Limits, Mode, Receiver, Sender, Value,
+};
+
+fn pair(mode: Mode) -> ((Sender, Receiver), (Sender, Receiver)) {
+    let (a, b) = UnixStream::pair().unwrap();
+    (
+        Channel::new(OwnedFd::from(a), mode, Limits::default()).unwrap(),
+        Channel::new(OwnedFd::from(b), mode, Limits::default()).unwrap(),
+    )
+}
+
+/// A channel whose peer is a plain blocking socket driven by the test.
+fn raw_peer(mode: Mode, limits: Limits) -> (Sender, Receiver, UnixStream) {
+    let (a, b) = UnixStream::pair().unwrap();
+    b.set_read_timeout(Some(DEADLINE)).unwrap();
+    let (tx, rx) = Channel::new(OwnedFd::from(a), mode, limits).unwrap();
+    (tx, rx, b)
+}
+
+fn read_frame(s: &mut UnixStream, mode: Mode) -> Vec<u8> {
+    match mode {
+        Mode::Advanced => {
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            let mut p = vec![0; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut p).unwrap();
+            p
+        }
+        _ => {
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            loop {
+                s.read_exact(&mut b).unwrap();
+                if b[0] == b'\n' {
+                    return line;
+                }
+                line.push(b[0]);
+            }
+        }
+    }
+}
+
+fn decode(p: &[u8], mode: Mode) -> Value {
+    node_ipc::decode_payload(p, mode).unwrap()
+}
+
+fn cmd(c: &str) -> Value {
+    Value::object([("cmd", Value::from(c))])
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::time::timeout(DEADLINE, tokio::task::spawn_blocking(f)).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn handles_between_two_channels_are_acked_in_order() {
+    for mode in [Mode::Advanced, Mode::Json] {
+        let ((atx, _arx), (_btx, mut brx)) = pair(mode);
+        let (h, mut other) = UnixStream::pair().unwrap();
+        atx.send(&Value::from("m0")).unwrap();
+        let reply = atx.send_handle(&Value::object([("i", Value::from(1))]), HandleType::NetSocket, h.into());
+        atx.send(&Value::from("m2")).unwrap();
+        assert_eq!(recv(&mut brx).await.decode().unwrap(), Value::from("m0"));
+        let mut m = recv(&mut brx).await;
+        assert_eq!(m.decode().unwrap(), Value::object([("i", Value::from(1))]));
+        let got = m.take_handle().unwrap();
+        assert_eq!(got.handle_type, "net.Socket");
+        assert_eq!(recv(&mut brx).await.decode().unwrap(), Value::from("m2"));
+        assert!(matches!(tokio::time::timeout(DEADLINE, reply).await.unwrap(), HandleOutcome::Acked(_)));
+        // The received fd is the live other end of our socketpair.
+        let mut s = UnixStream::from(got.fd);
+        s.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        other.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"x");
+    }
+}
+
+#[tokio::test]
+async fn nacked_handle_is_retried_then_returned() {
+    for mode in [Mode::Advanced, Mode::Json] {
+        let (tx, _rx, mut peer) = raw_peer(mode, Limits::default());
+        let (h, _keep) = UnixStream::pair().unwrap();
+        let raw = h.as_raw_fd();
+        let reply = tx.send_handle(&Value::from("x"), HandleType::NetNative, h.into());
+        tx.send(&Value::from("after")).unwrap();
+        let nack = encode_frame(&cmd("NODE_HANDLE_NACK"), mode).unwrap();
+        let frames = blocking(move || {
+            let mut got = Vec::new();
+            for _ in 0..4 {
+                got.push(decode(&read_frame(&mut peer, mode), mode));
+                peer.write_all(&nack).unwrap();
+            }
+            got.push(decode(&read_frame(&mut peer, mode), mode));
+            got
+        })
+        .await;
+        for f in &frames[..4] {
+            assert_eq!(f.get("cmd").and_then(Value::as_str), Some("NODE_HANDLE"));
+            assert_eq!(f.get("type").and_then(Value::as_str), Some("net.Native"));
+        }
+        assert_eq!(frames[4], Value::from("after"));
+        match tokio::time::timeout(DEADLINE, reply).await.unwrap() {
+            HandleOutcome::Nacked(fd) => assert_eq!(fd.as_raw_fd(), raw),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn peer_vanishing_mid_handshake_returns_the_fd() {
+    let (tx, mut rx, mut peer) = raw_peer(Mode::Advanced, Limits::default());
+    let (h, _keep) = UnixStream::pair().unwrap();
+    let raw = h.as_raw_fd();
+    let reply = tx.send_handle(&Value::from("x"), HandleType::NetSocket, h.into());
+    let (h2, _keep2) = UnixStream::pair().unwrap();
+    let raw2 = h2.as_raw_fd();
+    let queued = tx.send_handle(&Value::from("y"), HandleType::NetSocket, h2.into());
+    tx.send(&Value::from("queued")).unwrap();
+    blocking(move || {
+        read_frame(&mut peer, Mode::Advanced);
+        drop(peer);
+    })
+    .await;
+    match tokio::time::timeout(DEADLINE, reply).await.unwrap() {
+        HandleOutcome::Closed(fd) => assert_eq!(fd.as_raw_fd(), raw),
+        other => panic!("{other:?}"),
+    }
+    match tokio::time::timeout(DEADLINE, queued).await.unwrap() {
+        HandleOutcome::Closed(fd) => assert_eq!(fd.as_raw_fd(), raw2),
+        other => panic!("{other:?}"),
+    }
+    assert!(tokio::time::timeout(DEADLINE, rx.recv()).await.unwrap().is_none());
+    assert!(matches!(tx.send(&Value::Null), Err(Error::Closed)));
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_gets_peer_not_reading() {
+    let mut limits = Limits::default();
+    limits.max_write_buffer = 256 * 1024;
+    let (tx, _rx, _peer) = raw_peer(Mode::Advanced, limits);
+    let chunk = Value::buffer(vec![7u8; 4096]);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let err = loop {
+        match tx.send(&chunk) {
+            Ok(()) => tokio::task::yield_now().await,
+            Err(e) => break e,
+        }
+        assert!(tokio::time::Instant::now() < deadline, "buffer never filled");
+    };
+    assert!(matches!(err, Error::PeerNotReading { max: 262144, .. }), "{err:?}");
+    assert!(tx.buffered() <= 256 * 1024);
+}
+
+#[tokio::test]
+async fn oversized_frame_is_a_typed_error_and_ends_the_channel() {
+    let mut limits = Limits::default();
+    limits.max_frame_len = 1024;
+    let (_tx, mut rx, mut peer) = raw_peer(Mode::Advanced, limits.clone());
+    peer.write_all(&[0xff, 0xff, 0xff, 0xff]).unwrap();
+    match recv_err(&mut rx).await {
+        Error::FrameTooLarge { len, max } => assert_eq!((len, max), (0xffff_ffff, 1024)),
+        e => panic!("{e:?}"),
+    }
+    assert!(tokio::time::timeout(DEADLINE, rx.recv()).await.unwrap().is_none());
+
+    let (_tx, mut rx, mut peer) = raw_peer(Mode::Json, limits);
+    peer.write_all(&[b'x'; 2000]).unwrap();
+    assert!(matches!(recv_err(&mut rx).await, Error::FrameTooLarge { .. }));
+}
+
+async fn recv_err(rx: &mut Receiver) -> Error {
+    match tokio::time::timeout(DEADLINE, rx.recv()).await.unwrap() {
+        Some(Err(e)) => e,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_json_line_is_a_decode_error_not_a_dead_channel() {
+    let (_tx, mut rx, mut peer) = raw_peer(Mode::Json, Limits::default());
+    peer.write_all(b"{nope}\n\n{\"ok\":1}\r\n").unwrap();
+    assert!(matches!(recv(&mut rx).await.decode(), Err(Error::Json(_))));
+    assert!(matches!(recv(&mut rx).await.decode(), Err(Error::Json(_))));
+    assert_eq!(recv(&mut rx).await.decode().unwrap(), Value::object([("ok", Value::from(1))]));
+}
+
+#[tokio::test]
+async fn handle_frame_without_fd_is_nacked_and_dropped() {
+    for mode in [Mode::Advanced, Mode::Json] {
+        let (_tx, mut rx, mut peer) = raw_peer(mode, Limits::default());
+        let env = Value::object([
+            ("cmd", Value::from("NODE_HANDLE")),
+            ("type", Value::from("net.Socket")),
+            ("msg", Value::from("lost")),
+        ]);
+        peer.write_all(&encode_frame(&env, mode).unwrap()).unwrap();
+        peer.write_all(&encode_frame(&Value::from("next"), mode).unwrap()).unwrap();
+        let reply = blocking(move || decode(&read_frame(&mut peer, mode), mode)).await;
+        assert_eq!(reply, cmd("NODE_HANDLE_NACK"));
+        assert_eq!(recv(&mut rx).await.decode().unwrap(), Value::from("next"));
+    }
+}
+
+#[tokio::test]
+async fn spurious_ack_is_ignored() {
+    let (tx, mut rx, mut peer) = raw_peer(Mode::Advanced, Limits::default());
+    peer.write_all(&encode_frame(&cmd("NODE_HANDLE_ACK"), Mode::Advanced).unwrap()).unwrap();
+    peer.write_all(&encode_frame(&Value::from("hi"), Mode::Advanced).unwrap()).unwrap();
+    assert_eq!(recv(&mut rx).await.decode().unwrap(), Value::from("hi"));
+    tx.send(&Value::from("back")).unwrap();
+    let got = blocking(move || decode(&read_frame(&mut peer, Mode::Advanced), Mode::Advanced)).await;
+    assert_eq!(got, Value::from("back"));
+}
+
+#[tokio::test]
+async fn writes_mirror_the_peer_version() {
+    let (tx, mut rx, mut peer) = raw_peer(Mode::Advanced, Limits::default());
+    peer.write_all(&[0, 0, 0, 3, 0xff, 0x0d, b'0']).unwrap();
+    assert_eq!(recv(&mut rx).await.decode().unwrap(), Value::Null);
+    assert_eq!(tx.version(), 13);
+    tx.send(&Value::Bool(true)).unwrap();
+    let got = blocking(move || read_frame(&mut peer, Mode::Advanced)).await;
+    assert_eq!(got, vec![0xff, 0x0d, b'T']);
+}
+
+#[tokio::test]
+async fn raw_payloads_are_relayed_byte_for_byte() {
+    let ((atx, _arx), (_btx, mut brx)) = pair(Mode::Advanced);
+    let msg = Value::object([
+        ("type", Value::from(3)),
+        ("uid", Value::from("abc")),
+        ("data", Value::buffer(vec![0u8, 1, 2, 255])),
+        ("x", Value::Double(-0.0)),
+    ]);
+    atx.send(&msg).unwrap();
+    let got = recv(&mut brx).await;
+    let payload = got.payload().clone();
+    let ((ctx, _crx), (_dtx, mut drx)) = pair(Mode::Advanced);
+    ctx.send_raw(&payload).unwrap();
+    assert_eq!(recv(&mut drx).await.payload(), &payload);
+    assert!(matches!(ctx.send_raw(b"\x00\x01"), Err(Error::InvalidRaw(_))));
+
+    let ((jtx, _jrx0), (_jtx1, mut jrx)) = pair(Mode::Json);
+    jtx.send_raw(br#"{"a":1}"#).unwrap();
+    assert_eq!(recv(&mut jrx).await.payload().as_ref(), br#"{"a":1}"#);
+    assert!(matches!(jtx.send_raw(b""), Err(Error::InvalidRaw(_))));
+    assert!(matches!(jtx.send_raw(b"1\n2"), Err(Error::InvalidRaw(_))));
+}
+
+#[tokio::test]
+async fn close_flushes_queued_messages_then_ends_both_sides() {
+    let ((atx, mut arx), (_btx, mut brx)) = pair(Mode::Advanced);
+    for i in 0..100 {
+        atx.send(&Value::from(i)).unwrap();
+    }
+    atx.close();
+    assert!(matches!(atx.send(&Value::Null), Err(Error::Closed)));
+    for i in 0..100 {
+        assert_eq!(recv(&mut brx).await.decode().unwrap(), Value::from(i));
+    }
+    assert!(tokio::time::timeout(DEADLINE, brx.recv()).await.unwrap().is_none());
+    assert!(tokio::time::timeout(DEADLINE, arx.recv()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn dropping_every_sender_closes_the_channel() {
+    let ((atx, _arx), (_btx, mut brx)) = pair(Mode::Json);
+    let clone = atx.clone();
+    clone.send(&Value::from("one")).unwrap();
+    drop(atx);
+    assert_eq!(recv(&mut brx).await.decode().unwrap(), Value::from("one"));
+    drop(clone);
+    assert!(tokio::time::timeout(DEADLINE, brx.recv()).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_on_a_multi_thread_runtime() {
+    let ((atx, _arx), (_btx, mut brx)) = pair(Mode::Advanced);
+    let big = Value::buffer(vec![1u8; 1 << 20]);
+    let sender = tokio::spawn(async move {
+        for _ in 0..8 {
+            atx.send(&big).unwrap();
+            tokio::time::sleep(Duration::from_millis(0)).await;
+        }
+        atx
+    });
+    for _ in 0..8 {
+        assert_eq!(recv(&mut brx).await.decode().unwrap().as_bytes().unwrap().len(), 1 << 20);
+    }
+    drop(sender.await.unwrap());
+}
