@@ -43,6 +43,19 @@ pub fn run(cli: &mut Cli, cmd: &str) -> Result<Code> {
     if restartish && !cli.args.has("update-env") && !any_file {
         output::out("Use --update-env to update environment variables");
     }
+    let _lock = if op == Op::Reload {
+        match ReloadLock::acquire(&cli.home, cli.args.has("force")) {
+            Ok(l) => Some(l),
+            Err(left) => {
+                output::error(&format!(
+                    "Reload already in progress, please try again in {left} seconds or use --force"
+                ));
+                return Ok(1);
+            }
+        }
+    } else {
+        None
+    };
     let mut code = 0;
     for t in &targets {
         code = if corral_config::is_ecosystem_file(t) || t == "-" {
@@ -330,5 +343,38 @@ pub fn wait_pid_gone(pid: Option<i32>, timeout: Duration) {
     // SAFETY: signal 0 only probes for existence.
     while unsafe { libc::kill(pid, 0) } == 0 && start.elapsed() < timeout {
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `PM2_HOME/reload.lock`: the epoch ms of a running reload, emptied when it
+/// ends. A second reload within `PM2_RELOAD_LOCK_TIMEOUT` (30 s) is refused
+/// unless `--force`, as in pm2.
+pub struct ReloadLock {
+    path: std::path::PathBuf,
+}
+
+impl ReloadLock {
+    /// Err carries the seconds left on the other reload's lock.
+    pub fn acquire(home: &std::path::Path, force: bool) -> Result<ReloadLock, u64> {
+        let path = home.join("reload.lock");
+        let timeout: i64 =
+            std::env::var("PM2_RELOAD_LOCK_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(30_000);
+        let now = crate::timefmt::now_ms();
+        if !force {
+            if let Some(ts) = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<i64>().ok()) {
+                let age = now - ts;
+                if (0..timeout).contains(&age) {
+                    return Err(((timeout - age) as u64).div_ceil(1000));
+                }
+            }
+        }
+        let _ = std::fs::write(&path, now.to_string());
+        Ok(ReloadLock { path })
+    }
+}
+
+impl Drop for ReloadLock {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, "");
     }
 }
