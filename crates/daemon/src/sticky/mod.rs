@@ -42,4 +42,4 @@ pub mod router;
 pub use dispatch::resolve_route;
 pub use http::{read_request, HttpLimits, ReadError, Reject, Request};
 pub use relay::{adapter_close_message, AdapterFrame, Relay, ADAPTER_SOURCE};
-pub use router::{Policy, Route, Router, WorkerId};
+pub use router::{Policy, Route, Router, WorkerId, WorkerState};

@@ -79,12 +79,18 @@ pub const DEFAULT_HOLD_WINDOW: Duration = Duration::from_millis(300);
 /// dropped, which only shortens a hold.
 const MAX_PENDING_PER_WORKER: usize = 4096;
 
+/// Where a worker is in its sticky lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+pub enum WorkerState {
+    /// Spawned, not yet shown it can take sticky traffic.
     NotReady,
+    /// Takes new sessions.
     Ready,
+    /// Being reloaded or stopped: serves its own sessions only. One-way.
     Draining,
 }
+
+use WorkerState as State;
 
 #[derive(Debug)]
 struct Worker {
@@ -187,6 +193,12 @@ impl Router {
         }
         // `last_pick` may name the removed worker; round-robin simply continues after its id.
         sids
+    }
+
+    /// The worker's state, `None` once removed (or never added). Lets a caller tell "not ready
+    /// yet" from "draining", which [`Router::is_ready`] lumps together.
+    pub fn state(&self, id: WorkerId) -> Option<WorkerState> {
+        self.workers.get(&id).map(|w| w.state)
     }
 
     pub fn is_ready(&self, id: WorkerId) -> bool {
@@ -491,6 +503,9 @@ mod tests {
         // Draining is one-way.
         r.set_ready(W1);
         assert!(!r.is_ready(W1));
+        assert_eq!(r.state(W1), Some(WorkerState::Draining));
+        assert_eq!(r.state(W2), Some(WorkerState::Ready));
+        assert_eq!(r.state(WorkerId(9)), None);
         r.set_draining(W2);
         assert_eq!(r.route(None, t + ms(1000)), Route::NoWorker);
         assert_eq!(r.route(Some("old"), t), Route::Worker(W1));
