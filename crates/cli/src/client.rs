@@ -140,7 +140,9 @@ impl Client {
         let welcome: Welcome =
             serde_json::from_value(answer).map_err(|e| anyhow!("malformed handshake answer: {e}"))?;
         if welcome.daemon_version != CORRAL_VERSION {
-            output::out(&format!(
+            // stderr, not pm2's stdout: the banner must not break `jlist`
+            // parsing.
+            output::err(&format!(
                 ">>>> In-memory PM2 is out-of-date, do:\n>>>> $ pm2 update\nIn memory PM2 version: {}\nLocal PM2 version: {}\n",
                 welcome.daemon_version, CORRAL_VERSION
             ));

@@ -137,6 +137,9 @@ pub fn run_pm2(argv: Vec<String>) -> i32 {
         output::out(&usage());
         return 0;
     }
+    if parsed.has("no-daemon") && parsed.command.as_deref() == Some("start") {
+        return runtime::run_no_daemon(parsed);
+    }
     let home = client::pm2_home();
     let mut cli = Cli::new(parsed, home);
     match dispatch(&mut cli) {

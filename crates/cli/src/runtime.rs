@@ -46,7 +46,12 @@ pub fn run(argv: Vec<String>) -> i32 {
         output::out("\nUsage: pm2-runtime [options] <app.js|ecosystem.config.js>\n\n  Runs the apps in the foreground (containers): logs on stdout/stderr,\n  SIGINT/SIGTERM stop every app and exit.\n");
         return if parsed.has("help") { 0 } else { 1 };
     }
-    match run_inner(parsed) {
+    let auto_exit = !parsed.has("no-auto-exit");
+    report(run_inner(parsed, auto_exit))
+}
+
+fn report(r: Result<i32>) -> i32 {
+    match r {
         Ok(code) => code,
         Err(e) => {
             output::error(&format!("{e:#}"));
@@ -55,7 +60,14 @@ pub fn run(argv: Vec<String>) -> i32 {
     }
 }
 
-fn run_inner(mut parsed: args::Parsed) -> Result<i32> {
+/// `pm2 start <app> --no-daemon`: the daemon runs inside this process and
+/// the logs are streamed until SIGINT/SIGTERM (no auto-exit).
+pub fn run_no_daemon(parsed: args::Parsed) -> i32 {
+    output::out("[--no-daemon] Continue to stream logs");
+    report(run_inner(parsed, false))
+}
+
+fn run_inner(mut parsed: args::Parsed, auto_exit: bool) -> Result<i32> {
     // `pm2-runtime start app.js` is accepted like `pm2-runtime app.js`.
     if parsed.command.as_deref() == Some("start") && !parsed.positionals.is_empty() {
         parsed.command = Some(parsed.positionals.remove(0));
@@ -95,7 +107,6 @@ fn run_inner(mut parsed: args::Parsed) -> Result<i32> {
     } else {
         LogFormat::Raw
     };
-    let auto_exit = !parsed.has("no-auto-exit");
     let cli = Cli::new(parsed, home.clone());
     let apps = build_apps(&cli, &target)?;
     rt.block_on(supervise(&home, apps, format, auto_exit, &done_rx))

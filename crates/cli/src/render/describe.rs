@@ -58,12 +58,12 @@ pub fn rows(p: &ProcInfo, now_ms: i64) -> Vec<(String, String)> {
             if p.created_at > 0 { timefmt::iso(p.created_at as i64) } else { "N/A".into() },
         ),
     ];
-    // pm2 splices these in after building the list, in this order.
-    if let Some(c) = &a.cron_restart {
-        rows.insert(5, ("cron restart".into(), c.clone()));
-    }
+    // pm2 splices these in after building the list, log path first.
     if let Some(l) = &p.pm_log_path {
         rows.insert(6, ("entire log path".into(), l.clone()));
+    }
+    if let Some(c) = &a.cron_restart {
+        rows.insert(5, ("cron restart".into(), c.clone()));
     }
     rows
 }
@@ -202,8 +202,9 @@ mod tests {
         p.pm_log_path = Some("/h/all.log".into());
         let r = rows(&p, 0);
         assert_eq!(r[5].0, "cron restart");
-        assert_eq!(r[6].0, "entire log path");
-        assert_eq!(r[7].0, "uptime");
+        assert_eq!(r[6].0, "uptime");
+        assert_eq!(r[7].0, "entire log path");
+        assert_eq!(r[8].0, "script path");
     }
 
     #[test]
