@@ -96,6 +96,30 @@ async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
     }
 }
 
+/// Request limits, from the environment once (`PM2_STICKY_MAX_BODY` bytes,
+/// `PM2_STICKY_MAX_HEAD` bytes, `PM2_STICKY_HEAD_TIMEOUT_MS`,
+/// `PM2_STICKY_BODY_TIMEOUT_MS`), else Engine.IO's own defaults.
+fn limits() -> HttpLimits {
+    static LIMITS: std::sync::OnceLock<HttpLimits> = std::sync::OnceLock::new();
+    *LIMITS.get_or_init(|| {
+        let num = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<u64>().ok());
+        let mut l = HttpLimits::default();
+        if let Some(v) = num("PM2_STICKY_MAX_BODY") {
+            l.max_body = v as usize;
+        }
+        if let Some(v) = num("PM2_STICKY_MAX_HEAD") {
+            l.max_head = v as usize;
+        }
+        if let Some(v) = num("PM2_STICKY_HEAD_TIMEOUT_MS") {
+            l.head_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = num("PM2_STICKY_BODY_TIMEOUT_MS") {
+            l.body_timeout = Duration::from_millis(v);
+        }
+        l
+    })
+}
+
 async fn reject(mut stream: TcpStream, r: Reject) {
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(r.response())).await;
     let _ = stream.shutdown().await;
@@ -107,7 +131,7 @@ fn owner_app(reg: &Registry, port: u16) -> Option<String> {
 
 async fn connection(shared: SharedRef, port: u16, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let req = match sticky::read_request(&mut stream, &HttpLimits::default()).await {
+    let req = match sticky::read_request(&mut stream, &limits()).await {
         Ok(r) => r,
         Err(e) => {
             if let Some(r) = e.rejection() {

@@ -46,7 +46,21 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     rt.block_on(run_async(opts))
 }
 
+/// A daemon that balances thousands of connections needs more than the
+/// usual 1024 descriptors: raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max.min(1 << 20);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
 pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
+    raise_fd_limit();
     let home = Home::new(opts.pm2_home);
     home.ensure().with_context(|| format!("PM2_HOME {} is not writable", home.root.display()))?;
     let sock = home.rpc_sock();

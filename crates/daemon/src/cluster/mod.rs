@@ -433,8 +433,9 @@ fn announce(reg: &mut Registry, wid: u32, events: &mpsc::UnboundedSender<ChildEv
     if sa.disabled {
         return None;
     }
-    let was_ready = sa.router.is_ready(WorkerId(wid));
-    if !was_ready {
+        // Only a worker that was never ready becomes ready: a draining one
+    // keeps speaking the adapter protocol but must not get new sessions.
+    if sa.router.state(WorkerId(wid)) == Some(sticky::WorkerState::NotReady) {
         sa.router.set_ready(WorkerId(wid));
         sa.notify.notify_waiters();
         let _ = events.send(ChildEvent::StickyReady);
