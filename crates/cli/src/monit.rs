@@ -61,6 +61,7 @@ pub fn monit(cli: &mut Cli) -> Result<Code> {
     // SAFETY: the handler only stores into an atomic.
     unsafe {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
     }
     let _raw = RawMode::enter();
     let mut selected = 0usize;

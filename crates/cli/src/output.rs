@@ -95,6 +95,22 @@ fn paint_err(c: Color, s: &str) -> String {
     paint_if(COLOR_ERR.load(Ordering::Relaxed), c, s)
 }
 
+static EXIT_ON_EPIPE: AtomicBool = AtomicBool::new(false);
+
+/// `pm2 logs | head`: once the reader is gone there is nothing left to do.
+/// Not used by `pm2-runtime`, whose process also hosts the daemon.
+pub fn exit_on_broken_pipe() {
+    EXIT_ON_EPIPE.store(true, Ordering::Relaxed);
+}
+
+fn check(r: std::io::Result<()>) {
+    if let Err(e) = r {
+        if e.kind() == std::io::ErrorKind::BrokenPipe && EXIT_ON_EPIPE.load(Ordering::Relaxed) {
+            std::process::exit(0);
+        }
+    }
+}
+
 /// A line on stdout (pm2 `console.log`), silenced by `-s`.
 pub fn out(line: &str) {
     if silent() {
@@ -102,7 +118,7 @@ pub fn out(line: &str) {
     }
     let mut o = std::io::stdout().lock();
     // A closed pipe (`pm2 ls | head`) must not panic.
-    let _ = writeln!(o, "{line}");
+    check(writeln!(o, "{line}"));
 }
 
 /// A line on stderr (pm2 `console.error`), silenced by `-s`.
@@ -111,14 +127,14 @@ pub fn err(line: &str) {
         return;
     }
     let mut e = std::io::stderr().lock();
-    let _ = writeln!(e, "{line}");
+    check(writeln!(e, "{line}"));
 }
 
 /// Unsilenced raw stdout write (pm2 `process.stdout.write`).
 pub fn raw_out(s: &str) {
     let mut o = std::io::stdout().lock();
-    let _ = o.write_all(s.as_bytes());
-    let _ = o.flush();
+    check(o.write_all(s.as_bytes()));
+    check(o.flush());
 }
 
 /// `[PM2] msg` on stdout.
