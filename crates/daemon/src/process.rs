@@ -691,8 +691,24 @@ impl Task {
 /// each after kill_timeout.
 async fn retire(shared: SharedRef, mut old: Running, app: AppSpec, label: String) {
     let grace = Duration::from_millis(app.kill_timeout);
+    let socketio = old.wid.is_some_and(|wid| cluster::is_socketio_worker(&shared, wid));
+    if let (true, Some(wid)) = (socketio, old.wid) {
+        // Its Socket.IO sessions finish on it (their requests still route
+        // here), bounded by PM2_GRACEFUL_TIMEOUT; only the rest are cut.
+        let limit = std::env::var("PM2_GRACEFUL_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(8000u64);
+        let deadline = Instant::now() + Duration::from_millis(limit);
+        while cluster::session_count(&shared, wid) > 0 && Instant::now() < deadline {
+            tokio::select! {
+                _ = old.child.wait() => break,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
     let asked = match old.wid {
         Some(wid) if app.shutdown_with_message => cluster::send_message(&shared, wid, &Value::from("shutdown")),
+        // A Socket.IO worker never exits on `disconnect` (its adapter timers
+        // keep it alive) and would lose its channel: go straight to SIGINT.
+        Some(_) if socketio => false,
         Some(wid) => cluster::send_disconnect(&shared, wid),
         None => false,
     };

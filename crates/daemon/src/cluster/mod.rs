@@ -485,6 +485,19 @@ fn on_sticky(shared: &SharedRef, wid: u32, ty: &str, v: &Value, events: &mpsc::U
     }
 }
 
+/// True when the worker's app speaks Socket.IO (sticky routing enabled).
+pub fn is_socketio_worker(shared: &SharedRef, wid: u32) -> bool {
+    let reg = shared.cluster();
+    reg.workers.get(&wid).and_then(|w| reg.apps.get(&w.app)).is_some_and(|sa| sa.enabled && !sa.disabled)
+}
+
+/// Live Engine.IO sessions on a worker.
+pub fn session_count(shared: &SharedRef, wid: u32) -> usize {
+    let reg = shared.cluster();
+    let Some(w) = reg.workers.get(&wid) else { return 0 };
+    reg.apps.get(&w.app).map(|sa| sa.router.session_count(WorkerId(wid))).unwrap_or(0)
+}
+
 /// Sends `{cmd:'NODE_CLUSTER', act:'disconnect'}`: the worker closes its
 /// servers and exits once idle.
 pub fn send_disconnect(shared: &SharedRef, wid: u32) -> bool {

@@ -1,0 +1,320 @@
+//! Socket.IO cluster end to end: the real daemon as sticky balancer and
+//! adapter relay, real socket.io / socket.io-client / @socket.io/sticky /
+//! @socket.io/cluster-adapter from tests/node (npm ci), two workers.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(20);
+
+fn node_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node")
+}
+
+fn sticky_port(pm2: &Pm2) -> u16 {
+    pm2.envs.iter().find(|(k, _)| k == "PM2_PORT").and_then(|(_, v)| v.parse().ok()).expect("PM2_PORT")
+}
+
+fn sio_pm2(extra_env: &[(&str, &str)]) -> Pm2 {
+    let mut pm2 = Pm2::new();
+    pm2.cwd = node_dir();
+    for (k, v) in extra_env {
+        pm2.envs.push((k.to_string(), v.to_string()));
+    }
+    pm2
+}
+
+/// Starts the socket.io fixture in 2 workers and waits until both speak
+/// Socket.IO (a sticky request would otherwise wait for readiness).
+fn start_sio(pm2: &Pm2, name: &str) {
+    pm2.run(&["start", "sio_worker.js", "-i", "2", "--name", name]).ok();
+    pm2.wait_for("2 online workers", T, |l| {
+        l.iter().filter(|p| p["name"] == name && status(p) == "online").count() == 2
+    });
+}
+
+fn scenario(port: u16, name: &str, n: Option<usize>, env: &[(&str, &str)]) -> Value {
+    let mut c = Command::new("node");
+    c.arg("sio_client.js").arg(name).arg(port.to_string()).current_dir(node_dir());
+    if let Some(n) = n {
+        c.arg(n.to_string());
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!("scenario {name}: not JSON ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+fn assert_ok(v: &Value) {
+    assert_eq!(v["ok"], true, "scenario failed: {v}");
+}
+
+fn all_scenarios(pm2: &Pm2) {
+    let port = sticky_port(pm2);
+    for s in ["default", "polling", "websocket", "broadcast", "rooms", "acks", "fetch", "sse", "http"] {
+        let v = scenario(port, s, None, &[]);
+        assert_ok(&v);
+        if v.get("workers").is_some() {
+            assert_eq!(v["workers"], 2, "{s}: clients should land on both workers: {v}");
+        }
+    }
+}
+
+#[test]
+fn every_feature_across_two_workers_sticky_2() {
+    let pm2 = sio_pm2(&[]);
+    start_sio(&pm2, "sio");
+    all_scenarios(&pm2);
+}
+
+#[test]
+fn every_feature_across_two_workers_sticky_1() {
+    let pm2 = sio_pm2(&[("STICKY_VERSION", "1")]);
+    start_sio(&pm2, "sio1");
+    all_scenarios(&pm2);
+}
+
+#[test]
+fn a_burst_of_connects_spreads_over_both_workers() {
+    let pm2 = sio_pm2(&[]);
+    start_sio(&pm2, "burst");
+    let v = scenario(sticky_port(&pm2), "burst", Some(50), &[]);
+    assert_ok(&v);
+    assert_eq!(v["connected"], 50);
+    assert_eq!(v["workers"], 2, "{v}");
+    assert!(v["maxMinusMin"].as_u64().unwrap() <= 10, "uneven spread: {v}");
+}
+
+#[test]
+fn kill_9_of_a_worker_is_announced_to_the_survivor_at_once() {
+    let pm2 = sio_pm2(&[]);
+    start_sio(&pm2, "exit");
+    let v = scenario(sticky_port(&pm2), "exit", None, &[]);
+    assert_ok(&v);
+    assert!(v["serverCountDropMs"].as_u64().unwrap() <= 1000, "{v}");
+    assert!(v["maxFetchMs"].as_u64().unwrap() <= 1000, "{v}");
+    // The killed worker is restarted and serves again.
+    pm2.wait_for("restart", T, |l| l.iter().any(|p| restarts(p) >= 1 && status(p) == "online"));
+}
+
+#[test]
+fn reload_under_load_fails_no_new_session() {
+    let pm2 = sio_pm2(&[]);
+    start_sio(&pm2, "rl");
+    let port = sticky_port(&pm2);
+    let before: Vec<u64> = pm2.jlist().iter().map(pid).collect();
+    let load = std::thread::spawn(move || {
+        scenario(port, "load", Some(100_000), &[("SIO_LOAD_MS", "6000"), ("SIO_CONCURRENCY", "8")])
+    });
+    // Let the load run before and after the reload.
+    std::thread::sleep(Duration::from_millis(1000));
+    let t0 = Instant::now();
+    pm2.run(&["reload", "rl"]).ok();
+    let took = t0.elapsed();
+    let v = load.join().unwrap();
+    assert_eq!(v["failures"], 0, "{v}");
+    assert!(v["completed"].as_u64().unwrap() > 20, "{v}");
+    let after: Vec<u64> = pm2.jlist().iter().map(pid).collect();
+    assert!(before.iter().all(|p| !after.contains(p)), "every worker replaced: {before:?} -> {after:?}");
+    eprintln!("reload of 2 socket.io workers took {took:?}; load: {v}");
+}
+
+#[test]
+fn the_seed_app_runs_unchanged() {
+    let mut pm2 = Pm2::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/socketio");
+    pm2.cwd = dir.clone();
+    let r = pm2.run(&["start", "ecosystem.config.js"]);
+    r.ok();
+    let n = pm2.wait_for("workers online", T, |l| !l.is_empty() && l.iter().all(|p| status(p) == "online")).len();
+    assert!(n >= 1);
+    assert_eq!(pm2.jlist()[0]["pm2_env"]["exec_mode"], "cluster_mode");
+    let out = Command::new("node")
+        .arg("client.js")
+        .arg("10")
+        .env("PORT", sticky_port(&pm2).to_string())
+        .current_dir(&dir)
+        .output()
+        .expect("node client.js");
+    assert!(
+        out.status.success(),
+        "client.js failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn raw(port: u16, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn bad_http_gets_well_formed_errors_and_the_daemon_carries_on() {
+    let pm2 = sio_pm2(&[("PM2_STICKY_BODY_TIMEOUT_MS", "500"), ("PM2_STICKY_HEAD_TIMEOUT_MS", "500")]);
+    start_sio(&pm2, "bad");
+    let port = sticky_port(&pm2);
+    // Both workers must be Socket.IO-ready before routing; one session does it.
+    assert_ok(&scenario(port, "default", Some(2), &[]));
+
+    let r = raw(port, b"\x16\x03\x01garbage that is not http\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+    assert!(r.contains("Content-Length: 0"), "{r}");
+
+    let mut big = b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nX: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 20 * 1024));
+    big.extend_from_slice(b"\r\n\r\n");
+    let r = raw(port, &big);
+    assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+
+    let r = raw(port, b"POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nContent-Length: 2000000\r\n\r\nxx");
+    assert!(r.starts_with("HTTP/1.1 413 "), "{r}");
+
+    // A lying Content-Length: closed without a response once the body
+    // deadline passes.
+    let t0 = Instant::now();
+    let r = raw(port, b"POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nContent-Length: 100\r\n\r\nshort");
+    assert!(r.is_empty(), "{r}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+
+    // A client that stops mid-head.
+    let r = raw(port, b"GET /socket.io/?EIO=4&tra");
+    assert!(r.is_empty(), "{r}");
+
+    // A sid that belongs to no one: routed as new, the worker answers 400
+    // as Engine.IO does.
+    let r = raw(
+        port,
+        b"GET /socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+    assert!(r.contains("Session ID unknown"), "{r}");
+
+    // Still healthy.
+    assert_ok(&scenario(port, "polling", Some(2), &[]));
+    assert_eq!(pm2.jlist().len(), 2);
+}
+
+#[test]
+fn many_idle_connections_do_not_stall_the_daemon() {
+    let pm2 = sio_pm2(&[]);
+    start_sio(&pm2, "idle");
+    let port = sticky_port(&pm2);
+    raise_own_fd_limit();
+    let daemon_pid: i32 = std::fs::read_to_string(pm2.home().join("pm2.pid")).unwrap().trim().parse().unwrap();
+    let rss_before = rss_kb(daemon_pid);
+    let mut idle = Vec::new();
+    for _ in 0..3000 {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => idle.push(s),
+            Err(_) => break,
+        }
+    }
+    assert!(idle.len() >= 1000, "only {} connections", idle.len());
+    let t0 = Instant::now();
+    pm2.run(&["ping"]).ok();
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_ok(&scenario(port, "default", Some(2), &[]));
+    let rss_after = rss_kb(daemon_pid);
+    eprintln!("{} idle connections: daemon RSS {rss_before} kB -> {rss_after} kB", idle.len());
+    assert!(rss_after < rss_before + 64 * 1024, "RSS grew from {rss_before} to {rss_after} kB");
+}
+
+fn raise_own_fd_limit() {
+    // SAFETY: plain struct in/out.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max.min(65536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+fn rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn no_live_worker_gets_a_well_formed_503() {
+    let pm2 = sio_pm2(&[]);
+    start_sio(&pm2, "gone");
+    let port = sticky_port(&pm2);
+    assert_ok(&scenario(port, "default", Some(2), &[]));
+    pm2.run(&["stop", "gone"]).ok();
+    let r = raw(port, b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
+    assert!(r.contains("Connection: close\r\n") && r.contains("Content-Length: 0\r\n"), "{r}");
+}
+
+#[test]
+fn a_plain_cluster_app_never_receives_sticky_connections() {
+    let mut pm2 = sio_pm2(&[]);
+    let app_port = free_port();
+    pm2.envs.push(("PORT".into(), app_port.to_string()));
+    pm2.run(&["start", "http_app.js", "-i", "2"]).ok();
+    pm2.wait_for("online", T, |l| l.len() == 2 && l.iter().all(|p| status(p) == "online"));
+    let t0 = Instant::now();
+    let r = raw(sticky_port(&pm2), b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+    assert!(t0.elapsed() < Duration::from_secs(8), "the client was left hanging");
+}
+
+#[test]
+fn two_socketio_apps_do_not_share_broadcasts() {
+    let pm2 = sio_pm2(&[]);
+    let second_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let eco = dir.path().join("two.config.js");
+    let script = node_dir().join("sio_worker.js");
+    std::fs::write(
+        &eco,
+        format!(
+            "module.exports = {{ apps: [\n  {{ name: 'a', script: {s:?}, instances: 2, exec_mode: 'cluster' }},\n  {{ name: 'b', script: {s:?}, instances: 2, exec_mode: 'cluster', sticky_port: {second_port} }}\n] }}",
+            s = script.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    pm2.run(&["start", eco.to_str().unwrap()]).ok();
+    pm2.wait_for("4 online", T, |l| l.len() == 4 && l.iter().all(|p| status(p) == "online"));
+    for port in [sticky_port(&pm2), second_port] {
+        let v = scenario(port, "fetch", None, &[]);
+        assert_ok(&v);
+        // Each app's adapter sees its own 2 workers, not 4.
+        assert_eq!(v["serverCount"], 2, "{v}");
+        assert_ok(&scenario(port, "broadcast", None, &[]));
+    }
+}
+
+#[test]
+fn a_taken_sticky_port_is_a_clear_error() {
+    let pm2 = sio_pm2(&[]);
+    let port = sticky_port(&pm2);
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let r = pm2.run(&["start", "sio_worker.js", "-i", "2"]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.all().contains(&port.to_string()), "{}", r.all());
+    // The rest of the daemon keeps working.
+    pm2.run(&["ping"]).ok();
+    assert_eq!(pm2.jlist().len(), 2);
+}
