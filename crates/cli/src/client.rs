@@ -322,6 +322,14 @@ fn wait_for_daemon(rt: &Runtime, home: &Path) -> Result<UnixStream> {
             None => None,
         };
         let timed_out = start.elapsed() > SPAWN_DEADLINE;
+        if exited.is_some() && !timed_out {
+            // Another CLI may have won the race to spawn the daemon: ours
+            // exits, theirs answers.
+            std::thread::sleep(Duration::from_millis(100));
+            if let Ok(s) = rt.block_on(UnixStream::connect(&sock)) {
+                return Ok(s);
+            }
+        }
         if exited.is_some() || timed_out {
             let offset = guard.as_ref().map(|s| s.log_offset).unwrap_or(0);
             if timed_out && exited.is_none() {

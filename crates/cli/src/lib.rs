@@ -102,7 +102,6 @@ const UNSUPPORTED: &[&str] = &[
     "profile:mem",
     "attach",
     "send",
-    "report",
     "logrotate",
     "set",
     "get",
@@ -111,8 +110,6 @@ const UNSUPPORTED: &[&str] = &[
     "config",
     "multiset",
     "completion",
-    "ecosystem",
-    "init",
     "examples",
     "imonit",
 ];
@@ -171,6 +168,7 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "startup" => return startup::startup(cli),
         "unstartup" => return startup::unstartup(cli),
         "kill" => return ops::kill(cli),
+        "ecosystem" | "init" => return commands::misc::ecosystem(cli),
         _ => {}
     }
     let known = is_known(&cmd);
@@ -194,7 +192,9 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "stop" | "restart" | "reload" | "delete" | "del" | "reset" => ops::run(cli, &cmd),
         "startOrRestart" => start::start_or(cli, Op::Restart),
         "startOrReload" | "startOrGracefulReload" => start::start_or(cli, Op::Reload),
+        "list" | "ls" | "l" | "ps" | "status" if cli.args.has("watch") => commands::misc::list_watch(cli),
         "list" | "ls" | "l" | "ps" | "status" => info::list(cli),
+        "report" => commands::misc::report(cli),
         "jlist" => info::jlist(cli),
         "prettylist" => info::prettylist(cli),
         "describe" | "desc" | "info" | "show" => info::describe(cli),
@@ -261,6 +261,7 @@ fn is_known(cmd: &str) -> bool {
             | "monit"
             | "dashboard"
             | "dash"
+            | "report"
     )
 }
 
@@ -295,6 +296,8 @@ pub fn usage() -> String {
         ("startup [platform]", "enable the pm2 startup hook"),
         ("unstartup [platform]", "disable the pm2 startup hook"),
         ("ping", "ping pm2 daemon - if not up it will launch it"),
+        ("ecosystem|init [simple]", "generate a process conf file"),
+        ("report", "give a full pm2 report for issue reporting"),
         ("update", "(alias) update in-memory PM2 with local PM2"),
         ("kill", "kill daemon"),
     ];

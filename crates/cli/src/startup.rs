@@ -91,7 +91,7 @@ fn detect() -> Option<&'static str> {
     .map(|(_, p)| p)
 }
 
-fn whoami() -> String {
+pub fn whoami() -> String {
     // SAFETY: getpwuid returns a pointer into static storage or NULL; the
     // name is copied out immediately.
     unsafe {

@@ -101,6 +101,56 @@ fn update_for(cli: &Cli, op: Op, p: &ProcInfo) -> Option<Box<AppSpec>> {
     changed.then(|| Box::new(spec))
 }
 
+/// How many ids are acted on at once: `--parallel`, else
+/// `PM2_CONCURRENT_ACTIONS` (2), 1 for two ids or fewer, 10 for delete, as
+/// pm2. Reload defaults to one at a time (zero-downtime needs the other
+/// instances up; pm2's two-at-a-time reload is a known complaint).
+pub fn concurrency(cli: &Cli, op: Op, n: usize) -> usize {
+    if let Some(p) = cli.args.value("parallel").and_then(|v| v.parse::<usize>().ok()) {
+        return p.max(1);
+    }
+    if n <= 2 {
+        return 1;
+    }
+    match op {
+        Op::Delete => 10,
+        Op::Reload => 1,
+        _ => {
+            std::env::var("PM2_CONCURRENT_ACTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(2usize).max(1)
+        }
+    }
+}
+
+struct Job {
+    id: u32,
+    name: String,
+    cron: Option<String>,
+    update: Option<Box<AppSpec>>,
+}
+
+/// Prints the outcome of one id; true on success.
+fn report(op: Op, job: &Job, reply: Result<Reply>) -> bool {
+    match reply {
+        Ok(Reply::Error { message }) => {
+            output::error(&message);
+            false
+        }
+        Err(e) => {
+            output::error(&format!("{e:#}"));
+            false
+        }
+        Ok(_) => {
+            print_done(&job.name, job.id);
+            if op == Op::Stop {
+                if let Some(cron) = &job.cron {
+                    output::warn(&format!("App {} stopped but CRON RESTART is still UP {cron}", job.name));
+                }
+            }
+            true
+        }
+    }
+}
+
 /// Sends `op` to each id, printing pm2's ✓ lines. Returns 1 on any error.
 pub fn apply(
     cli: &mut Cli,
@@ -109,31 +159,67 @@ pub fn apply(
     procs: &[ProcInfo],
     updates: Option<&AppSpec>,
 ) -> Result<Code> {
-    let mut code = 0;
-    for id in ids {
-        let p = procs.iter().find(|p| p.pm_id == *id);
-        let update = match (updates, p) {
-            (Some(spec), _) => Some(Box::new(spec.clone())),
-            (None, Some(p)) => update_for(cli, op, p),
-            (None, None) => None,
-        };
-        let name = p.map(|p| p.app.name.clone()).unwrap_or_else(|| id.to_string());
-        match cli.client()?.request(&Request::Op { op, id: *id, update })? {
-            Reply::Error { message } => {
-                output::error(&message);
-                code = 1;
+    let jobs: Vec<Job> = ids
+        .iter()
+        .map(|id| {
+            let p = procs.iter().find(|p| p.pm_id == *id);
+            let update = match (updates, p) {
+                (Some(spec), _) => Some(Box::new(spec.clone())),
+                (None, Some(p)) => update_for(cli, op, p),
+                (None, None) => None,
+            };
+            Job {
+                id: *id,
+                name: p.map(|p| p.app.name.clone()).unwrap_or_else(|| id.to_string()),
+                cron: p.and_then(|p| p.app.cron_restart.clone()),
+                update,
             }
-            _ => {
-                print_done(&name, *id);
-                if op == Op::Stop {
-                    if let Some(cron) = p.and_then(|p| p.app.cron_restart.as_ref()) {
-                        output::warn(&format!("App {name} stopped but CRON RESTART is still UP {cron}"));
+        })
+        .collect();
+    let workers = concurrency(cli, op, jobs.len()).min(jobs.len());
+    if workers <= 1 {
+        let mut ok = true;
+        for job in &jobs {
+            let reply = cli.client()?.request(&Request::Op { op, id: job.id, update: job.update.clone() });
+            ok &= report(op, job, reply);
+        }
+        return Ok(if ok { 0 } else { 1 });
+    }
+    // One connection per worker: the daemon serves connections concurrently.
+    let queue = std::sync::Mutex::new(jobs.into_iter().collect::<std::collections::VecDeque<_>>());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let home = cli.home.clone();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let mut client = match crate::client::Client::connect_existing(&home) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => {
+                        output::error("the daemon is not running any more");
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                    Err(e) => {
+                        output::error(&format!("{e:#}"));
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                };
+                loop {
+                    let job = match queue.lock() {
+                        Ok(mut q) => q.pop_front(),
+                        Err(_) => None,
+                    };
+                    let Some(job) = job else { break };
+                    let reply = client.request(&Request::Op { op, id: job.id, update: job.update.clone() });
+                    if !report(op, &job, reply) {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
-            }
+            });
         }
-    }
-    Ok(code)
+    });
+    Ok(if failed.load(std::sync::atomic::Ordering::Relaxed) { 1 } else { 0 })
 }
 
 fn operate_target(cli: &mut Cli, op: Op, t: &str) -> Result<Code> {

@@ -1,0 +1,133 @@
+//! `ecosystem` (`init`), `report`, `list --watch`.
+
+use super::{Cli, Code};
+use crate::output;
+use anyhow::Result;
+use corral_proto::CORRAL_VERSION;
+use std::time::Duration;
+
+const FULL_TEMPLATE: &str = r#"module.exports = {
+  apps: [
+    {
+      name: 'app',
+      script: './app.js',
+      // instances: 'max',          // cluster mode on every core
+      // exec_mode: 'cluster',
+      watch: false,
+      max_memory_restart: '1G',
+      env: {
+        NODE_ENV: 'development',
+      },
+      env_production: {
+        NODE_ENV: 'production',
+      },
+    },
+  ],
+};
+"#;
+
+const SIMPLE_TEMPLATE: &str = r#"module.exports = {
+  apps: [
+    {
+      name: 'app',
+      script: './app.js',
+    },
+  ],
+};
+"#;
+
+/// `pm2 ecosystem [simple]`: writes `./ecosystem.config.js`. An existing
+/// file is never overwritten.
+pub fn ecosystem(cli: &mut Cli) -> Result<Code> {
+    let simple = cli.args.positionals.first().is_some_and(|m| m == "simple");
+    let path = cli.cwd.join("ecosystem.config.js");
+    if path.exists() {
+        output::error(&format!("File {} already exists", path.display()));
+        return Ok(1);
+    }
+    std::fs::write(&path, if simple { SIMPLE_TEMPLATE } else { FULL_TEMPLATE })?;
+    output::out(&format!("File {} generated", path.display()));
+    Ok(0)
+}
+
+/// `pm2 ls --watch`: redraw every 0.9 s until interrupted.
+pub fn list_watch(cli: &mut Cli) -> Result<Code> {
+    loop {
+        let procs = cli.list()?;
+        output::raw_out("\x1b[2J\x1b[H");
+        cli.print_procs(&procs);
+        std::thread::sleep(Duration::from_millis(900));
+    }
+}
+
+fn line(k: &str, v: impl std::fmt::Display) -> String {
+    format!("{k:<20} : {v}")
+}
+
+fn section(title: &str) -> String {
+    let head = format!("--- {title} ");
+    let pad = 60usize.saturating_sub(head.chars().count());
+    format!(
+        "===============================================================================\n{head}{}",
+        "-".repeat(pad)
+    )
+}
+
+fn node_version() -> String {
+    std::process::Command::new("node")
+        .arg("-v")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().trim_start_matches('v').to_string())
+        .unwrap_or_else(|| "N/A".into())
+}
+
+/// `pm2 report`: versions, system, process table and the daemon's last log
+/// lines, fenced for pasting into an issue.
+pub fn report(cli: &mut Cli) -> Result<Code> {
+    let welcome = cli.client()?.welcome.clone();
+    let procs = cli.list()?;
+    let mut out = vec![String::from("```")];
+    out.push(section(&format!("PM2 report ({})", crate::timefmt::iso(crate::timefmt::now_ms()))));
+    out.push(section("Daemon"));
+    out.push(line("pm2d version", &welcome.daemon_version));
+    out.push(line("pid", welcome.pid));
+    out.push(line("pm2 home", &welcome.pm2_home));
+    out.push(line("protocol", welcome.protocol));
+    out.push(section("CLI"));
+    out.push(line("local pm2", CORRAL_VERSION));
+    out.push(line("node version", node_version()));
+    out.push(line(
+        "binary",
+        std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "N/A".into()),
+    ));
+    out.push(line("user", crate::startup::whoami()));
+    out.push(section("System info"));
+    out.push(line("arch", std::env::consts::ARCH));
+    out.push(line("platform", std::env::consts::OS));
+    out.push(line("cpus count", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)));
+    if let Ok(mem) = std::fs::read_to_string("/proc/meminfo") {
+        for l in mem.lines().filter(|l| l.starts_with("MemTotal:") || l.starts_with("MemAvailable:")) {
+            if let Some((k, v)) = l.split_once(':') {
+                out.push(line(k, v.trim()));
+            }
+        }
+    }
+    out.push(line("home", std::env::var("HOME").unwrap_or_default()));
+    out.push(section("PM2 list"));
+    let opts = crate::render::table::ListOptions {
+        now_ms: crate::timefmt::now_ms(),
+        columns: 300,
+        sort: None,
+        color: false,
+    };
+    out.push(crate::render::table::render_list(&procs, &opts));
+    out.push(section("Daemon logs"));
+    let log = cli.home.join("pm2.log");
+    out.push(format!("{} last 20 lines:", log.display()));
+    out.extend(crate::logs::tail_lines(&log, 20));
+    out.push(String::from("```"));
+    output::out(&out.join("\n"));
+    Ok(0)
+}
