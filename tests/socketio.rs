@@ -137,7 +137,8 @@ fn the_seed_app_runs_unchanged() {
     pm2.cwd = dir.clone();
     let r = pm2.run(&["start", "ecosystem.config.js"]);
     r.ok();
-    let n = pm2.wait_for("workers online", T, |l| !l.is_empty() && l.iter().all(|p| status(p) == "online")).len();
+    let n =
+        pm2.wait_for("workers online", T, |l| !l.is_empty() && l.iter().all(|p| status(p) == "online")).len();
     assert!(n >= 1);
     assert_eq!(pm2.jlist()[0]["pm2_env"]["exec_mode"], "cluster_mode");
     let out = Command::new("node")
@@ -182,13 +183,15 @@ fn bad_http_gets_well_formed_errors_and_the_daemon_carries_on() {
     let r = raw(port, &big);
     assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
 
-    let r = raw(port, b"POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nContent-Length: 2000000\r\n\r\nxx");
+    let r =
+        raw(port, b"POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nContent-Length: 2000000\r\n\r\nxx");
     assert!(r.starts_with("HTTP/1.1 413 "), "{r}");
 
     // A lying Content-Length: closed without a response once the body
     // deadline passes.
     let t0 = Instant::now();
-    let r = raw(port, b"POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nContent-Length: 100\r\n\r\nshort");
+    let r =
+        raw(port, b"POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nContent-Length: 100\r\n\r\nshort");
     assert!(r.is_empty(), "{r}");
     assert!(t0.elapsed() < Duration::from_secs(5));
 
@@ -216,7 +219,8 @@ fn many_idle_connections_do_not_stall_the_daemon() {
     start_sio(&pm2, "idle");
     let port = sticky_port(&pm2);
     raise_own_fd_limit();
-    let daemon_pid: i32 = std::fs::read_to_string(pm2.home().join("pm2.pid")).unwrap().trim().parse().unwrap();
+    let daemon_pid: i32 =
+        std::fs::read_to_string(pm2.home().join("pm2.pid")).unwrap().trim().parse().unwrap();
     let rss_before = rss_kb(daemon_pid);
     let mut idle = Vec::new();
     for _ in 0..3000 {
@@ -250,7 +254,9 @@ fn rss_kb(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
 }

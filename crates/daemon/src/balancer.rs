@@ -58,7 +58,8 @@ pub fn ensure_listening(shared: &SharedRef, port: u16) -> Result<(), String> {
             Ok(())
         }
         Err(e) => {
-            let owner = crate::portowner::describe(port).map(|o| format!(" (held by {o})")).unwrap_or_default();
+            let owner =
+                crate::portowner::describe(port).map(|o| format!(" (held by {o})")).unwrap_or_default();
             let msg = format!("PM2_PORT {port} is not available for the Socket.IO balancer: {e}{owner}");
             ports.insert(port, Some(msg.clone()));
             Err(msg)
@@ -67,7 +68,8 @@ pub fn ensure_listening(shared: &SharedRef, port: u16) -> Result<(), String> {
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let sock =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     sock.set_reuseaddr(true)?;
     sock.bind(addr)?;
     sock.listen(1024)

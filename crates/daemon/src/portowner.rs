@@ -11,7 +11,11 @@ pub fn describe(port: u16) -> Option<String> {
         let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
         for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).ok().and_then(|l| l.to_str().map(|s| s == target)).unwrap_or(false) {
+            if std::fs::read_link(fd.path())
+                .ok()
+                .and_then(|l| l.to_str().map(|s| s == target))
+                .unwrap_or(false)
+            {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
                 return Some(format!("pid {pid} ({})", comm.trim()));
             }

@@ -12,8 +12,8 @@ use crate::proctree;
 use crate::state::{Entry, SharedRef};
 use crate::timefmt::now_ms;
 use crate::{cluster, dlog, env};
-use node_ipc::{Channel, ChildChannel, Limits, Mode, Value};
 use corral_proto::{AppSpec, Event, ExecMode, ProcInfo, Stream};
+use node_ipc::{Channel, ChildChannel, Limits, Mode, Value};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -59,7 +59,7 @@ pub enum ChildEvent {
     Ready,
     /// A cluster worker's `listening`.
     Listening,
-        /// A cluster worker's `online`.
+    /// A cluster worker's `online`.
     Online,
     /// The worker's first Socket.IO adapter or sticky message: it can take
     /// sticky traffic (counts as "listening" for a reload).
@@ -238,9 +238,11 @@ impl Task {
                 self.stop().await;
                 let _ = done.send(());
             }
-                        Ctl::Reload { update, done }
+            Ctl::Reload { update, done }
                 if self.run.is_some()
-                    && self.info().is_some_and(|i| i.status == "online" && i.app.exec_mode == ExecMode::Cluster) =>
+                    && self
+                        .info()
+                        .is_some_and(|i| i.status == "online" && i.app.exec_mode == ExecMode::Cluster) =>
             {
                 let r = self.reload_cluster(update).await;
                 let _ = done.send(r);
@@ -328,7 +330,7 @@ impl Task {
             .current_dir(&app.cwd)
             .env_clear()
             .envs(&env)
-                        .stdin(Stdio::null())
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // Node apps get a channel as with pm2: JSON in fork mode (so
@@ -374,13 +376,19 @@ impl Task {
                 return;
             }
         };
-                let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         if let (Some(chan), Some(wid), Some(mode)) = (chan, wid, ipc_mode) {
             match Channel::new(chan.into_parent(), mode, Limits::default()) {
                 Ok((tx, rx)) => {
                     cluster::worker_spawned(&self.shared, wid, self.id, pid, &app, tx);
-                    tokio::spawn(cluster::worker_reader(self.shared.clone(), wid, label.clone(), rx, ev_tx.clone()));
+                    tokio::spawn(cluster::worker_reader(
+                        self.shared.clone(),
+                        wid,
+                        label.clone(),
+                        rx,
+                        ev_tx.clone(),
+                    ));
                 }
                 Err(e) => dlog::error(&format!("IPC channel of app [{label}] failed: {e}")),
             }
@@ -401,7 +409,7 @@ impl Task {
         }
         self.shared.with_entry(self.id, |e| e.files = Some(files));
         let _ = std::fs::write(&info.pm_pid_path, pid.to_string());
-                self.run = Some(Running { child, pid, wid, events: ev_rx, _events_tx: ev_tx });
+        self.run = Some(Running { child, pid, wid, events: ev_rx, _events_tx: ev_tx });
         let now = now_ms();
         self.shared.with_entry(self.id, |e| {
             e.info.pid = pid as u32;
@@ -411,7 +419,7 @@ impl Task {
             e.counters.pm_uptime = now;
             e.cpu_sample = None;
         });
-                if app.wait_ready || cluster_mode {
+        if app.wait_ready || cluster_mode {
             // Online on `ready` (wait_ready) or the worker's `online`; pm2
             // gives up waiting after listen_timeout and marks it online.
             self.ready_deadline = Some(Instant::now() + Duration::from_millis(app.listen_timeout));
@@ -444,7 +452,7 @@ impl Task {
         }
     }
 
-        fn on_event(&mut self, ev: ChildEvent) {
+    fn on_event(&mut self, ev: ChildEvent) {
         let Some(info) = self.info() else { return };
         let counts = match ev {
             ChildEvent::NodeVersion(v) => {
@@ -487,7 +495,7 @@ impl Task {
             }
             d
         });
-                if let Some(i) = self.info() {
+        if let Some(i) = self.info() {
             let _ = std::fs::remove_file(&i.pm_pid_path);
         }
         if let Some(wid) = run.wid {
@@ -519,7 +527,7 @@ impl Task {
         }
     }
 
-        /// Rolling replacement of one cluster worker (spec §3.8): start the new
+    /// Rolling replacement of one cluster worker (spec §3.8): start the new
     /// worker under the same pm_id, wait until it listens (or sends `ready`
     /// with wait_ready, or speaks Socket.IO), stop routing new connections to
     /// the old one, and retire the old one in the background. A replacement
@@ -610,7 +618,7 @@ impl Task {
 
     /// pm2's stop sequence (spec §3.7). Leaves the process `stopped`, or
     /// `errored` if it survived SIGKILL.
-        async fn stop(&mut self) {
+    async fn stop(&mut self) {
         self.stop_with(false).await
     }
 
@@ -631,7 +639,7 @@ impl Task {
         let label = format!("{}:{}", app.name, self.id);
         self.set_status("stopping");
         dlog::log(&format!("Stopping app:{} id:{}", app.name, self.id));
-                if let Some(wid) = run.wid {
+        if let Some(wid) = run.wid {
             cluster::drain_worker(&self.shared, wid);
         }
         let known = proctree::descendants(run.pid);
@@ -672,7 +680,7 @@ impl Task {
             code.map(|c| c.to_string()).unwrap_or_else(|| "0".into()),
             signal.unwrap_or_else(|| "SIGINT".into())
         ));
-                let _ = std::fs::remove_file(&info.pm_pid_path);
+        let _ = std::fs::remove_file(&info.pm_pid_path);
         if let Some(wid) = run.wid {
             cluster::worker_gone(&self.shared, wid, linger);
         }
@@ -695,7 +703,8 @@ async fn retire(shared: SharedRef, mut old: Running, app: AppSpec, label: String
     if let (true, Some(wid)) = (socketio, old.wid) {
         // Its Socket.IO sessions finish on it (their requests still route
         // here), bounded by PM2_GRACEFUL_TIMEOUT; only the rest are cut.
-        let limit = std::env::var("PM2_GRACEFUL_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(8000u64);
+        let limit =
+            std::env::var("PM2_GRACEFUL_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(8000u64);
         let deadline = Instant::now() + Duration::from_millis(limit);
         while cluster::session_count(&shared, wid) > 0 && Instant::now() < deadline {
             tokio::select! {
@@ -705,7 +714,9 @@ async fn retire(shared: SharedRef, mut old: Running, app: AppSpec, label: String
         }
     }
     let asked = match old.wid {
-        Some(wid) if app.shutdown_with_message => cluster::send_message(&shared, wid, &Value::from("shutdown")),
+        Some(wid) if app.shutdown_with_message => {
+            cluster::send_message(&shared, wid, &Value::from("shutdown"))
+        }
         // A Socket.IO worker never exits on `disconnect` (its adapter timers
         // keep it alive) and would lose its channel: go straight to SIGINT.
         Some(_) if socketio => false,
@@ -721,7 +732,10 @@ async fn retire(shared: SharedRef, mut old: Running, app: AppSpec, label: String
         status = tokio::time::timeout(grace, old.child.wait()).await.ok().and_then(|r| r.ok());
     }
     if status.is_none() {
-        dlog::log(&format!("Process with pid {} still alive after {}ms, sending it SIGKILL now...", old.pid, app.kill_timeout));
+        dlog::log(&format!(
+            "Process with pid {} still alive after {}ms, sending it SIGKILL now...",
+            old.pid, app.kill_timeout
+        ));
         proctree::signal_tree(old.pid, libc::SIGKILL, true, &[]);
         status = old.child.wait().await.ok();
     }
