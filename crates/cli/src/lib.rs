@@ -143,6 +143,9 @@ pub fn run_pm2(argv: Vec<String>) -> i32 {
     match dispatch(&mut cli) {
         Ok(code) => code,
         Err(e) => {
+            if let Some(r) = e.downcast_ref::<commands::Reported>() {
+                return r.0;
+            }
             if let Some(s) = e.downcast_ref::<client::SpawnFailed>() {
                 output::error(&s.to_string());
             } else {

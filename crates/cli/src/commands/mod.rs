@@ -19,6 +19,19 @@ use std::path::PathBuf;
 
 pub type Code = i32;
 
+/// An error already shown to the user: unwinds the command (no table) and
+/// exits with the code, without printing anything more.
+#[derive(Debug)]
+pub struct Reported(pub Code);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
+
 /// State shared by every command of one invocation.
 pub struct Cli {
     pub args: Parsed,

@@ -297,8 +297,9 @@ pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
     let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
+            // The whole file failed: nothing was done, so no table either.
             print_config_error(&e);
-            return Ok(1);
+            return Err(super::Reported(1).into());
         }
     };
     for w in &loaded.warnings {
