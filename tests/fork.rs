@@ -26,7 +26,8 @@ fn lifecycle_start_list_stop_restart_delete() {
 
     let first_pid = pid(p);
     pm2.run(&["restart", "svc"]).ok();
-    let list = pm2.wait_for("restarted", T, |l| l.iter().any(|p| status(p) == "online" && pid(p) != first_pid));
+    let list =
+        pm2.wait_for("restarted", T, |l| l.iter().any(|p| status(p) == "online" && pid(p) != first_pid));
     assert_eq!(restarts(&list[0]), 1);
     assert!(!pid_alive(first_pid as i32));
 
@@ -99,7 +100,9 @@ fn graceful_stop_reaches_the_sigint_handler() {
     let log = list[0]["pm2_env"]["pm_out_log_path"].as_str().unwrap().to_string();
     poll("app up", T, || std::fs::read_to_string(&log).ok().filter(|s| s.contains("graceful up")));
     pm2.run(&["stop", "graceful"]).ok();
-    poll("shutdown line", T, || std::fs::read_to_string(&log).ok().filter(|s| s.contains("graceful shutdown")));
+    poll("shutdown line", T, || {
+        std::fs::read_to_string(&log).ok().filter(|s| s.contains("graceful shutdown"))
+    });
 }
 
 #[test]
@@ -301,4 +304,27 @@ fn ecosystem_file_starts_every_app() {
     assert_eq!(two.len(), 2);
     // Non-merged instance logs get the -<id> suffix.
     assert!(two[0]["pm2_env"]["pm_out_log_path"].as_str().unwrap().contains("two-out-"));
+}
+
+#[test]
+fn wait_ready_holds_start_until_the_app_sends_ready() {
+    let mut pm2 = Pm2::new();
+    pm2.envs.push(("READY_AFTER_MS".into(), "800".into()));
+    let t0 = Instant::now();
+    pm2.run(&["start", "ready.js", "--wait-ready", "--listen-timeout", "10000"]).ok();
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(700), "start returned after {took:?}, before ready");
+    assert!(took < Duration::from_secs(8), "start waited for listen_timeout instead of ready: {took:?}");
+    assert_eq!(status(&pm2.jlist()[0]), "online");
+}
+
+#[test]
+fn listen_timeout_bounds_wait_ready() {
+    let mut pm2 = Pm2::new();
+    pm2.envs.push(("READY_AFTER_MS".into(), "600000".into()));
+    let t0 = Instant::now();
+    pm2.run(&["start", "ready.js", "--wait-ready", "--listen-timeout", "700"]).ok();
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(600) && took < Duration::from_secs(8), "{took:?}");
+    assert_eq!(status(&pm2.jlist()[0]), "online");
 }
