@@ -26,6 +26,9 @@ pub mod runtime;
 pub mod startup;
 pub mod timefmt;
 
+#[cfg(test)]
+mod tests;
+
 use commands::{info, ops, start, state, Cli, Code};
 use corral_proto::{Op, CORRAL_VERSION};
 

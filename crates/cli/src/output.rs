@@ -95,6 +95,31 @@ fn paint_err(c: Color, s: &str) -> String {
     paint_if(COLOR_ERR.load(Ordering::Relaxed), c, s)
 }
 
+/// Test-only capture of everything printed: (stdout, stderr).
+#[cfg(test)]
+pub static CAPTURE: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+
+#[cfg(test)]
+fn captured(stdout: bool, s: &str) -> bool {
+    let mut g = CAPTURE.lock().unwrap_or_else(|e| e.into_inner());
+    match g.as_mut() {
+        Some((o, e)) => {
+            if stdout {
+                o.push_str(s);
+            } else {
+                e.push_str(s);
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(not(test))]
+fn captured(_stdout: bool, _s: &str) -> bool {
+    false
+}
+
 static EXIT_ON_EPIPE: AtomicBool = AtomicBool::new(false);
 
 /// `pm2 logs | head`: once the reader is gone there is nothing left to do.
@@ -113,7 +138,7 @@ fn check(r: std::io::Result<()>) {
 
 /// A line on stdout (pm2 `console.log`), silenced by `-s`.
 pub fn out(line: &str) {
-    if silent() {
+    if silent() || captured(true, &format!("{line}\n")) {
         return;
     }
     let mut o = std::io::stdout().lock();
@@ -123,7 +148,7 @@ pub fn out(line: &str) {
 
 /// A line on stderr (pm2 `console.error`), silenced by `-s`.
 pub fn err(line: &str) {
-    if silent() {
+    if silent() || captured(false, &format!("{line}\n")) {
         return;
     }
     let mut e = std::io::stderr().lock();
@@ -132,6 +157,9 @@ pub fn err(line: &str) {
 
 /// Unsilenced raw stdout write (pm2 `process.stdout.write`).
 pub fn raw_out(s: &str) {
+    if captured(true, s) {
+        return;
+    }
     let mut o = std::io::stdout().lock();
     check(o.write_all(s.as_bytes()));
     check(o.flush());
