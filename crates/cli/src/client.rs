@@ -56,6 +56,11 @@ pub fn ensure_home(home: &Path) -> Result<()> {
     if !conf.exists() {
         let _ = std::fs::write(&conf, "{}");
     }
+    // pm2 records its first run here; tools test for it.
+    let touch = home.join("touch");
+    if !touch.exists() {
+        let _ = std::fs::write(&touch, crate::timefmt::now_ms().to_string());
+    }
     Ok(())
 }
 

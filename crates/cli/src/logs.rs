@@ -134,6 +134,27 @@ pub fn logs(cli: &mut Cli) -> Result<Code> {
     Ok(0)
 }
 
+/// `--attach`: stream the live output of `names` (no tailing) until
+/// Ctrl-C.
+pub fn attach(cli: &mut Cli, names: Vec<String>) -> Result<Code> {
+    let client = match cli.disconnect() {
+        Some(c) => c,
+        None => crate::client::Client::connect_or_spawn(&cli.home)?,
+    };
+    let o =
+        Opts { raw: false, json: false, format: false, timestamp: None, only_err: false, only_out: false };
+    let mut width = 3usize;
+    client.stream_events(None, |ev| {
+        if let Event::Log { name, .. } = &ev {
+            if names.iter().any(|n| n == name) {
+                print_event(&ev, &Filter::All, false, &o, &mut width);
+            }
+        }
+        true
+    })?;
+    Ok(0)
+}
+
 fn print_tails(cli: &Cli, target: &str, selected: &[&ProcInfo], n: usize, o: &Opts) {
     let plural = if target == "all" { "processes" } else { "process" };
     output::out(&paint(

@@ -135,7 +135,29 @@ pub fn start(cli: &mut Cli) -> Result<Code> {
         }
     }
     cli.print_list()?;
+    if code == 0 && cli.args.has("attach") {
+        let names = attach_names(cli, &targets)?;
+        return crate::logs::attach(cli, names);
+    }
     Ok(code)
+}
+
+/// The app names a start acted on, for `--attach`.
+fn attach_names(cli: &mut Cli, targets: &[String]) -> Result<Vec<String>> {
+    if let Some(n) = cli.args.value("name") {
+        return Ok(vec![n.to_string()]);
+    }
+    let procs = cli.list()?;
+    let mut names: Vec<String> = Vec::new();
+    for t in targets {
+        let abs = crate::resolve::normalize(&cli.cwd.join(t));
+        for p in &procs {
+            if (p.app.name == *t || Path::new(&p.app.script) == abs) && !names.contains(&p.app.name) {
+                names.push(p.app.name.clone());
+            }
+        }
+    }
+    Ok(names)
 }
 
 /// `startOrRestart` & co: `<file>` required.
