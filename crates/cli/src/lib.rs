@@ -105,13 +105,6 @@ const UNSUPPORTED: &[&str] = &[
     "profile:mem",
     "attach",
     "send",
-    "logrotate",
-    "set",
-    "get",
-    "unset",
-    "conf",
-    "config",
-    "multiset",
     "completion",
     "examples",
     "imonit",
@@ -175,6 +168,7 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "unstartup" => return startup::unstartup(cli),
         "kill" => return ops::kill(cli),
         "ecosystem" | "init" => return commands::misc::ecosystem(cli),
+        "logrotate" => return startup::logrotate(cli),
         _ => {}
     }
     let known = is_known(&cmd);
@@ -201,6 +195,11 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "list" | "ls" | "l" | "ps" | "status" if cli.args.has("watch") => commands::misc::list_watch(cli),
         "list" | "ls" | "l" | "ps" | "status" => info::list(cli),
         "report" => commands::misc::report(cli),
+        "set" => commands::conf::set(cli),
+        "multiset" => commands::conf::multiset(cli),
+        "get" => commands::conf::get(cli),
+        "unset" => commands::conf::unset(cli),
+        "conf" | "config" => commands::conf::conf(cli),
         "jlist" => info::jlist(cli),
         "prettylist" => info::prettylist(cli),
         "describe" | "desc" | "info" | "show" => info::describe(cli),
@@ -268,6 +267,12 @@ fn is_known(cmd: &str) -> bool {
             | "dashboard"
             | "dash"
             | "report"
+            | "set"
+            | "multiset"
+            | "get"
+            | "unset"
+            | "conf"
+            | "config"
     )
 }
 
@@ -301,9 +306,14 @@ pub fn usage() -> String {
         ("monit|dashboard", "launch termcaps monitoring"),
         ("startup [platform]", "enable the pm2 startup hook"),
         ("unstartup [platform]", "disable the pm2 startup hook"),
+        ("logrotate", "copy default logrotate configuration (root)"),
         ("ping", "ping pm2 daemon - if not up it will launch it"),
         ("ecosystem|init [simple]", "generate a process conf file"),
         ("report", "give a full pm2 report for issue reporting"),
+        ("set [key value]", "sets the specified config <key> <value> (module_conf.json)"),
+        ("get [key]", "get value for <key>"),
+        ("unset <key>", "clears config <key>"),
+        ("conf [key] [value]", "get / set module config values"),
         ("update", "(alias) update in-memory PM2 with local PM2"),
         ("kill", "kill daemon"),
     ];

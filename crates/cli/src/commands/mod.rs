@@ -1,6 +1,7 @@
 //! Command implementations. Each returns the process exit code; an `Err`
 //! is printed as `[PM2][ERROR] ...` and exits 1.
 
+pub mod conf;
 pub mod info;
 pub mod misc;
 pub mod ops;
