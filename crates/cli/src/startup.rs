@@ -266,6 +266,32 @@ pub fn unstartup(cli: &mut Cli) -> Result<Code> {
     Ok(if run_commands(&cmds)? { 0 } else { 1 })
 }
 
+/// The logrotate(8) rule `pm2 logrotate` installs.
+pub fn logrotate_rule(home: &str, user: &str) -> String {
+    format!(
+        "{home}/pm2.log {home}/logs/*.log {{\n        rotate 12\n        weekly\n        missingok\n        notifempty\n        compress\n        delaycompress\n        copytruncate\n        create 0640 {user} {user}\n}}\n"
+    )
+}
+
+/// `pm2 logrotate [-u user]`: root only, writes `/etc/logrotate.d/pm2-<user>`.
+pub fn logrotate(cli: &mut Cli) -> Result<Code> {
+    if !is_root() {
+        output::error("You have to run this command as root. Execute the following command:");
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "pm2".into());
+        output::err(&format!("      sudo {exe} logrotate -u {}", whoami()));
+        return Ok(1);
+    }
+    let user = cli.args.value("user").map(String::from).unwrap_or_else(whoami);
+    let home = cli.home.display().to_string();
+    let target = format!("/etc/logrotate.d/pm2-{user}");
+    if let Err(e) = std::fs::write(&target, logrotate_rule(&home, &user)) {
+        output::error(&format!("Cannot write {target}: {e}"));
+        return Ok(1);
+    }
+    output::info(&format!("Logrotate configuration added to {target}"));
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,30 +332,4 @@ mod tests {
         assert_eq!(canonical_platform("centos6"), Some("systemv"));
         assert_eq!(canonical_platform("windows"), None);
     }
-}
-
-/// The logrotate(8) rule `pm2 logrotate` installs.
-pub fn logrotate_rule(home: &str, user: &str) -> String {
-    format!(
-        "{home}/pm2.log {home}/logs/*.log {{\n        rotate 12\n        weekly\n        missingok\n        notifempty\n        compress\n        delaycompress\n        copytruncate\n        create 0640 {user} {user}\n}}\n"
-    )
-}
-
-/// `pm2 logrotate [-u user]`: root only, writes `/etc/logrotate.d/pm2-<user>`.
-pub fn logrotate(cli: &mut Cli) -> Result<Code> {
-    if !is_root() {
-        output::error("You have to run this command as root. Execute the following command:");
-        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "pm2".into());
-        output::err(&format!("      sudo {exe} logrotate -u {}", whoami()));
-        return Ok(1);
-    }
-    let user = cli.args.value("user").map(String::from).unwrap_or_else(whoami);
-    let home = cli.home.display().to_string();
-    let target = format!("/etc/logrotate.d/pm2-{user}");
-    if let Err(e) = std::fs::write(&target, logrotate_rule(&home, &user)) {
-        output::error(&format!("Cannot write {target}: {e}"));
-        return Ok(1);
-    }
-    output::info(&format!("Logrotate configuration added to {target}"));
-    Ok(0)
 }

@@ -129,7 +129,7 @@ pub fn set(cli: &mut Cli) -> Result<Code> {
 pub fn multiset(cli: &mut Cli) -> Result<Code> {
     let words: Vec<String> =
         cli.args.positionals.iter().flat_map(|s| s.split_whitespace().map(String::from)).collect();
-    if words.is_empty() || words.len() % 2 != 0 {
+    if words.is_empty() || !words.len().is_multiple_of(2) {
         output::error("multiset expects \"<key> <value> [<key> <value> ...]\"");
         return Ok(1);
     }
