@@ -131,7 +131,17 @@ fn build_apps(cli: &Cli, target: &str) -> Result<Vec<AppSpec>> {
             match a {
                 Ok(a) if only.as_ref().is_none_or(|o| o.contains(&a.name)) => apps.push(a),
                 Ok(_) => {}
-                Err(e) => output::error(&format!("Error: {e}")),
+                Err(e) => {
+                    // Same rule as `pm2 start --only`: other apps' errors are hidden.
+                    let relevant = match (&only, &e) {
+                        (None, _) => true,
+                        (Some(o), corral_config::ConfigError::Invalid { app, .. }) => o.contains(app),
+                        (Some(_), _) => false,
+                    };
+                    if relevant {
+                        output::error(&format!("Error: {e}"));
+                    }
+                }
             }
         }
         return Ok(apps);

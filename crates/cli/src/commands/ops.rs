@@ -346,7 +346,7 @@ pub fn scale(cli: &mut Cli) -> Result<Code> {
         n.parse::<i64>()
     };
     let target = match target {
-        Ok(t) => t.max(0),
+        Ok(t) => t.clamp(0, i64::from(u32::MAX)),
         Err(_) => {
             output::error(&format!("Invalid number {n}"));
             return Ok(1);
