@@ -159,9 +159,18 @@ impl Client {
     /// error, because callers print it in command-specific ways.
     pub fn request(&mut self, req: &Request) -> Result<Reply> {
         let stream = &mut self.stream;
+        let limit = quick_timeout(req);
         self.rt.block_on(async {
-            write_frame(stream, req).await.map_err(conn_err)?;
-            read_frame::<_, Reply>(stream).await.map_err(conn_err)
+            let exchange = async {
+                write_frame(stream, req).await.map_err(conn_err)?;
+                read_frame::<_, Reply>(stream).await.map_err(conn_err)
+            };
+            match limit {
+                Some(d) => tokio::time::timeout(d, exchange)
+                    .await
+                    .map_err(|_| anyhow!("the daemon did not answer within {}s", d.as_secs()))?,
+                None => exchange.await,
+            }
         })
     }
 
@@ -261,6 +270,22 @@ pub async fn connect_async(home: &Path) -> Result<UnixStream> {
 pub async fn request_async(stream: &mut UnixStream, req: &Request) -> Result<Reply> {
     write_frame(stream, req).await.map_err(conn_err)?;
     read_frame::<_, Reply>(stream).await.map_err(conn_err)
+}
+
+/// Requests that only read or poke state get a deadline so a wedged daemon
+/// cannot hang `pm2 ls` forever; starting and stopping processes may
+/// legitimately wait on `kill_timeout` / `listen_timeout`, so they do not.
+fn quick_timeout(req: &Request) -> Option<Duration> {
+    match req {
+        Request::Ping
+        | Request::List
+        | Request::Save { .. }
+        | Request::Flush { .. }
+        | Request::ReloadLogs
+        | Request::SendSignal { .. }
+        | Request::SendData { .. } => Some(Duration::from_secs(30)),
+        _ => None,
+    }
 }
 
 fn conn_err(e: FrameError) -> anyhow::Error {

@@ -83,10 +83,6 @@ impl Cli {
             ListOptions { now_ms: now_ms(), columns: terminal_columns(), sort, color: output::color_out() };
         output::out(&render_list(procs, &opts));
     }
-
-    pub fn silent(&self) -> bool {
-        output::silent()
-    }
 }
 
 /// `process.stdout.columns`, or 300 when stdout is not a terminal (pm2's
