@@ -119,7 +119,6 @@ pub fn run_pm2(argv: Vec<String>) -> i32 {
     let silent = args::has_token_before_dashdash(&argv, &["-s", "--silent"]);
     let no_color = args::has_token_before_dashdash(&argv, &["--no-color"]);
     output::init(silent, no_color);
-    output::exit_on_broken_pipe();
     let parsed = match args::parse(&argv) {
         Ok(p) => p,
         Err(e) => {

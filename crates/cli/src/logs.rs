@@ -111,6 +111,8 @@ pub fn logs(cli: &mut Cli) -> Result<Code> {
         only_err: cli.args.has("err"),
         only_out: cli.args.has("out"),
     };
+    // Read-only from here on: a vanished reader (`| head`) ends the command.
+    output::exit_on_broken_pipe();
     let filter = Filter::parse(&target);
     let procs = cli.list()?;
     let selected: Vec<&ProcInfo> =
@@ -137,6 +139,7 @@ pub fn logs(cli: &mut Cli) -> Result<Code> {
 /// `--attach`: stream the live output of `names` (no tailing) until
 /// Ctrl-C.
 pub fn attach(cli: &mut Cli, names: Vec<String>) -> Result<Code> {
+    output::exit_on_broken_pipe();
     let client = match cli.disconnect() {
         Some(c) => c,
         None => crate::client::Client::connect_or_spawn(&cli.home)?,

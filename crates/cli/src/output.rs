@@ -123,7 +123,9 @@ fn captured(_stdout: bool, _s: &str) -> bool {
 static EXIT_ON_EPIPE: AtomicBool = AtomicBool::new(false);
 
 /// `pm2 logs | head`: once the reader is gone there is nothing left to do.
-/// Not used by `pm2-runtime`, whose process also hosts the daemon.
+/// Only for read-only streaming commands: a state-changing command must not
+/// stop halfway because its output is piped into `head`; nor `pm2-runtime`,
+/// whose process also hosts the daemon.
 pub fn exit_on_broken_pipe() {
     EXIT_ON_EPIPE.store(true, Ordering::Relaxed);
 }

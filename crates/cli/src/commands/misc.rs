@@ -52,6 +52,7 @@ pub fn ecosystem(cli: &mut Cli) -> Result<Code> {
 
 /// `pm2 ls --watch`: redraw every 0.9 s until interrupted.
 pub fn list_watch(cli: &mut Cli) -> Result<Code> {
+    output::exit_on_broken_pipe();
     loop {
         let procs = cli.list()?;
         output::raw_out("\x1b[2J\x1b[H");
