@@ -54,7 +54,8 @@ impl Drop for Bound {
 const BACKLOG: u32 = 511;
 
 fn tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let sock =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     sock.set_reuseaddr(true)?;
     sock.bind(addr)?;
     sock.listen(BACKLOG)
@@ -91,6 +92,28 @@ pub fn uv_errno(e: &std::io::Error) -> i64 {
     -(e.raw_os_error().unwrap_or(libc::EINVAL) as i64)
 }
 
+/// The code Node shows for a bind error (`err.code`), for the daemon log:
+/// `EADDRINUSE`, `EACCES`, ... (`EINVAL` when there is no OS error).
+pub fn uv_errname(e: &std::io::Error) -> String {
+    let n = e.raw_os_error().unwrap_or(libc::EINVAL);
+    let name = match n {
+        libc::EADDRINUSE => "EADDRINUSE",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        libc::EACCES => "EACCES",
+        libc::EPERM => "EPERM",
+        libc::EINVAL => "EINVAL",
+        libc::ENOTSUP => "ENOTSUP",
+        libc::ENOENT => "ENOENT",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+        libc::EMFILE => "EMFILE",
+        libc::ENFILE => "ENFILE",
+        _ => return format!("errno {n}"),
+    };
+    name.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +140,7 @@ mod tests {
             Ok(_) => panic!("second bind succeeded"),
         };
         assert_eq!(uv_errno(&e), -98);
+        assert_eq!(uv_errname(&e), "EADDRINUSE");
     }
 
     #[tokio::test]

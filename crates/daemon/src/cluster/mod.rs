@@ -107,7 +107,14 @@ fn cluster_msg(fields: Vec<(&str, Value)>) -> Value {
 
 /// Registers a freshly spawned worker. Cluster workers of an app that may
 /// speak Socket.IO join its router (not ready yet) and relay.
-pub fn worker_spawned(shared: &SharedRef, wid: u32, pm_id: u32, pid: i32, app: &corral_proto::AppSpec, tx: Sender) {
+pub fn worker_spawned(
+    shared: &SharedRef,
+    wid: u32,
+    pm_id: u32,
+    pid: i32,
+    app: &corral_proto::AppSpec,
+    tx: Sender,
+) {
     let mut reg = shared.cluster();
     reg.workers.insert(wid, WorkerLink { pm_id, pid, app: app.name.clone(), tx, listeners: Vec::new() });
     if app.exec_mode == corral_proto::ExecMode::Cluster {
@@ -368,7 +375,10 @@ fn query_server(shared: &SharedRef, wid: u32, label: &str, v: &Value) -> Result<
             Ok(bound) => {
                 let sockname = bound.sockname();
                 let tx = listener::spawn(shared.clone(), lid.clone(), bound);
-                reg.listeners.insert(lid.clone(), ListenerEntry { tx, sockname: sockname.clone(), members: BTreeSet::new() });
+                reg.listeners.insert(
+                    lid.clone(),
+                    ListenerEntry { tx, sockname: sockname.clone(), members: BTreeSet::new() },
+                );
                 Ok(sockname)
             }
             Err(e) => Err(e),
@@ -379,10 +389,13 @@ fn query_server(shared: &SharedRef, wid: u32, label: &str, v: &Value) -> Result<
     match sockname {
         Err(e) => {
             let what = match &q.address {
+                Some(a) if q.address_type == -1 => a.clone(),
                 Some(a) => format!("{a}:{}", q.port.unwrap_or(0)),
                 None => format!("port {}", q.port.unwrap_or(0)),
             };
-            dlog::error(&format!("App [{label}] cannot listen on {what}: {e}"));
+            // Named as the worker will see it (`err.code`), so a search of
+            // pm2.log for the app's error finds the daemon's side too.
+            dlog::error(&format!("App [{label}] cannot listen on {what}: {} ({e})", bind::uv_errname(&e)));
             let reply = cluster_msg(vec![
                 ("errno", Value::from(bind::uv_errno(&e))),
                 ("key", Value::from(key)),
@@ -392,12 +405,8 @@ fn query_server(shared: &SharedRef, wid: u32, label: &str, v: &Value) -> Result<
             let _ = tx.send(&reply);
         }
         Ok(sockname) => {
-            let mut fields = vec![
-                ("errno", Value::Null),
-                ("key", Value::from(key)),
-                ("ack", seq),
-                ("data", Value::Null),
-            ];
+            let mut fields =
+                vec![("errno", Value::Null), ("key", Value::from(key)), ("ack", seq), ("data", Value::Null)];
             if let Some((address, family, port)) = sockname {
                 fields.push((
                     "sockname",
@@ -433,7 +442,7 @@ fn announce(reg: &mut Registry, wid: u32, events: &mpsc::UnboundedSender<ChildEv
     if sa.disabled {
         return None;
     }
-        // Only a worker that was never ready becomes ready: a draining one
+    // Only a worker that was never ready becomes ready: a draining one
     // keeps speaking the adapter protocol but must not get new sessions.
     if sa.router.state(WorkerId(wid)) == Some(sticky::WorkerState::NotReady) {
         sa.router.set_ready(WorkerId(wid));
