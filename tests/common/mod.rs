@@ -78,7 +78,8 @@ impl Pm2 {
     pub fn jlist(&self) -> Vec<Value> {
         let r = self.run(&["jlist"]);
         r.ok();
-        serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("jlist is not JSON: {e}\n{}", r.stdout))
+        serde_json::from_str(r.stdout.trim())
+            .unwrap_or_else(|e| panic!("jlist is not JSON: {e}\n{}", r.stdout))
     }
 
     pub fn proc(&self, name: &str) -> Option<Value> {
@@ -95,7 +96,10 @@ impl Pm2 {
                 return list;
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; last jlist:\n{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+                panic!(
+                    "timed out waiting for {what}; last jlist:\n{}",
+                    serde_json::to_string_pretty(&list).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -153,5 +157,145 @@ pub fn pid_alive(pid: i32) -> bool {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The npm fixture project with the Node apps (`tests/node`). Runs `npm ci`
+/// there once per test binary if `node_modules` is missing.
+pub fn node_dir() -> PathBuf {
+    static NPM: std::sync::Once = std::sync::Once::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    NPM.call_once(|| {
+        if !dir.join("node_modules").is_dir() {
+            let st = Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir).status();
+            assert!(st.is_ok_and(|s| s.success()), "npm ci in {} failed", dir.display());
+        }
+    });
+    dir
+}
+
+/// One `GET` with `Connection: close` on a new connection (`127.0.0.1:port`
+/// or a unix socket); the JSON body of a 200 answer, or what went wrong.
+pub fn http_get(port: u16, path: &str) -> Result<Value, String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    http_exchange(s, path)
+}
+
+pub fn http_get_unix(sock: &Path, path: &str) -> Result<Value, String> {
+    let s = std::os::unix::net::UnixStream::connect(sock).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    http_exchange(s, path)
+}
+
+fn http_exchange<S: std::io::Read + std::io::Write + TimeoutStream>(
+    mut s: S,
+    path: &str,
+) -> Result<Value, String> {
+    s.timeouts(Duration::from_secs(5));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut buf).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no HTTP answer: {text:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("not a 200: {head}"));
+    }
+    // Content-Length or chunked: the JSON object is between the outer braces.
+    let (a, b) = (body.find('{'), body.rfind('}'));
+    let json = match (a, b) {
+        (Some(a), Some(b)) if a < b => &body[a..=b],
+        _ => return Err(format!("no JSON body: {body:?}")),
+    };
+    serde_json::from_str(json).map_err(|e| format!("{e}: {json}"))
+}
+
+trait TimeoutStream {
+    fn timeouts(&self, d: Duration);
+}
+impl TimeoutStream for std::net::TcpStream {
+    fn timeouts(&self, d: Duration) {
+        let _ = self.set_read_timeout(Some(d));
+        let _ = self.set_write_timeout(Some(d));
+    }
+}
+impl TimeoutStream for std::os::unix::net::UnixStream {
+    fn timeouts(&self, d: Duration) {
+        let _ = self.set_read_timeout(Some(d));
+        let _ = self.set_write_timeout(Some(d));
+    }
+}
+
+/// `tests/node/load.js` running in the background.
+pub struct Load {
+    child: std::process::Child,
+    started: std::sync::mpsc::Receiver<()>,
+}
+
+impl Load {
+    /// `args` are load.js's `key=value` arguments.
+    pub fn spawn(args: &[String]) -> Load {
+        let dir = node_dir();
+        let mut child = Command::new("node")
+            .arg(dir.join("load.js"))
+            .args(args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn node load.js");
+        let (tx, started) = std::sync::mpsc::channel();
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if line.trim() == "started" {
+                    let _ = tx.send(());
+                } else {
+                    eprintln!("load.js: {line}");
+                }
+            }
+        });
+        Load { child, started }
+    }
+
+    /// Waits for the first successful response.
+    pub fn wait_started(&self, timeout: Duration) {
+        self.started.recv_timeout(timeout).expect("load.js got no successful response in time");
+    }
+
+    /// Waits for load.js to end (it is bounded by itself) and returns its
+    /// JSON summary.
+    pub fn finish(mut self, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait load.js") {
+                let mut out = String::new();
+                let _ = std::io::Read::read_to_string(self.child.stdout.as_mut().expect("stdout"), &mut out);
+                assert!(st.success(), "load.js failed ({st}): {out}");
+                return serde_json::from_str(out.trim())
+                    .unwrap_or_else(|e| panic!("load.js output: {e}: {out}"));
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("load.js did not finish within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
