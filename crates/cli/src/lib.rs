@@ -12,6 +12,19 @@
 //! The same binary is the daemon: `CORRAL_DAEMON_MODE=1` (set only by the
 //! CLI when it spawns the daemon) switches `main_pm2` to
 //! `corral_daemon::run`.
+//!
+//! Map of the crate:
+//! - [`args`]: commander 2.x-compatible parsing (one global option table);
+//! - [`client`]: `rpc.sock` connection, handshake, daemon spawn and its
+//!   failure report;
+//! - [`resolve`]: target resolution (`all`, `/re/`, name, namespace, id,
+//!   script path), done client-side as pm2 does;
+//! - [`commands`]: one function per command, each returning the exit code;
+//! - [`render`]: pure renderers (table, describe, jlist/prettylist) tested
+//!   against the spec's captured pm2 output; [`inspect`] is Node's
+//!   `util.inspect` for JSON values;
+//! - [`logs`], [`startup`], [`monit`], [`runtime`] (`pm2-runtime` and
+//!   `--no-daemon`).
 
 pub mod args;
 pub mod client;
