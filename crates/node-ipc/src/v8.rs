@@ -523,13 +523,25 @@ impl<'a> Reader<'a> {
         Error::Malformed { what, offset: self.pos }
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8> {
         let b = *self.data.get(self.pos).ok_or_else(|| self.truncated())?;
         self.pos += 1;
         Ok(b)
     }
 
+    #[inline]
     pub(crate) fn varint(&mut self) -> Result<u64> {
+        if let Some(&b) = self.data.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(b as u64);
+            }
+        }
+        self.varint_slow()
+    }
+
+    fn varint_slow(&mut self) -> Result<u64> {
         let mut v: u64 = 0;
         let mut shift = 0;
         loop {
@@ -593,7 +605,14 @@ impl<'a> Reader<'a> {
     }
 
     /// The next tag, skipping padding (and V8's legacy object-count checks).
+    #[inline]
     pub(crate) fn tag(&mut self) -> Result<u8> {
+        if let Some(&t) = self.data.get(self.pos) {
+            if t != tag::PADDING && t != tag::VERIFY_COUNT {
+                self.pos += 1;
+                return Ok(t);
+            }
+        }
         loop {
             let t = self.u8()?;
             match t {
@@ -604,13 +623,6 @@ impl<'a> Reader<'a> {
                 _ => return Ok(t),
             }
         }
-    }
-
-    pub(crate) fn peek_tag(&mut self) -> Result<u8> {
-        let save = self.pos;
-        let t = self.tag();
-        self.pos = save;
-        t
     }
 
     fn id(&mut self) -> u32 {
@@ -660,9 +672,8 @@ impl<'a> Reader<'a> {
     }
 
     /// An object key: V8 allows only strings and numbers.
-    fn key(&mut self) -> Result<JsString> {
-        let at = self.pos;
-        match self.tag()? {
+    fn key(&mut self, t: u8, at: usize) -> Result<JsString> {
+        match t {
             tag::ONE_BYTE => self.one_byte(),
             tag::TWO_BYTE => self.two_byte_str(),
             tag::UTF8 => self.utf8_str(),
@@ -679,11 +690,12 @@ impl<'a> Reader<'a> {
     fn props(&mut self, end: u8, depth: usize) -> Result<Props> {
         let mut props = Vec::new();
         loop {
-            if self.peek_tag()? == end {
-                self.tag()?;
+            let at = self.pos;
+            let t = self.tag()?;
+            if t == end {
                 return Ok(props);
             }
-            let k = self.key()?;
+            let k = self.key(t, at)?;
             let v = self.value(depth + 1)?;
             props.push((k, v));
         }
@@ -704,11 +716,15 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn value(&mut self, depth: usize) -> Result<Value> {
+        let at = self.pos;
+        let t = self.tag()?;
+        self.value_tagged(t, at, depth)
+    }
+
+    fn value_tagged(&mut self, t: u8, at: usize, depth: usize) -> Result<Value> {
         if depth > self.max_depth {
             return Err(Error::TooDeep { max: self.max_depth });
         }
-        let at = self.pos;
-        let t = self.tag()?;
         Ok(match t {
             tag::UNDEFINED => Value::Undefined,
             tag::NULL => Value::Null,
@@ -741,11 +757,12 @@ impl<'a> Reader<'a> {
                 // Every element takes at least one byte: cap the allocation by what is left.
                 let mut elements = Vec::with_capacity(len.min(self.data.len() - self.pos));
                 for _ in 0..len {
-                    if self.peek_tag()? == tag::HOLE {
-                        self.tag()?;
+                    let at = self.pos;
+                    let t = self.tag()?;
+                    if t == tag::HOLE {
                         elements.push(Value::Hole);
                     } else {
-                        elements.push(self.value(depth + 1)?);
+                        elements.push(self.value_tagged(t, at, depth + 1)?);
                     }
                 }
                 let props = self.props(tag::END_DENSE, depth)?;
@@ -779,11 +796,12 @@ impl<'a> Reader<'a> {
                 self.id();
                 let mut entries = Vec::new();
                 loop {
-                    if self.peek_tag()? == tag::END_MAP {
-                        self.tag()?;
+                    let at = self.pos;
+                    let t = self.tag()?;
+                    if t == tag::END_MAP {
                         break;
                     }
-                    let k = self.value(depth + 1)?;
+                    let k = self.value_tagged(t, at, depth + 1)?;
                     let v = self.value(depth + 1)?;
                     entries.push((k, v));
                 }
@@ -794,11 +812,12 @@ impl<'a> Reader<'a> {
                 self.id();
                 let mut items = Vec::new();
                 loop {
-                    if self.peek_tag()? == tag::END_SET {
-                        self.tag()?;
+                    let at = self.pos;
+                    let t = self.tag()?;
+                    if t == tag::END_SET {
                         break;
                     }
-                    items.push(self.value(depth + 1)?);
+                    items.push(self.value_tagged(t, at, depth + 1)?);
                 }
                 self.expect_count(items.len(), "set length mismatch")?;
                 Value::Set(items)
@@ -879,11 +898,15 @@ impl<'a> Reader<'a> {
 
     /// Skips one value without building it.
     pub(crate) fn skip(&mut self, depth: usize) -> Result<()> {
+        let at = self.pos;
+        let t = self.tag()?;
+        self.skip_tagged(t, at, depth)
+    }
+
+    pub(crate) fn skip_tagged(&mut self, t: u8, at: usize, depth: usize) -> Result<()> {
         if depth > self.max_depth {
             return Err(Error::TooDeep { max: self.max_depth });
         }
-        let at = self.pos;
-        let t = self.tag()?;
         match t {
             tag::UNDEFINED | tag::NULL | tag::TRUE | tag::FALSE | tag::TRUE_OBJECT | tag::FALSE_OBJECT => {}
             tag::INT32 | tag::UINT32 | tag::OBJREF => {
@@ -917,10 +940,10 @@ impl<'a> Reader<'a> {
             tag::BEGIN_DENSE => {
                 let len = self.varint32()?;
                 for _ in 0..len {
-                    if self.peek_tag()? == tag::HOLE {
-                        self.tag()?;
-                    } else {
-                        self.skip(depth + 1)?;
+                    let at = self.pos;
+                    let t = self.tag()?;
+                    if t != tag::HOLE {
+                        self.skip_tagged(t, at, depth + 1)?;
                     }
                 }
                 self.skip_props(tag::END_DENSE, depth)?;
@@ -929,10 +952,14 @@ impl<'a> Reader<'a> {
             }
             tag::BEGIN_MAP | tag::BEGIN_SET => {
                 let end = if t == tag::BEGIN_MAP { tag::END_MAP } else { tag::END_SET };
-                while self.peek_tag()? != end {
-                    self.skip(depth + 1)?;
+                loop {
+                    let at = self.pos;
+                    let t = self.tag()?;
+                    if t == end {
+                        break;
+                    }
+                    self.skip_tagged(t, at, depth + 1)?;
                 }
-                self.tag()?;
                 self.varint()?;
             }
             tag::HOST => match self.varint32()? {
@@ -966,11 +993,12 @@ impl<'a> Reader<'a> {
 
     fn skip_props(&mut self, end: u8, depth: usize) -> Result<()> {
         loop {
-            if self.peek_tag()? == end {
-                self.tag()?;
+            let at = self.pos;
+            let t = self.tag()?;
+            if t == end {
                 return Ok(());
             }
-            self.skip(depth + 1)?;
+            self.skip_tagged(t, at, depth + 1)?;
             self.skip(depth + 1)?;
         }
     }

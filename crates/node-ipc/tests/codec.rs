@@ -58,7 +58,8 @@ fn spec_vectors_encode_exactly() {
 
 #[test]
 fn hostile_v8_input_is_a_typed_error() {
-    let bad: Vec<(&str, fn(&Error) -> bool)> = vec![
+    type Check = fn(&Error) -> bool;
+    let bad: Vec<(&str, Check)> = vec![
         ("", |e| matches!(e, Error::Truncated { .. })),
         ("ff", |e| matches!(e, Error::Truncated { .. })),
         ("ff0f", |e| matches!(e, Error::Truncated { .. })),
@@ -291,7 +292,7 @@ fn arb_value() -> impl Strategy<Value = Value> {
         any::<f64>().prop_filter("NaN payloads differ", |d| !d.is_nan()).prop_map(Value::Double),
         any::<i128>().prop_map(|n| Value::BigInt(JsBigInt::from_i128(n))),
         arb_string().prop_map(Value::String),
-        proptest::collection::vec(any::<u8>(), 0..16).prop_map(|b| Value::buffer(b)),
+        proptest::collection::vec(any::<u8>(), 0..16).prop_map(Value::buffer),
         (0u32..13, proptest::collection::vec(any::<u8>(), 0..4)).prop_filter_map("element size", |(k, b)| {
             let kind = ViewKind::from_index(k)?;
             if kind == ViewKind::Buffer {
