@@ -8,6 +8,9 @@ use serde_json::Value;
 const BREAK_LENGTH: usize = 80;
 const COMPACT: usize = 3;
 const MIN_LINE_WIDTH: usize = 16;
+/// `maxArrayLength` / `maxStringLength` defaults.
+const MAX_ARRAY: usize = 100;
+const MAX_STRING: usize = 10_000;
 
 pub fn inspect(v: &Value) -> String {
     let mut ctx = Ctx { indentation: 0, current_depth: 0 };
@@ -94,14 +97,18 @@ impl Ctx {
                     return "[]".into();
                 }
                 self.current_depth = depth;
-                let mut out = Vec::with_capacity(a.len());
-                for x in a {
+                let mut out = Vec::with_capacity(a.len().min(MAX_ARRAY) + 1);
+                for x in a.iter().take(MAX_ARRAY) {
                     self.indentation += 2;
                     out.push(self.format(x, depth + 1));
                     self.indentation -= 2;
                 }
+                let more = a.len().saturating_sub(MAX_ARRAY);
+                if more > 0 {
+                    out.push(format!("... {more} more item{}", if more > 1 { "s" } else { "" }));
+                }
                 let entries = out.len();
-                let out = if entries > 6 { self.group(out, a) } else { out };
+                let out = if entries > 6 { self.group(out, a, more > 0) } else { out };
                 self.reduce(out, entries, ("[", "]"), depth)
             }
             Value::Object(m) => {
@@ -124,8 +131,18 @@ impl Ctx {
     }
 
     fn string(&self, s: &str) -> String {
+        let n = width(s);
+        if n > MAX_STRING {
+            let more = n - MAX_STRING;
+            let head: String = s.chars().take(MAX_STRING).collect();
+            return format!(
+                "{}... {more} more character{}",
+                self.string(&head),
+                if more > 1 { "s" } else { "" }
+            );
+        }
         // Long multi-line strings are split after each newline.
-        let len = width(s);
+        let len = n;
         if len > MIN_LINE_WIDTH && len + self.indentation + 4 > BREAK_LENGTH && s.contains('\n') {
             let mut parts: Vec<String> = Vec::new();
             let mut cur = String::new();
@@ -160,9 +177,12 @@ impl Ctx {
         format!("{}{ind}  {}{ind}{}", braces.0, out.join(&format!(",{ind}  ")), braces.1)
     }
 
-    fn group(&self, out: Vec<String>, values: &[Value]) -> Vec<String> {
+    /// Node's `groupArrayElements`; `has_more` = the last entry is the
+    /// "... n more items" line, which is kept out of the columns.
+    fn group(&self, out: Vec<String>, values: &[Value], has_more: bool) -> Vec<String> {
         let sep = 2usize;
-        let data_len: Vec<usize> = out.iter().map(|s| width(s)).collect();
+        let output_len = out.len() - usize::from(has_more);
+        let data_len: Vec<usize> = out[..output_len].iter().map(|s| width(s)).collect();
         let total: usize = data_len.iter().map(|l| l + sep).sum();
         let max_len = data_len.iter().copied().max().unwrap_or(0);
         let actual_max = max_len + sep;
@@ -174,7 +194,7 @@ impl Ctx {
         let average_bias = (actual_max as f64 - total as f64 / out.len() as f64).sqrt();
         let biased_max = (actual_max as f64 - 3.0 - average_bias).max(1.0);
         let columns = [
-            ((2.5 * biased_max * out.len() as f64).sqrt() / biased_max).round() as usize,
+            ((2.5 * biased_max * output_len as f64).sqrt() / biased_max).round() as usize,
             (BREAK_LENGTH - self.indentation) / actual_max,
             COMPACT * 4,
             15,
@@ -190,16 +210,16 @@ impl Ctx {
             let mut l = 0;
             let mut j = i;
             while j < out.len() {
-                l = l.max(data_len[j]);
+                l = l.max(data_len.get(j).copied().unwrap_or(0));
                 j += columns;
             }
             max_line.push(l + sep);
         }
-        let pad_start = values.iter().all(|v| v.is_number());
+        let pad_start = values.iter().take(out.len()).all(|v| v.is_number());
         let mut tmp = Vec::new();
         let mut i = 0;
-        while i < out.len() {
-            let max = (i + columns).min(out.len());
+        while i < output_len {
+            let max = (i + columns).min(output_len);
             let mut s = String::new();
             let mut j = i;
             while j + 1 < max {
@@ -214,6 +234,9 @@ impl Ctx {
             }
             tmp.push(s);
             i += columns;
+        }
+        if has_more {
+            tmp.extend(out.last().cloned());
         }
         tmp
     }
@@ -272,6 +295,15 @@ mod tests {
             inspect(&v),
             "{\n  restart_time: 1,\n  status: 'online',\n  pm_exec_path: '/srv/apps/some/long/path/app.js',\n  x: 1\n}"
         );
+    }
+
+    #[test]
+    fn arrays_past_100_items_are_cut_like_node() {
+        let v: Vec<u32> = (0..101).map(|i| i % 10).collect();
+        let want = "[\n  0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1,\n  2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3,\n  4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5,\n  6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7,\n  8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,\n  0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1,\n  2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3,\n  4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5,\n  6, 7, 8, 9,\n  ... 1 more item\n]";
+        assert_eq!(inspect(&json!(v)), want);
+        let long = "y".repeat(10_002);
+        assert!(inspect(&json!(long)).ends_with("'... 2 more characters"));
     }
 
     #[test]
