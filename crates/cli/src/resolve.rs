@@ -8,6 +8,9 @@ use std::path::Path;
 pub enum Target {
     /// Resolved ids (ascending list order).
     Ids(Vec<u32>),
+    /// A numeric target taken as a pm_id: pm2 keeps it as the string the
+    /// user typed, so its action line shows `(ids: [ '0' ])`.
+    Id(u32),
     /// A numeric target that matched neither a name, a namespace nor an id:
     /// pm2 prints the action line with `[ '99' ]` and then the error.
     UnknownId(String),
@@ -80,7 +83,7 @@ pub fn resolve(target: &str, procs: &[ProcInfo], cwd: &Path) -> Result<Target, R
     }
     if is_numeric(target) {
         return match target.parse::<u32>() {
-            Ok(id) if procs.iter().any(|p| p.pm_id == id) => Ok(Target::Ids(vec![id])),
+            Ok(id) if procs.iter().any(|p| p.pm_id == id) => Ok(Target::Id(id)),
             _ => Ok(Target::UnknownId(target.to_string())),
         };
     }
@@ -101,6 +104,16 @@ pub fn normalize(p: &Path) -> std::path::PathBuf {
         }
     }
     out
+}
+
+impl Target {
+    pub fn ids(&self) -> Vec<u32> {
+        match self {
+            Target::Ids(v) => v.clone(),
+            Target::Id(i) => vec![*i],
+            Target::UnknownId(_) => Vec::new(),
+        }
+    }
 }
 
 /// `ids: [ 0, 1 ]` as pm2's `%s` of an array prints it.
@@ -145,7 +158,7 @@ mod tests {
     fn numeric_prefers_name_then_id() {
         let cwd = Path::new("/");
         assert_eq!(resolve("7", &list(), cwd), Ok(Target::Ids(vec![4])));
-        assert_eq!(resolve("2", &list(), cwd), Ok(Target::Ids(vec![2])));
+        assert_eq!(resolve("2", &list(), cwd), Ok(Target::Id(2)));
         assert_eq!(resolve("99", &list(), cwd), Ok(Target::UnknownId("99".into())));
     }
 

@@ -185,6 +185,18 @@ fn unknown_targets_exit_1_with_pm2_messages() {
 }
 
 #[test]
+fn numeric_id_is_shown_as_typed() {
+    let (_g, _d, home, _st) = setup(sample());
+    let r = run(&home, &["stop", "1"]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.out.starts_with("[PM2] Applying action stopProcessId on app [1](ids: [ '1' ])\n[PM2] [web](1) ✓\n"),
+        "{}",
+        r.out
+    );
+}
+
+#[test]
 fn reload_prints_no_table_and_uses_lock() {
     let (_g, _d, home, _st) = setup(sample());
     let r = run(&home, &["reload", "front"]);

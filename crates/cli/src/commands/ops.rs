@@ -239,6 +239,10 @@ fn operate_target(cli: &mut Cli, op: Op, t: &str) -> Result<Code> {
             print_applying(op.pm2_method(), t, &ids_display(&ids));
             apply(cli, op, &ids, &procs, None)
         }
+        Ok(Target::Id(id)) => {
+            print_applying(op.pm2_method(), t, &inspect(&serde_json::json!([t])));
+            apply(cli, op, &[id], &procs, None)
+        }
     }
 }
 
@@ -246,7 +250,7 @@ fn reset_target(cli: &mut Cli, t: &str) -> Result<Code> {
     let procs = cli.list()?;
     let cwd = cli.cwd.clone();
     let ids = match resolve(t, &procs, &cwd) {
-        Ok(Target::Ids(ids)) => ids,
+        Ok(t @ (Target::Ids(_) | Target::Id(_))) => t.ids(),
         Ok(Target::UnknownId(_)) | Err(_) => {
             output::err("Unknown process name");
             return Ok(1);

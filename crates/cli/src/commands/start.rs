@@ -222,7 +222,8 @@ fn start_one(cli: &mut Cli, x: &str) -> Result<Code> {
         if is_numeric(x) {
             if let Ok(id) = x.parse::<u32>() {
                 if procs.iter().any(|p| p.pm_id == id) {
-                    print_applying(Op::Restart.pm2_method(), x, &ids_display(&[id]));
+                    // pm2 shows the id as the string typed: `[ '0' ]`.
+                    print_applying(Op::Restart.pm2_method(), x, &crate::inspect::inspect(&json!([x])));
                     let code = ops::apply(cli, Op::Restart, &[id], &procs, None)?;
                     if code == 0 {
                         output::info("Process successfully started");
