@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# Corral benchmark suite: the same workloads against the incumbent (@socket.io/pm2 6.0.14, and classic
+# pm2 7.x for the control-plane rows) and Corral, alternating order, in one run.
+#
+#   bash bench/run.sh [--quick] [--runs N] [--rows "1 2 3 4 5 6 7 8"] [--no-classic]
+#
+#   --quick        one repetition of rows 1-3 (under 2 minutes once installed and built)
+#   --runs N       repetitions (default 2; targets alternate order every repetition)
+#   --rows LIST    subset of rows (default: all)
+#   --no-classic   skip classic pm2
+#
+# Environment: CORRAL_BIN=/path/to/pm2 (skip `cargo build --release`), BENCH_OUT=dir (results folder).
+# Results: bench/.work/results/<stamp>/ (raw JSON per target/repetition/workload, run.log, summary.md);
+# the summary is printed and written to BENCHMARKS.md at the repository root.
+#
+# Every target gets its own PM2_HOME under bench/.work/homes and its own free port on 127.0.0.1; every
+# daemon started is stopped with `pm2 kill` and then SIGKILLed by pid (pm2.pid and the pids recorded
+# from jlist) even when a workload fails or the script is interrupted.
+set -uo pipefail
+
+BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$BENCH/.." && pwd)"
+WORK="$BENCH/.work"
+QUICK=0
+RUNS=""
+ROWS="1 2 3 4 5 6 7 8"
+CLASSIC=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --runs) RUNS="$2"; shift ;;
+    --rows) ROWS="$2"; shift ;;
+    --no-classic) CLASSIC=0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$QUICK" = 1 ]; then
+  RUNS="${RUNS:-1}"; ROWS="1 2 3"; CLASSIC=0
+fi
+RUNS="${RUNS:-2}"
+STAMP="$(date -u +%Y%m%d-%H%M%S)"
+OUT="${BENCH_OUT:-$WORK/results/$STAMP}"
+LG="$BENCH/lg/lg.js"
+T_START=$(date +%s)
+mkdir -p "$OUT" "$WORK/homes"
+
+log() { echo "[bench $(date -u +%H:%M:%S)] $*" | tee -a "$OUT/run.log" >&2; }
+row() { [[ " $ROWS " == *" $1 "* ]]; }
+die() { log "FATAL: $*"; exit 1; }
+
+# Workload sizes (quick / full). Every load has a count and a time bound.
+if [ "$QUICK" = 1 ]; then
+  IDLE_S=5; CLI_RUNS=5; CLI_WARM=1; CLI_RW_RUNS=1; SESSIONS=500
+else
+  IDLE_S=8; CLI_RUNS=8; CLI_WARM=2; CLI_RW_RUNS=2; SESSIONS=1000
+fi
+
+# ---------------------------------------------------------------------------------------------- setup
+command -v node >/dev/null || die "node is required"
+command -v npm >/dev/null || die "npm is required"
+command -v jq >/dev/null || { log "installing jq"; apt-get install -y jq >/dev/null 2>&1 || die "jq is required"; }
+command -v hyperfine >/dev/null || { apt-get install -y hyperfine >/dev/null 2>&1 && log "installed hyperfine"; }
+command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 && log "installed wrk"; }
+HAVE_HYPERFINE=0; command -v hyperfine >/dev/null && HAVE_HYPERFINE=1
+HAVE_WRK=0; command -v wrk >/dev/null && HAVE_WRK=1
+
+npm_ci() { # npm_ci DIR LOCKDIR: npm ci in DIR with LOCKDIR's package.json + lockfile, skipped when unchanged
+  local dir="$1" src="$2"
+  mkdir -p "$dir"
+  if [ -d "$dir/node_modules" ] && cmp -s "$src/package-lock.json" "$dir/node_modules/.bench-installed-lock.json"; then return 0; fi
+  [ "$dir" != "$src" ] && cp "$src/package.json" "$src/package-lock.json" "$dir/"
+  log "npm ci in ${dir#$ROOT/}"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >> "$OUT/setup.log" 2>&1) || die "npm ci failed in $dir (see $OUT/setup.log)"
+  cp "$src/package-lock.json" "$dir/node_modules/.bench-installed-lock.json"
+}
+npm_ci "$BENCH" "$BENCH"
+npm_ci "$WORK/incumbent" "$BENCH/targets/incumbent"
+[ "$CLASSIC" = 1 ] && npm_ci "$WORK/classic" "$BENCH/targets/classic"
+INCUMBENT_BIN="$WORK/incumbent/node_modules/@socket.io/pm2/bin/pm2"
+CLASSIC_BIN="$WORK/classic/node_modules/pm2/bin/pm2"
+
+if [ -n "${CORRAL_BIN:-}" ]; then
+  CORRAL_BIN="$(readlink -f "$CORRAL_BIN")"
+else
+  log "cargo build --release"
+  (cd "$ROOT" && cargo build --release >> "$OUT/setup.log" 2>&1) || die "cargo build --release failed (see $OUT/setup.log)"
+  CORRAL_BIN="$ROOT/target/release/pm2"
+fi
+[ -x "$CORRAL_BIN" ] || die "Corral binary not found: $CORRAL_BIN"
+
+TARGETS=(incumbent corral)
+[ "$CLASSIC" = 1 ] && TARGETS+=(classic)
+bin_of() { case "$1" in incumbent) echo "$INCUMBENT_BIN" ;; classic) echo "$CLASSIC_BIN" ;; corral) echo "$CORRAL_BIN" ;; esac; }
+
+{
+  echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "mode=$([ "$QUICK" = 1 ] && echo quick || echo full)"
+  echo "runs=$RUNS"
+  echo "rows=$ROWS"
+  echo "nproc=$(nproc)"
+  echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+  echo "memory=$(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "kernel=$(uname -sr)"
+  echo "node=$(node -v)"
+  echo "incumbent=@socket.io/pm2 $(jq -r .version "$WORK/incumbent/node_modules/@socket.io/pm2/package.json")"
+  [ "$CLASSIC" = 1 ] && echo "classic=pm2 $(jq -r .version "$WORK/classic/node_modules/pm2/package.json")"
+  echo "corral=$CORRAL_BIN ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet HEAD -- crates src Cargo.toml 2>/dev/null || echo ', dirty tree'))"
+  echo "socket.io=$(jq -r .version "$BENCH/node_modules/socket.io/package.json"), socket.io-client $(jq -r .version "$BENCH/node_modules/socket.io-client/package.json"), @socket.io/sticky $(jq -r .version "$BENCH/node_modules/@socket.io/sticky/package.json"), @socket.io/cluster-adapter $(jq -r .version "$BENCH/node_modules/@socket.io/cluster-adapter/package.json")"
+  echo "cli_timer=$([ "$HAVE_HYPERFINE" = 1 ] && hyperfine --version || echo 'node loop (lg.js timeit)')"
+  echo "plain_generator=$([ "$HAVE_WRK" = 1 ] && wrk -v 2>&1 | head -1 | awk '{print $1, $2}' || echo 'node (lg.js plain)')"
+} > "$OUT/machine.txt"
+SETUP_S=$(( $(date +%s) - T_START ))
+T_START=$(date +%s)
+log "results: $OUT (setup took ${SETUP_S} s)"
+log "targets: ${TARGETS[*]}; runs: $RUNS; rows: $ROWS"
+
+# ---------------------------------------------------------------------------------------------- helpers
+free_port() {
+  local p i
+  for i in $(seq 1 100); do
+    p=$(( 20000 + RANDOM % 10000 ))
+    ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
+  done
+  return 1
+}
+
+CUR_BIN=""; CUR_HOME=""
+DPID=""; WPIDS=""
+record_pids() { # daemon from pm2.pid, online workers from jlist (waits for at least $1 of them)
+  local want="${1:-2}" i
+  for i in $(seq 1 75); do
+    DPID="$(cat "$PM2_HOME/pm2.pid" 2>/dev/null || true)"
+    WPIDS="$(timeout 10 "$CUR_BIN" jlist 2>/dev/null | jq -r '[.[] | select(.pm2_env.status=="online" and .pid > 0) | .pid] | join(",")' 2>/dev/null || true)"
+    [ -n "$DPID" ] && [ "$(echo "$WPIDS" | tr ',' '\n' | grep -c '[0-9]')" -ge "$want" ] && break
+    sleep 0.2
+  done
+  for p in $DPID ${WPIDS//,/ }; do echo "$p" >> "$CUR_HOME/.bench-pids"; done
+}
+
+stop_daemon() { # pm2 kill, then SIGKILL by pid anything of this PM2_HOME that survived
+  [ -n "$CUR_HOME" ] && [ -d "$CUR_HOME" ] || return 0
+  local p
+  [ -f "$CUR_HOME/pm2.pid" ] && cat "$CUR_HOME/pm2.pid" >> "$CUR_HOME/.bench-pids" 2>/dev/null
+  PM2_HOME="$CUR_HOME" timeout 30 "$CUR_BIN" kill > "$CUR_HOME/kill.log" 2>&1 || log "  pm2 kill failed (rc $?)"
+  sleep 0.3
+  [ -f "$CUR_HOME/.bench-pids" ] || return 0
+  for p in $(sort -un "$CUR_HOME/.bench-pids"); do
+    [ -d "/proc/$p" ] || continue
+    if tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "PM2_HOME=$CUR_HOME"; then
+      log "  pid $p survived pm2 kill: SIGKILL"; kill -9 "$p" 2>/dev/null || true
+    fi
+  done
+  : > "$CUR_HOME/.bench-pids.done"; mv "$CUR_HOME/.bench-pids" "$CUR_HOME/.bench-pids.done"
+}
+trap 'stop_daemon' EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+new_home() { # new_home NAME: fresh PM2_HOME + state dir + port
+  stop_daemon
+  CUR_HOME="$WORK/homes/$STAMP-$1"
+  rm -rf "$CUR_HOME"; mkdir -p "$CUR_HOME/state"
+  export PM2_HOME="$CUR_HOME" BENCH_STATE_DIR="$CUR_HOME/state" PM2_STICKY_HOST=127.0.0.1
+  PM2_PORT="$(free_port)" || die "no free port"; export PM2_PORT
+  DPID=""; WPIDS=""
+}
+
+lg() { # lg NAME TIMEOUT command args...: one lg.js run, JSON to $RD/NAME.json
+  local name="$1" secs="$2"; shift 2
+  timeout "$secs" node "$LG" --port "${LG_PORT:-$PM2_PORT}" --daemon "${DPID:-0}" --workers "${WPIDS:-0}" --cap-secs "$(( secs - 5 ))" "$@" \
+    > "$RD/$name.json" 2>> "$RD/lg.log"
+  local rc=$?
+  tail -n 1 "$RD/lg.log" | cut -c1-300 | sed 's/^/    /' >&2
+  [ $rc -ne 0 ] && log "  $name: lg.js exited $rc"
+  return 0
+}
+
+pm2_start() { # pm2_start CONFIG LOGNAME WORKERS: start an ecosystem file from bench/app, wait for WORKERS online
+  local t0 t1 rc
+  t0=$(date +%s%N)
+  (cd "$BENCH/app" && timeout 90 "$CUR_BIN" start "$1" > "$RD/$2.log" 2>&1); rc=$?
+  t1=$(date +%s%N)
+  [ $rc -ne 0 ] && log "  '$CUR_BIN start $1' exited $rc: $(tail -n 3 "$RD/$2.log" | tr '\n' ' ' | cut -c1-300)"
+  record_pids "$3"
+  echo "{\"cli_ms\": $(( (t1 - t0) / 1000000 )), \"exit\": $rc, \"daemon\": \"$DPID\", \"online\": $(echo "$WPIDS" | tr ',' '\n' | grep -c '[0-9]')}" > "$RD/$2.json"
+  log "  $1: cli $(( (t1 - t0) / 1000000 )) ms, daemon ${DPID:-none}, online $(echo "$WPIDS" | tr ',' '\n' | grep -c '[0-9]')"
+}
+
+wait_port() { # wait (≤ 15 s) until an HTTP request through PM2_PORT gets a worker's answer
+  local i
+  for i in $(seq 1 75); do
+    curl -s -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1$2" 2>/dev/null | grep -q '^200$' && return 0
+    sleep 0.2
+  done
+  log "  port $1 did not answer 200 on $2 within 15 s"
+  return 1
+}
+
+cli_times() { # cli_times NAME WARMUP RUNS cmd...  (hyperfine, or a bounded node loop)
+  local name="$1" warm="$2" runs="$3"; shift 3
+  if [ "$HAVE_HYPERFINE" = 1 ]; then
+    (cd "$BENCH/app" && timeout 120 hyperfine -N --warmup "$warm" --runs "$runs" --export-json "$RD/cli-$name.json" "$*" > "$RD/cli-$name.txt" 2>&1) \
+      || log "  hyperfine '$*' failed: $(tail -n 2 "$RD/cli-$name.txt" | tr '\n' ' ' | cut -c1-200)"
+    [ -f "$RD/cli-$name.json" ] && log "  $name: median $(jq -r '.results[0].median*1000|floor' "$RD/cli-$name.json") ms"
+  else
+    (cd "$BENCH/app" && timeout 120 node "$LG" timeit --warmup "$warm" --runs "$runs" -- "$@" > "$RD/cli-$name.json" 2>> "$RD/lg.log")
+    tail -n 1 "$RD/lg.log" | sed 's/^/    /' >&2
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------- one target
+run_target() { # run_target TARGET REP
+  local t="$1" rep="$2"
+  CUR_BIN="$(bin_of "$t")"
+  RD="$OUT/$t/r$rep"; mkdir -p "$RD"
+  local routing=1; [ "$t" = classic ] && routing=0
+
+  # Phase A: the seed Socket.IO app (2 cluster workers)
+  if row 1 || row 2 || { [ $routing = 1 ] && { row 3 || row 4 || row 5 || row 6 || row 7; }; }; then
+    new_home "$t-r$rep-seed"
+    log "=== $t r$rep: seed app, PM2_HOME=$PM2_HOME PM2_PORT=$PM2_PORT"
+    pm2_start ecosystem.config.js start-seed 2
+    [ $routing = 1 ] && wait_port "$PM2_PORT" /socket.io/?EIO=4\&transport=polling
+    if row 1; then
+      sleep 2
+      lg idle-seed 40 idle --secs "$IDLE_S"
+    fi
+    if row 2; then
+      log "  row 2: CLI ($([ $HAVE_HYPERFINE = 1 ] && echo hyperfine || echo 'node loop'))"
+      cli_times list "$CLI_WARM" "$CLI_RUNS" "$CUR_BIN" list
+      cli_times jlist "$CLI_WARM" "$CLI_RUNS" "$CUR_BIN" jlist
+      cli_times describe "$CLI_WARM" "$CLI_RUNS" "$CUR_BIN" describe 0
+      cli_times restart "0" "$CLI_RW_RUNS" "$CUR_BIN" restart all
+      cli_times reload "0" "$CLI_RW_RUNS" "$CUR_BIN" reload all
+      record_pids 2
+      [ $routing = 1 ] && wait_port "$PM2_PORT" /socket.io/?EIO=4\&transport=polling
+    fi
+    if [ $routing = 1 ]; then
+      row 3 && { log "  row 3: $SESSIONS new sessions, 20 in flight"; lg sessions 60 sessions --n "$SESSIONS" --concurrency 20 --max-secs 40; }
+      row 4 && { log "  row 4: polling echo, 20 clients, 8 s"; lg polling 45 polling --clients 20 --secs 8 --payload 16; }
+      if row 5; then
+        log "  row 5: plain routing /bench/ping, 16 connections, 6 s"
+        if [ "$HAVE_WRK" = 1 ]; then
+          lg plain 40 wrk -- wrk -t1 -c16 -d6s --latency "http://127.0.0.1:$PM2_PORT/bench/ping"
+        else
+          lg plain 40 plain --conns 16 --secs 6 --path /bench/ping
+        fi
+      fi
+      if row 6; then
+        log "  row 6: broadcast relay (10 clients; 10000 burst + 1500 paced at 500/s)"
+        lg bcast-json 60 broadcast --kind json --clients 10 --burst 10000 --rate 500 --paced 1500
+        lg bcast-bin 60 broadcast --kind binary --size 1024 --clients 10 --burst 10000 --rate 500 --paced 1500
+      fi
+      if row 7; then
+        log "  row 7: reload all under load (15 s, reload at 4 s), then kill -9 of a worker (10 s, at 3 s)"
+        lg reload 60 churn --action reload --pm2 "$CUR_BIN" --secs 15 --at 4
+        record_pids 2
+        lg kill 45 churn --action kill --victim "${WPIDS%%,*}" --secs 10 --at 3
+        record_pids 2
+      fi
+    fi
+    stop_daemon
+  fi
+
+  # Phase B: row 8, a plain cluster-mode app whose 2 workers listen() on BENCH_APP_PORT
+  if row 8; then
+    new_home "$t-r$rep-listen"
+    BENCH_APP_PORT="$(free_port)"; export BENCH_APP_PORT
+    log "=== $t r$rep: cluster listen() app on 127.0.0.1:$BENCH_APP_PORT"
+    pm2_start listen.config.js start-listen 2
+    if wait_port "$BENCH_APP_PORT" /; then
+      log "  row 8: cluster mode, 16 connections, 6 s"
+      if [ "$HAVE_WRK" = 1 ]; then
+        LG_PORT="$BENCH_APP_PORT" lg cluster 40 wrk -- wrk -t1 -c16 -d6s --latency "http://127.0.0.1:$BENCH_APP_PORT/"
+      else
+        LG_PORT="$BENCH_APP_PORT" lg cluster 40 plain --conns 16 --secs 6 --path /
+      fi
+    fi
+    stop_daemon
+  fi
+
+  # Phase C: row 1b, 100 idle fork-mode apps
+  if row 1; then
+    new_home "$t-r$rep-idle100"
+    log "=== $t r$rep: 100 idle fork-mode apps"
+    pm2_start idle100.config.js start-idle100 100
+    sleep 2
+    lg idle-100 40 idle --secs "$IDLE_S"
+    if row 2; then cli_times jlist100 1 "$CLI_RUNS" "$CUR_BIN" jlist; fi
+    stop_daemon
+  fi
+}
+
+for rep in $(seq 1 "$RUNS"); do
+  order=("${TARGETS[@]}")
+  if (( rep % 2 == 0 )); then order=(); for (( i=${#TARGETS[@]}-1; i>=0; i-- )); do order+=("${TARGETS[$i]}"); done; fi
+  for t in "${order[@]}"; do run_target "$t" "$rep"; done
+done
+stop_daemon
+CUR_HOME=""
+echo "workloads_s=$(( $(date +%s) - T_START )) (plus ${SETUP_S} s of install/build)" >> "$OUT/machine.txt"
+log "all workloads done in $(( $(date +%s) - T_START )) s; summarizing"
+node "$BENCH/summarize.js" "$OUT" > "$OUT/summary.md" || die "summarize.js failed"
+cp "$OUT/summary.md" "$ROOT/BENCHMARKS.md"
+cat "$OUT/summary.md"
+log "written: $OUT/summary.md and BENCHMARKS.md"

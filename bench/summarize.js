@@ -1,0 +1,230 @@
+#!/usr/bin/env node
+// summarize.js RESULTS_DIR  ->  Markdown on stdout (run.sh writes it to summary.md and BENCHMARKS.md)
+//
+// RESULTS_DIR/<target>/r<N>/<workload>.json are the raw measurements (see lg/lg.js); machine.txt has the
+// machine facts. Each cell is "median [min – max]" over the repetitions (CLI rows: over every timed run);
+// the ratio columns are the median of the per-repetition ratios target / corral (same run, alternating
+// order), i.e. > 1 means Corral is lower (faster, smaller, cheaper) than that target.
+"use strict";
+const fs = require("fs");
+const path = require("path");
+
+const dir = process.argv[2];
+if (!dir) { console.error("usage: summarize.js RESULTS_DIR"); process.exit(2); }
+const facts = {};
+for (const l of fs.readFileSync(path.join(dir, "machine.txt"), "utf8").split("\n")) {
+  const i = l.indexOf("=");
+  if (i > 0) facts[l.slice(0, i)] = l.slice(i + 1);
+}
+const targets = ["incumbent", "corral", "classic"].filter((t) => fs.existsSync(path.join(dir, t)));
+const reps = (t) => fs.readdirSync(path.join(dir, t)).filter((r) => /^r\d+$/.test(r)).sort((a, b) => a.slice(1) - b.slice(1));
+const load = (t, r, f) => {
+  try { return JSON.parse(fs.readFileSync(path.join(dir, t, r, f + ".json"), "utf8")); } catch (_) { return null; }
+};
+const get = (o, p) => p.split(".").reduce((x, k) => (x == null ? undefined : x[k]), o);
+
+// [label, file, path | function(json) -> number | number[], unit, digits]
+// A function returning an array gives every sample of that repetition (CLI timings).
+const cliRuns = (j) => {
+  if (!j) return undefined;
+  if (j.results) return j.results[0].times.map((s) => s * 1000); // hyperfine
+  return j.median_ms; // lg.js timeit fallback: median per repetition
+};
+const sum = (...ps) => (j) => (j ? ps.reduce((s, p) => s + (Number(get(j, p)) || 0), 0) : undefined);
+const ROWS = [
+  ["1. Footprint", [
+    ["daemon RSS, seed app idle (2 workers)", "idle-seed", "daemon_rss_mb", "MB", 1],
+    ["daemon CPU, seed app idle", "idle-seed", "daemon_cpu_pct", "%", 2],
+    ["workers RSS (both)", "idle-seed", "workers_rss_mb", "MB", 1],
+    ["`pm2 start ecosystem.config.js` (no daemon yet)", "start-seed", "cli_ms", "ms", 0],
+    ["daemon RSS, 100 idle fork apps", "idle-100", "daemon_rss_mb", "MB", 1],
+    ["daemon CPU, 100 idle fork apps", "idle-100", "daemon_cpu_pct", "%", 2],
+    ["`pm2 start` of the 100 apps (no daemon yet)", "start-idle100", "cli_ms", "ms", 0],
+    ["apps online after that start", "start-idle100", "online", "", 0],
+  ]],
+  ["2. CLI (wall time per command)", [
+    ["`pm2 list`", "cli-list", cliRuns, "ms", 1],
+    ["`pm2 jlist`", "cli-jlist", cliRuns, "ms", 1],
+    ["`pm2 describe 0`", "cli-describe", cliRuns, "ms", 1],
+    ["`pm2 restart all` (2 workers)", "cli-restart", cliRuns, "ms", 0],
+    ["`pm2 reload all` (2 workers, until done)", "cli-reload", cliRuns, "ms", 0],
+    ["`pm2 jlist` with 100 apps", "cli-jlist100", cliRuns, "ms", 1],
+  ]],
+  ["3. New Socket.IO sessions through the sticky port (polling → websocket, 20 in flight)", [
+    ["sessions/s", "sessions", "sessions_per_s", "/s", 1],
+    ["connect p50", "sessions", "connect_ms.p50", "ms", 1],
+    ["connect p99", "sessions", "connect_ms.p99", "ms", 1],
+    ["failed sessions", "sessions", "failed", "", 0],
+    ["sticky violations (responses from a non-owner worker)", "sessions", "sticky_violations", "", 0],
+    ["\"Session ID unknown\" counted by the workers", "sessions", "session_id_unknown", "", 0],
+    ["**daemon cpu-s per 1000 sessions**", "sessions", "daemon_cpu_s_per_1k", "s", 3],
+    ["workers cpu-s per 1000 sessions", "sessions", "workers_cpu_s_per_1k", "s", 3],
+    ["load generator cpu-s per 1000 sessions", "sessions", "lg_cpu_s_per_1k", "s", 3],
+    ["other tenants during the window (% of a core)", "sessions", "cpu.other_pct", "%", 0],
+  ]],
+  ["4. Polling-only echo clients (20 clients, 16 B echo with ack)", [
+    ["HTTP requests/s", "polling", "req_per_s", "/s", 0],
+    ["POST p50", "polling", "post_ms.p50", "ms", 1],
+    ["POST p99", "polling", "post_ms.p99", "ms", 1],
+    ["echo round trip p50", "polling", "echo_rtt_ms.p50", "ms", 1],
+    ["echo round trip p99", "polling", "echo_rtt_ms.p99", "ms", 1],
+    ["failed requests", "polling", "failed_requests", "", 0],
+    ["sticky violations", "polling", "sticky_violations", "", 0],
+    ["**daemon cpu-s per 1000 requests**", "polling", "daemon_cpu_s_per_1k", "s", 3],
+    ["workers cpu-s per 1000 requests", "polling", "workers_cpu_s_per_1k", "s", 3],
+    ["other tenants during the window (% of a core)", "polling", "cpu.other_pct", "%", 0],
+  ]],
+  ["5. Plain HTTP routing through the sticky port (GET /bench/ping, new connection per request)", [
+    ["requests/s", "plain", "req_per_s", "/s", 0],
+    ["latency p50", "plain", "latency_ms.p50", "ms", 2],
+    ["latency p99", "plain", "latency_ms.p99", "ms", 2],
+    ["non-2xx responses", "plain", "errors.non_2xx", "", 0],
+    ["busiest worker's share of requests", "plain", "busiest_worker_share", "", 2],
+    ["**daemon cpu-s per 1000 requests**", "plain", "daemon_cpu_s_per_1k", "s", 3],
+    ["other tenants during the window (% of a core)", "plain", "cpu.other_pct", "%", 0],
+  ]],
+  ["6a. Broadcast relay, JSON `{i,t,pid}` (10 clients over 2 workers; 10 000 `io.emit` burst, 1500 paced at 500/s)", [
+    ["relayed msgs/s (burst, clients on the other worker)", "bcast-json", "burst.relayed_msgs_per_s", "/s", 0],
+    ["same-worker msgs/s (burst, control)", "bcast-json", "burst.same_worker_msgs_per_s", "/s", 0],
+    ["lost messages (burst + paced)", "bcast-json", sum("burst.lost", "paced.lost"), "", 0],
+    ["cross-worker latency p50 (paced)", "bcast-json", "paced.other_worker_ms.p50", "ms", 2],
+    ["cross-worker latency p99 (paced)", "bcast-json", "paced.other_worker_ms.p99", "ms", 2],
+    ["same-worker latency p50 (control)", "bcast-json", "paced.same_worker_ms.p50", "ms", 2],
+    ["same-worker latency p99 (control)", "bcast-json", "paced.same_worker_ms.p99", "ms", 2],
+    ["**daemon cpu-s per 1000 relayed, burst**", "bcast-json", "burst.daemon_cpu_s_per_1k", "s", 3],
+    ["**daemon cpu-s per 1000 relayed, paced**", "bcast-json", "paced.daemon_cpu_s_per_1k", "s", 3],
+    ["other tenants during the burst (% of a core)", "bcast-json", "burst.cpu.other_pct", "%", 0],
+  ]],
+  ["6b. Broadcast relay, 1 KiB Buffer", [
+    ["relayed msgs/s (burst)", "bcast-bin", "burst.relayed_msgs_per_s", "/s", 0],
+    ["same-worker msgs/s (burst, control)", "bcast-bin", "burst.same_worker_msgs_per_s", "/s", 0],
+    ["lost or corrupted messages", "bcast-bin", sum("burst.lost", "paced.lost", "burst.corrupt", "paced.corrupt"), "", 0],
+    ["cross-worker latency p50 (paced)", "bcast-bin", "paced.other_worker_ms.p50", "ms", 2],
+    ["cross-worker latency p99 (paced)", "bcast-bin", "paced.other_worker_ms.p99", "ms", 2],
+    ["**daemon cpu-s per 1000 relayed, burst**", "bcast-bin", "burst.daemon_cpu_s_per_1k", "s", 3],
+    ["**daemon cpu-s per 1000 relayed, paced**", "bcast-bin", "paced.daemon_cpu_s_per_1k", "s", 3],
+  ]],
+  ["7. Reload and kill -9 under load (10 polling + 10 websocket clients echoing every 100 ms, 10 new sessions/s)", [
+    ["`reload all` duration under load", "reload", (j) => (j && j.reload_s != null ? j.reload_s * 1000 : undefined), "ms", 0],
+    ["reload: failed requests (new sessions, sessions on surviving workers)", "reload", "failed_requests", "", 0],
+    ["reload: failed new sessions", "reload", "new_session_failures", "", 0],
+    ["reload: dropped long-lived sessions (of 20)", "reload", "dropped_sessions", "", 0],
+    ["kill -9: time until a new worker serves through the port", "kill", (j) => (j && j.serving_again_s != null ? j.serving_again_s * 1000 : undefined), "ms", 0],
+    ["kill -9: failed requests (not the victim's sessions)", "kill", "failed_requests", "", 0],
+    ["kill -9: failed new sessions", "kill", "new_session_failures", "", 0],
+    ["kill -9: dropped sessions", "kill", "dropped_sessions", "", 0],
+  ]],
+  ["8. Cluster mode: 2 workers `listen()`, the daemon is the cluster primary (new connection per request)", [
+    ["requests/s", "cluster", "req_per_s", "/s", 0],
+    ["latency p50", "cluster", "latency_ms.p50", "ms", 2],
+    ["latency p99", "cluster", "latency_ms.p99", "ms", 2],
+    ["busiest worker's share of requests", "cluster", "busiest_worker_share", "", 2],
+    ["**daemon cpu-s per 1000 connections**", "cluster", "daemon_cpu_s_per_1k", "s", 3],
+    ["other tenants during the window (% of a core)", "cluster", "cpu.other_pct", "%", 0],
+  ]],
+];
+
+const median = (a) => {
+  const s = [...a].sort((x, y) => x - y);
+  const n = s.length;
+  return n ? (n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2) : null;
+};
+const fmt = (x, d) => (x == null || !Number.isFinite(x) ? "–" : x.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d }).replace(/,/g, " "));
+
+// values[target][rep] = number[] (samples) for one metric
+function values(t, file, sel) {
+  const out = {};
+  for (const r of reps(t)) {
+    const j = load(t, r, file);
+    if (!j || j.error) continue;
+    const v = typeof sel === "function" ? sel(j) : get(j, sel);
+    const arr = (Array.isArray(v) ? v : [v]).map(Number).filter((x) => v != null && Number.isFinite(x));
+    if (arr.length) out[r] = arr;
+  }
+  return out;
+}
+function cell(vals, d, unit) {
+  const per = Object.values(vals);
+  if (!per.length) return "–";
+  const all = per.flat();
+  const m = median(all);
+  const u = unit && unit !== "" ? " " + unit : "";
+  const lo = Math.min(...all), hi = Math.max(...all);
+  return lo === hi ? `${fmt(m, d)}${u}` : `${fmt(m, d)}${u} [${fmt(lo, d)} – ${fmt(hi, d)}]`;
+}
+function pairedRatio(a, b) { // median over repetitions of median(a_r) / median(b_r)
+  const rs = [];
+  for (const r of Object.keys(a)) if (b[r]) {
+    const x = median(a[r]), y = median(b[r]);
+    if (y > 0 && x >= 0) rs.push(x / y);
+  }
+  if (!rs.length) return "–";
+  const m = median(rs);
+  return m >= 10 ? `${fmt(m, 0)}×` : `${fmt(m, 2)}×`;
+}
+
+const lines = [];
+const quick = facts.mode === "quick";
+lines.push("# Benchmarks: Corral vs @socket.io/pm2");
+lines.push("");
+lines.push(`${quick ? "**Quick run** (`bash bench/run.sh --quick`: one repetition of rows 1–3)" : `Full run (\`bash bench/run.sh\`, ${facts.runs} repetition(s), rows ${facts.rows})`}, ${facts.date}.`);
+lines.push("Reproduce and read these numbers with `bench/README.md`. Cells are median [min – max] over repetitions");
+lines.push("(CLI rows: over every timed run). **ratio** = target / Corral, the median of per-repetition ratios (same run,");
+lines.push("alternating order): above 1× Corral is lower (faster / smaller / cheaper), except for rates (/s), where below 1×");
+lines.push("means Corral does more per second. Trust cpu-s per unit of work and");
+lines.push("CLI times; quote throughput and latency only when \"other tenants\" is near 0 for every target.");
+lines.push("");
+lines.push("| machine | |");
+lines.push("|---|---|");
+for (const k of ["nproc", "cpu", "memory", "kernel", "node", "incumbent", "classic", "corral", "socket.io", "cli_timer", "plain_generator", "workloads_s"]) {
+  if (facts[k] != null) lines.push(`| ${k.replace("_", " ")} | ${facts[k].replace(/\|/g, "/")} |`);
+}
+lines.push("");
+const names = { incumbent: "@socket.io/pm2", corral: "Corral", classic: "pm2 (classic)" };
+for (const [title, metrics] of ROWS) {
+  const rowsOut = [];
+  for (const [label, file, sel, unit, d] of metrics) {
+    const v = {};
+    for (const t of targets) v[t] = values(t, file, sel);
+    if (targets.every((t) => !Object.keys(v[t]).length)) continue;
+    const cols = targets.map((t) => cell(v[t], d, unit));
+    // no ratio for counters (failures, shares) and for the background-load rows
+    const noRatio = unit === "" || label.startsWith("other tenants");
+    const ratios = [];
+    if (v.incumbent && v.corral) ratios.push(noRatio ? "" : pairedRatio(v.incumbent, v.corral));
+    if (targets.includes("classic") && v.corral) ratios.push(noRatio ? "" : pairedRatio(v.classic, v.corral));
+    rowsOut.push(`| ${label} | ${cols.join(" | ")} | ${ratios.join(" | ")} |`);
+  }
+  if (!rowsOut.length) continue;
+  lines.push(`### ${title}`);
+  lines.push("");
+  const ratioHeads = ["incumbent / Corral"];
+  if (targets.includes("classic")) ratioHeads.push("classic / Corral");
+  lines.push(`| metric | ${targets.map((t) => names[t]).join(" | ")} | ${ratioHeads.join(" | ")} |`);
+  lines.push(`|---|${targets.map(() => "---").join("|")}|${ratioHeads.map(() => "---").join("|")}|`);
+  lines.push(...rowsOut);
+  lines.push("");
+}
+
+// problems: workloads that failed, CLI commands that exited non-zero
+const problems = [];
+for (const t of targets) for (const r of reps(t)) {
+  const d = path.join(dir, t, r);
+  for (const f of fs.readdirSync(d)) {
+    if (!f.endsWith(".json")) continue;
+    let j;
+    try { j = JSON.parse(fs.readFileSync(path.join(d, f), "utf8")); } catch (_) { problems.push(`${t} ${r} ${f}: no result (empty or truncated: timed out?)`); continue; }
+    if (j.error) problems.push(`${t} ${r} ${f}: ${j.error}`);
+    if (j.exit != null && j.exit !== 0) problems.push(`${t} ${r} ${f.replace(".json", "")}: CLI exited ${j.exit}`);
+    if (j.results && j.results[0] && j.results[0].exit_codes && j.results[0].exit_codes.some((c) => c !== 0)) problems.push(`${t} ${r} ${f}: some runs exited non-zero`);
+    if (j.failures) problems.push(`${t} ${r} ${f}: ${j.failures} runs exited non-zero`);
+  }
+}
+if (problems.length) {
+  lines.push("### Problems seen in this run");
+  lines.push("");
+  for (const p of problems) lines.push(`- ${p}`);
+  lines.push("");
+}
+lines.push(`Raw results: \`${path.relative(path.join(__dirname, ".."), dir)}/\` (per target and repetition, one JSON per workload).`);
+process.stdout.write(lines.join("\n") + "\n");
