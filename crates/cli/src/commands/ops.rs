@@ -40,9 +40,6 @@ pub fn run(cli: &mut Cli, cmd: &str) -> Result<Code> {
         ));
         return Ok(1);
     }
-    if restartish && !cli.args.has("update-env") && !any_file {
-        output::out("Use --update-env to update environment variables");
-    }
     let _lock = if op == Op::Reload {
         match ReloadLock::acquire(&cli.home, cli.args.has("force")) {
             Ok(l) => Some(l),
@@ -58,7 +55,15 @@ pub fn run(cli: &mut Cli, cmd: &str) -> Result<Code> {
     };
     let mut code = 0;
     for t in &targets {
-        code = if corral_config::is_ecosystem_file(t) || t == "-" {
+        let is_file = corral_config::is_ecosystem_file(t) || t == "-";
+        if restartish && !is_file && !cli.args.has("update-env") {
+            // pm2 prints this once per restarted target.
+            output::out(&output::paint(
+                output::Color::BoldBlue,
+                "Use --update-env to update environment variables",
+            ));
+        }
+        code = if is_file {
             super::start::ecosystem(cli, t, super::start::FileMode::Action(op))?
         } else if op == Op::Reset {
             reset_target(cli, t)?
@@ -293,6 +298,7 @@ pub fn send_signal(cli: &mut Cli) -> Result<Code> {
             }
             _ => {
                 output::out(&format!("successfully sent signal {signal} to process id {id}"));
+                cli.print_list()?;
                 Ok(0)
             }
         };
@@ -320,6 +326,7 @@ pub fn send_signal(cli: &mut Cli) -> Result<Code> {
         }
     }
     output::out(&format!("successfully sent signal {signal} to process name {target}"));
+    cli.print_list()?;
     Ok(0)
 }
 
