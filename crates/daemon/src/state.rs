@@ -79,7 +79,7 @@ pub type SharedRef = Arc<Shared>;
 
 impl Shared {
     pub fn new(home: Home) -> SharedRef {
-        let (bus, _) = broadcast::channel(4096);
+        let (bus, _) = broadcast::channel(1024);
         let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Arc::new(Shared {
             home,
