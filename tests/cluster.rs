@@ -119,7 +119,7 @@ fn scale_up_and_down_keeps_serving() {
     assert_eq!(s.keys().copied().collect::<BTreeSet<_>>(), one, "spread after scale 1: {s:?}");
 }
 
-/// SIGKILL of one worker while 6 lanes of slow requests (150 ms each, new
+/// SIGKILL of one worker while 6 lanes of slow requests (400 ms each, new
 /// connection per request) run against 2 workers. What may fail, and only
 /// that: requests whose connection the killed worker had already accepted
 /// (it logs `conn <client port>` when Node hands it the connection). A
@@ -130,7 +130,7 @@ fn scale_up_and_down_keeps_serving() {
 #[test]
 fn sigkill_of_a_worker_under_load_loses_only_requests_it_had_accepted() {
     let port = free_port();
-    let pm2 = pm2_with(&[("PORT", port.to_string()), ("DELAY_MS", "150".into()), ("LOG_CONN", "1".into())]);
+    let pm2 = pm2_with(&[("PORT", port.to_string()), ("DELAY_MS", "400".into()), ("LOG_CONN", "1".into())]);
     pm2.run(&["start", "router_app.js", "-i", "2", "--name", "web"]).ok();
     let list = pm2.wait_for("2 online", T, |l| all_online(l, "web", 2));
     let lanes = 6;
@@ -491,4 +491,31 @@ fn malformed_ipc_restarts_only_that_worker() {
     assert_eq!(pids_of(&list, "other"), other_pid);
     assert_eq!(restarts(named(&list, "other")[0]), 0);
     assert_eq!(std::fs::read_to_string(p.home().join("pm2.pid")).unwrap(), daemon_pid);
+}
+
+/// `restart` of a one-worker app whose SIGINT handler closes its server
+/// (the `close` message comes before the exit): the listener stays open and
+/// queues connections for the replacement, so a restart under load fails no
+/// request. A plain `stop` closes it: the port is free again.
+#[test]
+fn restart_of_a_single_worker_under_load_fails_no_request_and_stop_frees_the_port() {
+    let port = free_port();
+    let pm2 = pm2_with(&[("PORT", port.to_string())]);
+    pm2.run(&["start", "http_app.js", "-i", "1", "--name", "solo"]).ok();
+    let first = pid(&pm2.wait_for("online", T, |l| all_online(l, "solo", 1))[0]);
+    let load =
+        Load::spawn(&[format!("port={port}"), "lanes=4".into(), "count=100000".into(), "ms=3000".into()]);
+    load.wait_started(T);
+    let t0 = Instant::now();
+    pm2.run(&["restart", "solo"]).ok();
+    let took = t0.elapsed();
+    let list = pm2.wait_for("replaced", T, |l| all_online(l, "solo", 1) && pid(&l[0]) != first);
+    let res = load.finish(T);
+    eprintln!("restart of 1 worker under load: {res}; `pm2 restart` took {took:?}");
+    assert_eq!(res["failed"], 0, "{res}");
+    assert!(spread_json(&res).contains_key(&pid(&list[0])), "{res}");
+
+    pm2.run(&["stop", "solo"]).ok();
+    poll("the port to be released", T, || std::net::TcpListener::bind(("127.0.0.1", port)).ok());
+    assert!(http_get(port, "/").is_err());
 }

@@ -328,3 +328,29 @@ fn listen_timeout_bounds_wait_ready() {
     assert!(took >= Duration::from_millis(600) && took < Duration::from_secs(8), "{took:?}");
     assert_eq!(status(&pm2.jlist()[0]), "online");
 }
+
+#[test]
+fn max_memory_restart_restarts_a_process_over_its_limit() {
+    let mut pm2 = Pm2::new();
+    pm2.envs.push(("PM2_WORKER_INTERVAL".into(), "300".into()));
+    pm2.run(&["start", "hog.js", "--max-memory-restart", "100M"]).ok();
+    pm2.wait_for("a memory restart", T, |l| l.first().is_some_and(|p| restarts(p) >= 1));
+    assert!(pm2.daemon_log().contains("exceeds --max-memory-restart"), "{}", pm2.daemon_log());
+}
+
+#[test]
+fn time_prefixes_every_line_and_merged_instances_share_one_file() {
+    let pm2 = Pm2::new();
+    pm2.run(&["start", "forever.js", "--time", "-i", "2", "--merge-logs", "-x"]).ok();
+    let list = pm2.wait_for("online", T, |l| l.len() == 2 && l.iter().all(|p| status(p) == "online"));
+    let out = list[0]["pm2_env"]["pm_out_log_path"].as_str().unwrap().to_string();
+    assert_eq!(list[1]["pm2_env"]["pm_out_log_path"].as_str().unwrap(), out);
+    let text = poll("ticks from both", T, || {
+        std::fs::read_to_string(&out).ok().filter(|s| s.matches("forever started").count() >= 2)
+    });
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        // YYYY-MM-DDTHH:mm:ss: <line>
+        let (ts, _) = line.split_at(21);
+        assert!(ts.ends_with(": ") && ts.as_bytes()[4] == b'-' && ts.as_bytes()[10] == b'T', "{line}");
+    }
+}
