@@ -392,15 +392,20 @@ pub fn scale(cli: &mut Cli) -> Result<Code> {
 /// `pm2 kill`: delete everything and stop the daemon; never saves.
 pub fn kill(cli: &mut Cli) -> Result<Code> {
     // Improvement over pm2: no daemon is spawned just to be killed.
-    let mut client = match crate::client::Client::connect_existing(&cli.home)? {
-        Some(c) => c,
+    match crate::client::Client::connect_existing(&cli.home)? {
+        Some(mut c) => kill_daemon(&mut c, &cli.home),
         None => {
             output::warn_err("No process found");
             output::info("[v] All Applications Stopped");
             output::info("[v] PM2 Daemon Stopped");
-            return Ok(0);
+            Ok(0)
         }
-    };
+    }
+}
+
+/// pm2's `killDaemon`: every process reported deleted, then the daemon
+/// stopped; returns once it is gone (bounded wait).
+pub fn kill_daemon(client: &mut crate::client::Client, home: &std::path::Path) -> Result<Code> {
     let procs = client.list()?;
     if procs.is_empty() {
         output::warn_err("No process found");
@@ -408,7 +413,7 @@ pub fn kill(cli: &mut Cli) -> Result<Code> {
         let ids: Vec<u32> = procs.iter().map(|p| p.pm_id).collect();
         print_applying("deleteProcessId", "all", &ids_display(&ids));
     }
-    let pid = daemon_pid(&cli.home);
+    let pid = daemon_pid(home);
     match client.request(&Request::Kill)? {
         Reply::Error { message } => {
             output::error(&message);

@@ -5,7 +5,6 @@ use crate::output;
 use crate::resolve::is_numeric;
 use anyhow::Result;
 use corral_proto::{Reply, Request};
-use std::time::Duration;
 
 fn dump_path(cli: &Cli) -> std::path::PathBuf {
     match std::env::var_os("PM2_DUMP_FILE_PATH") {
@@ -18,7 +17,13 @@ fn dump_path(cli: &Cli) -> std::path::PathBuf {
 fn do_save(cli: &mut Cli, force: bool) -> Result<Option<Code>> {
     output::info("Saving current process list...");
     let procs = cli.list()?;
+    let force = force || std::env::var_os("FORCE").is_some();
     if procs.is_empty() && !force {
+        // pm2 leaves an existing dump alone but creates an empty one.
+        let dump = dump_path(cli);
+        if !dump.exists() {
+            let _ = std::fs::write(&dump, "[]");
+        }
         output::warn("PM2 is not managing any process, skipping save...");
         output::warn("To force saving use: pm2 save --force");
         return Ok(None);
@@ -47,12 +52,20 @@ pub fn save(cli: &mut Cli) -> Result<Code> {
 fn do_resurrect(cli: &mut Cli) -> Result<()> {
     output::info("Resurrecting");
     let dump = dump_path(cli);
-    let bak = dump.with_extension("pm2.bak");
-    if !dump.exists() && !bak.exists() {
-        output::error("No processes saved; DUMP file doesn't exist");
-        return Ok(());
-    }
+    let mut bak = dump.clone().into_os_string();
+    bak.push(".bak");
+    let bak = std::path::PathBuf::from(bak);
     output::info(&format!("Restoring processes located in {}", dump.display()));
+    if !dump.exists() {
+        // pm2's messages as it falls back from the dump to its backup.
+        output::error(&format!("Failed to read dump file in {}", dump.display()));
+        output::info(&format!("Restoring processes located in {}", bak.display()));
+        if !bak.exists() {
+            output::error(&format!("Failed to read dump file in {}", bak.display()));
+            output::error("No processes saved; DUMP file doesn't exist");
+            return Ok(());
+        }
+    }
     match cli.client()?.request(&Request::Resurrect)? {
         Reply::Resurrected { restored, .. } => {
             for r in restored {
@@ -86,19 +99,15 @@ pub fn update(cli: &mut Cli) -> Result<Code> {
         return Ok(1);
     }
     if let Some(mut c) = cli.disconnect() {
-        let pid = super::ops::daemon_pid(&cli.home);
-        if let Reply::Error { message } = c.request(&Request::Kill)? {
-            output::error(&message);
+        if super::ops::kill_daemon(&mut c, &cli.home)? != 0 {
             return Ok(1);
         }
-        c.wait_closed(Duration::from_secs(5));
-        super::ops::wait_pid_gone(pid, Duration::from_secs(5));
     }
     cli.client()?;
     if saved.is_some() {
         do_resurrect(cli)?;
     }
-    output::out(">>>>>>>>>> PM2 updated");
+    output::out(&output::paint(output::Color::BoldBlue, ">>>>>>>>>> PM2 updated"));
     cli.print_list()?;
     Ok(0)
 }
