@@ -123,3 +123,26 @@ async fn crash_loop_goes_errored() {
     assert!(matches!(c.req(Request::Kill).await, Reply::Ok));
     let _ = tokio::time::timeout(Duration::from_secs(10), daemon).await;
 }
+
+/// The restart-delay and backoff timers run on tokio's clock: with paused
+/// time a 60 s `restart_delay` passes in virtual time, and the process waits
+/// in `waiting restart` until then.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn restart_delay_runs_on_tokio_time() {
+    let home = tempfile::tempdir().unwrap();
+    let opts = corral_daemon::DaemonOptions { pm2_home: home.path().to_path_buf() };
+    let daemon = tokio::spawn(corral_daemon::run_async(opts));
+    let mut c = Client::connect(home.path()).await;
+    let mut app = sh_app("delayed", "sleep 0.2; exit 1");
+    app.restart_delay = 60_000;
+    let real = std::time::Instant::now();
+    let virt = tokio::time::Instant::now();
+    c.req(Request::Start { app }).await;
+    let l = wait_until(&mut c, "waiting restart", |l| l[0].status == "waiting restart").await;
+    assert_eq!(l[0].restart_time, 0);
+    wait_until(&mut c, "the delayed restart", |l| l[0].restart_time == 1).await;
+    assert!(virt.elapsed() >= Duration::from_secs(60), "restarted after {:?} of tokio time", virt.elapsed());
+    assert!(real.elapsed() < Duration::from_secs(30), "paused time did not advance the timer");
+    assert!(matches!(c.req(Request::Kill).await, Reply::Ok));
+    let _ = tokio::time::timeout(Duration::from_secs(10), daemon).await;
+}
