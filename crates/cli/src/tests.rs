@@ -316,3 +316,21 @@ fn start_by_name_restarts() {
     ));
     assert_eq!(st.lock().unwrap()[0].restart_time, 1);
 }
+
+#[test]
+fn start_of_a_number_or_all_is_a_restart() {
+    let (_g, _d, home, _st) = setup(sample());
+    let r = run(&home, &["start", "99"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.out, "[PM2] Applying action restartProcessId on app [99](ids: [ '99' ])\n");
+    assert_eq!(r.err, "[PM2][ERROR] Process 99 not found\n");
+    let r = run(&home, &["start", "front"]);
+    assert_eq!(r.code, 0);
+    assert!(r.out.starts_with("[PM2] Applying action restartProcessId on app [front](ids: [ 1, 2 ])\n"));
+    let (_g2, _d2, home2, _st2) = {
+        drop(_g);
+        setup(vec![])
+    };
+    let r = run(&home2, &["start", "all"]);
+    assert_eq!((r.code, r.err.as_str()), (1, "[PM2][WARN] No process found\n"));
+}

@@ -227,7 +227,7 @@ pub fn apply(
     Ok(if failed.load(std::sync::atomic::Ordering::Relaxed) { 1 } else { 0 })
 }
 
-fn operate_target(cli: &mut Cli, op: Op, t: &str) -> Result<Code> {
+pub fn operate_target(cli: &mut Cli, op: Op, t: &str) -> Result<Code> {
     let procs = cli.list()?;
     let cwd = cli.cwd.clone();
     match resolve(t, &procs, &cwd) {

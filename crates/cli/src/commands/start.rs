@@ -199,40 +199,25 @@ fn start_one(cli: &mut Cli, x: &str) -> Result<Code> {
         let code = ecosystem(cli, x, FileMode::Action(Op::Restart))?;
         return Ok(code);
     }
-    let procs = cli.list()?;
-    if !x.contains('/') && !has_extension(x) {
-        let ids: Vec<u32> = if x == "all" {
-            procs.iter().map(|p| p.pm_id).collect()
-        } else {
-            let by_name: Vec<u32> = procs.iter().filter(|p| p.app.name == x).map(|p| p.pm_id).collect();
-            if by_name.is_empty() {
-                procs.iter().filter(|p| p.app.namespace == x).map(|p| p.pm_id).collect()
-            } else {
-                by_name
-            }
-        };
-        if !ids.is_empty() {
-            print_applying(Op::Restart.pm2_method(), x, &ids_display(&ids));
-            let code = ops::apply(cli, Op::Restart, &ids, &procs, None)?;
-            if code == 0 {
-                output::info("Process successfully started");
-            }
-            return Ok(code);
+    // pm2's _startScript: a number is always a restart (of an app named so,
+    // a namespace, or a pm_id), `all` restarts everything, a bare word
+    // restarts an app or namespace of that name if there is one.
+    let restart = if is_numeric(x) || x == "all" {
+        true
+    } else if !x.contains('/') && !has_extension(x) {
+        let procs = cli.list()?;
+        procs.iter().any(|p| p.app.name == x || p.app.namespace == x)
+    } else {
+        false
+    };
+    if restart {
+        let code = ops::operate_target(cli, Op::Restart, x)?;
+        if code == 0 {
+            output::info("Process successfully started");
         }
-        if is_numeric(x) {
-            if let Ok(id) = x.parse::<u32>() {
-                if procs.iter().any(|p| p.pm_id == id) {
-                    // pm2 shows the id as the string typed: `[ '0' ]`.
-                    print_applying(Op::Restart.pm2_method(), x, &crate::inspect::inspect(&json!([x])));
-                    let code = ops::apply(cli, Op::Restart, &[id], &procs, None)?;
-                    if code == 0 {
-                        output::info("Process successfully started");
-                    }
-                    return Ok(code);
-                }
-            }
-        }
+        return Ok(code);
     }
+    let procs = cli.list()?;
     start_script(cli, x, &procs)
 }
 
@@ -261,10 +246,8 @@ fn start_script(cli: &mut Cli, script: &str, procs: &[ProcInfo]) -> Result<Code>
             output::error("Script already launched, add -f option to force re-execution");
             return Ok(1);
         }
-        let ids: Vec<u32> = same.iter().map(|p| p.pm_id).collect();
-        print_applying(Op::Restart.pm2_method(), &spec.name, &ids_display(&ids));
-        let list = procs.to_vec();
-        let code = ops::apply(cli, Op::Restart, &ids, &list, None)?;
+        // pm2 restarts the app by name (every instance of it).
+        let code = ops::operate_target(cli, Op::Restart, &spec.name)?;
         if code == 0 {
             output::info("Process successfully started");
         }
