@@ -354,3 +354,28 @@ fn time_prefixes_every_line_and_merged_instances_share_one_file() {
         assert!(ts.ends_with(": ") && ts.as_bytes()[4] == b'-' && ts.as_bytes()[10] == b'T', "{line}");
     }
 }
+
+#[test]
+fn a_stale_socket_file_is_replaced() {
+    let pm2 = Pm2::new();
+    // A socket file nobody listens on, as a crashed daemon leaves behind.
+    let path = pm2.home().join("rpc.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let t0 = Instant::now();
+    pm2.run(&["ping"]).ok();
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn an_unwritable_pm2_home_is_a_clear_error_not_a_hang() {
+    let mut pm2 = Pm2::new();
+    let blocker = pm2.home().join("not-a-dir");
+    std::fs::write(&blocker, "a file where PM2_HOME should be a directory").unwrap();
+    pm2.envs.push(("PM2_HOME".into(), blocker.join("home").to_string_lossy().into_owned()));
+    let t0 = Instant::now();
+    let r = pm2.run(&["ls"]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("[PM2][ERROR]"), "{}", r.all());
+    assert!(t0.elapsed() < Duration::from_secs(10));
+}
