@@ -47,6 +47,9 @@ pub struct WorkerLink {
     pub app: String,
     pub tx: Sender,
     pub listeners: Vec<ListenerId>,
+    /// Being stopped or replaced (`drain_worker`): its `close` messages do
+    /// not close a listener; its exit decides (`worker_gone`'s `linger`).
+    pub draining: bool,
 }
 
 /// Socket.IO state of one app.
@@ -116,7 +119,10 @@ pub fn worker_spawned(
     tx: Sender,
 ) {
     let mut reg = shared.cluster();
-    reg.workers.insert(wid, WorkerLink { pm_id, pid, app: app.name.clone(), tx, listeners: Vec::new() });
+    reg.workers.insert(
+        wid,
+        WorkerLink { pm_id, pid, app: app.name.clone(), tx, listeners: Vec::new(), draining: false },
+    );
     if app.exec_mode == corral_proto::ExecMode::Cluster {
         let port = app.sticky_port.unwrap_or(shared.pm2_port);
         let sa = reg.apps.entry(app.name.clone()).or_insert_with(|| StickyApp {
@@ -142,7 +148,8 @@ pub fn worker_spawned(
 /// scale down). Its current sessions keep reaching it while it lives.
 pub fn drain_worker(shared: &SharedRef, wid: u32) {
     let mut reg = shared.cluster();
-    let Some(w) = reg.workers.get(&wid) else { return };
+    let Some(w) = reg.workers.get_mut(&wid) else { return };
+    w.draining = true;
     let app = w.app.clone();
     for lid in w.listeners.clone() {
         if let Some(l) = reg.listeners.get(&lid) {
@@ -315,6 +322,21 @@ fn on_cluster(
             let mut reg = shared.cluster();
             let Some(app) = reg.workers.get(&wid).map(|w| w.app.clone()) else { return Ok(()) };
             let lid = (app, key);
+            let draining = reg.workers.get(&wid).is_some_and(|w| w.draining);
+            if draining {
+                // A worker being stopped closes its servers on SIGINT or
+                // `disconnect`. If it is the last one and a replacement
+                // follows (restart), closing the listener here would refuse
+                // connections and drop the queued ones meanwhile. It only
+                // stops taking connections now; its exit (`worker_gone`)
+                // tells whether the listener lingers for a replacement or
+                // closes.
+                if let Some(l) = reg.listeners.get_mut(&lid) {
+                    l.members.remove(&wid);
+                    let _ = l.tx.send(listener::LCtl::Remove { wid, linger: true });
+                }
+                return Ok(());
+            }
             if let Some(w) = reg.workers.get_mut(&wid) {
                 w.listeners.retain(|l| l != &lid);
             }
