@@ -148,7 +148,7 @@ stop_daemon() { # pm2 kill, then SIGKILL by pid anything of this PM2_HOME that s
   [ -f "$CUR_HOME/.bench-pids" ] || return 0
   for p in $(sort -un "$CUR_HOME/.bench-pids"); do
     [ -d "/proc/$p" ] || continue
-    if tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "PM2_HOME=$CUR_HOME"; then
+    if { tr '\0' '\n' < "/proc/$p/environ"; } 2>/dev/null | grep -qx "PM2_HOME=$CUR_HOME"; then
       log "  pid $p survived pm2 kill: SIGKILL"; kill -9 "$p" 2>/dev/null || true
     fi
   done
