@@ -287,6 +287,32 @@ fn only_filter(cli: &Cli) -> Option<Vec<String>> {
     cli.args.value("only").map(|v| v.split([',', ' ']).filter(|s| !s.is_empty()).map(String::from).collect())
 }
 
+/// The few command-line options pm2 applies on top of an ecosystem file's
+/// apps (`_startJson`): `--watch` (bare), `--ignore-watch`, a numeric `-i`.
+pub fn apply_cli_overrides(a: &crate::args::Parsed, spec: &mut AppSpec) {
+    if a.has("watch") && a.values("watch").is_empty() && !spec.watch {
+        spec.watch = true;
+    }
+    if let Some(iw) = a.value("ignore-watch") {
+        if spec.ignore_watch.is_empty() {
+            spec.ignore_watch = iw.split_whitespace().map(String::from).collect();
+        }
+    }
+    if let Some(n) = a.value("instances").and_then(|v| v.parse::<i64>().ok()) {
+        // An app without `instances` got fork mode by default; pm2 derives
+        // the mode after this override, so a node app becomes a cluster.
+        if spec.instances.is_none() {
+            if spec.is_node() {
+                spec.exec_mode = corral_proto::ExecMode::Cluster;
+            }
+            // Likewise the merge_logs default (true only without instances
+            // or with 0 = max).
+            spec.merge_logs = n == 0;
+        }
+        spec.instances = Some(n);
+    }
+}
+
 /// Acts on every app of an ecosystem file.
 pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
     let FileMode::Action(op) = mode;
@@ -316,8 +342,9 @@ pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
     let mut apps: Vec<AppSpec> = Vec::new();
     for a in loaded.apps {
         match a {
-            Ok(spec) => {
+            Ok(mut spec) => {
                 if only.as_ref().is_none_or(|o| o.contains(&spec.name)) {
+                    apply_cli_overrides(&cli.args, &mut spec);
                     apps.push(spec);
                 }
             }
@@ -380,6 +407,21 @@ pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cli_overrides_on_file_apps() {
+        let args: Vec<String> =
+            ["start", "e.config.js", "-i", "3", "--watch"].iter().map(|s| s.to_string()).collect();
+        let p = crate::args::parse(&args).unwrap();
+        let mut spec = AppSpec { interpreter: "node".into(), ..Default::default() };
+        apply_cli_overrides(&p, &mut spec);
+        assert_eq!(spec.instances, Some(3));
+        assert_eq!(spec.exec_mode, corral_proto::ExecMode::Cluster);
+        assert!(spec.watch);
+        let mut py = AppSpec { interpreter: "python3".into(), ..Default::default() };
+        apply_cli_overrides(&p, &mut py);
+        assert_eq!(py.exec_mode, corral_proto::ExecMode::Fork);
+    }
 
     #[test]
     fn flags_map_to_ecosystem_keys() {
