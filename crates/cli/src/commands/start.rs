@@ -371,7 +371,11 @@ pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
 
     for app in apps.iter().filter(|a| !ids_of(&a.name).is_empty()) {
         let ids = ids_of(&app.name);
-        print_applying(op.pm2_method(), &app.name, &ids_display(&ids));
+        // restart/reload go through pm2's _operate (which announces the
+        // action); stop/delete through actionFromJson (✓ lines only).
+        if starts_missing {
+            print_applying(op.pm2_method(), &app.name, &ids_display(&ids));
+        }
         let update = matches!(op, Op::Restart | Op::Reload).then_some(app);
         code = code.max(ops::apply(cli, op, &ids, &procs, update)?);
     }
