@@ -351,7 +351,10 @@ pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
             Err(e) => {
                 // With --only, errors of other apps are not the user's
                 // concern; only `Invalid` says which app it is about.
+                // stop/delete only need the apps' names (pm2 does not
+                // validate the file for them).
                 let relevant = match (&only, &e) {
+                    _ if !matches!(op, Op::Restart | Op::Reload) => false,
                     (None, _) => true,
                     (Some(o), ConfigError::Invalid { app, .. }) => o.contains(app),
                     (Some(_), _) => false,
