@@ -16,6 +16,8 @@ use std::path::Path;
 /// Which processes a `logs` target selects (also applied to live events).
 pub enum Filter {
     All,
+    /// `pm2 logs PM2`: the daemon's own log only.
+    Pm2,
     Id(u32),
     Regex(regex::Regex),
     Name(String),
@@ -23,8 +25,11 @@ pub enum Filter {
 
 impl Filter {
     pub fn parse(t: &str) -> Filter {
-        if t == "all" || t == "PM2" {
+        if t == "all" {
             return Filter::All;
+        }
+        if t == "PM2" {
+            return Filter::Pm2;
         }
         if is_numeric(t) {
             if let Ok(id) = t.parse() {
@@ -43,6 +48,7 @@ impl Filter {
     pub fn matches(&self, id: u32, name: &str, namespace: &str) -> bool {
         match self {
             Filter::All => true,
+            Filter::Pm2 => false,
             Filter::Id(i) => *i == id,
             Filter::Regex(re) => re.is_match(name),
             Filter::Name(n) => n == name || n == namespace,
@@ -96,10 +102,16 @@ struct Opts {
 
 pub fn logs(cli: &mut Cli) -> Result<Code> {
     let target = cli.args.positionals.first().cloned().unwrap_or_else(|| "all".into());
-    let lines: usize = match cli.args.value("lines") {
-        Some(v) => v.parse().unwrap_or(15),
-        None => 15,
-    };
+    // parseInt: leading digits count, a sign is dropped, garbage means 15.
+    let lines: usize = cli
+        .args
+        .value("lines")
+        .map(|v| v.trim_start_matches(['-', '+']))
+        .and_then(|v| {
+            let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse().ok()
+        })
+        .unwrap_or(15);
     let o = Opts {
         raw: cli.args.has("raw"),
         json: cli.args.has("json"),
@@ -117,10 +129,13 @@ pub fn logs(cli: &mut Cli) -> Result<Code> {
     let procs = cli.list()?;
     let selected: Vec<&ProcInfo> =
         procs.iter().filter(|p| filter.matches(p.pm_id, &p.app.name, &p.app.namespace)).collect();
-    if !o.json && lines > 0 {
+    // pm2: --nostream wins (tail only); --json / --format stream without
+    // tailing.
+    let nostream = cli.args.has("nostream");
+    if lines > 0 && (nostream || (!o.json && !o.format)) {
         print_tails(cli, &target, &selected, lines, &o);
     }
-    if cli.args.has("nostream") {
+    if nostream {
         return Ok(0);
     }
     let client = match cli.disconnect() {
@@ -128,7 +143,7 @@ pub fn logs(cli: &mut Cli) -> Result<Code> {
         None => crate::client::Client::connect_or_spawn(&cli.home)?,
     };
     let mut width = 3usize;
-    let all = matches!(filter, Filter::All);
+    let all = matches!(filter, Filter::All | Filter::Pm2);
     client.stream_events(None, |ev| {
         print_event(&ev, &filter, all, &o, &mut width);
         true
@@ -271,13 +286,15 @@ fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut usi
             }
         }
         Event::Daemon { at, data } => {
-            if !all || o.raw || o.json || o.format || o.only_err || o.only_out {
+            if !all || o.json || o.format || o.only_err || o.only_out {
                 return;
             }
             for line in data.split('\n').filter(|l| !l.is_empty()) {
-                *width = (*width).max(4);
-                let prefix = format!("{:<w$} | ", "PM2", w = *width);
-                output::out(&format!("{}{}{line}", ts(*at), paint(Color::Blue, &prefix)));
+                if o.raw {
+                    output::out(line);
+                } else {
+                    output::out(&format!("{}{}{line}", ts(*at), paint(Color::Blue, &tail_prefix("PM2"))));
+                }
             }
         }
     }
@@ -309,6 +326,7 @@ mod tests {
     #[test]
     fn filters() {
         assert!(Filter::parse("all").matches(3, "x", "y"));
+        assert!(!Filter::parse("PM2").matches(3, "x", "y"));
         assert!(Filter::parse("3").matches(3, "x", "y"));
         assert!(Filter::parse("/^we/").matches(0, "web", "d"));
         assert!(Filter::parse("front").matches(0, "web", "front"));
