@@ -417,7 +417,7 @@ fn query_server(shared: &SharedRef, wid: u32, label: &str, v: &Value) -> Result<
             };
             // Named as the worker will see it (`err.code`), so a search of
             // pm2.log for the app's error finds the daemon's side too.
-            dlog::error(&format!("App [{label}] cannot listen on {what}: {} ({e})", bind::uv_errname(&e)));
+            dlog::error(&format!("App [{label}] cannot listen on {what}: {}: {e}", bind::uv_errname(&e)));
             let reply = cluster_msg(vec![
                 ("errno", Value::from(bind::uv_errno(&e))),
                 ("key", Value::from(key)),
