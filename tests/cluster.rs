@@ -110,7 +110,15 @@ fn scale_up_and_down_keeps_serving() {
     let s = spread(port, "/", 30);
     assert_eq!(s.keys().copied().collect::<BTreeSet<_>>(), three, "spread after scale 3: {s:?}");
 
+    // Scale down under load: the removed workers are drained before their
+    // SIGINT, so nothing fails.
+    let load =
+        Load::spawn(&[format!("port={port}"), "lanes=4".into(), "count=100000".into(), "ms=2500".into()]);
+    load.wait_started(T);
     pm2.run(&["scale", "web", "1"]).ok();
+    let res = load.finish(T);
+    eprintln!("scale 3 -> 1 under load: {res}");
+    assert_eq!(res["failed"], 0, "{res}");
     let list = pm2.wait_for("1 online", T, |l| all_online(l, "web", 1));
     let one = pids_of(&list, "web");
     assert!(one.is_subset(&three));
@@ -120,19 +128,20 @@ fn scale_up_and_down_keeps_serving() {
 }
 
 /// SIGKILL of one worker while 6 lanes of slow requests (400 ms each, new
-/// connection per request) run against 2 workers. What may fail, and only
-/// that: requests whose connection the killed worker had already accepted
-/// (it logs `conn <client port>` when Node hands it the connection). A
-/// connection the daemon had offered but the worker had not yet accepted
-/// must be re-offered to the other worker, and new connections must keep
+/// connection per request) run. What may fail, and only that: requests whose
+/// connection the killed worker had already accepted (it logs `conn <client
+/// port>` when Node hands it the connection) and not yet answered (`done
+/// <client port>`), so at most one per lane. A
+/// connection the daemon had offered but the worker had not yet accepted is
+/// re-offered (to the other worker, or with one worker to its replacement:
+/// the listener lingers and queues meanwhile), and new connections keep
 /// being served. (Known microsecond race, not covered: the worker is killed
 /// between sending `accepted` and running its `connection` listener.)
-#[test]
-fn sigkill_of_a_worker_under_load_loses_only_requests_it_had_accepted() {
+fn sigkill_under_load(instances: usize) {
     let port = free_port();
     let pm2 = pm2_with(&[("PORT", port.to_string()), ("DELAY_MS", "400".into()), ("LOG_CONN", "1".into())]);
-    pm2.run(&["start", "router_app.js", "-i", "2", "--name", "web"]).ok();
-    let list = pm2.wait_for("2 online", T, |l| all_online(l, "web", 2));
+    pm2.run(&["start", "router_app.js", "-i", &instances.to_string(), "--name", "web"]).ok();
+    let list = pm2.wait_for("all online", T, |l| all_online(l, "web", instances));
     let lanes = 6;
     let load = Load::spawn(&[
         format!("port={port}"),
@@ -143,47 +152,66 @@ fn sigkill_of_a_worker_under_load_loses_only_requests_it_had_accepted() {
     load.wait_started(T);
     let victim = named(&list, "web")[0].clone();
     let victim_pid = pid(&victim) as i32;
-    // Let both workers hold requests, so the kill really hits in-flight work.
-    poll("the victim to hold connections", T, || {
-        (out_log(&victim).matches(&format!(" {victim_pid}\n")).count() >= 3).then_some(())
+    // Client ports of the connections the victim accepted (`conn`) or
+    // answered (`done`).
+    let victim_log = |what: &str| -> BTreeSet<u64> {
+        out_log(&victim)
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(what)).then_some(())?;
+                let port: u64 = w.next()?.parse().ok()?;
+                (w.next()? == victim_pid.to_string()).then_some(port)
+            })
+            .collect()
+    };
+    // Kill it while it holds at least 2 unanswered requests, so the kill
+    // really hits in-flight work.
+    let held = poll("the victim to hold requests", T, || {
+        let held = victim_log("conn").difference(&victim_log("done")).count();
+        (held >= 2).then_some(held)
     });
     // SAFETY: kill has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(victim_pid, libc::SIGKILL) }, 0);
     let res = load.finish(T);
-    eprintln!("kill -9 under load: {res}");
+    eprintln!("kill -9 of 1 of {instances} worker(s) holding {held}+ requests, under load: {res}");
 
-    let accepted_by_victim: BTreeSet<u64> = out_log(&victim)
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some("conn")).then_some(())?;
-            let port: u64 = w.next()?.parse().ok()?;
-            (w.next()? == victim_pid.to_string()).then_some(port)
-        })
-        .collect();
+    // The victim's stdout pipe is drained by the daemon after its death.
+    let unanswered: BTreeSet<u64> = victim_log("conn").difference(&victim_log("done")).copied().collect();
     let failed = res["failed"].as_u64().unwrap();
     assert!(failed <= lanes, "more failures than requests in flight: {res}");
     for f in res["failures"].as_array().unwrap() {
         let lp = f["localPort"].as_u64();
         assert!(
-            lp.is_some_and(|p| accepted_by_victim.contains(&p)),
-            "failed request was not on the killed worker: {f}\nvictim accepted {accepted_by_victim:?}"
+            lp.is_some_and(|p| unanswered.contains(&p)),
+            "failed request was not one the killed worker had accepted and not answered: {f}\n\
+             victim's unanswered: {unanswered:?}"
         );
         assert!(
             f["code"] == "ECONNRESET" || f["message"] == "socket hang up",
             "unexpected failure kind: {f}"
         );
     }
-    // Service went on: the survivor (and the restarted worker) kept answering.
-    assert!(res["ok"].as_u64().unwrap() > 20, "{res}");
+    // Service went on: the survivor and/or the restarted worker answered.
+    assert!(res["ok"].as_u64().unwrap() > 10, "{res}");
     if failed > 0 {
         assert!(res["okAfterFirstFailure"].as_u64().unwrap() > 0, "nothing served after the kill: {res}");
     }
     let list = pm2.wait_for("the killed worker restarted", T, |l| {
-        all_online(l, "web", 2)
+        all_online(l, "web", instances)
             && named(l, "web").iter().any(|p| p["pm_id"] == victim["pm_id"] && restarts(p) == 1)
     });
     assert!(!pids_of(&list, "web").contains(&(victim_pid as u64)));
+}
+
+#[test]
+fn sigkill_of_one_of_two_workers_under_load_loses_only_requests_it_had_accepted() {
+    sigkill_under_load(2);
+}
+
+#[test]
+fn sigkill_of_the_only_worker_under_load_loses_only_requests_it_had_accepted() {
+    sigkill_under_load(1);
 }
 
 /// incumbent flaw #14: `reload` under continuous load must fail no request.
@@ -518,4 +546,24 @@ fn restart_of_a_single_worker_under_load_fails_no_request_and_stop_frees_the_por
     pm2.run(&["stop", "solo"]).ok();
     poll("the port to be released", T, || std::net::TcpListener::bind(("127.0.0.1", port)).ok());
     assert!(http_get(port, "/").is_err());
+}
+
+/// Listeners belong to an app: a second app asking for the first one's port
+/// gets EADDRINUSE, as a second program would.
+#[test]
+fn two_apps_cannot_share_a_port() {
+    let port = free_port();
+    let pm2 = pm2_with(&[("PORT", port.to_string()), ("ON_ERROR", "log".into())]);
+    pm2.run(&["start", "router_app.js", "-i", "2", "--name", "first"]).ok();
+    let list = pm2.wait_for("first online", T, |l| all_online(l, "first", 2));
+    poll("first to answer", T, || http_get(port, "/").ok());
+    pm2.run(&["start", "router_app.js", "-i", "1", "--name", "second"]).ok();
+    let p = poll("second to see the error", T, || {
+        let p = pm2.proc("second")?;
+        out_log(&p).contains("listen-error ").then_some(p)
+    });
+    assert!(out_log(&p).contains(&format!("\"message\":\"bind EADDRINUSE null:{port}\"")), "{}", out_log(&p));
+    // The first app keeps the port, alone.
+    let s = spread(port, "/", 6);
+    assert_eq!(s.keys().copied().collect::<BTreeSet<_>>(), pids_of(&list, "first"), "{s:?}");
 }

@@ -5,7 +5,8 @@
 //      server), HOST (listen on PORT at that address only),
 //      READY_AFTER_MS (process.send('ready') that long after listening),
 //      DELAY_MS (answer GET / after that long), LOG_CONN=1 (log every
-//      accepted connection as `conn <remotePort> <pid>`),
+//      accepted connection as `conn <remotePort> <pid>` and every finished
+//      response as `done <remotePort> <pid>`),
 //      ON_ERROR=log (a server 'error' handler that logs `listen-error <json>`
 //      and keeps running; without it the error is unhandled and Node crashes).
 // stdout lines: `listening <pid> <what>`, `ready <pid> <epoch ms>`,
@@ -71,6 +72,7 @@ function serve(what, ...listenArgs) {
   const server = http.createServer(app);
   if (process.env.LOG_CONN === "1") {
     server.on("connection", (s) => console.log(`conn ${s.remotePort} ${pid}`));
+    server.on("request", (req, res) => res.on("finish", () => console.log(`done ${req.socket.remotePort} ${pid}`)));
   }
   if (process.env.ON_ERROR === "log") {
     server.on("error", (e) => {
