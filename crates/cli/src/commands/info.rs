@@ -28,13 +28,11 @@ pub fn prettylist(cli: &mut Cli) -> Result<Code> {
     Ok(0)
 }
 
-/// Exact name or numeric id, as pm2's describe accepts.
+/// pm2's describe: every process whose exact name is `t` or, for a
+/// number, whose pm_id is `t`, in list order.
 fn matching<'a>(procs: &'a [ProcInfo], t: &str) -> Vec<&'a ProcInfo> {
-    let by_name: Vec<&ProcInfo> = procs.iter().filter(|p| p.app.name == t).collect();
-    if !by_name.is_empty() || !is_numeric(t) {
-        return by_name;
-    }
-    procs.iter().filter(|p| t.parse::<u32>().is_ok_and(|id| id == p.pm_id)).collect()
+    let id = if is_numeric(t) { t.parse::<u32>().ok() } else { None };
+    procs.iter().filter(|p| p.app.name == t || id == Some(p.pm_id)).collect()
 }
 
 pub fn describe(cli: &mut Cli) -> Result<Code> {
@@ -211,7 +209,7 @@ mod tests {
         b.app.name = "0".into();
         let v = vec![a, b];
         assert_eq!(matching(&v, "api").len(), 1);
-        assert_eq!(matching(&v, "0")[0].pm_id, 1);
+        assert_eq!(matching(&v, "0").len(), 2);
         assert_eq!(matching(&v, "1")[0].pm_id, 1);
         assert!(matching(&v, "x").is_empty());
     }

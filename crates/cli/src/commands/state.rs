@@ -129,6 +129,9 @@ pub fn flush(cli: &mut Cli) -> Result<Code> {
         output::info("Flushing:");
         output::info(&p.pm_out_log_path);
         output::info(&p.pm_err_log_path);
+        if let Some(l) = &p.pm_log_path {
+            output::info(l);
+        }
     }
     let ids = target.as_ref().map(|_| selected.iter().map(|p| p.pm_id).collect::<Vec<_>>());
     // An unknown name flushes nothing and still succeeds (pm2).
