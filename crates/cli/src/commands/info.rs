@@ -24,7 +24,8 @@ pub fn jlist(cli: &mut Cli) -> Result<Code> {
 
 pub fn prettylist(cli: &mut Cli) -> Result<Code> {
     let procs = cli.list()?;
-    output::out(&render_pretty(&procs));
+    // pm2 writes it with process.stdout.write: no newline, not silenced.
+    output::raw_out(&render_pretty(&procs));
     Ok(0)
 }
 

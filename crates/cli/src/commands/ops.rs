@@ -466,7 +466,7 @@ impl ReloadLock {
             if let Some(ts) = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<i64>().ok()) {
                 let age = now - ts;
                 if (0..timeout).contains(&age) {
-                    return Err(((timeout - age) as u64).div_ceil(1000));
+                    return Err((timeout - age) as u64 / 1000);
                 }
             }
         }

@@ -166,23 +166,9 @@ pub fn start_or(cli: &mut Cli, op: Op) -> Result<Code> {
         output::err("\n  error: missing required argument `json'\n");
         return Ok(1);
     };
-    let _lock = if op == Op::Reload {
-        match ops::ReloadLock::acquire(&cli.home, cli.args.has("force")) {
-            Ok(l) => Some(l),
-            Err(left) => {
-                output::error(&format!(
-                    "Reload already in progress, please try again in {left} seconds or use --force"
-                ));
-                return Ok(1);
-            }
-        }
-    } else {
-        None
-    };
     let code = ecosystem(cli, &file, FileMode::Action(op))?;
-    if op != Op::Reload {
-        cli.print_list()?;
-    }
+    // pm2's _startJson ends with speedList for every startOr* variant.
+    cli.print_list()?;
     Ok(code)
 }
 
