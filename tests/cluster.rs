@@ -567,3 +567,31 @@ fn two_apps_cannot_share_a_port() {
     let s = spread(port, "/", 6);
     assert_eq!(s.keys().copied().collect::<BTreeSet<_>>(), pids_of(&list, "first"), "{s:?}");
 }
+
+/// A replacement that dies before it listens leaves the old worker serving:
+/// `reload` fails (non-zero exit, the reason on stderr), the old pids stay,
+/// and the load sees no failure.
+#[test]
+fn a_reload_whose_new_workers_crash_keeps_the_old_ones_serving() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let crash = dir.path().join("crash");
+    let pm2 =
+        pm2_with(&[("PORT", port.to_string()), ("CRASH_IF_EXISTS", crash.to_string_lossy().into_owned())]);
+    pm2.run(&["start", "router_app.js", "-i", "2", "--name", "web"]).ok();
+    let before = pids_of(&pm2.wait_for("2 online", T, |l| all_online(l, "web", 2)), "web");
+    let load =
+        Load::spawn(&[format!("port={port}"), "lanes=6".into(), "count=100000".into(), "ms=2500".into()]);
+    load.wait_started(T);
+    std::fs::write(&crash, "").unwrap();
+    let r = pm2.run(&["reload", "web"]);
+    assert_ne!(r.code, 0, "a failed reload must not exit 0\n{}", r.all());
+    assert!(r.stderr.contains("the old worker keeps serving"), "{}", r.all());
+    let res = load.finish(T);
+    eprintln!("failed reload under load: {res}");
+    assert_eq!(res["failed"], 0, "{res}");
+    let list = pm2.jlist();
+    assert!(all_online(&list, "web", 2), "{list:?}");
+    assert_eq!(pids_of(&list, "web"), before);
+    assert_eq!(spread_json(&res).keys().copied().collect::<BTreeSet<_>>(), before, "{res}");
+}

@@ -8,10 +8,15 @@
 //      accepted connection as `conn <remotePort> <pid>` and every finished
 //      response as `done <remotePort> <pid>`),
 //      ON_ERROR=log (a server 'error' handler that logs `listen-error <json>`
-//      and keeps running; without it the error is unhandled and Node crashes).
+//      and keeps running; without it the error is unhandled and Node crashes),
+//      CRASH_IF_EXISTS=<path> (throw at startup while that file exists).
 // stdout lines: `listening <pid> <what>`, `ready <pid> <epoch ms>`,
 //      `disconnect <pid> <epoch ms>`, `sigint <pid>`.
 const http = require("http");
+
+if (process.env.CRASH_IF_EXISTS && require("fs").existsSync(process.env.CRASH_IF_EXISTS)) {
+  throw new Error(`crashing on purpose: ${process.env.CRASH_IF_EXISTS} exists`);
+}
 
 const pid = process.pid;
 const instance = process.env.NODE_APP_INSTANCE === undefined ? null : process.env.NODE_APP_INSTANCE;
