@@ -392,9 +392,21 @@ pub fn scale(cli: &mut Cli) -> Result<Code> {
 /// `pm2 kill`: delete everything and stop the daemon; never saves.
 pub fn kill(cli: &mut Cli) -> Result<Code> {
     // Improvement over pm2: no daemon is spawned just to be killed.
-    match crate::client::Client::connect_existing(&cli.home)? {
-        Some(mut c) => kill_daemon(&mut c, &cli.home),
-        None => {
+    let client = crate::client::Client::connect_existing(&cli.home);
+    match client {
+        Ok(Some(mut c)) => match kill_daemon(&mut c, &cli.home) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                output::error(&format!("{e:#}"));
+                kill_by_signal(&cli.home)
+            }
+        },
+        // Something listens but does not speak the protocol in time.
+        Err(e) => {
+            output::error(&format!("{e:#}"));
+            kill_by_signal(&cli.home)
+        }
+        Ok(None) => {
             output::warn_err("No process found");
             output::info("[v] All Applications Stopped");
             output::info("[v] PM2 Daemon Stopped");
@@ -428,6 +440,28 @@ pub fn kill_daemon(client: &mut crate::client::Client, home: &std::path::Path) -
     }
     client.wait_closed(Duration::from_secs(5));
     wait_pid_gone(pid, Duration::from_secs(5));
+    output::info("[v] PM2 Daemon Stopped");
+    Ok(0)
+}
+
+/// Last resort for a daemon that no longer answers: SIGTERM the pid in
+/// `pm2.pid`, SIGKILL after 5 s.
+fn kill_by_signal(home: &std::path::Path) -> Result<Code> {
+    let Some(pid) = daemon_pid(home).filter(|p| *p > 1) else {
+        output::error("the daemon does not answer and pm2.pid names no process");
+        return Ok(1);
+    };
+    output::warn(&format!("Sending SIGTERM to the daemon (pid {pid})"));
+    // SAFETY: plain signal delivery to a pid read from pm2.pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_pid_gone(Some(pid), Duration::from_secs(5));
+    // SAFETY: as above; signal 0 only probes.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        output::warn(&format!("Daemon still alive, sending SIGKILL (pid {pid})"));
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait_pid_gone(Some(pid), Duration::from_secs(2));
+    }
     output::info("[v] PM2 Daemon Stopped");
     Ok(0)
 }
