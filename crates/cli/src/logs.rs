@@ -221,13 +221,13 @@ fn print_block(path: &Path, n: usize, label: &str, color: Color, raw: bool) {
 }
 
 fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut usize) {
-    let ts = |at: u64| -> String {
+    // pm2 stamps the time of display, not of the event.
+    let ts = || -> String {
         match &o.timestamp {
-            Some(fmt) => format!("{} ", timefmt::format(&timefmt::local(timefmt::now_ms()), fmt)),
-            None => {
-                let _ = at;
-                String::new()
+            Some(fmt) => {
+                paint(Color::Gray, &format!("{} ", timefmt::format(&timefmt::local(timefmt::now_ms()), fmt)))
             }
+            None => String::new(),
         }
     };
     match ev {
@@ -268,7 +268,7 @@ fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut usi
                     let prefix = format!("{label:<w$} | ", w = *width);
                     output::out(&format!(
                         "{}{}{line}",
-                        ts(*at),
+                        ts(),
                         paint(if is_err { Color::Red } else { Color::Green }, &prefix)
                     ));
                 }
@@ -285,7 +285,7 @@ fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut usi
                 output::out(&v.to_string());
             }
         }
-        Event::Daemon { at, data } => {
+        Event::Daemon { data, .. } => {
             if !all || o.json || o.format || o.only_err || o.only_out {
                 return;
             }
@@ -293,7 +293,7 @@ fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut usi
                 if o.raw {
                     output::out(line);
                 } else {
-                    output::out(&format!("{}{}{line}", ts(*at), paint(Color::Blue, &tail_prefix("PM2"))));
+                    output::out(&format!("{}{}{line}", ts(), paint(Color::Blue, &tail_prefix("PM2"))));
                 }
             }
         }
