@@ -91,13 +91,15 @@ pub fn tail_prefix(label: &str) -> String {
     format!("{w:<10} | ")
 }
 
-struct Opts {
-    raw: bool,
-    json: bool,
-    format: bool,
-    timestamp: Option<String>,
-    only_err: bool,
-    only_out: bool,
+/// How `pm2 logs` (and `pm2-runtime`) print what they stream.
+#[derive(Default)]
+pub struct Opts {
+    pub raw: bool,
+    pub json: bool,
+    pub format: bool,
+    pub timestamp: Option<String>,
+    pub only_err: bool,
+    pub only_out: bool,
 }
 
 pub fn logs(cli: &mut Cli) -> Result<Code> {
@@ -220,7 +222,9 @@ fn print_block(path: &Path, n: usize, label: &str, color: Color, raw: bool) {
     }
 }
 
-fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut usize) {
+/// Prints one streamed event as pm2's Log.js does; `all` = the target is
+/// every process (daemon lines shown).
+pub fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut usize) {
     // pm2 stamps the time of display, not of the event.
     let ts = || -> String {
         match &o.timestamp {
@@ -239,18 +243,22 @@ fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut usi
             if (o.only_err && !is_err) || (o.only_out && is_err) {
                 return;
             }
+            if o.json {
+                // pm2's jsonStream: one object per chunk, line breaks removed.
+                let message: String = data.chars().filter(|c| *c != '\n' && *c != '\r').collect();
+                let v = serde_json::json!({
+                    "message": message,
+                    "timestamp": timefmt::iso(if *at > 0 { *at as i64 } else { timefmt::now_ms() }),
+                    "type": if is_err { "err" } else { "out" },
+                    "process_id": pm_id,
+                    "app_name": name,
+                });
+                output::out(&v.to_string());
+                return;
+            }
             for line in data.split('\n').filter(|l| !l.is_empty()) {
                 let line = line.strip_suffix('\r').unwrap_or(line);
-                if o.json {
-                    let v = serde_json::json!({
-                        "message": line,
-                        "timestamp": timefmt::iso(if *at > 0 { *at as i64 } else { timefmt::now_ms() }),
-                        "type": if is_err { "err" } else { "out" },
-                        "process_id": pm_id,
-                        "app_name": name,
-                    });
-                    output::out(&v.to_string());
-                } else if o.format {
+                if o.format {
                     let t = timefmt::format(&timefmt::local(timefmt::now_ms()), "YYYY-MM-DD-HH:mm:ssZZ");
                     output::out(&format!(
                         "timestamp={t} app={name} id={pm_id} type={} message={line}",
@@ -274,8 +282,9 @@ fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut usi
                 }
             }
         }
-        Event::Process { pm_id, name, event, at } => {
-            if o.json && filter.matches(*pm_id, name, "") {
+        Event::Process { name, event, at, .. } => {
+            // pm2's jsonStream does not filter process events by target.
+            if o.json {
                 let v = serde_json::json!({
                     "timestamp": timefmt::iso(if *at > 0 { *at as i64 } else { timefmt::now_ms() }),
                     "type": "process_event",
@@ -286,11 +295,14 @@ fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut usi
             }
         }
         Event::Daemon { data, .. } => {
-            if !all || o.json || o.format || o.only_err || o.only_out {
+            if !all || o.json || o.only_err || o.only_out {
                 return;
             }
             for line in data.split('\n').filter(|l| !l.is_empty()) {
-                if o.raw {
+                if o.format {
+                    let t = timefmt::format(&timefmt::local(timefmt::now_ms()), "YYYY-MM-DD-HH:mm:ssZZ");
+                    output::out(&format!("timestamp={t} app=pm2 message={line}"));
+                } else if o.raw {
                     output::out(line);
                 } else {
                     output::out(&format!("{}{}{line}", ts(), paint(Color::Blue, &tail_prefix("PM2"))));

@@ -8,11 +8,8 @@ use crate::client::{connect_async, ensure_home, pm2_home, request_async, sock_pa
 use crate::commands::start::{cli_app_object, config_context};
 use crate::commands::Cli;
 use crate::output;
-use crate::timefmt;
 use anyhow::{anyhow, Result};
-use corral_proto::{
-    read_frame, write_frame, AppSpec, Event, FrameError, Reply, Request, Stream, CORRAL_VERSION,
-};
+use corral_proto::{read_frame, write_frame, AppSpec, Event, FrameError, Reply, Request, CORRAL_VERSION};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -264,45 +261,13 @@ async fn shutdown(
 }
 
 fn print_event(ev: &Event, format: LogFormat) {
-    match ev {
-        Event::Log { pm_id, name, stream, at, data, .. } => {
-            let is_err = matches!(stream, Stream::Err);
-            for line in data.split('\n').filter(|l| !l.is_empty()) {
-                match format {
-                    LogFormat::Raw => {
-                        if is_err {
-                            output::err(line);
-                        } else {
-                            output::out(line);
-                        }
-                    }
-                    LogFormat::Json => output::out(
-                        &serde_json::json!({
-                            "message": line,
-                            "timestamp": timefmt::iso(if *at > 0 { *at as i64 } else { timefmt::now_ms() }),
-                            "type": if is_err { "err" } else { "out" },
-                            "process_id": pm_id,
-                            "app_name": name,
-                        })
-                        .to_string(),
-                    ),
-                    LogFormat::Format => {
-                        let t = timefmt::format(&timefmt::local(timefmt::now_ms()), "YYYY-MM-DD-HH:mm:ssZZ");
-                        output::out(&format!(
-                            "timestamp={t} app={name} id={pm_id} type={} message={line}",
-                            if is_err { "error" } else { "out" }
-                        ));
-                    }
-                }
-            }
-        }
-        Event::Daemon { data, .. } => {
-            if matches!(format, LogFormat::Raw) {
-                for line in data.split('\n').filter(|l| !l.is_empty()) {
-                    output::out(line);
-                }
-            }
-        }
-        Event::Process { .. } => {}
-    }
+    // pm2-runtime streams like `pm2 logs all --raw` / `--json` / `--format`.
+    let o = crate::logs::Opts {
+        raw: matches!(format, LogFormat::Raw),
+        json: matches!(format, LogFormat::Json),
+        format: matches!(format, LogFormat::Format),
+        ..Default::default()
+    };
+    let mut width = 3;
+    crate::logs::print_event(ev, &crate::logs::Filter::All, true, &o, &mut width);
 }
