@@ -97,7 +97,19 @@ pub fn cli_app_object(a: &crate::args::Parsed, script: &str) -> Map<String, Valu
         o.insert("watch".into(), if paths.is_empty() { json!(true) } else { json!(paths) });
     }
     s(&mut o, "ignore-watch", "ignore_watch");
-    n(&mut o, "watch-delay", "watch_delay");
+    // The flag is in seconds (or `<n>ms`); the ecosystem key in ms.
+    if let Some(v) = a.value("watch-delay") {
+        let ms = match v.strip_suffix("ms") {
+            Some(m) => m.trim().parse::<f64>().ok(),
+            None => v.trim().parse::<f64>().ok().map(|s| s * 1000.0),
+        };
+        match ms {
+            Some(ms) if ms.is_finite() && ms >= 0.0 => {
+                o.insert("watch_delay".into(), json!(ms.round() as u64))
+            }
+            _ => o.insert("watch_delay".into(), json!(v)),
+        };
+    }
     s(&mut o, "instance-var", "instance_var");
     s(&mut o, "increment-var", "increment_var");
     if a.has("execute-command") {
@@ -454,5 +466,11 @@ mod tests {
         assert_eq!(o["stop_exit_codes"], json!([0, 3]));
         assert_eq!(o["args"], json!(["--port", "1"]));
         assert!(!o.contains_key("treekill"));
+        let p = crate::args::parse(&["start".into(), "a.js".into(), "--watch-delay".into(), "1.5".into()])
+            .unwrap();
+        assert_eq!(cli_app_object(&p, "a.js")["watch_delay"], 1500);
+        let p = crate::args::parse(&["start".into(), "a.js".into(), "--watch-delay".into(), "400ms".into()])
+            .unwrap();
+        assert_eq!(cli_app_object(&p, "a.js")["watch_delay"], 400);
     }
 }
