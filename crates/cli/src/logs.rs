@@ -100,6 +100,8 @@ pub struct Opts {
     pub timestamp: Option<String>,
     pub only_err: bool,
     pub only_out: bool,
+    /// `--highlight <s>`: first occurrence per line marked (on a TTY).
+    pub highlight: Option<String>,
 }
 
 pub fn logs(cli: &mut Cli) -> Result<Code> {
@@ -124,6 +126,7 @@ pub fn logs(cli: &mut Cli) -> Result<Code> {
             .then(|| cli.args.value("timestamp").unwrap_or("YYYY-MM-DD-HH:mm:ss").to_string()),
         only_err: cli.args.has("err"),
         only_out: cli.args.has("out"),
+        highlight: cli.args.value("highlight").map(String::from),
     };
     // Read-only from here on: a vanished reader (`| head`) ends the command.
     output::exit_on_broken_pipe();
@@ -271,6 +274,14 @@ pub fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut
                         output::out(line);
                     }
                 } else {
+                    let marked;
+                    let line = match o.highlight.as_deref().filter(|h| !h.is_empty()) {
+                        Some(h) => {
+                            marked = line.replacen(h, &paint(Color::BgGray, h), 1);
+                            marked.as_str()
+                        }
+                        None => line,
+                    };
                     let label = format!("{pm_id}|{name}");
                     *width = (*width).max(label.chars().count() + 1);
                     let prefix = format!("{label:<w$} | ", w = *width);

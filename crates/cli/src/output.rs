@@ -57,6 +57,7 @@ pub enum Color {
     BoldBlue,
     Inverse,
     InverseBold,
+    BgGray,
 }
 
 impl Color {
@@ -73,6 +74,7 @@ impl Color {
             Color::BoldBlue => "\x1b[1m\x1b[34m",
             Color::Inverse => "\x1b[7m",
             Color::InverseBold => "\x1b[7m\x1b[1m",
+            Color::BgGray => "\x1b[100m",
         }
     }
 }
