@@ -164,8 +164,7 @@ pub fn attach(cli: &mut Cli, names: Vec<String>) -> Result<Code> {
         Some(c) => c,
         None => crate::client::Client::connect_or_spawn(&cli.home)?,
     };
-    let o =
-        Opts { raw: false, json: false, format: false, timestamp: None, only_err: false, only_out: false };
+    let o = Opts::default();
     let mut width = 3usize;
     client.stream_events(None, |ev| {
         if let Event::Log { name, .. } = &ev {
