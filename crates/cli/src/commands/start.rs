@@ -238,13 +238,16 @@ fn start_script(cli: &mut Cli, script: &str, procs: &[ProcInfo]) -> Result<Code>
     }
     let same: Vec<&ProcInfo> =
         procs.iter().filter(|p| p.app.script == spec.script && p.app.name == spec.name).collect();
-    if !same.is_empty() && !cli.args.has("force") {
-        let all_down = same.iter().all(|p| matches!(p.status.as_str(), "stopped" | "errored" | "stopping"));
-        if !all_down {
-            output::error("Script already launched, add -f option to force re-execution");
-            return Ok(1);
-        }
-        // pm2 restarts the app by name (every instance of it).
+    // pm2: a stopped copy is restarted (even with -f); a running one needs
+    // -f to be started again.
+    let all_down = !same.is_empty()
+        && same.iter().all(|p| matches!(p.status.as_str(), "stopped" | "errored" | "stopping"));
+    if !same.is_empty() && !all_down && !cli.args.has("force") {
+        output::error("Script already launched, add -f option to force re-execution");
+        return Ok(1);
+    }
+    if all_down {
+        // By name: every instance of the app.
         let code = ops::operate_target(cli, Op::Restart, &spec.name)?;
         if code == 0 {
             output::info("Process successfully started");
