@@ -373,7 +373,15 @@ pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
     let starts_missing = matches!(op, Op::Restart | Op::Reload);
     let missing: Vec<&AppSpec> = apps.iter().filter(|a| ids_of(&a.name).is_empty()).collect();
 
+    let mut done: Vec<&str> = Vec::new();
     for app in apps.iter().filter(|a| !ids_of(&a.name).is_empty()) {
+        // Two declarations with one name act once on that name (pm2 merges
+        // them; the last declaration wins here).
+        if done.contains(&app.name.as_str()) {
+            continue;
+        }
+        done.push(&app.name);
+        let app = apps.iter().rev().find(|a| a.name == app.name).unwrap_or(app);
         let ids = ids_of(&app.name);
         // restart/reload go through pm2's _operate (which announces the
         // action); stop/delete through actionFromJson (✓ lines only).
