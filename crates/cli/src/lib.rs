@@ -193,6 +193,14 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         output::out(&usage());
         return Ok(1);
     }
+    // A missing argument is a usage error: reported before any daemon is
+    // contacted (commander does it before pm2's action runs).
+    if let Some((need, what)) = required_args(&cmd) {
+        if cli.args.positionals.len() < need {
+            output::err(&format!("\n  error: missing required argument `{what}'\n"));
+            return Ok(1);
+        }
+    }
     // pm2 connects (and spawns) before any command runs.
     cli.client()?;
     if cli.args.has("version") {
@@ -234,6 +242,25 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
             Ok(1)
         }
     }
+}
+
+/// Positional arguments a command cannot do without, and commander's name
+/// for the first missing one.
+fn required_args(cmd: &str) -> Option<(usize, &'static str)> {
+    Some(match cmd {
+        "stop" | "restart" | "delete" | "del" => (1, "id|name|namespace|all|json|stdin"),
+        "reload" => (1, "id|name|namespace|all"),
+        "reset" => (1, "id|name|all"),
+        "describe" | "desc" | "info" | "show" => (1, "name|id"),
+        "env" => (1, "id"),
+        "id" => (1, "name"),
+        "sendSignal" => (2, "pm2_id|name"),
+        "scale" => (2, "number"),
+        "startOrRestart" | "startOrReload" | "startOrGracefulReload" => (1, "json"),
+        "set" => (2, "value"),
+        "unset" => (1, "key"),
+        _ => return None,
+    })
 }
 
 fn is_known(cmd: &str) -> bool {

@@ -301,6 +301,9 @@ fn usage_errors_need_no_daemon() {
     assert!(r.err.starts_with("[PM2][ERROR] Command not found\n"));
     let r = run(home, &["stop", "all", "--foo"]);
     assert_eq!((r.code, r.err.as_str()), (1, "\n  error: unknown option `--foo'\n\n"));
+    let r = run(home, &["stop"]);
+    assert_eq!(r.code, 1);
+    assert!(r.err.contains("error: missing required argument `id|name|namespace|all|json|stdin'"));
     let r = run(home, &["-v"]);
     assert_eq!((r.code, r.out.as_str()), (0, format!("{CORRAL_VERSION}\n").as_str()));
     assert!(!home.join("rpc.sock").exists());
