@@ -192,7 +192,20 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
                 Err(_) => err("process task ended"),
             }
         }
-        Request::SendData { id, .. } => err(format!("Process {id} has no IPC channel")),
+                Request::SendData { id, data } => {
+            let v = node_ipc::Value::from(&data);
+            let sent = {
+                let reg = shared.cluster();
+                // The newest worker of that pm_id (a reload briefly has two).
+                let link = reg.workers.iter().filter(|(_, w)| w.pm_id == id).max_by_key(|(wid, _)| **wid);
+                link.map(|(_, w)| w.tx.send(&v).is_ok())
+            };
+            match sent {
+                Some(true) => Reply::Ok,
+                Some(false) => err(format!("Process {id}: its IPC channel is closed")),
+                None => err(format!("Process {id} has no IPC channel (not running, or not a node app)")),
+            }
+        }
         Request::Save { force } => match persist::save(shared, force, true) {
             Ok((path, count)) => Reply::Saved { path, count },
             Err(e) => err(e),
