@@ -55,11 +55,36 @@ impl Cell {
     }
 }
 
-pub fn width(s: &str) -> usize {
-    s.chars().count()
+/// Terminal columns of one char: 0 for combining marks and zero-width
+/// characters, 2 for East Asian wide/fullwidth and emoji, else 1 (what
+/// `string-width` gives cli-tableau for common text).
+pub fn char_width(c: char) -> usize {
+    let u = c as u32;
+    match u {
+        0x0300..=0x036F | 0x200B..=0x200F | 0xFE00..=0xFE0F | 0x20D0..=0x20FF => 0,
+        0x1100..=0x115F
+        | 0x2E80..=0x303E
+        | 0x3041..=0x33FF
+        | 0x3400..=0x4DBF
+        | 0x4E00..=0x9FFF
+        | 0xA000..=0xA4CF
+        | 0xAC00..=0xD7A3
+        | 0xF900..=0xFAFF
+        | 0xFE30..=0xFE4F
+        | 0xFF00..=0xFF60
+        | 0xFFE0..=0xFFE6
+        | 0x1F300..=0x1F64F
+        | 0x1F900..=0x1F9FF
+        | 0x20000..=0x3FFFD => 2,
+        _ => 1,
+    }
 }
 
-/// cli-tableau's truncation: keep `w - 1` chars and add `…`.
+pub fn width(s: &str) -> usize {
+    s.chars().map(char_width).sum()
+}
+
+/// cli-tableau's truncation: keep what fits in `w - 1` columns and add `…`.
 pub fn truncate(s: &str, w: usize) -> String {
     if width(s) <= w {
         return s.to_string();
@@ -67,7 +92,16 @@ pub fn truncate(s: &str, w: usize) -> String {
     if w == 0 {
         return String::new();
     }
-    let mut t: String = s.chars().take(w - 1).collect();
+    let mut t = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let cw = char_width(c);
+        if used + cw > w - 1 {
+            break;
+        }
+        used += cw;
+        t.push(c);
+    }
     t.push('…');
     t
 }
@@ -158,6 +192,14 @@ mod tests {
         assert_eq!(bytes_to_size(21_495_808), "20.5mb");
         assert_eq!(bytes_to_size(57_221_120), "54.6mb");
         assert_eq!(bytes_to_size(2048), "2.0kb");
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns() {
+        assert_eq!(width("api"), 3);
+        assert_eq!(width("服务"), 4);
+        assert_eq!(width("e\u{301}"), 1);
+        assert_eq!(truncate("服务服务服务", 6), "服务…");
     }
 
     #[test]
