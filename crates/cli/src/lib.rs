@@ -179,6 +179,8 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "startup" => return startup::startup(cli),
         "unstartup" => return startup::unstartup(cli),
         "kill" => return ops::kill(cli),
+        // Connects itself: it must also cope with a daemon it cannot talk to.
+        "update" | "updatePM2" => return state::update(cli),
         "ecosystem" | "init" => return commands::misc::ecosystem(cli),
         "logrotate" => return startup::logrotate(cli),
         _ => {}

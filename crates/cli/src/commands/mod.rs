@@ -56,6 +56,11 @@ impl Cli {
         self.client.as_mut().ok_or_else(|| anyhow::anyhow!("not connected"))
     }
 
+    /// Uses an already established connection.
+    pub fn set_client(&mut self, c: Client) {
+        self.client = Some(c);
+    }
+
     /// Drops the connection (after `kill`, before reconnecting).
     pub fn disconnect(&mut self) -> Option<Client> {
         self.client.take()

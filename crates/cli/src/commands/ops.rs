@@ -446,7 +446,7 @@ pub fn kill_daemon(client: &mut crate::client::Client, home: &std::path::Path) -
 
 /// Last resort for a daemon that no longer answers: SIGTERM the pid in
 /// `pm2.pid`, SIGKILL after 5 s.
-fn kill_by_signal(home: &std::path::Path) -> Result<Code> {
+pub fn kill_by_signal(home: &std::path::Path) -> Result<Code> {
     let Some(pid) = daemon_pid(home).filter(|p| *p > 1) else {
         output::error("the daemon does not answer and pm2.pid names no process");
         return Ok(1);

@@ -94,6 +94,23 @@ pub fn cleardump(cli: &mut Cli) -> Result<Code> {
 
 /// save → kill → respawn → resurrect: picks up a new binary.
 pub fn update(cli: &mut Cli) -> Result<Code> {
+    match crate::client::Client::connect_existing(&cli.home) {
+        Ok(Some(c)) => cli.set_client(c),
+        Ok(None) => {}
+        Err(e) => {
+            // A daemon from another Corral version may refuse our protocol.
+            // SIGTERM makes it dump its list, which the new daemon restores.
+            output::warn(&format!("The running daemon cannot be driven ({e:#}); stopping it by signal"));
+            if super::ops::kill_by_signal(&cli.home)? != 0 {
+                return Ok(1);
+            }
+            cli.client()?;
+            do_resurrect(cli)?;
+            output::out(&output::paint(output::Color::BoldBlue, ">>>>>>>>>> PM2 updated"));
+            cli.print_list()?;
+            return Ok(0);
+        }
+    }
     let saved = do_save(cli, false)?;
     if saved == Some(1) {
         return Ok(1);
