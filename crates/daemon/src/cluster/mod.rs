@@ -20,7 +20,7 @@ pub mod listener;
 use crate::process::ChildEvent;
 use crate::sticky::{self, AdapterFrame, Relay, Router, WorkerId};
 use crate::{dlog, state::SharedRef};
-use node_ipc::{FieldValue, Incoming, Receiver, Sender, TopLevel, Value};
+use node_ipc::{FieldValue, Incoming, Mode, Receiver, Sender, TopLevel, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -229,25 +229,54 @@ pub async fn worker_reader(
             Err(e) => {
                 // Incumbent flaw #8: garbage on one channel must not take the
                 // daemon down. Close that channel; the worker is restarted.
-                dlog::error(&format!(
-                    "App [{label}] wrote a malformed IPC frame ({e}); closing its channel and restarting it"
-                ));
-                let pid = {
-                    let reg = shared.cluster();
-                    reg.workers.get(&wid).map(|w| {
-                        w.tx.abort();
-                        w.pid
-                    })
-                };
-                if let Some(pid) = pid {
-                    crate::proctree::signal(pid, libc::SIGTERM);
-                }
+                close_and_restart(&shared, wid, &format!("App [{label}] wrote a malformed IPC frame ({e})"));
                 return;
             }
         };
+        if let Some(why) = garbage(&msg) {
+            // Framed, but not a message Node could have written: something
+            // else writes on the channel (a child that inherited its fd, a
+            // native module). Nothing more from it can be trusted.
+            close_and_restart(&shared, wid, &format!("App [{label}] wrote a malformed IPC message ({why})"));
+            return;
+        }
         if let Err(e) = on_message(&shared, wid, &label, msg, &events) {
             dlog::error(&format!("App [{label}] sent an invalid message: {e}"));
         }
+    }
+}
+
+/// Why a framed message cannot come from Node's `process.send`, if so. Only
+/// bytes that are no message at all count: in advanced mode a payload
+/// without the V8 header byte, in JSON mode a line that is not JSON. A valid
+/// message the codec cannot fully decode (a V8 type it does not know, say)
+/// is only logged by `on_message`.
+fn garbage(msg: &Incoming) -> Option<String> {
+    match msg.mode() {
+        Mode::Advanced => match msg.payload().first() {
+            Some(0xff) => None,
+            Some(b) => Some(format!("payload starts with 0x{b:02x}, not a V8 header")),
+            None => Some("empty payload".into()),
+        },
+        // Validated without building a value (the field reader is lenient
+        // about what follows a top-level scalar).
+        Mode::Json => serde_json::from_slice::<serde::de::IgnoredAny>(msg.payload())
+            .err()
+            .map(|e| format!("invalid JSON message: {e}")),
+    }
+}
+
+fn close_and_restart(shared: &SharedRef, wid: u32, what: &str) {
+    dlog::error(&format!("{what}; closing its channel and restarting it"));
+    let pid = {
+        let reg = shared.cluster();
+        reg.workers.get(&wid).map(|w| {
+            w.tx.abort();
+            w.pid
+        })
+    };
+    if let Some(pid) = pid {
+        crate::proctree::signal(pid, libc::SIGTERM);
     }
 }
 
