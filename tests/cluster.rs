@@ -483,11 +483,13 @@ fn port_in_use_is_eaddrinuse_as_node_reports_it() {
     drop(blocker);
 }
 
-/// Garbage on one worker's IPC channel: that worker is logged and
-/// restarted; the daemon and another app are untouched.
+/// Garbage on one worker's IPC channel: a frame whose length is absurd, a
+/// well-framed message that is no V8 data, and (fork mode, JSON channel) a
+/// line that is no JSON. Each time that worker is logged and restarted; the
+/// daemon and another app are untouched.
 #[test]
 fn malformed_ipc_restarts_only_that_worker() {
-    let (a, b) = (free_port(), free_port());
+    let a = free_port();
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("garbage-sent");
     let mut p = pm2_with(&[("GARBAGE_MARKER", marker.to_string_lossy().into_owned())]);
@@ -497,24 +499,38 @@ fn malformed_ipc_restarts_only_that_worker() {
     let other_pid = pids_of(&list, "other");
     let daemon_pid = std::fs::read_to_string(p.home().join("pm2.pid")).unwrap();
 
-    p.envs.retain(|(k, _)| k != "PORT");
-    p.envs.push(("PORT".into(), b.to_string()));
-    p.run(&["start", "garbage_ipc.js", "-i", "1", "--name", "junk"]).ok();
-    let sender: u64 =
-        poll("the garbage to be written", T, || std::fs::read_to_string(&marker).ok()?.parse().ok());
-    let list = p.wait_for("junk restarted", T, |l| {
-        named(l, "junk")
-            .first()
-            .is_some_and(|j| restarts(j) >= 1 && status(j) == "online" && pid(j) != sender)
-    });
-    let junk = named(&list, "junk")[0].clone();
-    assert_eq!(restarts(&junk), 1);
-    assert!(p.daemon_log().contains("[junk:1] wrote a malformed IPC frame"), "{}", p.daemon_log());
-    wait_dead(&[sender].into());
-    // The restarted worker serves; the other app never noticed.
-    let v = poll("junk to answer", T, || http_get(b, "/").ok());
-    assert_eq!(v["pid"].as_u64(), Some(pid(&junk)));
-    assert_eq!(spread(a, "/", 5).keys().copied().collect::<BTreeSet<_>>(), other_pid);
+    for (kind, mode, logged) in [
+        ("frame", &["-i", "1"][..], "wrote a malformed IPC frame"),
+        ("payload", &["-i", "1"][..], "wrote a malformed IPC message (payload starts with 0x67"),
+        ("line", &[][..], "wrote a malformed IPC message (invalid JSON message"),
+    ] {
+        let b = free_port();
+        let name = format!("junk-{kind}");
+        p.envs.retain(|(k, _)| k != "PORT" && k != "GARBAGE_KIND");
+        p.envs.push(("PORT".into(), b.to_string()));
+        p.envs.push(("GARBAGE_KIND".into(), kind.into()));
+        let mut args = vec!["start", "garbage_ipc.js", "--name", &name];
+        args.extend_from_slice(mode);
+        p.run(&args).ok();
+        let sent = marker.with_extension(kind);
+        let sender: u64 =
+            poll("the garbage to be written", T, || std::fs::read_to_string(&sent).ok()?.parse().ok());
+        let list = p.wait_for("junk restarted", T, |l| {
+            named(l, &name)
+                .first()
+                .is_some_and(|j| restarts(j) >= 1 && status(j) == "online" && pid(j) != sender)
+        });
+        let junk = named(&list, &name)[0].clone();
+        assert_eq!(restarts(&junk), 1, "{kind}");
+        let want = format!("[{name}:{}] {logged}", junk["pm_id"]);
+        assert!(p.daemon_log().contains(&want), "{kind}: no {want:?} in\n{}", p.daemon_log());
+        assert_eq!(junk["pm2_env"]["exec_mode"], if mode.is_empty() { "fork_mode" } else { "cluster_mode" });
+        wait_dead(&[sender].into());
+        // The restarted worker serves; the other app never noticed.
+        let v = poll("junk to answer", T, || http_get(b, "/").ok());
+        assert_eq!(v["pid"].as_u64(), Some(pid(&junk)), "{kind}");
+        assert_eq!(spread(a, "/", 5).keys().copied().collect::<BTreeSet<_>>(), other_pid);
+    }
     let list = p.jlist();
     assert_eq!(pids_of(&list, "other"), other_pid);
     assert_eq!(restarts(named(&list, "other")[0]), 0);
