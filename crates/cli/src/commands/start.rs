@@ -134,7 +134,7 @@ pub fn cli_app_object(a: &crate::args::Parsed, script: &str) -> Map<String, Valu
 pub fn start(cli: &mut Cli) -> Result<Code> {
     let mut targets = cli.args.positionals.clone();
     if targets.is_empty() {
-        targets.push("ecosystem.config.js".into());
+        targets.push(default_ecosystem(&cli.cwd));
     }
     let mut code = 0;
     for t in &targets {
@@ -170,6 +170,25 @@ fn attach_names(cli: &mut Cli, targets: &[String]) -> Result<Vec<String>> {
         }
     }
     Ok(names)
+}
+
+/// `pm2 start` without arguments: `ecosystem.config.js` as pm2, or (an
+/// improvement the spec recommends) the first other common config name
+/// present in the directory.
+pub fn default_ecosystem(cwd: &Path) -> String {
+    const NAMES: &[&str] = &[
+        "ecosystem.config.js",
+        "ecosystem.config.cjs",
+        "ecosystem.config.mjs",
+        "ecosystem.config.json",
+        "ecosystem.json",
+        "ecosystem.json5",
+        "ecosystem.config.yaml",
+        "ecosystem.config.yml",
+        "ecosystem.yaml",
+        "ecosystem.yml",
+    ];
+    NAMES.iter().find(|n| cwd.join(n).is_file()).unwrap_or(&NAMES[0]).to_string()
 }
 
 /// `startOrRestart` & co: `<file>` required.
@@ -423,6 +442,16 @@ pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_config_discovery() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(default_ecosystem(d.path()), "ecosystem.config.js");
+        std::fs::write(d.path().join("ecosystem.yml"), "apps: []").unwrap();
+        assert_eq!(default_ecosystem(d.path()), "ecosystem.yml");
+        std::fs::write(d.path().join("ecosystem.config.cjs"), "").unwrap();
+        assert_eq!(default_ecosystem(d.path()), "ecosystem.config.cjs");
+    }
 
     #[test]
     fn cli_overrides_on_file_apps() {
