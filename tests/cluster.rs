@@ -401,6 +401,27 @@ fn an_app_listening_on_two_ports_gets_both() {
         assert_eq!(s.keys().copied().collect::<BTreeSet<_>>(), all, "port {port}: {s:?}");
         assert_eq!(http_get(port, "/").unwrap()["port"], port, "served through the wrong listener");
     }
+    // A reload ends its wait at the new worker's first `listening`, before
+    // it may have asked for the second port: with one worker, the second
+    // port has no member for a moment and must queue, not drop.
+    pm2.run(&["scale", "two", "1"]).ok();
+    pm2.wait_for("1 online", T, |l| all_online(l, "two", 1));
+    let loads: Vec<Load> = [a, b]
+        .iter()
+        .map(|p| {
+            Load::spawn(&[format!("port={p}"), "lanes=3".into(), "count=100000".into(), "ms=3000".into()])
+        })
+        .collect();
+    for l in &loads {
+        l.wait_started(T);
+    }
+    pm2.run(&["reload", "two"]).ok();
+    pm2.run(&["reload", "two"]).ok();
+    for (port, l) in [a, b].into_iter().zip(loads) {
+        let res = l.finish(T);
+        eprintln!("reload of a two-port app, load on port {port}: {res}");
+        assert_eq!(res["failed"], 0, "port {port}: {res}");
+    }
 }
 
 #[test]
