@@ -632,3 +632,60 @@ fn a_reload_whose_new_workers_crash_keeps_the_old_ones_serving() {
     assert_eq!(pids_of(&list, "web"), before);
     assert_eq!(spread_json(&res).keys().copied().collect::<BTreeSet<_>>(), before, "{res}");
 }
+
+/// What `server.address()` returns in a worker (built from the daemon's
+/// `sockname`), compared with what Node's own cluster primary gives the same
+/// app: bare port, explicit 127.0.0.1, port 0, unix socket.
+#[test]
+fn server_address_is_what_nodes_primary_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = |envs: &[(&str, String)]| -> String {
+        let mut c = std::process::Command::new("node");
+        c.args(["cluster_ref.js", "router_app.js"]).current_dir(node_dir()).env("REF_UNTIL", "listening");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let out = c.output().expect("node cluster_ref.js");
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = out.lines().find(|l| l.starts_with("listening ")).expect("reference listening line");
+        line.splitn(4, ' ').nth(3).unwrap().to_string()
+    };
+    let pm2 = pm2_with(&[]);
+    // The daemon first, without any app's env: cluster workers also get the
+    // daemon's env, as with pm2.
+    pm2.run(&["ping"]).ok();
+    let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("bare", vec![("PORT", free_port().to_string())]),
+        ("host", vec![("PORT", free_port().to_string()), ("HOST", "127.0.0.1".into())]),
+        ("zero", vec![("PORT", "0".into())]),
+        ("unix", vec![("SOCK", dir.path().join("ref.sock").to_string_lossy().into_owned())]),
+    ];
+    for (name, envs) in cases {
+        let want = reference(&envs);
+        let mut envs = envs;
+        if name == "unix" {
+            envs = vec![("SOCK", dir.path().join("corral.sock").to_string_lossy().into_owned())];
+        }
+        let mut cmd = pm2.cmd(&["start", "router_app.js", "-i", "1", "--name", name]);
+        for (k, v) in &envs {
+            cmd.env(k, v);
+        }
+        assert!(cmd.output().expect("pm2 start").status.success());
+        let got = poll("the app to listen", T, || {
+            let p = pm2.proc(name)?;
+            let log = out_log(&p);
+            let line = log.lines().find(|l| l.starts_with("listening "))?.to_string();
+            Some(line.splitn(4, ' ').nth(3)?.to_string())
+        });
+        match name {
+            "zero" => {
+                let (w, g): (Value, Value) =
+                    (serde_json::from_str(&want).unwrap(), serde_json::from_str(&got).unwrap());
+                assert_eq!((&w["address"], &w["family"]), (&g["address"], &g["family"]), "{name}");
+                assert!(g["port"].as_u64().unwrap_or(0) > 0, "{got}");
+            }
+            "unix" => assert_eq!(got.replace("corral.sock", "ref.sock"), want, "{name}"),
+            _ => assert_eq!(got, want, "{name}"),
+        }
+    }
+}

@@ -10,7 +10,7 @@
 //      ON_ERROR=log (a server 'error' handler that logs `listen-error <json>`
 //      and keeps running; without it the error is unhandled and Node crashes),
 //      CRASH_IF_EXISTS=<path> (throw at startup while that file exists).
-// stdout lines: `listening <pid> <what>`, `ready <pid> <epoch ms>`,
+// stdout lines: `listening <pid> <what> <JSON of server.address()>`, `ready <pid> <epoch ms>`,
 //      `disconnect <pid> <epoch ms>`, `sigint <pid>`.
 const http = require("http");
 
@@ -86,7 +86,7 @@ function serve(what, ...listenArgs) {
     });
   }
   server.listen(...listenArgs, () => {
-    console.log(`listening ${pid} ${what}`);
+    console.log(`listening ${pid} ${what} ${JSON.stringify(server.address())}`);
     if (what === "main" && process.env.READY_AFTER_MS !== undefined) {
       setTimeout(() => {
         ready = true;
