@@ -254,7 +254,8 @@ fn reload_under_load_fails_no_request_and_replaces_every_worker() {
 
 /// `wait_ready`: the worker listens at once but says `ready` 1.5 s later.
 /// It stays `launching` until then and `start` returns only then; a reload
-/// retires the old worker only after the new one said `ready`.
+/// (under load, failing nothing) retires the old worker only after the new
+/// one said `ready`.
 #[test]
 fn wait_ready_is_honoured_by_start_and_reload() {
     let port = free_port();
@@ -296,10 +297,15 @@ fn wait_ready_is_honoured_by_start_and_reload() {
     assert!(out_log(&p).contains(&format!("ready {first} ")), "{}", out_log(&p));
     eprintln!("wait_ready start (ready after 1500 ms) took {took:?}");
 
+    let load =
+        Load::spawn(&[format!("port={port}"), "lanes=4".into(), "count=100000".into(), "ms=2500".into()]);
+    load.wait_started(T);
     let t0 = Instant::now();
     pm2.run(&["reload", "rdy"]).ok();
     let took = t0.elapsed();
-    eprintln!("wait_ready reload took {took:?}");
+    let res = load.finish(T);
+    eprintln!("wait_ready reload took {took:?}; load meanwhile: {res}");
+    assert_eq!(res["failed"], 0, "{res}");
     assert!(took >= Duration::from_millis(1400), "reload did not wait for ready: {took:?}");
     let p =
         pm2.wait_for("new worker online", T, |l| all_online(l, "rdy", 1) && pid(&l[0]) != first)[0].clone();
