@@ -5,8 +5,22 @@
 use crate::timefmt;
 use std::io::Write;
 
+static BUS: std::sync::OnceLock<tokio::sync::broadcast::Sender<corral_proto::Event>> = std::sync::OnceLock::new();
+
+/// Daemon lines are also streamed to `pm2 logs` / `pm2-runtime` (pm2's
+/// `log:PM2` bus events).
+pub fn attach_bus(bus: tokio::sync::broadcast::Sender<corral_proto::Event>) {
+    let _ = BUS.set(bus);
+}
+
 fn line(level: &str, msg: &str) {
-    let ts = timefmt::format(timefmt::now_ms(), "YYYY-MM-DDTHH:mm:ss");
+    let at = timefmt::now_ms();
+    let ts = timefmt::format(at, "YYYY-MM-DDTHH:mm:ss");
+    if let Some(bus) = BUS.get() {
+        if bus.receiver_count() > 0 {
+            let _ = bus.send(corral_proto::Event::Daemon { at, data: format!("{ts}: PM2 {level}: {msg}") });
+        }
+    }
     let mut out = std::io::stdout().lock();
     // A full disk must not take the daemon down: dropping a log line is the
     // lesser evil.

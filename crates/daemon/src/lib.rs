@@ -81,7 +81,8 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     std::fs::write(&pid_file, std::process::id().to_string())
         .with_context(|| format!("cannot write {}", pid_file.display()))?;
 
-    let shared = Shared::new(home.clone());
+        let shared = Shared::new(home.clone());
+    dlog::attach_bus(shared.bus.clone());
     banner(&shared);
     tokio::spawn(detect_node_version(shared.clone()));
     tokio::spawn(worker_tick(shared.clone()));

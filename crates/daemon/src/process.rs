@@ -181,9 +181,8 @@ pub async fn run(shared: SharedRef, id: u32, mut rx: mpsc::UnboundedReceiver<Ctl
                 Sig::Exit(st) => t.on_exit(st),
                 Sig::Event(ev) => t.on_event(ev),
             },
-            _ = sleep_until_opt(t.restart_at) => {
+                        _ = sleep_until_opt(t.restart_at) => {
                 t.restart_at = None;
-                t.shared.with_entry(t.id, |e| e.info.restart_time += 1);
                 t.launch();
             }
             _ = sleep_until_opt(t.ready_deadline) => {
@@ -487,7 +486,12 @@ impl Task {
             e.info.pid = 0;
             e.info.exit_code = code.or(Some(0));
             e.info.status = "stopped".into();
-            let d = policy::on_exit(&e.info.app, &mut e.counters, now, code, stopping);
+                        let d = policy::on_exit(&e.info.app, &mut e.counters, now, code, stopping);
+            // pm2 counts every unexpected exit as a restart, the one that
+            // ends in `errored` included (its crash loop shows ↺ 16).
+            if matches!(d, Decision::Restart { .. } | Decision::Errored { .. }) {
+                e.info.restart_time += 1;
+            }
             e.info.unstable_restarts = e.counters.unstable_restarts;
             e.info.prev_restart_delay = e.counters.prev_restart_delay;
             if e.counters.created_at.is_none() {

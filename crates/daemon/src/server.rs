@@ -370,8 +370,8 @@ async fn scale(shared: &SharedRef, name: &str, count: u32) -> Reply {
             }
         }
     } else {
-        // Remove the newest instances first, as pm2 does.
-        current.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+                // pm2 deletes the oldest ids first, in list order (spec §1.5.7).
+        current.sort_by_key(|(id, _)| *id);
         for (id, _) in current.into_iter().take((have - count) as usize) {
             if let Some(ctl) = ctl_of(shared, id) {
                 let (tx, rx) = oneshot::channel();

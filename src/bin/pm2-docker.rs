@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(corral_cli::main_runtime());
+}
