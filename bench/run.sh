@@ -7,7 +7,7 @@
 #   --quick        one repetition of rows 1-3 (under 2 minutes once installed and built)
 #   --runs N       repetitions (default 2; targets alternate order every repetition)
 #   --rows LIST    subset of rows (default: all)
-#   --no-classic   skip classic pm2
+#   --no-classic   skip classic pm2 (it runs in the first repetition only; rows 1, 2 and 8)
 #
 # Environment: CORRAL_BIN=/path/to/pm2 (skip `cargo build --release`), BENCH_OUT=dir (results folder).
 # Results: bench/.work/results/<stamp>/ (raw JSON per target/repetition/workload, run.log, summary.md);
@@ -105,7 +105,12 @@ bin_of() { case "$1" in incumbent) echo "$INCUMBENT_BIN" ;; classic) echo "$CLAS
   echo "kernel=$(uname -sr)"
   echo "node=$(node -v)"
   echo "incumbent=@socket.io/pm2 $(jq -r .version "$WORK/incumbent/node_modules/@socket.io/pm2/package.json")"
-  [ "$CLASSIC" = 1 ] && echo "classic=pm2 $(jq -r .version "$WORK/classic/node_modules/pm2/package.json")"
+  if [ "$CLASSIC" = 1 ]; then
+    # newest pm2 7.x on the registry (one lookup; the pinned version is in targets/classic)
+    newest7="$(timeout 20 npm view 'pm2@7' version --json 2>/dev/null | jq -r 'if type=="array" then .[-1] else . end' 2>/dev/null)"
+    pinned="$(jq -r .version "$WORK/classic/node_modules/pm2/package.json")"
+    echo "classic=pm2 $pinned (repetition 1 only)$([ -n "$newest7" ] && [ "$newest7" != "$pinned" ] && echo "; note: newest 7.x on npm is $newest7, update targets/classic")"
+  fi
   echo "corral=$CORRAL_BIN ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet HEAD -- crates src Cargo.toml 2>/dev/null || echo ', dirty tree'))"
   echo "socket.io=$(jq -r .version "$BENCH/node_modules/socket.io/package.json"), socket.io-client $(jq -r .version "$BENCH/node_modules/socket.io-client/package.json"), @socket.io/sticky $(jq -r .version "$BENCH/node_modules/@socket.io/sticky/package.json"), @socket.io/cluster-adapter $(jq -r .version "$BENCH/node_modules/@socket.io/cluster-adapter/package.json")"
   echo "cli_timer=$([ "$HAVE_HYPERFINE" = 1 ] && hyperfine --version || echo 'node loop (lg.js timeit)')"
@@ -295,7 +300,11 @@ run_target() { # run_target TARGET REP
 for rep in $(seq 1 "$RUNS"); do
   order=("${TARGETS[@]}")
   if (( rep % 2 == 0 )); then order=(); for (( i=${#TARGETS[@]}-1; i>=0; i-- )); do order+=("${TARGETS[$i]}"); done; fi
-  for t in "${order[@]}"; do run_target "$t" "$rep"; done
+  for t in "${order[@]}"; do
+    # classic pm2 is a reference for the control-plane rows: first repetition only (keeps the suite ≤ 10 min)
+    [ "$t" = classic ] && [ "$rep" -gt 1 ] && continue
+    run_target "$t" "$rep"
+  done
 done
 stop_daemon
 CUR_HOME=""

@@ -31,6 +31,7 @@ const cliRuns = (j) => {
   return j.median_ms; // lg.js timeit fallback: median per repetition
 };
 const sum = (...ps) => (j) => (j ? ps.reduce((s, p) => s + (Number(get(j, p)) || 0), 0) : undefined);
+const connectFails = (j) => (j && j.connect_failures ? Object.values(j.connect_failures).reduce((a, b) => a + b, 0) : undefined);
 const ROWS = [
   ["1. Footprint", [
     ["daemon RSS, seed app idle (2 workers)", "idle-seed", "daemon_rss_mb", "MB", 1],
@@ -93,6 +94,7 @@ const ROWS = [
     ["same-worker latency p99 (control)", "bcast-json", "paced.same_worker_ms.p99", "ms", 2],
     ["**daemon cpu-s per 1000 relayed, burst**", "bcast-json", "burst.daemon_cpu_s_per_1k", "s", 3],
     ["**daemon cpu-s per 1000 relayed, paced**", "bcast-json", "paced.daemon_cpu_s_per_1k", "s", 3],
+    ["websocket connects that failed or hung (retried, 10 needed)", "bcast-json", connectFails, "", 0],
     ["other tenants during the burst (% of a core)", "bcast-json", "burst.cpu.other_pct", "%", 0],
   ]],
   ["6b. Broadcast relay, 1 KiB Buffer", [
@@ -103,6 +105,7 @@ const ROWS = [
     ["cross-worker latency p99 (paced)", "bcast-bin", "paced.other_worker_ms.p99", "ms", 2],
     ["**daemon cpu-s per 1000 relayed, burst**", "bcast-bin", "burst.daemon_cpu_s_per_1k", "s", 3],
     ["**daemon cpu-s per 1000 relayed, paced**", "bcast-bin", "paced.daemon_cpu_s_per_1k", "s", 3],
+    ["websocket connects that failed or hung (retried, 10 needed)", "bcast-bin", connectFails, "", 0],
   ]],
   ["7. Reload and kill -9 under load (10 polling + 10 websocket clients echoing every 100 ms, 10 new sessions/s)", [
     ["`reload all` duration under load", "reload", (j) => (j && j.reload_s != null ? j.reload_s * 1000 : undefined), "ms", 0],
@@ -183,25 +186,27 @@ lines.push("");
 const names = { incumbent: "@socket.io/pm2", corral: "Corral", classic: "pm2 (classic)" };
 for (const [title, metrics] of ROWS) {
   const rowsOut = [];
+  // only the targets that ran this section (classic pm2 has no sticky balancer: rows 1, 2 and 8 only)
+  const ts = targets.filter((t) => metrics.some(([, file]) => reps(t).some((r) => load(t, r, file))));
   for (const [label, file, sel, unit, d] of metrics) {
     const v = {};
-    for (const t of targets) v[t] = values(t, file, sel);
-    if (targets.every((t) => !Object.keys(v[t]).length)) continue;
-    const cols = targets.map((t) => cell(v[t], d, unit));
+    for (const t of ts) v[t] = values(t, file, sel);
+    if (ts.every((t) => !Object.keys(v[t]).length)) continue;
+    const cols = ts.map((t) => cell(v[t], d, unit));
     // no ratio for counters (failures, shares) and for the background-load rows
     const noRatio = unit === "" || label.startsWith("other tenants");
     const ratios = [];
     if (v.incumbent && v.corral) ratios.push(noRatio ? "" : pairedRatio(v.incumbent, v.corral));
-    if (targets.includes("classic") && v.corral) ratios.push(noRatio ? "" : pairedRatio(v.classic, v.corral));
+    if (ts.includes("classic") && v.corral) ratios.push(noRatio ? "" : pairedRatio(v.classic, v.corral));
     rowsOut.push(`| ${label} | ${cols.join(" | ")} | ${ratios.join(" | ")} |`);
   }
   if (!rowsOut.length) continue;
   lines.push(`### ${title}`);
   lines.push("");
   const ratioHeads = ["incumbent / Corral"];
-  if (targets.includes("classic")) ratioHeads.push("classic / Corral");
-  lines.push(`| metric | ${targets.map((t) => names[t]).join(" | ")} | ${ratioHeads.join(" | ")} |`);
-  lines.push(`|---|${targets.map(() => "---").join("|")}|${ratioHeads.map(() => "---").join("|")}|`);
+  if (ts.includes("classic")) ratioHeads.push("classic / Corral");
+  lines.push(`| metric | ${ts.map((t) => names[t]).join(" | ")} | ${ratioHeads.join(" | ")} |`);
+  lines.push(`|---|${ts.map(() => "---").join("|")}|${ratioHeads.map(() => "---").join("|")}|`);
   lines.push(...rowsOut);
   lines.push("");
 }

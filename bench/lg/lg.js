@@ -456,14 +456,19 @@ cmds.broadcast = async () => {
   const K = num("clients", 10), M = num("burst", 10000), rate = num("rate", 500), L = num("paced", 1500);
   const kind = str("kind", "json"), size = num("size", kind === "binary" ? 1024 : 0);
   const g = groups();
-  const socks = [];
+  const socks = [], connectFailures = {};
   for (let i = 0; i < K; i++) { // one at a time, so least-connection balancers can spread them
-    const s = client({ reconnection: false, transports: ["websocket"], timeout: 10000 });
-    const e = await connected(s, 10000);
-    if (e) throw new Error("broadcast: connect failed: " + e);
-    const r = await ask(s, "whoami", undefined, 5000);
-    if (r.err) throw new Error("broadcast: whoami failed");
-    s.wpid = r.res.pid;
+    // a connection that hangs or fails is retried (up to 3 times) and counted: row 6 measures the relay
+    let s = null;
+    for (let attempt = 0; attempt < 3 && !s; attempt++) {
+      const c = client({ reconnection: false, transports: ["websocket"], timeout: 5000 });
+      const e = await connected(c, 5000);
+      const r = e ? null : await ask(c, "whoami", undefined, 5000);
+      if (e || r.err) { bump(connectFailures, e || "whoami:" + r.err); c.disconnect(); continue; }
+      c.wpid = r.res.pid;
+      s = c;
+    }
+    if (!s) throw new Error("broadcast: client connect failed 3 times: " + JSON.stringify(connectFailures));
     socks.push(s);
   }
   const byPid = {};
@@ -514,7 +519,7 @@ cmds.broadcast = async () => {
   for (const s of socks) s.disconnect();
   const otherS = (burst.lastOther - burst.start) / 1000, sameS = (burst.lastSame - burst.start) / 1000;
   const r = {
-    kind, size, clients: K, clients_by_pid: Object.fromEntries(Object.entries(byPid).map(([p, v]) => [p, v.length])),
+    kind, size, clients: K, connect_failures: connectFailures, clients_by_pid: Object.fromEntries(Object.entries(byPid).map(([p, v]) => [p, v.length])),
     burst: {
       n: M, timed_out: burst.timedOut, lost: burst.lost, corrupt: burst.ph.corrupt,
       relayed_msgs_per_s: round(M / otherS, 1), same_worker_msgs_per_s: round(M / sameS, 1), cpu: cpuBurst,
