@@ -379,3 +379,29 @@ fn an_unwritable_pm2_home_is_a_clear_error_not_a_hang() {
     assert!(r.stderr.contains("[PM2][ERROR]"), "{}", r.all());
     assert!(t0.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn watch_restarts_on_a_change_and_ignores_node_modules() {
+    let mut pm2 = Pm2::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixtures().join("forever.js"), dir.path().join("app.js")).unwrap();
+    std::fs::create_dir(dir.path().join("node_modules")).unwrap();
+    pm2.cwd = dir.path().to_path_buf();
+    pm2.run(&["start", "app.js", "--watch"]).ok();
+    let l = pm2.wait_for("online", T, |l| l.first().is_some_and(|p| status(p) == "online"));
+    assert_eq!(l[0]["pm2_env"]["watch"], true);
+    let first = pid(&l[0]);
+    // A change under node_modules is ignored by pm2's default rule...
+    std::fs::write(dir.path().join("node_modules/dep.js"), "x").unwrap();
+    // ...a change to the app's own files restarts it.
+    std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+    pm2.wait_for("a watch restart", T, |l| {
+        l.first().is_some_and(|p| pid(p) != first && status(p) == "online")
+    });
+    assert!(
+        pm2.daemon_log().contains("Change detected on path config.json for app app - restarting"),
+        "{}",
+        pm2.daemon_log()
+    );
+    assert!(!pm2.daemon_log().contains("node_modules/dep.js"), "{}", pm2.daemon_log());
+}

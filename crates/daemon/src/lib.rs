@@ -20,6 +20,7 @@ pub mod server;
 pub mod state;
 pub mod sticky;
 pub mod timefmt;
+pub mod watcher;
 
 use anyhow::Context as _;
 use paths::Home;

@@ -166,11 +166,21 @@ struct Task {
     /// Answered when the process becomes online (wait_ready).
     pending_online: Vec<Done<Result<(), String>>>,
     ready_deadline: Option<Instant>,
+    /// File watcher (`watch`), started at the first launch, dropped with the
+    /// task (delete).
+    watcher: Option<crate::watcher::WatchHandle>,
 }
 
 pub async fn run(shared: SharedRef, id: u32, mut rx: mpsc::UnboundedReceiver<Ctl>) {
-    let mut t =
-        Task { shared, id, run: None, restart_at: None, pending_online: Vec::new(), ready_deadline: None };
+    let mut t = Task {
+        shared,
+        id,
+        run: None,
+        restart_at: None,
+        pending_online: Vec::new(),
+        ready_deadline: None,
+        watcher: None,
+    };
     loop {
         tokio::select! {
             ctl = rx.recv() => {
@@ -307,6 +317,11 @@ impl Task {
     fn launch(&mut self) {
         let Some(info) = self.info() else { return };
         let app = info.app.clone();
+        if app.watch && self.watcher.is_none() {
+            self.watcher = crate::watcher::start(&self.shared, self.id, &app);
+        } else if !app.watch {
+            self.watcher = None;
+        }
         let label = format!("{}:{}", app.name, self.id);
         dlog::log(&format!("App [{label}] starting in -{} mode-", short_mode(app.exec_mode)));
 
@@ -486,7 +501,7 @@ impl Task {
             e.info.pid = 0;
             e.info.exit_code = code.or(Some(0));
             e.info.status = "stopped".into();
-                        let d = policy::on_exit(&e.info.app, &mut e.counters, now, code, stopping);
+            let d = policy::on_exit(&e.info.app, &mut e.counters, now, code, stopping);
             // pm2 counts every unexpected exit as a restart, the one that
             // ends in `errored` included (its crash loop shows ↺ 16).
             if matches!(d, Decision::Restart { .. } | Decision::Errored { .. }) {
