@@ -405,3 +405,12 @@ fn watch_restarts_on_a_change_and_ignores_node_modules() {
     );
     assert!(!pm2.daemon_log().contains("node_modules/dep.js"), "{}", pm2.daemon_log());
 }
+
+#[test]
+fn cron_restart_restarts_on_schedule() {
+    let pm2 = Pm2::new();
+    pm2.run(&["start", "forever.js", "--cron-restart", "*/1 * * * * *"]).ok();
+    let l = pm2.wait_for("online", T, |l| l.first().is_some_and(|p| status(p) == "online"));
+    let first = pid(&l[0]);
+    pm2.wait_for("a cron restart", T, |l| l.first().is_some_and(|p| restarts(p) >= 1 && pid(p) != first));
+}

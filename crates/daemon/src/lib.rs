@@ -6,6 +6,7 @@
 
 pub mod balancer;
 pub mod cluster;
+pub mod cron;
 pub mod dlog;
 pub mod env;
 pub mod logs;

@@ -169,6 +169,8 @@ struct Task {
     /// File watcher (`watch`), started at the first launch, dropped with the
     /// task (delete).
     watcher: Option<crate::watcher::WatchHandle>,
+    /// `cron_restart` schedule, registered at the first launch.
+    cron: Option<crate::cron::CronHandle>,
 }
 
 pub async fn run(shared: SharedRef, id: u32, mut rx: mpsc::UnboundedReceiver<Ctl>) {
@@ -180,6 +182,7 @@ pub async fn run(shared: SharedRef, id: u32, mut rx: mpsc::UnboundedReceiver<Ctl
         pending_online: Vec::new(),
         ready_deadline: None,
         watcher: None,
+        cron: None,
     };
     loop {
         tokio::select! {
@@ -321,6 +324,13 @@ impl Task {
             self.watcher = crate::watcher::start(&self.shared, self.id, &app);
         } else if !app.watch {
             self.watcher = None;
+        }
+        match &app.cron_restart {
+            Some(p) if self.cron.is_none() => {
+                self.cron = crate::cron::start(&self.shared, self.id, &app.name, p)
+            }
+            None => self.cron = None,
+            _ => {}
         }
         let label = format!("{}:{}", app.name, self.id);
         dlog::log(&format!("App [{label}] starting in -{} mode-", short_mode(app.exec_mode)));
