@@ -24,7 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 /// kernel's backlog. Bounds memory under a flood of idle half-open sockets.
 const MAX_READING: usize = 20_000;
 /// How long a request waits for a ready worker before getting a 503.
-const NO_WORKER_WAIT: Duration = Duration::from_secs(3);
+/// Long enough for a cold start or a crash restart of a Socket.IO app
+/// (Engine.IO clients wait 20 s for a handshake), short enough to answer.
+const NO_WORKER_WAIT: Duration = Duration::from_secs(10);
 /// Hand-off attempts per request when workers die under it.
 const MAX_ATTEMPTS: usize = 3;
 

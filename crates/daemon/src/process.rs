@@ -613,7 +613,7 @@ impl Task {
         self.shared.with_entry(self.id, |e| e.info.restart_time += 1);
         self.set_online();
         if let Some(wid) = old.wid {
-            cluster::drain_worker(&self.shared, wid);
+            cluster::drain_worker(&self.shared, wid, true);
         }
         tokio::spawn(retire(self.shared.clone(), old, app, label));
         self.publish("reload");
@@ -628,6 +628,9 @@ impl Task {
         label: &str,
     ) -> Result<(), String> {
         let (code, signal) = exit_parts(st);
+        // The replacement's launch armed the online timer; the old worker
+        // must not be announced online again when it fires.
+        self.ready_deadline = None;
         if let Some(wid) = new.wid {
             cluster::worker_gone(&self.shared, wid, true);
         }
@@ -637,9 +640,13 @@ impl Task {
             e.info.pid = old_pid as u32;
             e.info.status = "online".into();
         });
+        let how = match (code, signal) {
+            (Some(c), _) => format!("with code {c}"),
+            (None, Some(s)) => format!("via signal {s}"),
+            (None, None) => "before it was ready".to_string(),
+        };
         let msg = format!(
-            "reload of app [{label}] failed: the new worker exited (code {:?}, signal {:?}); the old worker keeps serving",
-            code, signal
+            "reload of app [{label}] failed: the new worker exited {how}; the old worker keeps serving"
         );
         dlog::error(&msg);
         Err(msg)
@@ -669,7 +676,7 @@ impl Task {
         self.set_status("stopping");
         dlog::log(&format!("Stopping app:{} id:{}", app.name, self.id));
         if let Some(wid) = run.wid {
-            cluster::drain_worker(&self.shared, wid);
+            cluster::drain_worker(&self.shared, wid, linger);
         }
         let known = proctree::descendants(run.pid);
         let by_message = (app.shutdown_with_message || std::env::var_os("PM2_KILL_USE_MESSAGE").is_some())

@@ -47,9 +47,13 @@ pub struct WorkerLink {
     pub app: String,
     pub tx: Sender,
     pub listeners: Vec<ListenerId>,
-    /// Being stopped or replaced (`drain_worker`): its `close` messages do
-    /// not close a listener; its exit decides (`worker_gone`'s `linger`).
+        /// Being stopped or replaced (`drain_worker`). When `replaced`, its
+    /// `close` messages do not close a listener (the replacement needs it);
+    /// its exit decides (`worker_gone`'s `linger`).
     pub draining: bool,
+    /// Set with `draining`: a replacement follows (restart, reload), so the
+    /// listeners it closes stay open for it.
+    pub replaced: bool,
 }
 
 /// Socket.IO state of one app.
@@ -121,7 +125,15 @@ pub fn worker_spawned(
     let mut reg = shared.cluster();
     reg.workers.insert(
         wid,
-        WorkerLink { pm_id, pid, app: app.name.clone(), tx, listeners: Vec::new(), draining: false },
+        WorkerLink {
+            pm_id,
+            pid,
+            app: app.name.clone(),
+            tx,
+            listeners: Vec::new(),
+            draining: false,
+            replaced: false,
+        },
     );
     if app.exec_mode == corral_proto::ExecMode::Cluster {
         let port = app.sticky_port.unwrap_or(shared.pm2_port);
@@ -146,10 +158,11 @@ pub fn worker_spawned(
 
 /// Stops routing new connections and sessions to a worker (reload, stop,
 /// scale down). Its current sessions keep reaching it while it lives.
-pub fn drain_worker(shared: &SharedRef, wid: u32) {
+pub fn drain_worker(shared: &SharedRef, wid: u32, replaced: bool) {
     let mut reg = shared.cluster();
     let Some(w) = reg.workers.get_mut(&wid) else { return };
     w.draining = true;
+    w.replaced = replaced;
     let app = w.app.clone();
     for lid in w.listeners.clone() {
         if let Some(l) = reg.listeners.get(&lid) {
@@ -351,8 +364,8 @@ fn on_cluster(
             let mut reg = shared.cluster();
             let Some(app) = reg.workers.get(&wid).map(|w| w.app.clone()) else { return Ok(()) };
             let lid = (app, key);
-            let draining = reg.workers.get(&wid).is_some_and(|w| w.draining);
-            if draining {
+            let replaced = reg.workers.get(&wid).is_some_and(|w| w.draining && w.replaced);
+            if replaced {
                 // A worker being stopped closes its servers on SIGINT or
                 // `disconnect`. If it is the last one and a replacement
                 // follows (restart), closing the listener here would refuse
