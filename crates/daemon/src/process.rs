@@ -267,16 +267,7 @@ impl Task {
                     self.stop_with(true).await;
                 }
                 self.shared.with_entry(self.id, |e| {
-                    if let Some(app) = update {
-                        e.info.app = *app;
-                    }
-                    let now = now_ms();
-                    e.counters.created_at = Some(now);
-                    e.counters.unstable_restarts = 0;
-                    e.counters.prev_restart_delay = None;
-                    e.info.created_at = now;
-                    e.info.unstable_restarts = 0;
-                    e.info.prev_restart_delay = None;
+                    manual_restart(e, update);
                     if was_running {
                         e.info.restart_time += 1;
                     }
@@ -494,13 +485,9 @@ impl Task {
 
     fn on_exit(&mut self, st: Option<std::process::ExitStatus>) {
         let Some(run) = self.run.take() else { return };
-        let (code, signal) = exit_parts(st);
+        let (code, _) = exit_parts(st);
         let label = self.label();
-        dlog::log(&format!(
-            "App [{label}] exited with code [{}] via signal [{}]",
-            code.map(|c| c.to_string()).unwrap_or_else(|| "0".into()),
-            signal.unwrap_or_else(|| "SIGINT".into())
-        ));
+        log_exit(&label, st);
         // Children of a crashed app must not outlive it as orphans. The pid
         // itself is reaped already, so only its process group is addressed.
         // SAFETY: kill has no memory-safety preconditions.
@@ -563,18 +550,7 @@ impl Task {
     /// that dies before it is ready leaves the old worker serving.
     async fn reload_cluster(&mut self, update: Option<Box<AppSpec>>) -> Result<(), String> {
         let Some(old) = self.run.take() else { return Ok(()) };
-        let now = now_ms();
-        self.shared.with_entry(self.id, |e| {
-            if let Some(app) = update {
-                e.info.app = *app;
-            }
-            e.counters.created_at = Some(now);
-            e.counters.unstable_restarts = 0;
-            e.counters.prev_restart_delay = None;
-            e.info.created_at = now;
-            e.info.unstable_restarts = 0;
-            e.info.prev_restart_delay = None;
-        });
+        self.shared.with_entry(self.id, |e| manual_restart(e, update));
         let Some(info) = self.info() else { return Ok(()) };
         let app = info.app.clone();
         let label = format!("{}:{}", app.name, self.id);
@@ -710,12 +686,8 @@ impl Task {
                 proctree::signal(p, libc::SIGKILL);
             }
         }
-        let (code, signal) = exit_parts(status);
-        dlog::log(&format!(
-            "App [{label}] exited with code [{}] via signal [{}]",
-            code.map(|c| c.to_string()).unwrap_or_else(|| "0".into()),
-            signal.unwrap_or_else(|| "SIGINT".into())
-        ));
+        let (code, _) = exit_parts(status);
+        log_exit(&label, status);
         let _ = std::fs::remove_file(&info.pm_pid_path);
         if let Some(wid) = run.wid {
             cluster::worker_gone(&self.shared, wid, linger);
@@ -781,6 +753,32 @@ async fn retire(shared: SharedRef, mut old: Running, app: AppSpec, label: String
     let (code, signal) = exit_parts(status);
     dlog::log(&format!(
         "App [{label}] (replaced by reload) exited with code [{}] via signal [{}]",
+        code.map(|c| c.to_string()).unwrap_or_else(|| "0".into()),
+        signal.unwrap_or_else(|| "SIGINT".into())
+    ));
+}
+
+/// What a manual restart/reload does to the counters (pm2's
+/// `restartProcessId`): a fresh unstable window and no backoff; `update`
+/// replaces the stored spec.
+fn manual_restart(e: &mut Entry, update: Option<Box<AppSpec>>) {
+    if let Some(app) = update {
+        e.info.app = *app;
+    }
+    let now = now_ms();
+    e.counters.created_at = Some(now);
+    e.counters.unstable_restarts = 0;
+    e.counters.prev_restart_delay = None;
+    e.info.created_at = now;
+    e.info.unstable_restarts = 0;
+    e.info.prev_restart_delay = None;
+}
+
+/// pm2.log's exit line: `App [name:id] exited with code [c] via signal [s]`.
+fn log_exit(label: &str, st: Option<std::process::ExitStatus>) {
+    let (code, signal) = exit_parts(st);
+    dlog::log(&format!(
+        "App [{label}] exited with code [{}] via signal [{}]",
         code.map(|c| c.to_string()).unwrap_or_else(|| "0".into()),
         signal.unwrap_or_else(|| "SIGINT".into())
     ));
