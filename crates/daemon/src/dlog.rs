@@ -5,7 +5,8 @@
 use crate::timefmt;
 use std::io::Write;
 
-static BUS: std::sync::OnceLock<tokio::sync::broadcast::Sender<corral_proto::Event>> = std::sync::OnceLock::new();
+static BUS: std::sync::OnceLock<tokio::sync::broadcast::Sender<corral_proto::Event>> =
+    std::sync::OnceLock::new();
 
 /// Daemon lines are also streamed to `pm2 logs` / `pm2-runtime` (pm2's
 /// `log:PM2` bus events).

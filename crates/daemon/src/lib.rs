@@ -83,11 +83,14 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     std::fs::write(&pid_file, std::process::id().to_string())
         .with_context(|| format!("cannot write {}", pid_file.display()))?;
 
-        let shared = Shared::new(home.clone());
+    let shared = Shared::new(home.clone());
     dlog::attach_bus(shared.bus.clone());
     banner(&shared);
     tokio::spawn(detect_node_version(shared.clone()));
     tokio::spawn(worker_tick(shared.clone()));
+    if std::process::id() == 1 {
+        tokio::spawn(reap_orphans());
+    }
 
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(shared.clone(), listener, shutdown_tx.clone()));
@@ -147,6 +150,27 @@ async fn detect_node_version(shared: SharedRef) {
                 *g = Some(v);
             }
         }
+    }
+}
+
+/// As PID 1 (`pm2-runtime` in a container) every orphaned grandchild becomes
+/// our child. tokio reaps only the children it spawned, so the others would
+/// stay zombies. A zombie still there on two scans a second apart is not one
+/// tokio is about to reap: reap it by pid (never `waitpid(-1)`, which would
+/// steal our own children's exit statuses).
+async fn reap_orphans() {
+    let me = std::process::id() as i32;
+    let mut seen: Vec<i32> = Vec::new();
+    let mut iv = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        iv.tick().await;
+        let zombies = proctree::zombie_children(me);
+        for &z in zombies.iter().filter(|z| seen.contains(z)) {
+            let mut status = 0;
+            // SAFETY: waitpid on a specific pid with WNOHANG writes only status.
+            unsafe { libc::waitpid(z, &mut status, libc::WNOHANG) };
+        }
+        seen = zombies;
     }
 }
 

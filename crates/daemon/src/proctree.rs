@@ -48,6 +48,20 @@ pub fn descendants(pid: i32) -> Vec<i32> {
     out
 }
 
+/// Children of `parent` that are zombies.
+pub fn zombie_children(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+            let Some(i) = stat.rfind(')') else { return false };
+            let mut f = stat[i + 2..].split(' ');
+            f.next() == Some("Z") && f.next().and_then(|p| p.parse::<i32>().ok()) == Some(parent)
+        })
+        .collect()
+}
+
 pub fn alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;

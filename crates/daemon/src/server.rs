@@ -192,7 +192,7 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
                 Err(_) => err("process task ended"),
             }
         }
-                Request::SendData { id, data } => {
+        Request::SendData { id, data } => {
             let v = node_ipc::Value::from(&data);
             let sent = {
                 let reg = shared.cluster();
@@ -370,7 +370,7 @@ async fn scale(shared: &SharedRef, name: &str, count: u32) -> Reply {
             }
         }
     } else {
-                // pm2 deletes the oldest ids first, in list order (spec §1.5.7).
+        // pm2 deletes the oldest ids first, in list order (spec §1.5.7).
         current.sort_by_key(|(id, _)| *id);
         for (id, _) in current.into_iter().take((have - count) as usize) {
             if let Some(ctl) = ctl_of(shared, id) {

@@ -47,7 +47,7 @@ pub struct WorkerLink {
     pub app: String,
     pub tx: Sender,
     pub listeners: Vec<ListenerId>,
-        /// Being stopped or replaced (`drain_worker`). When `replaced`, its
+    /// Being stopped or replaced (`drain_worker`). When `replaced`, its
     /// `close` messages do not close a listener (the replacement needs it);
     /// its exit decides (`worker_gone`'s `linger`).
     pub draining: bool,
