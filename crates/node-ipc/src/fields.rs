@@ -200,6 +200,18 @@ pub fn read_fields(payload: &[u8], mode: Mode) -> Result<Fields<'_>> {
 
 /// Reads the routing fields of a V8 payload (header included).
 pub fn read_fields_v8(payload: &[u8]) -> Result<Fields<'_>> {
+    // The fast scanner handles the common shape (an object with one-byte keys)
+    // and gives up on anything else; the careful reader then either handles
+    // the rarer shape or reports the precise error.
+    match fast::read(payload) {
+        Some(f) => Ok(f),
+        None => read_fields_v8_careful(payload),
+    }
+}
+
+/// The careful reader behind [`read_fields_v8`], exposed for differential tests.
+#[doc(hidden)]
+pub fn read_fields_v8_careful(payload: &[u8]) -> Result<Fields<'_>> {
     let mut r = Reader::new(payload, None, DEFAULT_MAX_DEPTH);
     r.header()?;
     let mut f = Fields::default();
@@ -419,6 +431,225 @@ pub fn read_fields_json(line: &[u8]) -> Result<Fields<'_>> {
             Some(b',') => i += 1,
             Some(b'}') => return Ok(f),
             _ => return Err(json_err("expected ',' or '}'", i)),
+        }
+    }
+}
+
+/// A scanner over raw offsets that returns `None` on anything unusual instead
+/// of building errors: the routing hot path (millions of frames per second)
+/// pays for no `Result` plumbing.
+mod fast {
+    use super::{FieldStr, FieldValue, Fields, TopLevel};
+    use crate::v8::{tag, unzigzag, DEFAULT_MAX_DEPTH, MAX_VERSION, MIN_VERSION};
+
+    #[inline(always)]
+    fn vi(d: &[u8], p: &mut usize) -> Option<u64> {
+        let b = *d.get(*p)?;
+        *p += 1;
+        if b < 0x80 {
+            return Some(b as u64);
+        }
+        let mut v = (b & 0x7F) as u64;
+        let mut shift = 7;
+        loop {
+            let b = *d.get(*p)?;
+            *p += 1;
+            if shift > 35 {
+                return None;
+            }
+            v |= ((b & 0x7F) as u64) << shift;
+            shift += 7;
+            if b < 0x80 {
+                return Some(v);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn adv(d: &[u8], p: &mut usize, n: u64) -> Option<()> {
+        let end = p.checked_add(usize::try_from(n).ok()?)?;
+        if end > d.len() {
+            return None;
+        }
+        *p = end;
+        Some(())
+    }
+
+    #[inline(always)]
+    fn tg(d: &[u8], p: &mut usize) -> Option<u8> {
+        loop {
+            let t = *d.get(*p)?;
+            *p += 1;
+            match t {
+                tag::PADDING => {}
+                tag::VERIFY_COUNT => {
+                    vi(d, p)?;
+                }
+                _ => return Some(t),
+            }
+        }
+    }
+
+    fn skip(d: &[u8], p: &mut usize, depth: usize) -> Option<()> {
+        let t = tg(d, p)?;
+        skip_t(d, p, t, depth)
+    }
+
+    fn skip_t(d: &[u8], p: &mut usize, t: u8, depth: usize) -> Option<()> {
+        if depth > DEFAULT_MAX_DEPTH {
+            return None;
+        }
+        match t {
+            tag::UNDEFINED | tag::NULL | tag::TRUE | tag::FALSE | tag::TRUE_OBJECT | tag::FALSE_OBJECT => {}
+            tag::INT32 | tag::UINT32 | tag::OBJREF => {
+                vi(d, p)?;
+            }
+            tag::DOUBLE | tag::DATE | tag::NUMBER_OBJECT => adv(d, p, 8)?,
+            tag::ONE_BYTE | tag::TWO_BYTE | tag::UTF8 | tag::ARRAY_BUFFER => {
+                let n = vi(d, p)?;
+                adv(d, p, n)?
+            }
+            tag::BIGINT | tag::BIGINT_OBJECT => {
+                let n = vi(d, p)? >> 1;
+                adv(d, p, n)?
+            }
+            tag::STRING_OBJECT => skip(d, p, depth + 1)?,
+            tag::REGEXP => {
+                skip(d, p, depth + 1)?;
+                vi(d, p)?;
+            }
+            tag::BEGIN_OBJECT => {
+                props(d, p, tag::END_OBJECT, depth)?;
+                vi(d, p)?;
+            }
+            tag::BEGIN_SPARSE => {
+                vi(d, p)?;
+                props(d, p, tag::END_SPARSE, depth)?;
+                vi(d, p)?;
+                vi(d, p)?;
+            }
+            tag::BEGIN_DENSE => {
+                let n = vi(d, p)?;
+                for _ in 0..n {
+                    let t = tg(d, p)?;
+                    if t != tag::HOLE {
+                        skip_t(d, p, t, depth + 1)?;
+                    }
+                }
+                props(d, p, tag::END_DENSE, depth)?;
+                vi(d, p)?;
+                vi(d, p)?;
+            }
+            tag::BEGIN_MAP | tag::BEGIN_SET => {
+                let end = if t == tag::BEGIN_MAP { tag::END_MAP } else { tag::END_SET };
+                loop {
+                    let t = tg(d, p)?;
+                    if t == end {
+                        break;
+                    }
+                    skip_t(d, p, t, depth + 1)?;
+                }
+                vi(d, p)?;
+            }
+            tag::HOST => match vi(d, p)? {
+                0 => {
+                    vi(d, p)?;
+                    let n = vi(d, p)?;
+                    adv(d, p, n)?
+                }
+                1 => skip(d, p, depth + 1)?,
+                _ => return None,
+            },
+            tag::ERROR => loop {
+                let st = *d.get(*p)?;
+                *p += 1;
+                match st {
+                    b'E' | b'R' | b'F' | b'S' | b'T' | b'U' => {}
+                    b'm' | b's' | b'c' => skip(d, p, depth + 1)?,
+                    b'.' => break,
+                    _ => return None,
+                }
+            },
+            _ => return None,
+        }
+        Some(())
+    }
+
+    fn props(d: &[u8], p: &mut usize, end: u8, depth: usize) -> Option<()> {
+        loop {
+            let t = tg(d, p)?;
+            if t == end {
+                return Some(());
+            }
+            skip_t(d, p, t, depth + 1)?;
+            skip(d, p, depth + 1)?;
+        }
+    }
+
+    fn scalar<'a>(d: &'a [u8], p: &mut usize) -> Option<Option<FieldValue<'a>>> {
+        let t = tg(d, p)?;
+        Some(Some(match t {
+            tag::ONE_BYTE | tag::TWO_BYTE => {
+                let n = vi(d, p)?;
+                let start = *p;
+                adv(d, p, n)?;
+                let b = &d[start..*p];
+                FieldValue::Str(if t == tag::ONE_BYTE { FieldStr::Latin1(b) } else { FieldStr::Utf16(b) })
+            }
+            tag::INT32 => FieldValue::Num(unzigzag(u32::try_from(vi(d, p)?).ok()?) as f64),
+            tag::UINT32 => FieldValue::Num(u32::try_from(vi(d, p)?).ok()? as f64),
+            tag::DOUBLE => {
+                let start = *p;
+                adv(d, p, 8)?;
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&d[start..*p]);
+                FieldValue::Num(f64::from_le_bytes(b))
+            }
+            // UTF-8 strings need validation: leave them to the careful reader.
+            tag::UTF8 => return None,
+            _ => {
+                skip_t(d, p, t, 1)?;
+                return Some(None);
+            }
+        }))
+    }
+
+    pub(super) fn read(d: &[u8]) -> Option<Fields<'_>> {
+        if *d.first()? != tag::VERSION {
+            return None;
+        }
+        let mut p = 1;
+        let v = vi(d, &mut p)?;
+        if !(MIN_VERSION as u64..=MAX_VERSION as u64).contains(&v) || tg(d, &mut p)? != tag::BEGIN_OBJECT {
+            return None;
+        }
+        let mut f = Fields { top: TopLevel::Object, ..Fields::default() };
+        loop {
+            match tg(d, &mut p)? {
+                tag::END_OBJECT => {
+                    vi(d, &mut p)?;
+                    return Some(f);
+                }
+                tag::ONE_BYTE => {
+                    let n = vi(d, &mut p)?;
+                    let start = p;
+                    adv(d, &mut p, n)?;
+                    let name = &d[start..p];
+                    match if name.len() <= 12 { f.slot(name) } else { None } {
+                        Some(slot) => *slot = scalar(d, &mut p)?,
+                        None => skip(d, &mut p, 1)?,
+                    }
+                }
+                tag::INT32 | tag::UINT32 => {
+                    vi(d, &mut p)?;
+                    skip(d, &mut p, 1)?;
+                }
+                tag::DOUBLE => {
+                    adv(d, &mut p, 8)?;
+                    skip(d, &mut p, 1)?;
+                }
+                _ => return None,
+            }
         }
     }
 }

@@ -378,7 +378,7 @@ proptest! {
         p.extend_from_slice(&data);
         let _ = v8::decode(&p);
         let _ = v8::decode_with(&p, &DecodeOptions { keep_refs: true, ..Default::default() });
-        let _ = read_fields_v8(&p);
+        same_fields(&p);
         let _ = read_fields_json(&data);
         let _ = json::decode(&data);
         let mut d = FrameDecoder::new(Mode::Advanced, 1 << 12);
@@ -400,6 +400,24 @@ proptest! {
             let _ = v8::encode(&back);
             let _ = json::encode(&back);
         }
-        let _ = read_fields_v8(&bytes);
+        same_fields(&bytes);
+    }
+
+    #[test]
+    fn fast_and_careful_field_readers_agree(v in arb_value(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3)) {
+        let mut bytes = v8::encode(&Value::object([("type", Value::from(1)), ("v", v), ("uid", Value::from("u"))])).unwrap();
+        for (at, b) in flips {
+            let n = bytes.len();
+            bytes[at % n] = b;
+        }
+        same_fields(&bytes);
+    }
+}
+
+/// Whatever the fast scanner accepts, the careful reader reads identically.
+fn same_fields(bytes: &[u8]) {
+    if let Ok(fast) = read_fields_v8(bytes) {
+        let careful = node_ipc::fields::read_fields_v8_careful(bytes).expect("careful reader accepts it too");
+        assert_eq!(fast, careful);
     }
 }

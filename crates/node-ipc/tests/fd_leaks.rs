@@ -18,7 +18,11 @@ async fn settle(baseline: usize) {
         if open_fds() == baseline {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "fds leaked: {} open, baseline {baseline}", open_fds());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fds leaked: {} open, baseline {baseline}",
+            open_fds()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
