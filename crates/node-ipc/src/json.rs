@@ -334,8 +334,70 @@ pub fn iso_date(ms: f64) -> Option<String> {
 /// Parses one JSON line (trailing `\r` and whitespace are fine, as for
 /// `JSON.parse`).
 pub fn decode(line: &[u8]) -> Result<Value> {
-    let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| Error::Json(e.to_string()))?;
-    Ok(from_json_value(v))
+    match serde_json::from_slice::<serde_json::Value>(line) {
+        Ok(v) => Ok(from_json_value(v)),
+        Err(e) => {
+            // JSON.stringify writes lone surrogates as `\udXXX` escapes, which
+            // serde_json refuses; retry with those made U+FFFD (the same lossy
+            // rendering JsString gives them) before calling the line invalid.
+            let fixed = replace_lone_surrogates(line).ok_or_else(|| Error::Json(e.to_string()))?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&fixed).map_err(|e| Error::Json(e.to_string()))?;
+            Ok(from_json_value(v))
+        }
+    }
+}
+
+/// Rewrites unpaired `\uD800`–`\uDFFF` escapes as `\ufffd`; `None` if there
+/// were none (the line is invalid for another reason).
+fn replace_lone_surrogates(line: &[u8]) -> Option<Vec<u8>> {
+    fn escape_at(b: &[u8], i: usize) -> Option<u16> {
+        if b.get(i) != Some(&b'\\') || b.get(i + 1) != Some(&b'u') {
+            return None;
+        }
+        let hex = std::str::from_utf8(b.get(i + 2..i + 6)?).ok()?;
+        u16::from_str_radix(hex, 16).ok()
+    }
+    let mut out = Vec::with_capacity(line.len());
+    let mut changed = false;
+    let mut i = 0;
+    let mut in_string = false;
+    while i < line.len() {
+        let c = line[i];
+        if !in_string {
+            in_string = c == b'"';
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' => {
+                in_string = false;
+                out.push(c);
+                i += 1;
+            }
+            b'\\' => match escape_at(line, i) {
+                Some(0xD800..=0xDBFF) if matches!(escape_at(line, i + 6), Some(0xDC00..=0xDFFF)) => {
+                    out.extend_from_slice(&line[i..i + 12]);
+                    i += 12;
+                }
+                Some(0xD800..=0xDFFF) => {
+                    out.extend_from_slice(b"\\ufffd");
+                    changed = true;
+                    i += 6;
+                }
+                _ => {
+                    out.extend_from_slice(&line[i..(i + 2).min(line.len())]);
+                    i += 2;
+                }
+            },
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    changed.then_some(out)
 }
 
 pub(crate) fn from_json_value(v: serde_json::Value) -> Value {

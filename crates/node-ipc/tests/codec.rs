@@ -252,6 +252,12 @@ fn json_writer_matches_json_stringify() {
         assert_eq!(String::from_utf8(json::encode(&v).unwrap()).unwrap(), want, "{v:?}");
     }
     assert!(json::encode(&Value::Undefined).is_err());
+    // What JSON.stringify writes for a lone surrogate still decodes (lossily).
+    assert_eq!(
+        json::decode(br#"["a\ud800","\ud83d\ude00","\udc00x"]"#).unwrap(),
+        Value::Array(vec![Value::from("a\u{fffd}"), Value::from("\u{1f600}"), Value::from("\u{fffd}x")])
+    );
+    assert!(json::decode(br#"["\ud800"#).is_err());
     assert!(json::encode(&Value::BigInt(JsBigInt::from_i128(1))).is_err());
 }
 
