@@ -239,7 +239,8 @@ pub struct Channel;
 
 impl Channel {
     /// Drives the parent end of a channel: makes `fd` non-blocking and spawns a
-    /// reader and a writer task on the current tokio runtime (any flavour).
+    /// reader and a writer task on the current tokio runtime (any flavour; its
+    /// I/O and time drivers must be enabled).
     ///
     /// The channel closes when [`Sender::close`] is called, when every
     /// [`Sender`] is dropped, when the peer closes its end, or on a framing

@@ -9,7 +9,7 @@ use crate::value::{JsString, Value, ViewKind};
 
 /// Sparse arrays expand to `null`s in JSON; refuse lengths that would make an
 /// absurd line instead of allocating it.
-const MAX_SPARSE_JSON_LEN: u32 = 1 << 24;
+const MAX_SPARSE_JSON_LEN: u32 = 1 << 20;
 
 /// Formats a finite or non-finite number the way `Number.prototype.toString` does.
 pub fn js_number_string(d: f64) -> String {

@@ -497,7 +497,8 @@ impl Value {
     /// Converts to what `JSON.parse(JSON.stringify(v))` would give, as far as
     /// JSON allows (a Buffer becomes `{"type":"Buffer","data":[…]}`, `undefined`
     /// properties vanish, NaN becomes null). BigInts (which make
-    /// `JSON.stringify` throw) become decimal strings here.
+    /// `JSON.stringify` throw) become decimal strings here, and sparse arrays
+    /// are cut at 2^20 elements.
     pub fn to_json(&self) -> serde_json::Value {
         crate::json::to_json_value(self)
     }
