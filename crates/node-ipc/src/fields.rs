@@ -490,9 +490,18 @@ mod fast {
         }
     }
 
+    /// Skips one value; strings and small integers (most values) without a call.
+    #[inline(always)]
     fn skip(d: &[u8], p: &mut usize, depth: usize) -> Option<()> {
         let t = tg(d, p)?;
-        skip_t(d, p, t, depth)
+        match t {
+            tag::ONE_BYTE => {
+                let n = vi(d, p)?;
+                adv(d, p, n)
+            }
+            tag::INT32 => vi(d, p).map(drop),
+            _ => skip_t(d, p, t, depth),
+        }
     }
 
     fn skip_t(d: &[u8], p: &mut usize, t: u8, depth: usize) -> Option<()> {
@@ -581,7 +590,12 @@ mod fast {
             if t == end {
                 return Some(());
             }
-            skip_t(d, p, t, depth + 1)?;
+            if t == tag::ONE_BYTE {
+                let n = vi(d, p)?;
+                adv(d, p, n)?;
+            } else {
+                skip_t(d, p, t, depth + 1)?;
+            }
             skip(d, p, depth + 1)?;
         }
     }
