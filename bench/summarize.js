@@ -114,7 +114,7 @@ const ROWS = [
     ["reload: dropped long-lived sessions (of 20)", "reload", "dropped_sessions", "", 0],
     ["kill -9: time until a new worker serves through the port", "kill", (j) => (j && j.serving_again_s != null ? j.serving_again_s * 1000 : undefined), "ms", 0],
     ["kill -9: failed requests (not the victim's sessions)", "kill", "failed_requests", "", 0],
-    ["kill -9: failed new sessions", "kill", "new_session_failures", "", 0],
+    ["kill -9: failed new sessions (any cause, incl. sessions just opened on the victim)", "kill", "new_session_failures", "", 0],
     ["kill -9: dropped sessions", "kill", "dropped_sessions", "", 0],
   ]],
   ["8. Cluster mode: 2 workers `listen()`, the daemon is the cluster primary (new connection per request)", [
