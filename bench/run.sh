@@ -9,7 +9,8 @@
 #   --rows LIST    subset of rows (default: all)
 #   --no-classic   skip classic pm2 (it runs in the first repetition only; rows 1, 2 and 8)
 #
-# Environment: CORRAL_BIN=/path/to/pm2 (skip `cargo build --release`), BENCH_OUT=dir (results folder).
+# Environment: CORRAL_BIN=/path/to/pm2 (skip `cargo build --release`), BENCH_OUT=dir (results folder),
+# BENCH_NO_HYPERFINE=1 / BENCH_NO_WRK=1 (use the node fallbacks even when the tools are installed).
 # Results: bench/.work/results/<stamp>/ (raw JSON per target/repetition/workload, run.log, summary.md);
 # the summary is printed and written to BENCHMARKS.md at the repository root.
 #
@@ -63,8 +64,8 @@ command -v npm >/dev/null || die "npm is required"
 command -v jq >/dev/null || { log "installing jq"; apt-get install -y jq >/dev/null 2>&1 || die "jq is required"; }
 command -v hyperfine >/dev/null || { apt-get install -y hyperfine >/dev/null 2>&1 && log "installed hyperfine"; }
 command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 && log "installed wrk"; }
-HAVE_HYPERFINE=0; command -v hyperfine >/dev/null && HAVE_HYPERFINE=1
-HAVE_WRK=0; command -v wrk >/dev/null && HAVE_WRK=1
+HAVE_HYPERFINE=0; command -v hyperfine >/dev/null && [ -z "${BENCH_NO_HYPERFINE:-}" ] && HAVE_HYPERFINE=1
+HAVE_WRK=0; command -v wrk >/dev/null && [ -z "${BENCH_NO_WRK:-}" ] && HAVE_WRK=1
 
 npm_ci() { # npm_ci DIR LOCKDIR: npm ci in DIR with LOCKDIR's package.json + lockfile, skipped when unchanged
   local dir="$1" src="$2"

@@ -28,7 +28,7 @@ const get = (o, p) => p.split(".").reduce((x, k) => (x == null ? undefined : x[k
 const cliRuns = (j) => {
   if (!j) return undefined;
   if (j.results) return j.results[0].times.map((s) => s * 1000); // hyperfine
-  return j.median_ms; // lg.js timeit fallback: median per repetition
+  return j.times_ms || j.median_ms; // lg.js timeit fallback
 };
 const sum = (...ps) => (j) => (j ? ps.reduce((s, p) => s + (Number(get(j, p)) || 0), 0) : undefined);
 const connectFails = (j) => (j && j.connect_failures ? Object.values(j.connect_failures).reduce((a, b) => a + b, 0) : undefined);

@@ -273,7 +273,7 @@ cmds.timeit = async () => {
   }
   const s = summary(times);
   say(`timeit ${opt.rest.join(" ")}: median ${s.p50} ms (${runs} runs, ${failures} failed)`);
-  return { command: opt.rest.join(" "), median_ms: s.p50, min_ms: round(Math.min(...times)), max_ms: s.max, runs, failures };
+  return { command: opt.rest.join(" "), median_ms: s.p50, min_ms: round(Math.min(...times)), max_ms: s.max, times_ms: times.map((t) => round(t)), runs, failures };
 };
 
 // row 3: new sessions (default transports: polling handshake, then websocket upgrade), --concurrency in flight
