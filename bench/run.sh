@@ -265,6 +265,11 @@ run_target() { # run_target TARGET REP
         lg kill 45 churn --action kill --victim "${WPIDS%%,*}" --secs 10 --at 3
         record_pids 2
       fi
+      if row 3 || row 4 || row 5 || row 6 || row 7; then
+        # footprint after the load rows (RSS growth, fd leaks after restarts)
+        sleep 2
+        lg idle-after 30 idle --secs 3
+      fi
     fi
     stop_daemon
   fi
