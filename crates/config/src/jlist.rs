@@ -55,6 +55,26 @@ pub fn jlist_entry(p: &ProcInfo) -> Value {
     Value::Object(m)
 }
 
+/// `jlist_entry(p)` as JSON text, with `pm2_env` given already serialized:
+/// the daemon caches that part, which changes far less often than `monit`.
+/// Produces the same bytes as `serde_json::to_string(&jlist_entry(p))`.
+pub fn jlist_entry_text(p: &ProcInfo, pm2_env_json: &str, out: &mut String) {
+    use std::fmt::Write;
+    let down = is_down(p);
+    let name = Value::from(p.app.name.as_str());
+    let cpu = if down { Value::from(0) } else { cpu_value(p.cpu) };
+    let _ = write!(
+        out,
+        "{{\"pid\":{},\"name\":{},\"pm2_env\":{},\"pm_id\":{},\"monit\":{{\"memory\":{},\"cpu\":{}}}}}",
+        if down { 0 } else { p.pid },
+        name,
+        pm2_env_json,
+        p.pm_id,
+        if down { 0 } else { p.memory },
+        cpu
+    );
+}
+
 fn extra_or(a: &AppSpec, key: &str, default: bool) -> Value {
     match a.extra.get(key) {
         Some(v @ Value::Bool(_)) => v.clone(),
@@ -65,7 +85,8 @@ fn extra_or(a: &AppSpec, key: &str, default: bool) -> Value {
 pub fn pm2_env(p: &ProcInfo) -> Value {
     let a = &p.app;
     let d = AppSpec::default();
-    let env = if p.env.is_empty() { &a.env } else { &p.env };
+    let full_env = p.effective_env();
+    let env = &*full_env;
     let mut m = Map::with_capacity(80 + env.len() + a.extra.len());
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);

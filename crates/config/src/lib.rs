@@ -125,6 +125,12 @@ pub fn jlist_entry(p: &ProcInfo) -> serde_json::Value {
     jlist::jlist_entry(p)
 }
 
+/// `jlist_entry(p)` serialized, with `pm2_env` supplied pre-serialized (the
+/// daemon caches it between changes).
+pub fn jlist_entry_text(p: &ProcInfo, pm2_env_json: &str, out: &mut String) {
+    jlist::jlist_entry_text(p, pm2_env_json, out)
+}
+
 /// The `pm2_env` object of a process (what `dump.pm2` stores per entry).
 pub fn pm2_env(p: &ProcInfo) -> serde_json::Value {
     jlist::pm2_env(p)

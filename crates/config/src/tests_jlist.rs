@@ -65,6 +65,7 @@ fn proc_of(app: AppSpec, pm_id: u32, instance: u32, home: &std::path::Path) -> P
         env,
         app,
         sticky: false,
+        env_is_delta: false,
     }
 }
 
@@ -365,4 +366,24 @@ fn jlist_is_fast() {
     // loaded machine and for debug builds.
     let budget = if cfg!(debug_assertions) { 200 } else { 15 };
     assert!(took.as_millis() <= budget, "jlist of 100 apps took {took:?}");
+}
+
+#[test]
+fn jlist_entry_text_matches_jlist_entry() {
+    use corral_proto::ProcInfo;
+    let mut p = ProcInfo {
+        pm_id: 3,
+        pid: 42,
+        status: "online".into(),
+        memory: 1234,
+        cpu: 12.5,
+        ..Default::default()
+    };
+    p.app.name = "we\"ird".into();
+    for status in ["online", "stopped"] {
+        p.status = status.into();
+        let mut text = String::new();
+        crate::jlist_entry_text(&p, &crate::pm2_env(&p).to_string(), &mut text);
+        assert_eq!(text, serde_json::to_string(&crate::jlist_entry(&p)).unwrap());
+    }
 }

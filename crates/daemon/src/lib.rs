@@ -205,6 +205,7 @@ async fn worker_tick(shared: SharedRef) {
                     ));
                     e.counters.prev_restart_delay = None;
                     e.info.prev_restart_delay = None;
+                    e.touch();
                 }
                 if let Some(limit) = e.info.app.max_memory_restart {
                     if e.info.memory > limit {

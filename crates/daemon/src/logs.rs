@@ -11,7 +11,7 @@ use corral_proto::{Event, Stream};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::unix::pipe::Receiver;
 use tokio::sync::broadcast;
 
 const MAX_PARTIAL: usize = 64 * 1024;
@@ -95,22 +95,42 @@ pub struct Source {
     pub disabled: bool,
 }
 
+thread_local! {
+    /// One read buffer per thread instead of one per pipe: hundreds of idle
+    /// apps must not each hold a read buffer. Only borrowed inside a
+    /// synchronous `try_read`.
+    static CHUNK: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
+}
+
+/// Reads what the pipe has now into `buf`: `Ok(0)` at EOF.
+async fn read_some(r: &Receiver, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    loop {
+        r.readable().await?;
+        let res: std::io::Result<usize> = CHUNK.with(|c| {
+            let mut c = c.borrow_mut();
+            let n = r.try_read(&mut c)?;
+            buf.extend_from_slice(&c[..n]);
+            Ok(n)
+        });
+        match res {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Copies one stream of a child into its log files and onto the event bus
-/// until EOF.
-pub async fn pump<R: AsyncRead + Unpin>(
-    mut r: R,
+/// until EOF. Holds no buffer while the child is quiet except a partial line.
+pub async fn pump(
+    r: Receiver,
     stream: Stream,
     files: Arc<Mutex<LogFiles>>,
     src: Source,
     bus: broadcast::Sender<Event>,
 ) {
-    let mut buf: Vec<u8> = Vec::with_capacity(8192);
-    let mut chunk = vec![0u8; 16 * 1024];
+    let mut buf: Vec<u8> = Vec::new();
     loop {
-        let n = match r.read(&mut chunk).await {
-            Ok(0) | Err(_) => 0,
-            Ok(n) => n,
-        };
+        let n = read_some(&r, &mut buf).await.unwrap_or(0);
         if n == 0 {
             if !buf.is_empty() {
                 buf.push(b'\n');
@@ -118,15 +138,16 @@ pub async fn pump<R: AsyncRead + Unpin>(
             }
             return;
         }
-        buf.extend_from_slice(&chunk[..n]);
         let cut = match buf.iter().rposition(|&b| b == b'\n') {
             Some(i) => i + 1,
             None if buf.len() >= MAX_PARTIAL => buf.len(),
             None => continue,
         };
-        let rest = buf.split_off(cut);
-        emit(&buf, &stream, &files, &src, &bus);
-        buf = rest;
+        emit(&buf[..cut], &stream, &files, &src, &bus);
+        buf.drain(..cut);
+        if buf.is_empty() {
+            buf = Vec::new();
+        }
     }
 }
 
@@ -201,8 +222,10 @@ mod tests {
             json: false,
             disabled: false,
         };
-        let data: &[u8] = b"one\ntw";
-        pump(data, Stream::Out, files.clone(), src, bus).await;
+        let (mut tx, rx) = tokio::net::unix::pipe::pipe().unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut tx, b"one\ntw").await.unwrap();
+        drop(tx);
+        pump(rx, Stream::Out, files.clone(), src, bus).await;
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\ntw\n");
     }
 }

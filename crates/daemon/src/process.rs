@@ -110,8 +110,18 @@ pub fn register(shared: &SharedRef, app: AppSpec, instance: Option<u32>) -> u32 
         id = t.alloc_id();
         let instance = instance.unwrap_or_else(|| t.free_instance(&app.name));
         let info = new_info(shared, id, instance, app);
-        t.procs
-            .insert(id, Entry { info, counters: Default::default(), ctl: tx, cpu_sample: None, files: None });
+        t.procs.insert(
+            id,
+            Entry {
+                info,
+                counters: Default::default(),
+                ctl: tx,
+                cpu_sample: None,
+                files: None,
+                rev: 0,
+                jlist_cache: None,
+            },
+        );
     }
     tokio::spawn(run(shared.clone(), id, rx));
     id
@@ -416,10 +426,13 @@ impl Task {
             json: app.log_type.as_deref() == Some("json"),
             disabled: app.disable_logs,
         };
-        if let Some(out) = child.stdout.take() {
+        let pipe = |fd: std::io::Result<std::os::fd::OwnedFd>| {
+            fd.and_then(tokio::net::unix::pipe::Receiver::from_owned_fd).ok()
+        };
+        if let Some(out) = child.stdout.take().and_then(|o| pipe(o.into_owned_fd())) {
             tokio::spawn(logs::pump(out, Stream::Out, files.clone(), src.clone(), self.shared.bus.clone()));
         }
-        if let Some(err) = child.stderr.take() {
+        if let Some(err) = child.stderr.take().and_then(|e| pipe(e.into_owned_fd())) {
             tokio::spawn(logs::pump(err, Stream::Err, files.clone(), src, self.shared.bus.clone()));
         }
         self.shared.with_entry(self.id, |e| e.files = Some(files));

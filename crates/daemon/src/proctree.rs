@@ -101,7 +101,13 @@ pub fn signal_tree(pid: i32, sig: i32, treekill: bool, known: &[i32]) {
 
 /// Resident memory in bytes and total CPU ticks (utime + stime).
 pub fn usage(pid: i32) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // One read into a stack buffer: `list` samples every process on each
+    // call, and read_to_string's growing reads cost six syscalls per file.
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let n = f.read(&mut buf).ok()?;
+    let stat = std::str::from_utf8(&buf[..n]).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split(' ').collect();
     // Fields after the name, 0-based: state=0 ... utime=11 stime=12 rss=21.

@@ -126,7 +126,28 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
         Request::List => {
             let mut t = shared.table();
             monitor::refresh(&mut t);
-            Reply::Procs { procs: t.procs.values().map(|e| e.info.clone()).collect() }
+            Reply::Procs { procs: t.procs.values().map(|e| e.info.with_env_delta()).collect() }
+        }
+        Request::Jlist => {
+            let mut t = shared.table();
+            monitor::refresh(&mut t);
+            let mut text = String::with_capacity(t.procs.len() * 4096 + 2);
+            text.push('[');
+            for (i, e) in t.procs.values_mut().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                // pm2_env is re-rendered only when the entry changed since
+                // (monit is always fresh): jlist of 100 apps stays a few ms.
+                let cached = match e.jlist_cache.take() {
+                    Some((rev, s)) if rev == e.rev => s,
+                    _ => corral_config::pm2_env(&e.info).to_string(),
+                };
+                corral_config::jlist_entry_text(&e.info, &cached, &mut text);
+                e.jlist_cache = Some((e.rev, cached));
+            }
+            text.push(']');
+            Reply::Text { text }
         }
         Request::Start { app } => match start_app(shared, *Box::new(app)).await {
             Ok(ids) => Reply::Procs { procs: infos(shared, &ids) },

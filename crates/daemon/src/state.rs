@@ -21,6 +21,17 @@ pub struct Entry {
     pub cpu_sample: Option<(u64, u64)>,
     /// Open log files of the current run, reopened by `reloadLogs`.
     pub files: Option<Arc<Mutex<crate::logs::LogFiles>>>,
+    /// Bumped by every change to `info` except the monit sample (`touch`).
+    pub rev: u64,
+    /// `pm2_env` of this process as JSON, at revision `.0`.
+    pub jlist_cache: Option<(u64, String)>,
+}
+
+impl Entry {
+    /// Marks `info` changed (invalidates the rendered `pm2_env`).
+    pub fn touch(&mut self) {
+        self.rev = self.rev.wrapping_add(1);
+    }
 }
 
 #[derive(Default)]
@@ -120,7 +131,10 @@ impl Shared {
 
     /// Updates a process's entry if it still exists.
     pub fn with_entry<R>(&self, id: u32, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
-        self.table().procs.get_mut(&id).map(f)
+        self.table().procs.get_mut(&id).map(|e| {
+            e.touch();
+            f(e)
+        })
     }
 }
 

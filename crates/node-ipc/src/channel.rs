@@ -655,10 +655,16 @@ fn control_frame(cmd: &str, mode: Mode, version: u32) -> Vec<u8> {
     out
 }
 
+thread_local! {
+    /// One read buffer per thread, not per channel: a daemon with hundreds
+    /// of mostly idle channels would otherwise keep 64 KiB each. It is only
+    /// borrowed inside a synchronous read, never across an await.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
+}
+
 async fn reader_task(shared: Arc<Shared>, tx: mpsc::Sender<Result<Incoming>>) {
     let mode = shared.mode;
     let mut decoder = FrameDecoder::new(mode, shared.limits.max_frame_len);
-    let mut buf = vec![0u8; 64 * 1024];
     let mut fds: VecDeque<OwnedFd> = VecDeque::new();
     let mut new_fds = Vec::new();
     let mut receiver_alive = true;
@@ -670,10 +676,19 @@ async fn reader_task(shared: Arc<Shared>, tx: mpsc::Sender<Result<Incoming>>) {
                 break;
             }
         };
-        let n = match guard.try_io(|io| sys::recv(io.as_raw_fd(), &mut buf, &mut new_fds)) {
+        match guard.try_io(|io| {
+            READ_BUF.with(|b| {
+                let mut b = b.borrow_mut();
+                let r = sys::recv(io.as_raw_fd(), &mut b, &mut new_fds);
+                if let Ok(n) = r {
+                    decoder.extend(&b[..n]);
+                }
+                r
+            })
+        }) {
             Err(_would_block) => continue,
             Ok(Ok(0)) => break,
-            Ok(Ok(n)) => n,
+            Ok(Ok(_)) => {}
             Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => break,
             Ok(Err(e)) => {
                 if receiver_alive {
@@ -687,7 +702,6 @@ async fn reader_task(shared: Arc<Shared>, tx: mpsc::Sender<Result<Incoming>>) {
                 fds.push_back(fd);
             }
         }
-        decoder.extend(&buf[..n]);
         loop {
             let payload = match decoder.next_frame() {
                 Ok(Some(p)) => p,

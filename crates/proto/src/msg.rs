@@ -67,8 +67,12 @@ pub enum Request {
         id: u32,
         update: Option<Box<AppSpec>>,
     },
-    /// Snapshot of every process (ascending pm_id).
+    /// Snapshot of every process (ascending pm_id). `env` comes as a delta
+    /// over `app.env` (see [`ProcInfo::effective_env`]).
     List,
+    /// `pm2 jlist`, rendered by the daemon (`Reply::Text`): the CLI prints it
+    /// as is, so a list of hundreds of apps is not parsed and rebuilt.
+    Jlist,
     /// Change the number of instances of app `name` to `count`.
     Scale {
         name: String,
@@ -135,6 +139,66 @@ pub struct ProcInfo {
     pub app: AppSpec,
     /// Socket.IO sticky routing is active for this worker.
     pub sticky: bool,
+    /// `env` holds only the keys that differ from `app.env` (the `List`
+    /// reply sends that to halve its size).
+    pub env_is_delta: bool,
+}
+
+impl ProcInfo {
+    /// The complete spawn environment, whether `env` is full or a delta.
+    pub fn effective_env(&self) -> std::borrow::Cow<'_, BTreeMap<String, String>> {
+        if self.env.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.app.env);
+        }
+        if !self.env_is_delta {
+            return std::borrow::Cow::Borrowed(&self.env);
+        }
+        let mut full = self.app.env.clone();
+        full.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        std::borrow::Cow::Owned(full)
+    }
+
+    /// The same process with `env` reduced to its delta over `app.env`.
+    pub fn with_env_delta(&self) -> ProcInfo {
+        let env: BTreeMap<String, String> = self
+            .env
+            .iter()
+            .filter(|(k, v)| self.app.env.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let env_is_delta = !self.env.is_empty();
+        let mut p = self.clone_with_env(env);
+        p.env_is_delta = env_is_delta;
+        p
+    }
+
+    fn clone_with_env(&self, env: BTreeMap<String, String>) -> ProcInfo {
+        ProcInfo {
+            pm_id: self.pm_id,
+            pid: self.pid,
+            status: self.status.clone(),
+            restart_time: self.restart_time,
+            unstable_restarts: self.unstable_restarts,
+            created_at: self.created_at,
+            pm_uptime: self.pm_uptime,
+            exit_code: self.exit_code,
+            prev_restart_delay: self.prev_restart_delay,
+            instance: self.instance,
+            unique_id: self.unique_id.clone(),
+            pm_out_log_path: self.pm_out_log_path.clone(),
+            pm_err_log_path: self.pm_err_log_path.clone(),
+            pm_log_path: self.pm_log_path.clone(),
+            pm_pid_path: self.pm_pid_path.clone(),
+            node_version: self.node_version.clone(),
+            username: self.username.clone(),
+            memory: self.memory,
+            cpu: self.cpu,
+            env,
+            app: self.app.clone(),
+            sticky: self.sticky,
+            env_is_delta: self.env_is_delta,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +216,10 @@ pub enum Reply {
     Resurrected {
         restored: Vec<String>,
         procs: Vec<ProcInfo>,
+    },
+    /// Text to print as is (`Jlist`).
+    Text {
+        text: String,
     },
     /// `message` is shown to the user after `[PM2][ERROR] `.
     Error {

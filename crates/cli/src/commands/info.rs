@@ -17,8 +17,16 @@ pub fn list(cli: &mut Cli) -> Result<Code> {
 }
 
 pub fn jlist(cli: &mut Cli) -> Result<Code> {
-    let procs = cli.list()?;
-    output::raw_out(&render_jlist(&procs));
+    // Rendered by the daemon: with hundreds of apps, parsing and rebuilding
+    // the list here would cost more than everything else together.
+    match cli.client()?.request(&corral_proto::Request::Jlist)? {
+        corral_proto::Reply::Text { text } => output::raw_out(&text),
+        corral_proto::Reply::Error { message } => return Err(anyhow::anyhow!(message)),
+        _ => {
+            let procs = cli.list()?;
+            output::raw_out(&render_jlist(&procs));
+        }
+    }
     Ok(0)
 }
 
@@ -130,7 +138,7 @@ pub fn env_lines(p: &ProcInfo) -> Vec<String> {
         // The config crate could not build pm2_env: fall back to the real
         // environment of the process.
         None => {
-            for (k, v) in &p.env {
+            for (k, v) in p.effective_env().iter() {
                 lines.push(format!("{k}: {}", output::paint(output::Color::Green, v)));
             }
         }
