@@ -55,7 +55,7 @@ die() { log "FATAL: $*"; exit 1; }
 if [ "$QUICK" = 1 ]; then
   IDLE_S=5; CLI_RUNS=5; CLI_WARM=1; CLI_RW_RUNS=1; SESSIONS=500
 else
-  IDLE_S=8; CLI_RUNS=8; CLI_WARM=2; CLI_RW_RUNS=2; SESSIONS=1000
+  IDLE_S=6; CLI_RUNS=8; CLI_WARM=2; CLI_RW_RUNS=2; SESSIONS=1000
 fi
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -90,6 +90,12 @@ else
   CORRAL_BIN="$ROOT/target/release/pm2"
 fi
 [ -x "$CORRAL_BIN" ] || die "Corral binary not found: $CORRAL_BIN"
+# Measure a snapshot: a rebuild of target/release/pm2 during the run (other work in the same tree) would
+# otherwise pair a new CLI with an old daemon.
+mkdir -p "$OUT/corral-bin"
+cp "$CORRAL_BIN" "$OUT/corral-bin/pm2" || die "cannot copy $CORRAL_BIN"
+CORRAL_SRC="$CORRAL_BIN"
+CORRAL_BIN="$OUT/corral-bin/pm2"
 
 TARGETS=(incumbent corral)
 [ "$CLASSIC" = 1 ] && TARGETS+=(classic)
@@ -112,7 +118,7 @@ bin_of() { case "$1" in incumbent) echo "$INCUMBENT_BIN" ;; classic) echo "$CLAS
     pinned="$(jq -r .version "$WORK/classic/node_modules/pm2/package.json")"
     echo "classic=pm2 $pinned (repetition 1 only)$([ -n "$newest7" ] && [ "$newest7" != "$pinned" ] && echo "; note: newest 7.x on npm is $newest7, update targets/classic")"
   fi
-  echo "corral=$CORRAL_BIN ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet HEAD -- crates src Cargo.toml 2>/dev/null || echo ', dirty tree'))"
+  echo "corral=$CORRAL_SRC ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet HEAD -- crates src Cargo.toml 2>/dev/null || echo ', dirty tree'))"
   echo "socket.io=$(jq -r .version "$BENCH/node_modules/socket.io/package.json"), socket.io-client $(jq -r .version "$BENCH/node_modules/socket.io-client/package.json"), @socket.io/sticky $(jq -r .version "$BENCH/node_modules/@socket.io/sticky/package.json"), @socket.io/cluster-adapter $(jq -r .version "$BENCH/node_modules/@socket.io/cluster-adapter/package.json")"
   echo "cli_timer=$([ "$HAVE_HYPERFINE" = 1 ] && hyperfine --version || echo 'node loop (lg.js timeit)')"
   echo "plain_generator=$([ "$HAVE_WRK" = 1 ] && wrk -v 2>&1 | head -1 | awk '{print $1, $2}' || echo 'node (lg.js plain)')"
@@ -143,6 +149,11 @@ record_pids() { # daemon from pm2.pid, online workers from jlist (waits for at l
     sleep 0.2
   done
   for p in $DPID ${WPIDS//,/ }; do echo "$p" >> "$CUR_HOME/.bench-pids"; done
+  if [ -z "$DPID" ] || [ "$(echo "$WPIDS" | tr ',' '\n' | grep -c '[0-9]')" -lt "$want" ]; then
+    local out rc
+    out="$(timeout 10 "$CUR_BIN" jlist 2>&1 | head -c 300)"; rc=$?
+    log "  WARNING: daemon '${DPID:-none}', online workers '${WPIDS}' (wanted $want); '$CUR_BIN jlist' said: ${out:-<nothing>}"
+  fi
 }
 
 stop_daemon() { # pm2 kill, then SIGKILL by pid anything of this PM2_HOME that survived
@@ -259,11 +270,17 @@ run_target() { # run_target TARGET REP
         lg bcast-bin 60 broadcast --kind binary --size 1024 --clients 10 --burst 10000 --rate 500 --paced 1500
       fi
       if row 7; then
-        log "  row 7: reload all under load (15 s, reload at 4 s), then kill -9 of a worker (10 s, at 3 s)"
-        lg reload 60 churn --action reload --pm2 "$CUR_BIN" --secs 15 --at 4
-        record_pids 2
-        lg kill 45 churn --action kill --victim "${WPIDS%%,*}" --secs 10 --at 3
-        record_pids 2
+        log "  row 7: reload all under load (13 s, reload at 4 s), then kill -9 of a worker (9 s, at 3 s)"
+        if [ -n "$WPIDS" ]; then
+          lg reload 60 churn --action reload --pm2 "$CUR_BIN" --secs 13 --at 4
+          record_pids 2
+        fi
+        if [ -n "$WPIDS" ]; then
+          lg kill 45 churn --action kill --victim "${WPIDS%%,*}" --secs 9 --at 3
+          record_pids 2
+        else
+          log "  row 7 skipped: worker pids unknown (jlist failed, see the warning above)"
+        fi
       fi
       if row 3 || row 4 || row 5 || row 6 || row 7; then
         # footprint after the load rows (RSS growth, fd leaks after restarts)

@@ -542,6 +542,7 @@ cmds.churn = async () => {
   const secs = num("secs", 20), at = num("at", 5) * 1000, action = str("action", "reload");
   const nPoll = num("polling-clients", 10), nWs = num("ws-clients", 10), echoEvery = num("echo-ms", 100), newPerS = num("new-per-s", 10);
   const initial = pids("workers");
+  if (!initial.length) throw new Error("churn: worker pids unknown (--workers empty)");
   trace.on = true; trace.reset(); trace.keepEvents = true;
   const ev = { drops: 0, reconnects: 0, reconnect_ms: [], echo_ok: 0, echo_err: {}, new_ok: 0, new_err: {} };
   let running = true;
