@@ -74,25 +74,145 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     sock.set_reuseaddr(true)?;
     sock.bind(addr)?;
+    defer_accept(&sock);
     sock.listen(1024)
 }
 
+/// TCP_DEFER_ACCEPT: the kernel hands us a connection only once its first
+/// bytes arrived, so reading the request rarely waits (one wake-up less per
+/// request), and connections that never send anything never reach us.
+fn defer_accept(sock: &tokio::net::TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let secs: libc::c_int = 10;
+    // SAFETY: setsockopt reads `secs` for the given length only.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// A connection that is registered with the reactor only if reading it has
+/// to wait. With TCP_DEFER_ACCEPT the request is almost always there at
+/// accept time, so the common path is accept, one read, the hand-off and a
+/// close: no epoll registration, no extra wake-up.
+struct Lazy(Conn);
+
+enum Conn {
+    Std(std::net::TcpStream),
+    Tokio(TcpStream),
+    Gone,
+}
+
+impl Lazy {
+    fn into_fd(self) -> Option<OwnedFd> {
+        match self.0 {
+            Conn::Std(s) => Some(s.into()),
+            Conn::Tokio(t) => t.into_std().ok().map(Into::into),
+            Conn::Gone => None,
+        }
+    }
+
+    fn into_tokio(self) -> Option<TcpStream> {
+        match self.0 {
+            Conn::Std(s) => TcpStream::from_std(s).ok(),
+            Conn::Tokio(t) => Some(t),
+            Conn::Gone => None,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Lazy {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::io::Read;
+        use std::task::Poll;
+        loop {
+            match &mut self.0 {
+                Conn::Std(s) => match s.read(buf.initialize_unfilled()) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let Conn::Std(s) = std::mem::replace(&mut self.0, Conn::Gone) else { continue };
+                        self.0 = Conn::Tokio(TcpStream::from_std(s)?);
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+                Conn::Tokio(t) => return std::pin::Pin::new(t).poll_read(cx, buf),
+                Conn::Gone => return Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+            }
+        }
+    }
+}
+
+/// accept4 straight into a non-blocking, close-on-exec std socket (tokio's
+/// accept would register it with epoll at once).
+fn accept_raw(fd: std::os::fd::RawFd) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: accept4 with null address pointers; the returned fd is ours.
+    let s = unsafe {
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if s < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `s` is a fresh descriptor nobody else owns.
+    Ok(unsafe { std::net::TcpStream::from_raw_fd(s) })
+}
+
 async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
+    use std::os::fd::AsRawFd;
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_READING));
+        let registered = listener.into_std().and_then(|l| {
+        // SAFETY: the AsyncFd owns the std listener, so its fd stays open
+        // and the same for the AsyncFd's whole life.
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }
+            .map_err(std::io::Error::from)
+    });
+    let listener = match registered {
+        Ok(l) => l,
+        Err(e) => {
+            dlog::error(&format!("sticky balancer on port {port} cannot poll its socket: {e}"));
+            return;
+        }
+    };
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else { return };
-        match listener.accept().await {
-            Ok((stream, _)) => {
+        let mut guard = match listener.readable().await {
+            Ok(g) => g,
+            Err(e) => {
+                dlog::error(&format!("sticky balancer on port {port} failed: {e}"));
+                return;
+            }
+        };
+        match guard.try_io(|l| accept_raw(l.get_ref().as_raw_fd())) {
+            Ok(Ok(stream)) => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    connection(shared, port, stream).await;
+                    connection(shared, port, Lazy(Conn::Std(stream))).await;
                     drop(permit);
                 });
             }
-            Err(e) => {
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+            Ok(Err(e)) => {
                 dlog::error(&format!("sticky balancer accept on port {port} failed: {e}"));
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            Err(_would_block) => {}
         }
         if shared.is_shutting_down() {
             return;
@@ -124,7 +244,13 @@ fn limits() -> HttpLimits {
     })
 }
 
-async fn reject(mut stream: TcpStream, r: Reject) {
+async fn reject(stream: Lazy, r: Reject) {
+    if let Some(s) = stream.into_tokio() {
+        reject_tokio(s, r).await;
+    }
+}
+
+async fn reject_tokio(mut stream: TcpStream, r: Reject) {
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(r.response())).await;
     let _ = stream.shutdown().await;
 }
@@ -133,8 +259,7 @@ fn owner_app(reg: &Registry, port: u16) -> Option<String> {
     reg.port_owner.get(&port).cloned()
 }
 
-async fn connection(shared: SharedRef, port: u16, mut stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
+async fn connection(shared: SharedRef, port: u16, mut stream: Lazy) {
     let req = match sticky::read_request(&mut stream, &limits()).await {
         Ok(r) => r,
         Err(e) => {
@@ -151,8 +276,7 @@ async fn connection(shared: SharedRef, port: u16, mut stream: TcpStream) {
         reject(stream, Reject::ServiceUnavailable).await;
         return;
     };
-    let Ok(std_stream) = stream.into_std() else { return };
-    let mut fd: OwnedFd = std_stream.into();
+    let Some(mut fd) = stream.into_fd() else { return };
     let msg = Value::object([("type", Value::from("sticky:connection")), ("data", Value::buffer(req.data))]);
     for _ in 0..MAX_ATTEMPTS {
         let route = sticky::resolve_route(&notify, req.sid.as_deref(), NO_WORKER_WAIT, |f| {
@@ -191,8 +315,5 @@ async fn connection(shared: SharedRef, port: u16, mut stream: TcpStream) {
             _ => return,
         }
     }
-    let std_stream = std::net::TcpStream::from(fd);
-    if let Ok(stream) = TcpStream::from_std(std_stream) {
-        reject(stream, Reject::ServiceUnavailable).await;
-    }
+    reject(Lazy(Conn::Std(std::net::TcpStream::from(fd))), Reject::ServiceUnavailable).await;
 }
