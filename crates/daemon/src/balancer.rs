@@ -177,7 +177,7 @@ fn accept_raw(fd: std::os::fd::RawFd) -> std::io::Result<std::net::TcpStream> {
 async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
     use std::os::fd::AsRawFd;
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_READING));
-        let registered = listener.into_std().and_then(|l| {
+    let registered = listener.into_std().and_then(|l| {
         // SAFETY: the AsyncFd owns the std listener, so its fd stays open
         // and the same for the AsyncFd's whole life.
         unsafe { tokio::io::unix::AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }
