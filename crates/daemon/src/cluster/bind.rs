@@ -23,8 +23,11 @@ pub struct Query {
 
 /// A bound, listening socket.
 pub enum Bound {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener, std::path::PathBuf),
+    // Plain std sockets: the listener task registers them with the reactor
+    // itself and accepts with accept4, so accepted connections are never
+    // registered (they are only passed on).
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener, std::path::PathBuf),
 }
 
 impl Bound {
@@ -53,12 +56,21 @@ impl Drop for Bound {
 /// Node's listen backlog.
 const BACKLOG: u32 = 511;
 
-fn tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+impl std::os::fd::AsRawFd for Bound {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Bound::Tcp(l) => l.as_raw_fd(),
+            Bound::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+}
+
+fn tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let sock =
         if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     sock.set_reuseaddr(true)?;
     sock.bind(addr)?;
-    sock.listen(BACKLOG)
+    sock.listen(BACKLOG)?.into_std()
 }
 
 /// Binds what `q` asks for. A bare port binds `::` (dual stack) and falls
@@ -66,7 +78,8 @@ fn tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 pub fn bind(q: &Query) -> std::io::Result<Bound> {
     if q.address_type == -1 {
         let path = q.address.clone().ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-        let l = tokio::net::UnixListener::bind(&path)?;
+        let l = std::os::unix::net::UnixListener::bind(&path)?;
+        l.set_nonblocking(true)?;
         return Ok(Bound::Unix(l, path.into()));
     }
     if q.fd.is_some() {

@@ -13,6 +13,8 @@ use node_ipc::{HandleOutcome, HandleType, Sender, Value};
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -24,16 +26,42 @@ const LINGER: Duration = Duration::from_secs(10);
 
 pub enum LCtl {
     Add(u32, Sender),
-    Remove { wid: u32, linger: bool },
+    Remove {
+        wid: u32,
+        linger: bool,
+    },
     Drain(u32),
-    Reply { wid: u32, seq: u64, accepted: bool },
-    HandoffFailed { wid: u32, seq: u64 },
+    Reply {
+        wid: u32,
+        seq: u64,
+        accepted: bool,
+    },
+    /// The worker ACKed the handle: our descriptor comes back, kept until
+    /// its `accepted` reply says whether to re-offer it.
+    Acked {
+        seq: u64,
+        fd: OwnedFd,
+    },
+    /// The handle never reached the worker; the descriptor comes back.
+    HandoffFailed {
+        seq: u64,
+        fd: Option<OwnedFd>,
+    },
+}
+
+/// One offer in flight. The descriptor travels to the worker and comes back
+/// with the ACK (no dup); the offer ends once both the ACK and the worker's
+/// `accepted` reply are in, in whichever order the two tasks deliver them.
+struct Offer {
+    seq: u64,
+    fd: Option<OwnedFd>,
+    accepted: Option<bool>,
 }
 
 struct Slot {
     wid: u32,
     tx: Sender,
-    busy: Option<(u64, OwnedFd)>,
+    busy: Option<Offer>,
     draining: bool,
 }
 
@@ -45,6 +73,10 @@ struct Listener {
     next: usize,
     pending: VecDeque<OwnedFd>,
     linger_until: Option<Instant>,
+    /// Offers whose worker left before their descriptor came back: seq ->
+    /// the worker's answer if it gave one (accepted ones are then closed,
+    /// others re-offered).
+    orphans: std::collections::HashMap<u64, Option<bool>>,
 }
 
 pub fn spawn(shared: SharedRef, id: ListenerId, bound: Bound) -> mpsc::UnboundedSender<LCtl> {
@@ -57,6 +89,7 @@ pub fn spawn(shared: SharedRef, id: ListenerId, bound: Bound) -> mpsc::Unbounded
         next: 0,
         pending: VecDeque::new(),
         linger_until: None,
+        orphans: std::collections::HashMap::new(),
     };
     tokio::spawn(l.run(bound, rx));
     // The registry keeps the only long-lived sender; the task keeps a clone
@@ -64,16 +97,34 @@ pub fn spawn(shared: SharedRef, id: ListenerId, bound: Bound) -> mpsc::Unbounded
     tx
 }
 
-async fn accept(bound: &Bound) -> std::io::Result<OwnedFd> {
-    match bound {
-        Bound::Tcp(l) => {
-            let (s, _) = l.accept().await?;
-            let _ = s.set_nodelay(true);
-            Ok(s.into_std()?.into())
-        }
-        Bound::Unix(l, _) => {
-            let (s, _) = l.accept().await?;
-            Ok(s.into_std()?.into())
+/// Waits for a connection and accepts it with accept4, non-blocking and
+/// close-on-exec, without registering it anywhere: the daemon only passes it
+/// on to a worker.
+async fn accept(l: &AsyncFd<Bound>) -> std::io::Result<OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    loop {
+        let mut guard = l.readable().await?;
+        let r = guard.try_io(|b| {
+            // SAFETY: accept4 with null address pointers; the new fd is ours.
+            let fd = unsafe {
+                libc::accept4(
+                    b.get_ref().as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                // SAFETY: a fresh descriptor nobody else owns.
+                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            }
+        });
+        match r {
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+            Ok(res) => return res,
+            Err(_would_block) => continue,
         }
     }
 }
@@ -87,6 +138,15 @@ async fn sleep_opt(at: Option<Instant>) {
 
 impl Listener {
     async fn run(mut self, bound: Bound, mut rx: mpsc::UnboundedReceiver<LCtl>) {
+        // SAFETY: the AsyncFd owns `bound`, so the fd stays open and the same
+        // for the AsyncFd's whole life.
+        let bound = match unsafe { AsyncFd::register_with_interest(bound, Interest::READABLE) } {
+            Ok(b) => b,
+            Err(e) => {
+                crate::dlog::error(&format!("listener {} cannot be polled: {e}", self.id.1));
+                return;
+            }
+        };
         loop {
             tokio::select! {
                 ctl = rx.recv() => {
@@ -137,9 +197,17 @@ impl Listener {
             LCtl::Remove { wid, linger } => {
                 if let Some(i) = self.slots.iter().position(|s| s.wid == wid) {
                     let s = self.slots.remove(i);
-                    if let Some((seq, fd)) = s.busy {
-                        self.shared.cluster().newconn.remove(&seq);
-                        self.pending.push_front(fd);
+                    if let Some(offer) = s.busy {
+                        self.shared.cluster().newconn.remove(&offer.seq);
+                        match offer.fd {
+                            // The worker is gone: unless it said it took
+                            // the connection, someone else gets it.
+                            Some(fd) if offer.accepted != Some(true) => self.pending.push_front(fd),
+                            Some(_) => {}
+                            None => {
+                                self.orphans.insert(offer.seq, offer.accepted);
+                            }
+                        }
                     }
                 }
                 if self.slots.is_empty() && linger {
@@ -153,26 +221,47 @@ impl Listener {
             }
             LCtl::Reply { wid, seq, accepted } => {
                 if let Some(s) = self.slots.iter_mut().find(|s| s.wid == wid) {
-                    if s.busy.as_ref().is_some_and(|(b, _)| *b == seq) {
-                        if let Some((_, fd)) = s.busy.take() {
-                            if !accepted {
-                                self.pending.push_front(fd);
-                            }
-                            // Accepted: the worker owns the connection; our
-                            // copy closes here.
-                        }
+                    if let Some(offer) = s.busy.as_mut().filter(|o| o.seq == seq) {
+                        offer.accepted = Some(accepted);
                     }
+                    Self::finish(s, &mut self.pending);
                 }
             }
-            LCtl::HandoffFailed { wid, seq } => {
-                self.shared.cluster().newconn.remove(&seq);
-                if let Some(s) = self.slots.iter_mut().find(|s| s.wid == wid) {
-                    if s.busy.as_ref().is_some_and(|(b, _)| *b == seq) {
-                        if let Some((_, fd)) = s.busy.take() {
+            LCtl::Acked { seq, fd } => {
+                match self.slots.iter_mut().find(|s| s.busy.as_ref().is_some_and(|o| o.seq == seq)) {
+                    Some(s) => {
+                        if let Some(o) = s.busy.as_mut() {
+                            o.fd = Some(fd);
+                        }
+                        Self::finish(s, &mut self.pending);
+                    }
+                    None => {
+                        if self.orphans.remove(&seq) != Some(Some(true)) {
                             self.pending.push_front(fd);
                         }
                     }
                 }
+            }
+            LCtl::HandoffFailed { seq, fd } => {
+                self.shared.cluster().newconn.remove(&seq);
+                self.orphans.remove(&seq);
+                if let Some(s) = self.slots.iter_mut().find(|s| s.busy.as_ref().is_some_and(|o| o.seq == seq))
+                {
+                    s.busy = None;
+                }
+                if let Some(fd) = fd {
+                    self.pending.push_front(fd);
+                }
+            }
+        }
+    }
+
+    /// Ends an offer once both its descriptor and the worker's answer are
+    /// back: accepted closes our copy, refused re-offers it.
+    fn finish(s: &mut Slot, pending: &mut VecDeque<OwnedFd>) {
+        if s.busy.as_ref().is_some_and(|o| o.fd.is_some() && o.accepted.is_some()) {
+            if let Some(Offer { fd: Some(fd), accepted: Some(false), .. }) = s.busy.take() {
+                pending.push_front(fd);
             }
         }
     }
@@ -193,15 +282,6 @@ impl Listener {
     }
 
     fn offer(&mut self, i: usize, fd: OwnedFd) {
-        let dup = match fd.try_clone() {
-            Ok(d) => d,
-            Err(_) => {
-                // Out of descriptors: keep the connection queued and retry on
-                // the next event rather than dropping it.
-                self.pending.push_front(fd);
-                return;
-            }
-        };
         let seq = next_seq();
         let key = self.id.1.clone();
         let msg = Value::object([
@@ -213,16 +293,18 @@ impl Listener {
         self.shared.cluster().newconn.insert(seq, self.id.clone());
         let slot = &mut self.slots[i];
         let wid = slot.wid;
-        let reply = slot.tx.send_handle(&msg, HandleType::NetNative, dup);
-        slot.busy = Some((seq, fd));
+        let reply = slot.tx.send_handle(&msg, HandleType::NetNative, fd);
+        slot.busy = Some(Offer { seq, fd: None, accepted: None });
+        let _ = wid;
         let me = self.me.clone();
         tokio::spawn(async move {
-            match reply.await {
-                HandleOutcome::Acked(dup) => drop(dup),
-                _ => {
-                    let _ = me.send(LCtl::HandoffFailed { wid, seq });
+            let _ = match reply.await {
+                HandleOutcome::Acked(fd) => me.send(LCtl::Acked { seq, fd }),
+                HandleOutcome::Nacked(fd) | HandleOutcome::Closed(fd) | HandleOutcome::Failed(_, fd) => {
+                    me.send(LCtl::HandoffFailed { seq, fd: Some(fd) })
                 }
-            }
+                _ => me.send(LCtl::HandoffFailed { seq, fd: None }),
+            };
         });
     }
 }
