@@ -346,26 +346,20 @@ fn real_pm2_dump_is_loadable() {
 }
 
 #[test]
-fn jlist_is_fast() {
+fn jlist_of_100_apps_with_large_envs() {
+    // Speed is measured in bench/ (row 2), never asserted here.
     let f = fx();
     let mut app = spec_of(&f, json!({"script": "app.js", "env_production": {"A": "1"}}));
     for i in 0..60 {
         app.env.insert(format!("VAR_{i}"), "x".repeat(40));
     }
     let procs: Vec<ProcInfo> = (0..100).map(|i| proc_of(app.clone(), i, 0, &f.ctx.pm2_home)).collect();
-    let mut took = std::time::Duration::MAX;
-    let mut text = String::new();
-    for _ in 0..5 {
-        let start = std::time::Instant::now();
-        let out = Value::Array(procs.iter().map(jlist_entry).collect());
-        text = serde_json::to_string(&out).unwrap();
-        took = took.min(start.elapsed());
-    }
+    let out = Value::Array(procs.iter().map(jlist_entry).collect());
+    let text = serde_json::to_string(&out).unwrap();
     assert!(text.len() > 100_000);
-    // The budget is 5 ms in release (about 3 ms measured); slack for a
-    // loaded machine and for debug builds.
-    let budget = if cfg!(debug_assertions) { 200 } else { 15 };
-    assert!(took.as_millis() <= budget, "jlist of 100 apps took {took:?}");
+    let back: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.len(), 100);
+    assert_eq!(back[99]["pm2_env"]["env"]["VAR_59"], "x".repeat(40));
 }
 
 #[test]

@@ -149,7 +149,7 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             text.push(']');
             Reply::Text { text }
         }
-        Request::Start { app } => match start_app(shared, *Box::new(app)).await {
+        Request::Start { app } => match start_app(shared, app).await {
             Ok(ids) => Reply::Procs { procs: infos(shared, &ids) },
             Err(e) => err(e),
         },
