@@ -250,17 +250,6 @@ fn raise_own_fd_limit() {
     }
 }
 
-fn rss_kb(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn no_live_worker_gets_a_well_formed_503() {
     let pm2 = sio_pm2(&[]);

@@ -299,3 +299,15 @@ impl Drop for Load {
         }
     }
 }
+
+/// Resident memory of a process in kB (VmRSS), 0 when it is gone.
+pub fn rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
