@@ -261,6 +261,11 @@ async fn shutdown(
 }
 
 fn print_event(ev: &Event, format: LogFormat) {
+    // The daemon runs in this process and already writes its own log lines
+    // to our stdout; the bus copy would print each one twice.
+    if matches!(ev, Event::Daemon { .. }) {
+        return;
+    }
     // pm2-runtime streams like `pm2 logs all --raw` / `--json` / `--format`.
     let o = crate::logs::Opts {
         raw: matches!(format, LogFormat::Raw),
