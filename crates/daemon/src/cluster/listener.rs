@@ -292,10 +292,8 @@ impl Listener {
         ]);
         self.shared.cluster().newconn.insert(seq, self.id.clone());
         let slot = &mut self.slots[i];
-        let wid = slot.wid;
         let reply = slot.tx.send_handle(&msg, HandleType::NetNative, fd);
         slot.busy = Some(Offer { seq, fd: None, accepted: None });
-        let _ = wid;
         let me = self.me.clone();
         tokio::spawn(async move {
             let _ = match reply.await {
