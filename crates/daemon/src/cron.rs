@@ -3,11 +3,10 @@
 //! process entry.
 
 use crate::dlog;
-use crate::process::Ctl;
-use crate::state::SharedRef;
+use crate::error::DaemonError;
+use crate::supervisor::ProcessHandle;
 use croner::Cron;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// Dropping it cancels the schedule.
 pub struct CronHandle(tokio::task::JoinHandle<()>);
@@ -23,7 +22,8 @@ pub fn parse(pattern: &str) -> Result<Cron, String> {
     Cron::new(pattern).with_seconds_optional().parse().map_err(|e| format!("Cron pattern error: {e}"))
 }
 
-pub fn start(shared: &SharedRef, id: u32, name: &str, pattern: &str) -> Option<CronHandle> {
+pub fn start(handle: ProcessHandle, name: &str, pattern: &str) -> Option<CronHandle> {
+    let id = handle.id();
     let cron = match parse(pattern) {
         Ok(c) => c,
         Err(e) => {
@@ -32,7 +32,6 @@ pub fn start(shared: &SharedRef, id: u32, name: &str, pattern: &str) -> Option<C
         }
     };
     dlog::log(&format!("[PM2] cron restart at {pattern}"));
-    let shared = shared.clone();
     let name = name.to_string();
     Some(CronHandle(tokio::spawn(async move {
         loop {
@@ -41,12 +40,9 @@ pub fn start(shared: &SharedRef, id: u32, name: &str, pattern: &str) -> Option<C
             let wait = (next - now).to_std().unwrap_or(Duration::from_millis(0));
             tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
             dlog::log(&format!("[PM2] cron restart of app {name} (id {id})"));
-            let Some(ctl) = shared.with_entry(id, |e| e.ctl.clone()) else { return };
-            let (done, wait) = oneshot::channel();
-            if ctl.send(Ctl::Restart { update: None, done }).is_err() {
+            if let Err(DaemonError::TaskEnded) = handle.restart(None).await {
                 return;
             }
-            let _ = wait.await;
         }
     })))
 }

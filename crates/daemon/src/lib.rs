@@ -9,17 +9,18 @@ pub mod cluster;
 pub mod cron;
 pub mod dlog;
 pub mod env;
+pub mod error;
 pub mod logs;
 pub mod monitor;
 pub mod paths;
 pub mod persist;
 pub mod policy;
 pub mod portowner;
-pub mod process;
 pub mod proctree;
 pub mod server;
 pub mod state;
 pub mod sticky;
+pub mod supervisor;
 pub mod timefmt;
 pub mod watcher;
 
@@ -213,14 +214,13 @@ async fn worker_tick(shared: SharedRef) {
                             "[PM2][WORKER] Process {} restarted because it exceeds --max-memory-restart value (current_memory={} max_memory_limit={} [octets])",
                             e.info.pm_id, e.info.memory, limit
                         ));
-                        over.push(e.ctl.clone());
+                        over.push(e.handle.clone());
                     }
                 }
             }
         }
-        for ctl in over {
-            let (tx, _rx) = tokio::sync::oneshot::channel();
-            let _ = ctl.send(process::Ctl::Reload { update: None, done: tx });
+        for h in over {
+            drop(h.reload(None));
         }
     }
 }

@@ -4,13 +4,12 @@
 //! written to a temporary file and fsynced before anything else moves, and
 //! the old dump is copied to `.bak` before the rename replaces it.
 
-use crate::process::{self, Ctl};
 use crate::state::SharedRef;
+use crate::supervisor;
 use corral_config::Context;
 use corral_proto::ProcInfo;
 use std::io::Write;
 use std::path::Path;
-use tokio::sync::oneshot;
 
 pub fn save(shared: &SharedRef, force: bool, pretty: bool) -> Result<(String, usize), String> {
     let infos: Vec<ProcInfo> = shared.table().procs.values().map(|e| e.info.clone()).collect();
@@ -107,17 +106,14 @@ pub async fn resurrect(shared: &SharedRef) -> Result<(Vec<String>, Vec<u32>), St
         let stopped = entry.get("status").and_then(|v| v.as_str()) == Some("stopped");
         let restart_time = entry.get("restart_time").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
         restored.push(app.script.clone());
-        let id = process::register(shared, app, instance);
+        let handle = supervisor::register(shared, app, instance);
+        let id = handle.id();
         ids.push(id);
         if stopped {
             shared.with_entry(id, |e| e.info.restart_time = restart_time);
             continue;
         }
-        let (tx, rx) = oneshot::channel();
-        if let Some(ctl) = shared.with_entry(id, |e| e.ctl.clone()) {
-            let _ = ctl.send(Ctl::Start { done: Some(tx) });
-            waits.push(rx);
-        }
+        waits.push(handle.start());
     }
     for w in waits {
         let _ = w.await;

@@ -2,8 +2,9 @@
 //! refused (SO_PEERCRED). One task per connection; a bad frame is answered
 //! with an error and closes that connection only.
 
-use crate::process::{self, Ctl};
+use crate::error::DaemonError;
 use crate::state::SharedRef;
+use crate::supervisor::{self, ProcessHandle};
 use crate::{dlog, monitor, persist};
 use corral_proto::{
     read_frame, write_frame, FrameError, Hello, Op, ProcInfo, Reply, Request, Welcome, CORRAL_VERSION,
@@ -11,7 +12,7 @@ use corral_proto::{
 };
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::Sender<bool>) {
     let mut stop = shutdown.subscribe();
@@ -116,8 +117,8 @@ fn infos(shared: &SharedRef, ids: &[u32]) -> Vec<ProcInfo> {
     ids.iter().filter_map(|id| t.procs.get(id).map(|e| e.info.clone())).collect()
 }
 
-fn ctl_of(shared: &SharedRef, id: u32) -> Option<tokio::sync::mpsc::UnboundedSender<Ctl>> {
-    shared.table().procs.get(&id).map(|e| e.ctl.clone())
+fn handle_of(shared: &SharedRef, id: u32) -> Option<ProcessHandle> {
+    shared.table().procs.get(&id).map(|e| e.handle.clone())
 }
 
 pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
@@ -151,38 +152,21 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
         }
         Request::Start { app } => match start_app(shared, app).await {
             Ok(ids) => Reply::Procs { procs: infos(shared, &ids) },
-            Err(e) => err(e),
+            Err(e) => err(e.to_string()),
         },
         Request::Op { op, id, update } => {
-            let Some(ctl) = ctl_of(shared, id) else {
-                return err(format!("Process {id} not found"));
+            let Some(h) = handle_of(shared, id) else {
+                return err(DaemonError::NotFound(id).to_string());
             };
             let r = match op {
-                Op::Stop => {
-                    let (tx, rx) = oneshot::channel();
-                    let _ = ctl.send(Ctl::Stop { done: tx });
-                    rx.await.map_err(|_| "process task ended".to_string())
-                }
+                Op::Stop => h.stop().await,
                 Op::Delete => {
                     let before = infos(shared, &[id]);
-                    let (tx, rx) = oneshot::channel();
-                    let _ = ctl.send(Ctl::Delete { done: tx });
-                    let _ = rx.await;
+                    let _ = h.delete().await;
                     return Reply::Procs { procs: before };
                 }
-                Op::Restart | Op::Reload => {
-                    let (tx, rx) = oneshot::channel();
-                    let c = if op == Op::Restart {
-                        Ctl::Restart { update, done: tx }
-                    } else {
-                        Ctl::Reload { update, done: tx }
-                    };
-                    let _ = ctl.send(c);
-                    match rx.await {
-                        Ok(r) => r,
-                        Err(_) => Err("process task ended".into()),
-                    }
-                }
+                Op::Restart => h.restart(update).await,
+                Op::Reload => h.reload(update).await,
                 Op::Reset => {
                     shared.with_entry(id, |e| {
                         e.info.restart_time = 0;
@@ -194,23 +178,20 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             };
             match r {
                 Ok(()) => Reply::Procs { procs: infos(shared, &[id]) },
-                Err(e) => err(e),
+                Err(e) => err(e.to_string()),
             }
         }
         Request::Scale { name, count } => scale(shared, &name, count).await,
         Request::SendSignal { id, signal } => {
-            let Some(sig) = process::parse_signal(&signal) else {
+            let Some(sig) = supervisor::parse_signal(&signal) else {
                 return err(format!("unknown signal {signal}"));
             };
-            let Some(ctl) = ctl_of(shared, id) else {
-                return err(format!("Process {id} not found"));
+            let Some(h) = handle_of(shared, id) else {
+                return err(DaemonError::NotFound(id).to_string());
             };
-            let (tx, rx) = oneshot::channel();
-            let _ = ctl.send(Ctl::Signal { sig, done: tx });
-            match rx.await {
-                Ok(Ok(())) => Reply::Procs { procs: infos(shared, &[id]) },
-                Ok(Err(e)) => err(e),
-                Err(_) => err("process task ended"),
+            match h.signal(sig).await {
+                Ok(()) => Reply::Procs { procs: infos(shared, &[id]) },
+                Err(e) => err(e.to_string()),
             }
         }
         Request::SendData { id, data } => {
@@ -303,14 +284,14 @@ fn uses_socketio(app: &corral_proto::AppSpec) -> bool {
     false
 }
 
-pub async fn start_app(shared: &SharedRef, app: corral_proto::AppSpec) -> Result<Vec<u32>, String> {
+pub async fn start_app(shared: &SharedRef, app: corral_proto::AppSpec) -> Result<Vec<u32>, DaemonError> {
     let mut sticky_err = None;
     if app.exec_mode == corral_proto::ExecMode::Cluster && app.sticky != Some(false) {
         let port = app.sticky_port.unwrap_or(shared.pm2_port);
         if let Err(e) = crate::balancer::ensure_listening(shared, port) {
             dlog::error(&e);
             if app.sticky == Some(true) || uses_socketio(&app) {
-                sticky_err = Some(e);
+                sticky_err = Some(DaemonError::StickyPort(e));
             }
         }
     }
@@ -321,34 +302,36 @@ pub async fn start_app(shared: &SharedRef, app: corral_proto::AppSpec) -> Result
     }
 }
 
-async fn start_instances(shared: &SharedRef, app: corral_proto::AppSpec) -> Result<Vec<u32>, String> {
+async fn start_instances(shared: &SharedRef, app: corral_proto::AppSpec) -> Result<Vec<u32>, DaemonError> {
     let n = instance_count(app.instances, shared.nproc);
     let sequential = app.wait_ready;
     let autostart = app.autostart;
     let mut ids = Vec::with_capacity(n);
     let mut waits = Vec::new();
     for _ in 0..n {
-        let id = process::register(shared, app.clone(), None);
-        ids.push(id);
+        let h = supervisor::register(shared, app.clone(), None);
+        ids.push(h.id());
         if !autostart {
             continue;
         }
-        let (tx, rx) = oneshot::channel();
-        if let Some(ctl) = ctl_of(shared, id) {
-            let _ = ctl.send(Ctl::Start { done: Some(tx) });
-        }
+        let ticket = h.start();
         if sequential {
-            if let Ok(Err(e)) = rx.await {
-                return Err(e);
+            // A deleted process (TaskEnded) is not a start failure.
+            match ticket.await {
+                Err(DaemonError::TaskEnded) | Ok(()) => {}
+                Err(e) => return Err(e),
             }
         } else {
-            waits.push(rx);
+            waits.push(ticket);
         }
     }
     let mut first_err = None;
     for w in waits {
-        if let Ok(Err(e)) = w.await {
-            first_err.get_or_insert(e);
+        match w.await {
+            Err(DaemonError::TaskEnded) | Ok(()) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
         }
     }
     match first_err {
@@ -387,17 +370,15 @@ async fn scale(shared: &SharedRef, name: &str, count: u32) -> Reply {
             one.instances = None;
             match start_app(shared, one).await {
                 Ok(mut new) => ids.append(&mut new),
-                Err(e) => return err(e),
+                Err(e) => return err(e.to_string()),
             }
         }
     } else {
         // pm2 deletes the oldest ids first, in list order (spec §1.5.7).
         current.sort_by_key(|(id, _)| *id);
         for (id, _) in current.into_iter().take((have - count) as usize) {
-            if let Some(ctl) = ctl_of(shared, id) {
-                let (tx, rx) = oneshot::channel();
-                let _ = ctl.send(Ctl::Delete { done: tx });
-                let _ = rx.await;
+            if let Some(h) = handle_of(shared, id) {
+                let _ = h.delete().await;
             }
         }
     }
@@ -448,14 +429,8 @@ pub async fn shutdown_all(shared: &SharedRef, save: bool) {
         }
     }
     shared.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
-    let ctls: Vec<_> = shared.table().procs.values().map(|e| e.ctl.clone()).collect();
-    let mut waits = Vec::new();
-    for c in ctls {
-        let (tx, rx) = oneshot::channel();
-        if c.send(Ctl::Delete { done: tx }).is_ok() {
-            waits.push(rx);
-        }
-    }
+    let handles: Vec<_> = shared.table().procs.values().map(|e| e.handle.clone()).collect();
+    let waits: Vec<_> = handles.iter().map(|h| h.delete()).collect();
     for w in waits {
         let _ = w.await;
     }

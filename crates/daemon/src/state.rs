@@ -2,21 +2,21 @@
 //!
 //! Architecture invariant: the table is only ever locked for short,
 //! non-blocking updates; no lock is held across an `.await`. Each process's
-//! life cycle is owned by its own task ([`crate::process`]); everyone else
-//! talks to it through its control queue.
+//! life cycle is owned by its own actor ([`crate::supervisor`]); everyone
+//! else talks to it through its [`ProcessHandle`].
 
 use crate::paths::Home;
 use crate::policy::Counters;
-use crate::process::Ctl;
+use crate::supervisor::ProcessHandle;
 use corral_proto::{Event, ProcInfo};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 pub struct Entry {
     pub info: ProcInfo,
     pub counters: Counters,
-    pub ctl: mpsc::UnboundedSender<Ctl>,
+    pub handle: ProcessHandle,
     /// Last CPU sample `(ticks, ms)` for the cpu% of `list`.
     pub cpu_sample: Option<(u64, u64)>,
     /// Open log files of the current run, reopened by `reloadLogs`.

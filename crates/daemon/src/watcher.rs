@@ -4,13 +4,13 @@
 //! changes that arrive while that restart is pending are folded into it.
 
 use crate::dlog;
-use crate::process::Ctl;
-use crate::state::SharedRef;
+use crate::error::DaemonError;
+use crate::supervisor::ProcessHandle;
 use corral_proto::AppSpec;
 use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Dropping it stops watching.
 pub struct WatchHandle {
@@ -24,7 +24,7 @@ impl Drop for WatchHandle {
     }
 }
 
-pub fn start(shared: &SharedRef, id: u32, app: &AppSpec) -> Option<WatchHandle> {
+pub fn start(handle: ProcessHandle, app: &AppSpec) -> Option<WatchHandle> {
     let cwd = PathBuf::from(&app.cwd);
     let roots: Vec<PathBuf> = if app.watch_paths.is_empty() {
         vec![cwd.clone()]
@@ -54,21 +54,13 @@ pub fn start(shared: &SharedRef, id: u32, app: &AppSpec) -> Option<WatchHandle> 
         }
     }
     dlog::log(&format!("[Watch] Start watching {}", app.name));
-    let task = tokio::spawn(run(
-        shared.clone(),
-        id,
-        app.name.clone(),
-        cwd,
-        app.ignore_watch.clone(),
-        app.watch_delay,
-        rx,
-    ));
+    let task =
+        tokio::spawn(run(handle, app.name.clone(), cwd, app.ignore_watch.clone(), app.watch_delay, rx));
     Some(WatchHandle { _watcher: watcher, task })
 }
 
 async fn run(
-    shared: SharedRef,
-    id: u32,
+    handle: ProcessHandle,
     name: String,
     cwd: PathBuf,
     ignore: Vec<String>,
@@ -82,12 +74,9 @@ async fn run(
         }
         dlog::log(&format!("Change detected on path {rel} for app {name} - restarting"));
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        let Some(ctl) = shared.with_entry(id, |e| e.ctl.clone()) else { return };
-        let (done, wait) = oneshot::channel();
-        if ctl.send(Ctl::Restart { update: None, done }).is_err() {
+        if let Err(DaemonError::TaskEnded) = handle.restart(None).await {
             return;
         }
-        let _ = wait.await;
         // Whatever changed meanwhile is covered by the restart just done.
         while rx.try_recv().is_ok() {}
     }

@@ -17,8 +17,8 @@
 pub mod bind;
 pub mod listener;
 
-use crate::process::ChildEvent;
 use crate::sticky::{self, AdapterFrame, Relay, Router, WorkerId};
+use crate::supervisor::actor::ChildEvent;
 use crate::{dlog, state::SharedRef};
 use node_ipc::{FieldValue, Incoming, Mode, Receiver, Sender, TopLevel, Value};
 use std::collections::{BTreeSet, HashMap};

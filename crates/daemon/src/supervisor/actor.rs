@@ -5,6 +5,8 @@
 //! Architecture invariant: only this task changes a process's status, pid
 //! and counters (the RPC server only reads them, except `reset`).
 
+use super::handle::{Ctl, Done, ProcessHandle};
+use crate::error::DaemonError;
 use crate::logs::{self, LogFiles, Source};
 use crate::paths;
 use crate::policy::{self, Decision};
@@ -18,39 +20,8 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-pub type Done<T> = oneshot::Sender<T>;
-
-/// Controls queued to a process task.
-#[derive(Debug)]
-pub enum Ctl {
-    /// Launch if not running (`pm2 start <id>` on a stopped process, or the
-    /// first launch). Answers once the process is online (or failed).
-    Start {
-        done: Option<Done<Result<(), String>>>,
-    },
-    Stop {
-        done: Done<()>,
-    },
-    /// `update` replaces the stored spec first (`--update-env`, ecosystem).
-    Restart {
-        update: Option<Box<AppSpec>>,
-        done: Done<Result<(), String>>,
-    },
-    Reload {
-        update: Option<Box<AppSpec>>,
-        done: Done<Result<(), String>>,
-    },
-    Delete {
-        done: Done<()>,
-    },
-    Signal {
-        sig: i32,
-        done: Done<Result<(), String>>,
-    },
-}
 
 /// Something a running child told us over its IPC channel.
 #[derive(Debug)]
@@ -102,12 +73,12 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// Registers a new process in the table and starts its task. The caller
 /// sends `Ctl::Start` when it wants it launched.
-pub fn register(shared: &SharedRef, app: AppSpec, instance: Option<u32>) -> u32 {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let id;
+pub fn register(shared: &SharedRef, app: AppSpec, instance: Option<u32>) -> ProcessHandle {
+    let (handle, rx);
     {
         let mut t = shared.table();
-        id = t.alloc_id();
+        let id = t.alloc_id();
+        (handle, rx) = ProcessHandle::new(id);
         let instance = instance.unwrap_or_else(|| t.free_instance(&app.name));
         let info = new_info(shared, id, instance, app);
         t.procs.insert(
@@ -115,7 +86,7 @@ pub fn register(shared: &SharedRef, app: AppSpec, instance: Option<u32>) -> u32 
             Entry {
                 info,
                 counters: Default::default(),
-                ctl: tx,
+                handle: handle.clone(),
                 cpu_sample: None,
                 files: None,
                 rev: 0,
@@ -123,8 +94,8 @@ pub fn register(shared: &SharedRef, app: AppSpec, instance: Option<u32>) -> u32 
             },
         );
     }
-    tokio::spawn(run(shared.clone(), id, rx));
-    id
+    tokio::spawn(run(shared.clone(), handle.clone(), rx));
+    handle
 }
 
 fn new_info(shared: &SharedRef, id: u32, instance: u32, app: AppSpec) -> ProcInfo {
@@ -171,10 +142,12 @@ pub fn fill_paths(shared: &SharedRef, p: &mut ProcInfo) {
 struct Task {
     shared: SharedRef,
     id: u32,
+    /// Our own address, for the watcher and the cron schedule.
+    me: ProcessHandle,
     run: Option<Running>,
     restart_at: Option<Instant>,
     /// Answered when the process becomes online (wait_ready).
-    pending_online: Vec<Done<Result<(), String>>>,
+    pending_online: Vec<Done>,
     ready_deadline: Option<Instant>,
     /// File watcher (`watch`), started at the first launch, dropped with the
     /// task (delete).
@@ -183,10 +156,11 @@ struct Task {
     cron: Option<crate::cron::CronHandle>,
 }
 
-pub async fn run(shared: SharedRef, id: u32, mut rx: mpsc::UnboundedReceiver<Ctl>) {
+async fn run(shared: SharedRef, me: ProcessHandle, mut rx: mpsc::UnboundedReceiver<Ctl>) {
     let mut t = Task {
         shared,
-        id,
+        id: me.id(),
+        me,
         run: None,
         restart_at: None,
         pending_online: Vec::new(),
@@ -242,23 +216,19 @@ impl Task {
             Ctl::Start { done } => {
                 self.restart_at = None;
                 if self.run.is_some() {
-                    if let Some(d) = done {
-                        let _ = d.send(Ok(()));
-                    }
+                    let _ = done.send(Ok(()));
                     return false;
                 }
                 self.shared.with_entry(self.id, |e| {
                     e.counters.created_at = Some(now_ms());
                     e.info.created_at = now_ms();
                 });
-                if let Some(d) = done {
-                    self.pending_online.push(d);
-                }
+                self.pending_online.push(done);
                 self.launch();
             }
             Ctl::Stop { done } => {
                 self.stop().await;
-                let _ = done.send(());
+                let _ = done.send(Ok(()));
             }
             Ctl::Reload { update, done }
                 if self.run.is_some()
@@ -303,14 +273,14 @@ impl Task {
                 }
                 self.publish("delete");
                 self.shared.table().remove(self.id);
-                let _ = done.send(());
+                let _ = done.send(Ok(()));
                 return true;
             }
             Ctl::Signal { sig, done } => {
                 let r = match &self.run {
                     Some(r) if proctree::signal(r.pid, sig) => Ok(()),
-                    Some(r) => Err(format!("could not signal pid {}", r.pid)),
-                    None => Err(format!("Process {} is not running", self.id)),
+                    Some(r) => Err(DaemonError::SignalFailed(r.pid)),
+                    None => Err(DaemonError::NotRunning(self.id)),
                 };
                 let _ = done.send(r);
             }
@@ -322,14 +292,12 @@ impl Task {
         let Some(info) = self.info() else { return };
         let app = info.app.clone();
         if app.watch && self.watcher.is_none() {
-            self.watcher = crate::watcher::start(&self.shared, self.id, &app);
+            self.watcher = crate::watcher::start(self.me.clone(), &app);
         } else if !app.watch {
             self.watcher = None;
         }
         match &app.cron_restart {
-            Some(p) if self.cron.is_none() => {
-                self.cron = crate::cron::start(&self.shared, self.id, &app.name, p)
-            }
+            Some(p) if self.cron.is_none() => self.cron = crate::cron::start(self.me.clone(), &app.name, p),
             None => self.cron = None,
             _ => {}
         }
@@ -476,7 +444,7 @@ impl Task {
             e.info.pid = 0;
         });
         for d in self.pending_online.drain(..) {
-            let _ = d.send(Err(msg.to_string()));
+            let _ = d.send(Err(DaemonError::Launch(msg.to_string())));
         }
     }
 
@@ -533,7 +501,7 @@ impl Task {
         }
         self.publish("exit");
         for d in self.pending_online.drain(..) {
-            let _ = d.send(Err(format!("App [{label}] exited before it was ready")));
+            let _ = d.send(Err(DaemonError::ExitedBeforeReady(label.clone())));
         }
         self.ready_deadline = None;
         match decision {
@@ -561,7 +529,7 @@ impl Task {
     /// with wait_ready, or speaks Socket.IO), stop routing new connections to
     /// the old one, and retire the old one in the background. A replacement
     /// that dies before it is ready leaves the old worker serving.
-    async fn reload_cluster(&mut self, update: Option<Box<AppSpec>>) -> Result<(), String> {
+    async fn reload_cluster(&mut self, update: Option<Box<AppSpec>>) -> Result<(), DaemonError> {
         let Some(old) = self.run.take() else { return Ok(()) };
         self.shared.with_entry(self.id, |e| manual_restart(e, update));
         let Some(info) = self.info() else { return Ok(()) };
@@ -571,7 +539,9 @@ impl Task {
         let Some(mut new) = self.run.take() else {
             self.run = Some(old);
             self.set_status("online");
-            return Err(format!("the replacement of app [{label}] failed to start"));
+            return Err(DaemonError::ReloadFailed(format!(
+                "the replacement of app [{label}] failed to start"
+            )));
         };
         let deadline = Instant::now() + Duration::from_millis(app.listen_timeout);
         loop {
@@ -615,7 +585,7 @@ impl Task {
         new: Running,
         st: Option<std::process::ExitStatus>,
         label: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), DaemonError> {
         let (code, signal) = exit_parts(st);
         // The replacement's launch armed the online timer; the old worker
         // must not be announced online again when it fires.
@@ -638,7 +608,7 @@ impl Task {
             "reload of app [{label}] failed: the new worker exited {how}; the old worker keeps serving"
         );
         dlog::error(&msg);
-        Err(msg)
+        Err(DaemonError::ReloadFailed(msg))
     }
 
     /// pm2's stop sequence (spec §3.7). Leaves the process `stopped`, or
