@@ -270,7 +270,7 @@ async fn connection(shared: SharedRef, port: u16, mut stream: Lazy) {
         }
     };
     let Some((app, notify)) = ({
-        let reg = shared.cluster();
+        let reg = shared.cluster.reg();
         owner_app(&reg, port).and_then(|a| reg.apps.get(&a).map(|sa| (a.clone(), sa.notify.clone())))
     }) else {
         reject(stream, Reject::ServiceUnavailable).await;
@@ -280,7 +280,7 @@ async fn connection(shared: SharedRef, port: u16, mut stream: Lazy) {
     let msg = Value::object([("type", Value::from("sticky:connection")), ("data", Value::buffer(req.data))]);
     for _ in 0..MAX_ATTEMPTS {
         let route = sticky::resolve_route(&notify, req.sid.as_deref(), NO_WORKER_WAIT, |f| {
-            let mut reg = shared.cluster();
+            let mut reg = shared.cluster.reg();
             reg.apps.get_mut(&app).map(|sa| f(&mut sa.router))
         })
         .await;
@@ -289,7 +289,7 @@ async fn connection(shared: SharedRef, port: u16, mut stream: Lazy) {
             _ => break,
         };
         let tx = {
-            let mut reg = shared.cluster();
+            let mut reg = shared.cluster.reg();
             let tx = reg.workers.get(&wid).map(|w| w.tx.clone());
             if tx.is_some() {
                 if let Some(sa) = reg.apps.get_mut(&app) {
@@ -301,7 +301,7 @@ async fn connection(shared: SharedRef, port: u16, mut stream: Lazy) {
         let Some(tx) = tx else { continue };
         let outcome = tx.send_handle(&msg, HandleType::NetSocket, fd).await;
         {
-            let mut reg = shared.cluster();
+            let mut reg = shared.cluster.reg();
             if let Some(sa) = reg.apps.get_mut(&app) {
                 sa.router.handoff_finished(WorkerId(wid));
             }

@@ -4,7 +4,7 @@
 
 use crate::dlog;
 use crate::error::DaemonError;
-use crate::supervisor::ProcessHandle;
+use crate::supervisor::handle::ProcessHandle;
 use croner::Cron;
 use std::time::Duration;
 

@@ -197,7 +197,7 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
         Request::SendData { id, data } => {
             let v = node_ipc::Value::from(&data);
             let sent = {
-                let reg = shared.cluster();
+                let reg = shared.cluster.reg();
                 // The newest worker of that pm_id (a reload briefly has two).
                 let link = reg.workers.iter().filter(|(_, w)| w.pm_id == id).max_by_key(|(wid, _)| **wid);
                 link.map(|(_, w)| w.tx.send(&v).is_ok())

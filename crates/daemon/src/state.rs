@@ -7,7 +7,7 @@
 
 use crate::paths::Home;
 use crate::policy::Counters;
-use crate::supervisor::ProcessHandle;
+use crate::supervisor::handle::ProcessHandle;
 use corral_proto::{Event, ProcInfo};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -75,8 +75,9 @@ pub struct Shared {
     pub daemon_env: BTreeMap<String, String>,
     pub username: String,
     pub node_version: Mutex<Option<String>>,
-    /// Cluster primary and Socket.IO state (listeners, workers, routers).
-    pub cluster: Mutex<crate::cluster::Registry>,
+    /// The cluster primary: listeners, workers, Socket.IO routers; the
+    /// host of every worker channel.
+    pub cluster: Arc<crate::cluster::Primary>,
     /// `PM2_PORT`: the default sticky balancer port.
     pub pm2_port: u16,
     /// `PM2_STICKY_HOST`: the sticky balancer's bind address (all
@@ -92,6 +93,10 @@ impl Shared {
     pub fn new(home: Home) -> SharedRef {
         let (bus, _) = broadcast::channel(1024);
         let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let pm2_port = std::env::var("PM2_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080);
+        let graceful_timeout = std::time::Duration::from_millis(
+            std::env::var("PM2_GRACEFUL_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(8000u64),
+        );
         Arc::new(Shared {
             home,
             table: Mutex::new(Table::default()),
@@ -101,8 +106,8 @@ impl Shared {
             daemon_env: std::env::vars().collect(),
             username: current_username(),
             node_version: Mutex::new(None),
-            cluster: Mutex::new(Default::default()),
-            pm2_port: std::env::var("PM2_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080),
+            cluster: crate::cluster::Primary::new(pm2_port, graceful_timeout),
+            pm2_port,
             sticky_host: std::env::var("PM2_STICKY_HOST").ok().filter(|h| !h.is_empty()),
             sticky_ports: Mutex::new(BTreeMap::new()),
         })
@@ -113,10 +118,6 @@ impl Shared {
     /// statement boundary we release it on, so we keep using it.
     pub fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn cluster(&self) -> MutexGuard<'_, crate::cluster::Registry> {
-        self.cluster.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn is_shutting_down(&self) -> bool {

@@ -5,7 +5,7 @@
 
 use crate::dlog;
 use crate::error::DaemonError;
-use crate::supervisor::ProcessHandle;
+use crate::supervisor::handle::ProcessHandle;
 use corral_proto::AppSpec;
 use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};

@@ -7,11 +7,12 @@
 //! is about to be, there to take it.
 
 use super::bind::Bound;
+use super::Primary;
 use super::{next_seq, ListenerId};
-use crate::state::SharedRef;
 use node_ipc::{HandleOutcome, HandleType, Sender, Value};
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -66,7 +67,7 @@ struct Slot {
 }
 
 struct Listener {
-    shared: SharedRef,
+    primary: Arc<Primary>,
     id: ListenerId,
     me: mpsc::UnboundedSender<LCtl>,
     slots: Vec<Slot>,
@@ -79,10 +80,10 @@ struct Listener {
     orphans: std::collections::HashMap<u64, Option<bool>>,
 }
 
-pub fn spawn(shared: SharedRef, id: ListenerId, bound: Bound) -> mpsc::UnboundedSender<LCtl> {
+pub fn spawn(primary: Arc<Primary>, id: ListenerId, bound: Bound) -> mpsc::UnboundedSender<LCtl> {
     let (tx, rx) = mpsc::unbounded_channel();
     let l = Listener {
-        shared,
+        primary,
         id,
         me: tx.clone(),
         slots: Vec::new(),
@@ -174,7 +175,7 @@ impl Listener {
                 },
                 _ = sleep_opt(self.linger_until) => {
                     self.linger_until = None;
-                    super::linger_expired(&self.shared, &self.id);
+                    super::linger_expired(&self.primary, &self.id);
                     if self.closed() { return; }
                 }
             }
@@ -183,7 +184,7 @@ impl Listener {
     }
 
     fn closed(&self) -> bool {
-        !self.shared.cluster().listeners.contains_key(&self.id)
+        !self.primary.reg().listeners.contains_key(&self.id)
     }
 
     fn on_ctl(&mut self, c: LCtl) {
@@ -198,7 +199,7 @@ impl Listener {
                 if let Some(i) = self.slots.iter().position(|s| s.wid == wid) {
                     let s = self.slots.remove(i);
                     if let Some(offer) = s.busy {
-                        self.shared.cluster().newconn.remove(&offer.seq);
+                        self.primary.reg().newconn.remove(&offer.seq);
                         match offer.fd {
                             // The worker is gone: unless it said it took
                             // the connection, someone else gets it.
@@ -243,7 +244,7 @@ impl Listener {
                 }
             }
             LCtl::HandoffFailed { seq, fd } => {
-                self.shared.cluster().newconn.remove(&seq);
+                self.primary.reg().newconn.remove(&seq);
                 self.orphans.remove(&seq);
                 if let Some(s) = self.slots.iter_mut().find(|s| s.busy.as_ref().is_some_and(|o| o.seq == seq))
                 {
@@ -290,7 +291,7 @@ impl Listener {
             ("key", Value::from(key)),
             ("seq", Value::from(seq)),
         ]);
-        self.shared.cluster().newconn.insert(seq, self.id.clone());
+        self.primary.reg().newconn.insert(seq, self.id.clone());
         let slot = &mut self.slots[i];
         let reply = slot.tx.send_handle(&msg, HandleType::NetNative, fd);
         slot.busy = Some(Offer { seq, fd: None, accepted: None });

@@ -17,13 +17,14 @@
 pub mod bind;
 pub mod listener;
 
+use crate::dlog;
 use crate::sticky::{self, AdapterFrame, Relay, Router, WorkerId};
-use crate::supervisor::actor::ChildEvent;
-use crate::{dlog, state::SharedRef};
+use crate::supervisor::host::{ExitRequest, Retirement, WorkerEvent, WorkerHost, WorkerInfo};
 use node_ipc::{FieldValue, Incoming, Mode, Receiver, Sender, TopLevel, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -88,6 +89,87 @@ impl Registry {
     }
 }
 
+/// The cluster primary: owns the registry of workers, listeners and
+/// per-app Socket.IO state, and is the [`WorkerHost`] of every child with a
+/// channel.
+pub struct Primary {
+    me: Weak<Primary>,
+    reg: Mutex<Registry>,
+    /// `PM2_PORT`: the default sticky port of cluster apps.
+    pm2_port: u16,
+    /// `PM2_GRACEFUL_TIMEOUT`: how long a replaced Socket.IO worker keeps
+    /// its sessions.
+    graceful_timeout: Duration,
+}
+
+impl Primary {
+    pub fn new(pm2_port: u16, graceful_timeout: Duration) -> Arc<Primary> {
+        Arc::new_cyclic(|me| Primary { me: me.clone(), reg: Mutex::default(), pm2_port, graceful_timeout })
+    }
+
+    /// Locks the registry. A poisoned lock (a panic elsewhere while holding
+    /// it) must not take the daemon down: every update leaves the registry
+    /// consistent at statement boundaries, so we keep using it.
+    pub fn reg(&self) -> MutexGuard<'_, Registry> {
+        self.reg.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn arc(&self) -> Option<Arc<Primary>> {
+        self.me.upgrade()
+    }
+}
+
+impl WorkerHost for Primary {
+    fn alloc_worker_id(&self) -> u32 {
+        self.reg().alloc_wid()
+    }
+
+    fn attach(
+        &self,
+        wid: u32,
+        who: WorkerInfo<'_>,
+        tx: Sender,
+        rx: Receiver,
+        events: mpsc::UnboundedSender<WorkerEvent>,
+    ) {
+        worker_spawned(self, wid, who.pm_id, who.pid, who.app, tx);
+        if let Some(p) = self.arc() {
+            tokio::spawn(worker_reader(p, wid, who.label.to_string(), rx, events));
+        }
+    }
+
+    fn drain(&self, wid: u32, replaced: bool) {
+        drain_worker(self, wid, replaced)
+    }
+
+    fn detach(&self, wid: u32, linger: bool) {
+        worker_gone(self, wid, linger)
+    }
+
+    fn retirement(&self, wid: u32) -> Retirement {
+        if is_socketio_worker(self, wid) {
+            // Its Socket.IO sessions finish on it (their requests still
+            // route here), bounded by PM2_GRACEFUL_TIMEOUT. It never exits
+            // on `disconnect` (its adapter timers keep it alive) and would
+            // lose its channel: go straight to the kill signal.
+            Retirement { finish_within: Some(self.graceful_timeout), disconnect: false }
+        } else {
+            Retirement { finish_within: None, disconnect: true }
+        }
+    }
+
+    fn open_clients(&self, wid: u32) -> usize {
+        session_count(self, wid)
+    }
+
+    fn ask_exit(&self, wid: u32, how: ExitRequest) -> bool {
+        match how {
+            ExitRequest::Shutdown => send_message(self, wid, &Value::from("shutdown")),
+            ExitRequest::Disconnect => send_disconnect(self, wid),
+        }
+    }
+}
+
 fn js_string(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Undefined) => "undefined".into(),
@@ -114,15 +196,8 @@ fn cluster_msg(fields: Vec<(&str, Value)>) -> Value {
 
 /// Registers a freshly spawned worker. Cluster workers of an app that may
 /// speak Socket.IO join its router (not ready yet) and relay.
-pub fn worker_spawned(
-    shared: &SharedRef,
-    wid: u32,
-    pm_id: u32,
-    pid: i32,
-    app: &corral_proto::AppSpec,
-    tx: Sender,
-) {
-    let mut reg = shared.cluster();
+fn worker_spawned(p: &Primary, wid: u32, pm_id: u32, pid: i32, app: &corral_proto::AppSpec, tx: Sender) {
+    let mut reg = p.reg();
     reg.workers.insert(
         wid,
         WorkerLink {
@@ -136,7 +211,7 @@ pub fn worker_spawned(
         },
     );
     if app.exec_mode == corral_proto::ExecMode::Cluster {
-        let port = app.sticky_port.unwrap_or(shared.pm2_port);
+        let port = app.sticky_port.unwrap_or(p.pm2_port);
         let sa = reg.apps.entry(app.name.clone()).or_insert_with(|| StickyApp {
             router: Router::new(sticky::Policy::LeastConnection),
             relay: Relay::new(),
@@ -158,8 +233,8 @@ pub fn worker_spawned(
 
 /// Stops routing new connections and sessions to a worker (reload, stop,
 /// scale down). Its current sessions keep reaching it while it lives.
-pub fn drain_worker(shared: &SharedRef, wid: u32, replaced: bool) {
-    let mut reg = shared.cluster();
+fn drain_worker(p: &Primary, wid: u32, replaced: bool) {
+    let mut reg = p.reg();
     let Some(w) = reg.workers.get_mut(&wid) else { return };
     w.draining = true;
     w.replaced = replaced;
@@ -177,8 +252,8 @@ pub fn drain_worker(shared: &SharedRef, wid: u32, replaced: bool) {
 /// A worker exited (or its channel died). `linger`: the app expects a
 /// replacement soon (crash restart, restart, reload), so its listeners stay
 /// open and queue connections for a while instead of closing.
-pub fn worker_gone(shared: &SharedRef, wid: u32, linger: bool) {
-    let mut reg = shared.cluster();
+fn worker_gone(p: &Primary, wid: u32, linger: bool) {
+    let mut reg = p.reg();
     let Some(w) = reg.workers.remove(&wid) else { return };
     for lid in &w.listeners {
         leave_listener(&mut reg, lid, wid, linger);
@@ -221,20 +296,20 @@ fn leave_listener(reg: &mut Registry, lid: &ListenerId, wid: u32, linger: bool) 
 
 /// Called by a lingering listener whose time is up: closes it unless a
 /// worker joined meanwhile.
-pub fn linger_expired(shared: &SharedRef, lid: &ListenerId) {
-    let mut reg = shared.cluster();
+pub fn linger_expired(p: &Primary, lid: &ListenerId) {
+    let mut reg = p.reg();
     if reg.listeners.get(lid).is_some_and(|l| l.members.is_empty()) {
         reg.listeners.remove(lid);
     }
 }
 
 /// Reads one worker's channel until it closes.
-pub async fn worker_reader(
-    shared: SharedRef,
+async fn worker_reader(
+    p: Arc<Primary>,
     wid: u32,
     label: String,
     mut rx: Receiver,
-    events: mpsc::UnboundedSender<ChildEvent>,
+    events: mpsc::UnboundedSender<WorkerEvent>,
 ) {
     while let Some(msg) = rx.recv().await {
         let msg = match msg {
@@ -242,7 +317,7 @@ pub async fn worker_reader(
             Err(e) => {
                 // Incumbent flaw #8: garbage on one channel must not take the
                 // daemon down. Close that channel; the worker is restarted.
-                close_and_restart(&shared, wid, &format!("App [{label}] wrote a malformed IPC frame ({e})"));
+                close_and_restart(&p, wid, &format!("App [{label}] wrote a malformed IPC frame ({e})"));
                 return;
             }
         };
@@ -250,10 +325,10 @@ pub async fn worker_reader(
             // Framed, but not a message Node could have written: something
             // else writes on the channel (a child that inherited its fd, a
             // native module). Nothing more from it can be trusted.
-            close_and_restart(&shared, wid, &format!("App [{label}] wrote a malformed IPC message ({why})"));
+            close_and_restart(&p, wid, &format!("App [{label}] wrote a malformed IPC message ({why})"));
             return;
         }
-        if let Err(e) = on_message(&shared, wid, &label, msg, &events) {
+        if let Err(e) = on_message(&p, wid, &label, msg, &events) {
             dlog::error(&format!("App [{label}] sent an invalid message: {e}"));
         }
     }
@@ -279,10 +354,10 @@ fn garbage(msg: &Incoming) -> Option<String> {
     }
 }
 
-fn close_and_restart(shared: &SharedRef, wid: u32, what: &str) {
+fn close_and_restart(p: &Primary, wid: u32, what: &str) {
     dlog::error(&format!("{what}; closing its channel and restarting it"));
     let pid = {
-        let reg = shared.cluster();
+        let reg = p.reg();
         reg.workers.get(&wid).map(|w| {
             w.tx.abort();
             w.pid
@@ -298,16 +373,16 @@ fn field_str(f: &Option<FieldValue<'_>>) -> Option<String> {
 }
 
 fn on_message(
-    shared: &SharedRef,
+    p: &Primary,
     wid: u32,
     label: &str,
     msg: Incoming,
-    events: &mpsc::UnboundedSender<ChildEvent>,
+    events: &mpsc::UnboundedSender<WorkerEvent>,
 ) -> Result<(), String> {
     let f = msg.fields().map_err(|e| e.to_string())?;
     if f.cmd.as_ref().is_some_and(|c| c.eq_str("NODE_CLUSTER")) {
         let v = msg.decode().map_err(|e| e.to_string())?;
-        return on_cluster(shared, wid, label, &v, events);
+        return on_cluster(p, wid, label, &v, events);
     }
     if f.source.as_ref().is_some_and(|s| s.eq_str(sticky::ADAPTER_SOURCE)) {
         let uid = field_str(&f.uid);
@@ -319,22 +394,22 @@ fn on_message(
             nsp: nsp.as_deref(),
             requester_uid: req.as_deref(),
         };
-        relay(shared, wid, &frame, msg.payload(), events);
+        relay(p, wid, &frame, msg.payload(), events);
         return Ok(());
     }
     match &f.top {
         TopLevel::String(s) if s.eq_str("ready") => {
-            let _ = events.send(ChildEvent::Ready);
+            let _ = events.send(WorkerEvent::Ready);
         }
         TopLevel::Object => {
             let ty = field_str(&f.type_);
             if let Some(t) = ty.as_deref().filter(|t| t.starts_with("sticky:")) {
                 let v = msg.decode().map_err(|e| e.to_string())?;
-                on_sticky(shared, wid, t, &v, events);
+                on_sticky(p, wid, t, &v, events);
             } else if f.cmd.is_none() && ty.is_none() {
                 let v = msg.decode().map_err(|e| e.to_string())?;
                 if let Some(ver) = v.get("node_version").and_then(|v| v.as_str()) {
-                    let _ = events.send(ChildEvent::NodeVersion(ver.to_string()));
+                    let _ = events.send(WorkerEvent::NodeVersion(ver.to_string()));
                 }
             }
         }
@@ -344,24 +419,24 @@ fn on_message(
 }
 
 fn on_cluster(
-    shared: &SharedRef,
+    p: &Primary,
     wid: u32,
     label: &str,
     v: &Value,
-    events: &mpsc::UnboundedSender<ChildEvent>,
+    events: &mpsc::UnboundedSender<WorkerEvent>,
 ) -> Result<(), String> {
     let act = v.get("act").and_then(|a| a.as_str());
     match act {
         Some("online") => {
-            let _ = events.send(ChildEvent::Online);
+            let _ = events.send(WorkerEvent::Online);
         }
         Some("listening") => {
-            let _ = events.send(ChildEvent::Listening);
+            let _ = events.send(WorkerEvent::Listening);
         }
-        Some("queryServer") => query_server(shared, wid, label, v)?,
+        Some("queryServer") => query_server(p, wid, label, v)?,
         Some("close") => {
             let key = js_string(v.get("key"));
-            let mut reg = shared.cluster();
+            let mut reg = p.reg();
             let Some(app) = reg.workers.get(&wid).map(|w| w.app.clone()) else { return Ok(()) };
             let lid = (app, key);
             let replaced = reg.workers.get(&wid).is_some_and(|w| w.draining && w.replaced);
@@ -386,7 +461,7 @@ fn on_cluster(
         }
         Some("exitedAfterDisconnect") => {
             let seq = v.get("seq").cloned().unwrap_or(Value::Null);
-            let reg = shared.cluster();
+            let reg = p.reg();
             if let Some(w) = reg.workers.get(&wid) {
                 let _ = w.tx.send(&cluster_msg(vec![("ack", seq)]));
             }
@@ -394,7 +469,7 @@ fn on_cluster(
         None if v.get("ack").is_some() => {
             let ack = v.get("ack").and_then(|a| a.as_f64()).ok_or("newconn reply without a numeric ack")?;
             let accepted = v.get("accepted").and_then(|a| a.as_bool()).unwrap_or(false);
-            let mut reg = shared.cluster();
+            let mut reg = p.reg();
             if let Some(lid) = reg.newconn.remove(&(ack as u64)) {
                 if let Some(l) = reg.listeners.get(&lid) {
                     let _ = l.tx.send(listener::LCtl::Reply { wid, seq: ack as u64, accepted });
@@ -406,7 +481,7 @@ fn on_cluster(
     Ok(())
 }
 
-fn query_server(shared: &SharedRef, wid: u32, label: &str, v: &Value) -> Result<(), String> {
+fn query_server(p: &Primary, wid: u32, label: &str, v: &Value) -> Result<(), String> {
     let seq = v.get("seq").cloned().ok_or("queryServer without seq")?;
     let address = v.get("address");
     let port = v.get("port");
@@ -429,7 +504,7 @@ fn query_server(shared: &SharedRef, wid: u32, label: &str, v: &Value) -> Result<
         index: index.and_then(|i| i.as_i64()).unwrap_or(0),
         key: key.clone(),
     };
-    let mut reg = shared.cluster();
+    let mut reg = p.reg();
     let Some(app) = reg.workers.get(&wid).map(|w| w.app.clone()) else { return Ok(()) };
     let lid = (app.clone(), key.clone());
     let sockname = if let Some(l) = reg.listeners.get(&lid) {
@@ -438,7 +513,8 @@ fn query_server(shared: &SharedRef, wid: u32, label: &str, v: &Value) -> Result<
         match bind::bind(&q) {
             Ok(bound) => {
                 let sockname = bound.sockname();
-                let tx = listener::spawn(shared.clone(), lid.clone(), bound);
+                let Some(me) = p.arc() else { return Ok(()) };
+                let tx = listener::spawn(me, lid.clone(), bound);
                 reg.listeners.insert(
                     lid.clone(),
                     ListenerEntry { tx, sockname: sockname.clone(), members: BTreeSet::new() },
@@ -500,7 +576,7 @@ fn query_server(shared: &SharedRef, wid: u32, label: &str, v: &Value) -> Result<
 
 /// The first adapter or sticky message of a worker: it can take sticky
 /// traffic now, and its app is a Socket.IO app.
-fn announce(reg: &mut Registry, wid: u32, events: &mpsc::UnboundedSender<ChildEvent>) -> Option<String> {
+fn announce(reg: &mut Registry, wid: u32, events: &mpsc::UnboundedSender<WorkerEvent>) -> Option<String> {
     let app = reg.workers.get(&wid)?.app.clone();
     let sa = reg.apps.get_mut(&app)?;
     if sa.disabled {
@@ -511,7 +587,7 @@ fn announce(reg: &mut Registry, wid: u32, events: &mpsc::UnboundedSender<ChildEv
     if sa.router.state(WorkerId(wid)) == Some(sticky::WorkerState::NotReady) {
         sa.router.set_ready(WorkerId(wid));
         sa.notify.notify_waiters();
-        let _ = events.send(ChildEvent::StickyReady);
+        let _ = events.send(WorkerEvent::Serving);
     }
     if !sa.enabled {
         sa.enabled = true;
@@ -522,13 +598,13 @@ fn announce(reg: &mut Registry, wid: u32, events: &mpsc::UnboundedSender<ChildEv
 }
 
 fn relay(
-    shared: &SharedRef,
+    p: &Primary,
     wid: u32,
     frame: &AdapterFrame<'_>,
     payload: &[u8],
-    events: &mpsc::UnboundedSender<ChildEvent>,
+    events: &mpsc::UnboundedSender<WorkerEvent>,
 ) {
-    let mut reg = shared.cluster();
+    let mut reg = p.reg();
     let Some(app) = announce(&mut reg, wid, events) else { return };
     let Some(sa) = reg.apps.get_mut(&app) else { return };
     let targets = sa.relay.on_frame(WorkerId(wid), frame);
@@ -541,8 +617,8 @@ fn relay(
     }
 }
 
-fn on_sticky(shared: &SharedRef, wid: u32, ty: &str, v: &Value, events: &mpsc::UnboundedSender<ChildEvent>) {
-    let mut reg = shared.cluster();
+fn on_sticky(p: &Primary, wid: u32, ty: &str, v: &Value, events: &mpsc::UnboundedSender<WorkerEvent>) {
+    let mut reg = p.reg();
     let Some(app) = announce(&mut reg, wid, events) else { return };
     let Some(sa) = reg.apps.get_mut(&app) else { return };
     let sid = v.get("data").and_then(|d| d.as_str());
@@ -559,22 +635,22 @@ fn on_sticky(shared: &SharedRef, wid: u32, ty: &str, v: &Value, events: &mpsc::U
 }
 
 /// True when the worker's app speaks Socket.IO (sticky routing enabled).
-pub fn is_socketio_worker(shared: &SharedRef, wid: u32) -> bool {
-    let reg = shared.cluster();
+fn is_socketio_worker(p: &Primary, wid: u32) -> bool {
+    let reg = p.reg();
     reg.workers.get(&wid).and_then(|w| reg.apps.get(&w.app)).is_some_and(|sa| sa.enabled && !sa.disabled)
 }
 
 /// Live Engine.IO sessions on a worker.
-pub fn session_count(shared: &SharedRef, wid: u32) -> usize {
-    let reg = shared.cluster();
+fn session_count(p: &Primary, wid: u32) -> usize {
+    let reg = p.reg();
     let Some(w) = reg.workers.get(&wid) else { return 0 };
     reg.apps.get(&w.app).map(|sa| sa.router.session_count(WorkerId(wid))).unwrap_or(0)
 }
 
 /// Sends `{cmd:'NODE_CLUSTER', act:'disconnect'}`: the worker closes its
 /// servers and exits once idle.
-pub fn send_disconnect(shared: &SharedRef, wid: u32) -> bool {
-    let reg = shared.cluster();
+fn send_disconnect(p: &Primary, wid: u32) -> bool {
+    let reg = p.reg();
     match reg.workers.get(&wid) {
         Some(w) => w.tx.send(&cluster_msg(vec![("act", Value::from("disconnect"))])).is_ok(),
         None => false,
@@ -582,7 +658,10 @@ pub fn send_disconnect(shared: &SharedRef, wid: u32) -> bool {
 }
 
 /// Sends a plain message (e.g. `'shutdown'`) on a worker's channel.
-pub fn send_message(shared: &SharedRef, wid: u32, v: &Value) -> bool {
-    let reg = shared.cluster();
+fn send_message(p: &Primary, wid: u32, v: &Value) -> bool {
+    let reg = p.reg();
     reg.workers.get(&wid).is_some_and(|w| w.tx.send(v).is_ok())
 }
+
+#[cfg(test)]
+mod tests;

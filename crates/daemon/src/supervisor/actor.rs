@@ -6,6 +6,7 @@
 //! and counters (the RPC server only reads them, except `reset`).
 
 use super::handle::{Ctl, Done, ProcessHandle};
+use super::host::{ExitRequest, WorkerEvent, WorkerHost, WorkerInfo};
 use crate::error::DaemonError;
 use crate::logs::{self, LogFiles, Source};
 use crate::paths;
@@ -13,9 +14,9 @@ use crate::policy::{self, Decision};
 use crate::proctree;
 use crate::state::{Entry, SharedRef};
 use crate::timefmt::now_ms;
-use crate::{cluster, dlog, env};
+use crate::{dlog, env};
 use corral_proto::{AppSpec, Event, ExecMode, ProcInfo, Stream};
-use node_ipc::{Channel, ChildChannel, Limits, Mode, Value};
+use node_ipc::{Channel, ChildChannel, Limits, Mode};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -23,35 +24,19 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Something a running child told us over its IPC channel.
-#[derive(Debug)]
-pub enum ChildEvent {
-    /// `process.send('ready')`.
-    Ready,
-    /// A cluster worker's `listening`.
-    Listening,
-    /// A cluster worker's `online`.
-    Online,
-    /// The worker's first Socket.IO adapter or sticky message: it can take
-    /// sticky traffic (counts as "listening" for a reload).
-    StickyReady,
-    /// `{node_version}` sent by the app.
-    NodeVersion(String),
-}
-
 struct Running {
     child: tokio::process::Child,
     pid: i32,
     /// Worker id in the cluster registry, when the child has an IPC channel.
     wid: Option<u32>,
-    events: mpsc::UnboundedReceiver<ChildEvent>,
+    events: mpsc::UnboundedReceiver<WorkerEvent>,
     /// Held so the channel stays open while the child lives.
-    _events_tx: mpsc::UnboundedSender<ChildEvent>,
+    _events_tx: mpsc::UnboundedSender<WorkerEvent>,
 }
 
 enum Sig {
     Exit(Option<std::process::ExitStatus>),
-    Event(ChildEvent),
+    Event(WorkerEvent),
 }
 
 async fn next_signal(run: &mut Option<Running>) -> Sig {
@@ -144,6 +129,8 @@ struct Task {
     id: u32,
     /// Our own address, for the watcher and the cron schedule.
     me: ProcessHandle,
+    /// Serves the child's IPC channel, if it has one.
+    host: Arc<dyn WorkerHost>,
     run: Option<Running>,
     restart_at: Option<Instant>,
     /// Answered when the process becomes online (wait_ready).
@@ -158,6 +145,7 @@ struct Task {
 
 async fn run(shared: SharedRef, me: ProcessHandle, mut rx: mpsc::UnboundedReceiver<Ctl>) {
     let mut t = Task {
+        host: shared.cluster.clone(),
         shared,
         id: me.id(),
         me,
@@ -337,7 +325,7 @@ impl Task {
         } else {
             None
         };
-        let wid = ipc_mode.map(|_| self.shared.cluster().alloc_wid());
+        let wid = ipc_mode.map(|_| self.host.alloc_worker_id());
         let chan = match (ipc_mode, wid) {
             (Some(mode), Some(wid)) => match ChildChannel::new(mode) {
                 Ok(c) => Some(if cluster_mode { c.unique_id(wid.to_string()) } else { c }),
@@ -374,14 +362,8 @@ impl Task {
         if let (Some(chan), Some(wid), Some(mode)) = (chan, wid, ipc_mode) {
             match Channel::new(chan.into_parent(), mode, Limits::default()) {
                 Ok((tx, rx)) => {
-                    cluster::worker_spawned(&self.shared, wid, self.id, pid, &app, tx);
-                    tokio::spawn(cluster::worker_reader(
-                        self.shared.clone(),
-                        wid,
-                        label.clone(),
-                        rx,
-                        ev_tx.clone(),
-                    ));
+                    let who = WorkerInfo { pm_id: self.id, pid, label: &label, app: &app };
+                    self.host.attach(wid, who, tx, rx, ev_tx.clone());
                 }
                 Err(e) => dlog::error(&format!("IPC channel of app [{label}] failed: {e}")),
             }
@@ -448,16 +430,16 @@ impl Task {
         }
     }
 
-    fn on_event(&mut self, ev: ChildEvent) {
+    fn on_event(&mut self, ev: WorkerEvent) {
         let Some(info) = self.info() else { return };
         let counts = match ev {
-            ChildEvent::NodeVersion(v) => {
+            WorkerEvent::NodeVersion(v) => {
                 self.shared.with_entry(self.id, |e| e.info.node_version = Some(v));
                 false
             }
-            ChildEvent::Ready => true,
-            ChildEvent::Online => !info.app.wait_ready,
-            ChildEvent::Listening | ChildEvent::StickyReady => false,
+            WorkerEvent::Ready => true,
+            WorkerEvent::Online => !info.app.wait_ready,
+            WorkerEvent::Listening | WorkerEvent::Serving => false,
         };
         if counts && info.status == "launching" {
             self.set_online();
@@ -497,7 +479,7 @@ impl Task {
         }
         if let Some(wid) = run.wid {
             let linger = matches!(decision, Some(Decision::Restart { .. }));
-            cluster::worker_gone(&self.shared, wid, linger);
+            self.host.detach(wid, linger);
         }
         self.publish("exit");
         for d in self.pending_online.drain(..) {
@@ -547,9 +529,9 @@ impl Task {
         loop {
             tokio::select! {
                 ev = new.events.recv() => match ev {
-                    Some(ChildEvent::Ready) => break,
-                    Some(ChildEvent::Listening | ChildEvent::StickyReady) if !app.wait_ready => break,
-                    Some(ChildEvent::NodeVersion(v)) => {
+                    Some(WorkerEvent::Ready) => break,
+                    Some(WorkerEvent::Listening | WorkerEvent::Serving) if !app.wait_ready => break,
+                    Some(WorkerEvent::NodeVersion(v)) => {
                         self.shared.with_entry(self.id, |e| e.info.node_version = Some(v));
                     }
                     Some(_) => {}
@@ -572,9 +554,9 @@ impl Task {
         self.shared.with_entry(self.id, |e| e.info.restart_time += 1);
         self.set_online();
         if let Some(wid) = old.wid {
-            cluster::drain_worker(&self.shared, wid, true);
+            self.host.drain(wid, true);
         }
-        tokio::spawn(retire(self.shared.clone(), old, app, label));
+        tokio::spawn(retire(self.host.clone(), old, app, label));
         self.publish("reload");
         Ok(())
     }
@@ -591,7 +573,7 @@ impl Task {
         // must not be announced online again when it fires.
         self.ready_deadline = None;
         if let Some(wid) = new.wid {
-            cluster::worker_gone(&self.shared, wid, true);
+            self.host.detach(wid, true);
         }
         let old_pid = old.pid;
         self.run = Some(old);
@@ -635,11 +617,11 @@ impl Task {
         self.set_status("stopping");
         dlog::log(&format!("Stopping app:{} id:{}", app.name, self.id));
         if let Some(wid) = run.wid {
-            cluster::drain_worker(&self.shared, wid, linger);
+            self.host.drain(wid, linger);
         }
         let known = proctree::descendants(run.pid);
         let by_message = (app.shutdown_with_message || std::env::var_os("PM2_KILL_USE_MESSAGE").is_some())
-            && run.wid.is_some_and(|wid| cluster::send_message(&self.shared, wid, &Value::from("shutdown")));
+            && run.wid.is_some_and(|wid| self.host.ask_exit(wid, ExitRequest::Shutdown));
         if !by_message {
             proctree::signal_tree(run.pid, kill_signal(), app.treekill, &known);
         }
@@ -673,7 +655,7 @@ impl Task {
         log_exit(&label, status);
         let _ = std::fs::remove_file(&info.pm_pid_path);
         if let Some(wid) = run.wid {
-            cluster::worker_gone(&self.shared, wid, linger);
+            self.host.detach(wid, linger);
         }
         self.shared.with_entry(self.id, |e| {
             e.info.pid = 0;
@@ -688,31 +670,24 @@ impl Task {
 /// (no new connections), so ask it to close its servers and exit when idle
 /// (`disconnect`, or the `'shutdown'` message), then SIGINT, then SIGKILL,
 /// each after kill_timeout.
-async fn retire(shared: SharedRef, mut old: Running, app: AppSpec, label: String) {
+async fn retire(host: Arc<dyn WorkerHost>, mut old: Running, app: AppSpec, label: String) {
     let grace = Duration::from_millis(app.kill_timeout);
-    let socketio = old.wid.is_some_and(|wid| cluster::is_socketio_worker(&shared, wid));
-    if let (true, Some(wid)) = (socketio, old.wid) {
-        // Its Socket.IO sessions finish on it (their requests still route
-        // here), bounded by PM2_GRACEFUL_TIMEOUT; only the rest are cut.
-        let limit =
-            std::env::var("PM2_GRACEFUL_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(8000u64);
-        let deadline = Instant::now() + Duration::from_millis(limit);
-        while cluster::session_count(&shared, wid) > 0 && Instant::now() < deadline {
+    let plan = old.wid.map(|wid| host.retirement(wid));
+    if let (Some(limit), Some(wid)) = (plan.and_then(|p| p.finish_within), old.wid) {
+        // Its open clients finish on it, bounded by the host's limit; only
+        // the rest are cut.
+        let deadline = Instant::now() + limit;
+        while host.open_clients(wid) > 0 && Instant::now() < deadline {
             tokio::select! {
                 _ = old.child.wait() => break,
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
     }
-    let asked = match old.wid {
-        Some(wid) if app.shutdown_with_message => {
-            cluster::send_message(&shared, wid, &Value::from("shutdown"))
-        }
-        // A Socket.IO worker never exits on `disconnect` (its adapter timers
-        // keep it alive) and would lose its channel: go straight to SIGINT.
-        Some(_) if socketio => false,
-        Some(wid) => cluster::send_disconnect(&shared, wid),
-        None => false,
+    let asked = match (old.wid, plan) {
+        (Some(wid), _) if app.shutdown_with_message => host.ask_exit(wid, ExitRequest::Shutdown),
+        (Some(wid), Some(p)) if p.disconnect => host.ask_exit(wid, ExitRequest::Disconnect),
+        _ => false,
     };
     let mut status = None;
     if asked {
@@ -731,7 +706,7 @@ async fn retire(shared: SharedRef, mut old: Running, app: AppSpec, label: String
         status = old.child.wait().await.ok();
     }
     if let Some(wid) = old.wid {
-        cluster::worker_gone(&shared, wid, true);
+        host.detach(wid, true);
     }
     let (code, signal) = exit_parts(status);
     dlog::log(&format!(
