@@ -16,23 +16,18 @@
 
 pub mod bind;
 pub mod listener;
+pub mod listener_state;
+pub mod wire;
 
 use crate::dlog;
 use crate::sticky::{self, AdapterFrame, Relay, Router, WorkerId};
 use crate::supervisor::host::{ExitRequest, Retirement, WorkerEvent, WorkerHost, WorkerInfo};
 use node_ipc::{FieldValue, Incoming, Mode, Receiver, Sender, TopLevel, Value};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// The primary's message counter (one for all workers, as Node's).
-pub fn next_seq() -> u64 {
-    SEQ.fetch_add(1, Ordering::Relaxed)
-}
+use wire::{cluster_msg, js_string};
 
 pub type ListenerId = (String, String);
 
@@ -74,8 +69,6 @@ pub struct StickyApp {
 pub struct Registry {
     pub listeners: HashMap<ListenerId, ListenerEntry>,
     pub workers: HashMap<u32, WorkerLink>,
-    /// newconn seq -> listener awaiting the worker's `accepted` reply.
-    pub newconn: HashMap<u64, ListenerId>,
     pub apps: HashMap<String, StickyApp>,
     /// Which app receives the connections of a sticky port.
     pub port_owner: HashMap<u16, String>,
@@ -170,30 +163,6 @@ impl WorkerHost for Primary {
     }
 }
 
-fn js_string(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Undefined) => "undefined".into(),
-        Some(Value::Null) => "null".into(),
-        Some(v) => match v.as_str() {
-            Some(s) => s.to_string(),
-            None => match v.as_f64() {
-                Some(n) => node_ipc::json::js_number_string(n),
-                None => match v.as_bool() {
-                    Some(b) => b.to_string(),
-                    None => "[object Object]".into(),
-                },
-            },
-        },
-    }
-}
-
-fn cluster_msg(fields: Vec<(&str, Value)>) -> Value {
-    let mut all = vec![("cmd", Value::from("NODE_CLUSTER"))];
-    all.extend(fields);
-    all.push(("seq", Value::from(next_seq())));
-    Value::object(all)
-}
-
 /// Registers a freshly spawned worker. Cluster workers of an app that may
 /// speak Socket.IO join its router (not ready yet) and relay.
 fn worker_spawned(p: &Primary, wid: u32, pm_id: u32, pid: i32, app: &corral_proto::AppSpec, tx: Sender) {
@@ -272,7 +241,7 @@ fn worker_gone(p: &Primary, wid: u32, linger: bool) {
         return;
     }
     // Tell the survivors at once that the dead worker's adapters are gone
-    // (incumbent flaw #11: otherwise they wait ~10 s and fetchSockets stalls).
+    // (otherwise they wait ~10 s for the heartbeat and fetchSockets stalls).
     for (uid, nsp) in closes {
         let msg = Value::from(sticky::adapter_close_message(&uid, &nsp));
         for s in &survivors {
@@ -296,7 +265,7 @@ fn leave_listener(reg: &mut Registry, lid: &ListenerId, wid: u32, linger: bool) 
 
 /// Called by a lingering listener whose time is up: closes it unless a
 /// worker joined meanwhile.
-pub fn linger_expired(p: &Primary, lid: &ListenerId) {
+fn linger_expired(p: &Primary, lid: &ListenerId) {
     let mut reg = p.reg();
     if reg.listeners.get(lid).is_some_and(|l| l.members.is_empty()) {
         reg.listeners.remove(lid);
@@ -315,7 +284,7 @@ async fn worker_reader(
         let msg = match msg {
             Ok(m) => m,
             Err(e) => {
-                // Incumbent flaw #8: garbage on one channel must not take the
+                // Garbage on one channel must not take the
                 // daemon down. Close that channel; the worker is restarted.
                 close_and_restart(&p, wid, &format!("App [{label}] wrote a malformed IPC frame ({e})"));
                 return;
@@ -469,9 +438,10 @@ fn on_cluster(
         None if v.get("ack").is_some() => {
             let ack = v.get("ack").and_then(|a| a.as_f64()).ok_or("newconn reply without a numeric ack")?;
             let accepted = v.get("accepted").and_then(|a| a.as_bool()).unwrap_or(false);
-            let mut reg = p.reg();
-            if let Some(lid) = reg.newconn.remove(&(ack as u64)) {
-                if let Some(l) = reg.listeners.get(&lid) {
+            // Each listener of the worker ignores a seq it did not offer.
+            let reg = p.reg();
+            for lid in reg.workers.get(&wid).map(|w| w.listeners.as_slice()).unwrap_or_default() {
+                if let Some(l) = reg.listeners.get(lid) {
                     let _ = l.tx.send(listener::LCtl::Reply { wid, seq: ack as u64, accepted });
                 }
             }
@@ -513,8 +483,13 @@ fn query_server(p: &Primary, wid: u32, label: &str, v: &Value) -> Result<(), Str
         match bind::bind(&q) {
             Ok(bound) => {
                 let sockname = bound.sockname();
-                let Some(me) = p.arc() else { return Ok(()) };
-                let tx = listener::spawn(me, lid.clone(), bound);
+                let (weak, id) = (p.me.clone(), lid.clone());
+                let on_linger_over = Box::new(move || {
+                    if let Some(p) = weak.upgrade() {
+                        linger_expired(&p, &id);
+                    }
+                });
+                let tx = listener::spawn(key.clone(), bound, on_linger_over);
                 reg.listeners.insert(
                     lid.clone(),
                     ListenerEntry { tx, sockname: sockname.clone(), members: BTreeSet::new() },
