@@ -214,7 +214,7 @@ fn sigkill_of_the_only_worker_under_load_loses_only_requests_it_had_accepted() {
     sigkill_under_load(1);
 }
 
-/// incumbent flaw #14: `reload` under continuous load must fail no request.
+/// `reload` under continuous load must fail no request.
 #[test]
 fn reload_under_load_fails_no_request_and_replaces_every_worker() {
     let port = free_port();

@@ -1,4 +1,4 @@
-//! Incumbent flaw #12: the daemon must keep a constant number of open
+//! The daemon must keep a constant number of open
 //! descriptors per live process and flat memory across reloads, crashes and
 //! sustained Socket.IO load.
 

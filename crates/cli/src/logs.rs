@@ -1,4 +1,4 @@
-//! `pm2 logs` (§1.5.6): tail the log files, then stream live lines from the
+//! `pm2 logs`: tail the log files, then stream live lines from the
 //! daemon until Ctrl-C.
 //!
 //! Deliberate difference: pm2 reads only the last `n*200` bytes of each file

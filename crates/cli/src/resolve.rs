@@ -1,4 +1,4 @@
-//! Target resolution (§1.2), done in the CLI as pm2 does: the daemon only
+//! Target resolution, done in the CLI as pm2 does: the daemon only
 //! ever sees ids.
 
 use corral_proto::ProcInfo;

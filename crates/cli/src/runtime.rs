@@ -1,4 +1,4 @@
-//! `pm2-runtime` (§1.8): the container entry point. The daemon runs in a
+//! `pm2-runtime`: the container entry point. The daemon runs in a
 //! thread of this process; apps' output goes to our stdout/stderr;
 //! SIGINT/SIGTERM stop everything and exit 0; with auto-exit (default) the
 //! runtime exits 2 once no app has been online for three checks in a row.

@@ -1,4 +1,4 @@
-//! `pm2 startup` / `pm2 unstartup` (§3.12). systemd is generated in full;
+//! `pm2 startup` / `pm2 unstartup`. systemd is generated in full;
 //! the other init systems are detected and reported as unsupported.
 
 use crate::commands::{Cli, Code};

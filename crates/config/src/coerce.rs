@@ -1,4 +1,4 @@
-//! Value coercions of pm2's schema (§2.4): numeric strings, `10M` byte
+//! Value coercions of pm2's schema: numeric strings, `10M` byte
 //! sizes, `5s` durations and shell-like argument strings.
 
 use serde_json::Value;

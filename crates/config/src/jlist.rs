@@ -277,7 +277,7 @@ const RUNTIME: &[&str] = &[
     "created_at_ms",
 ];
 
-/// Keys the daemon injects into the child env (spec §3.4); they are found
+/// Keys the daemon injects into the child env; they are found
 /// in a saved `env` but are not part of the app's own environment.
 const INJECTED: &[&str] = &[
     "pm_id",

@@ -1,4 +1,4 @@
-//! `cron_restart`: restart an app on a cron schedule (spec §3.16). Like pm2,
+//! `cron_restart`: restart an app on a cron schedule. Like pm2,
 //! a tick restarts a stopped app too; the schedule lives as long as the
 //! process entry.
 

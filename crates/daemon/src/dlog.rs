@@ -16,7 +16,7 @@ pub fn attach_bus(bus: tokio::sync::broadcast::Sender<corral_proto::Event>) {
 
 fn line(level: &str, msg: &str) {
     let at = timefmt::now_ms();
-    let ts = timefmt::format(at, "YYYY-MM-DDTHH:mm:ss");
+    let ts = timefmt::format_local(at, "YYYY-MM-DDTHH:mm:ss");
     if let Some(bus) = BUS.get() {
         if bus.receiver_count() > 0 {
             let _ = bus.send(corral_proto::Event::Daemon { at, data: format!("{ts}: PM2 {level}: {msg}") });

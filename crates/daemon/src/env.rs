@@ -1,4 +1,4 @@
-//! The environment a process is spawned with (spec §3.4): the stored app env
+//! The environment a process is spawned with: the stored app env
 //! plus every pm2_env field pm2 injects, stringified the way pm2 does.
 
 use crate::state::Shared;

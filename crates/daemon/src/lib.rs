@@ -1,6 +1,6 @@
 //! The Corral daemon: supervisor, cluster primary, sticky balancer, relay.
 //!
-//! Signal contract (pm2's, spec §3.2): SIGTERM, SIGINT and SIGQUIT dump the
+//! Signal contract (pm2's): SIGTERM, SIGINT and SIGQUIT dump the
 //! process list (when there is at least one app), stop every process and
 //! exit 0; SIGUSR2 reopens every log file (`reloadLogs`); SIGHUP is ignored.
 
@@ -130,7 +130,7 @@ fn banner(shared: &SharedRef) {
     dlog::log("--- New PM2 Daemon started ----------------------------------------------------");
     dlog::log(&format!(
         "Time                 : {}",
-        timefmt::format(timefmt::now_ms(), "YYYY-MM-DDTHH:mm:ss.SSSZ")
+        timefmt::format_local(timefmt::now_ms(), "YYYY-MM-DDTHH:mm:ss.SSSZ")
     ));
     dlog::log(&format!("PM2 version          : {} (corral)", corral_proto::CORRAL_VERSION));
     dlog::log(&format!("Process ID           : {}", std::process::id()));
@@ -175,7 +175,7 @@ async fn reap_orphans() {
     }
 }
 
-/// pm2's periodic worker (spec §3.16): memory limit and backoff reset.
+/// pm2's periodic worker: memory limit and backoff reset.
 async fn worker_tick(shared: SharedRef) {
     let period = std::env::var("PM2_WORKER_INTERVAL")
         .ok()

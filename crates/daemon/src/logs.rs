@@ -168,7 +168,7 @@ fn emit(
         for line in text.split_inclusive('\n') {
             let v = serde_json::json!({
                 "message": line,
-                "timestamp": timefmt::format(at, "YYYY-MM-DDTHH:mm:ss"),
+                "timestamp": timefmt::format_local(at, "YYYY-MM-DDTHH:mm:ss"),
                 "type": match stream { Stream::Out => "out", Stream::Err => "err" },
                 "process_id": src.pm_id,
                 "app_name": src.name,
@@ -178,7 +178,7 @@ fn emit(
         }
         std::borrow::Cow::Owned(s.into_bytes())
     } else if let Some(fmt) = &src.date_format {
-        let prefix = format!("{}: ", timefmt::format(at, fmt));
+        let prefix = format!("{}: ", timefmt::format_local(at, fmt));
         let mut s = String::with_capacity(text.len() + 32);
         for line in text.split_inclusive('\n') {
             s.push_str(&prefix);

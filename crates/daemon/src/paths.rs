@@ -1,4 +1,4 @@
-//! pm2's `PM2_HOME` layout (spec §3.1). Only the names; nothing here does I/O
+//! pm2's `PM2_HOME` layout. Only the names; nothing here does I/O
 //! except [`Home::ensure`].
 
 use std::path::{Path, PathBuf};

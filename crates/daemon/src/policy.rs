@@ -1,4 +1,4 @@
-//! pm2's auto-restart decision (`God.handleExit`, spec §3.6), as a pure
+//! pm2's auto-restart decision (`God.handleExit` in lib/God/Methods.js), as a pure
 //! function of the counters and the clock so it can be tested without
 //! processes or real time.
 

@@ -1,6 +1,6 @@
 //! Process-tree helpers over `/proc`: pm2's `treekill` walks descendants with
 //! `ps --ppid`; we read `/proc` directly (no fork, works on busybox images).
-//! Nothing here keeps a file open after it returns (incumbent flaw #12).
+//! Nothing here keeps a file open after it returns (the incumbent, @socket.io/pm2, leaked descriptors this way).
 
 use std::collections::HashMap;
 

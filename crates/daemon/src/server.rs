@@ -260,7 +260,7 @@ fn truncate(path: &str) {
     }
 }
 
-/// Number of processes `instances` asks for (spec §2.3).
+/// Number of processes `instances` asks for.
 pub fn instance_count(instances: Option<i64>, nproc: usize) -> usize {
     match instances {
         None => 1,
@@ -374,7 +374,7 @@ async fn scale(shared: &SharedRef, name: &str, count: u32) -> Reply {
             }
         }
     } else {
-        // pm2 deletes the oldest ids first, in list order (spec §1.5.7).
+        // pm2 deletes the oldest ids first, in list order.
         current.sort_by_key(|(id, _)| *id);
         for (id, _) in current.into_iter().take((have - count) as usize) {
             if let Some(h) = handle_of(shared, id) {

@@ -1,5 +1,5 @@
 //! `watch`: restart an app when files under its watched paths change
-//! (spec §3.16). One watcher per process; the first change after
+//!. One watcher per process; the first change after
 //! `watch_delay` restarts it (a stopped app is started, as pm2 does), and
 //! changes that arrive while that restart is pending are folded into it.
 

@@ -440,7 +440,7 @@ impl Encoder<'_> {
     }
 
     fn host_view(&mut self, kind: ViewKind, bytes: &Bytes) -> Result<()> {
-        if bytes.len() % kind.element_size() > 0 {
+        if !bytes.len().is_multiple_of(kind.element_size()) {
             return Err(Error::NotEncodable("typed array length is not a multiple of its element size"));
         }
         if bytes.len() > u32::MAX as usize {
@@ -835,7 +835,7 @@ impl<'a> Reader<'a> {
                         let kind = ViewKind::from_index(self.varint32()?)
                             .ok_or_else(|| self.malformed("unknown ArrayBufferView type"))?;
                         let n = self.varint32()? as usize;
-                        if n % kind.element_size() > 0 {
+                        if !n.is_multiple_of(kind.element_size()) {
                             return Err(self.malformed("view length is not a multiple of its element size"));
                         }
                         let bytes = self.bytes(n)?;

@@ -1,4 +1,4 @@
-//! `start` (§1.5.1), `startOrRestart` / `startOrReload` /
+//! `start`, `startOrRestart` / `startOrReload` /
 //! `startOrGracefulReload`, and every action on an ecosystem file.
 //!
 //! CLI flags are mapped to ecosystem keys and validated by

@@ -1,4 +1,4 @@
-//! `pm2 describe` (§3.15): one block per process.
+//! `pm2 describe`: one block per process.
 
 use super::{auto_widths, time_since, BoxTable, Cell};
 use crate::output::{paint_if, Color};

@@ -1,4 +1,4 @@
-//! `pm2 list`: the process table (§3.13), the condensed variant for narrow
+//! `pm2 list`: the process table, the condensed variant for narrow
 //! terminals, `--sort`, and the `-m` mini list.
 
 use super::{bytes_to_size, time_since, width, BoxTable, Cell};

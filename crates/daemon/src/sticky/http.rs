@@ -4,7 +4,7 @@
 //! worker every byte it consumed (`{type:"sticky:connection", data}`), because after the fd
 //! hand-off the worker's `@socket.io/sticky` `unshift()`s `data` in front of whatever is still in
 //! the kernel socket. We read the whole request (head and body) before the hand-off so the worker
-//! never depends on the daemon forwarding later chunks (incumbent flaw #3), and we never touch
+//! never depends on the daemon forwarding later chunks (the incumbent did), and we never touch
 //! the socket again afterwards.
 //!
 //! Everything here is generic over [`AsyncRead`] so it can be driven by `tokio::io::duplex` or
@@ -67,7 +67,7 @@ pub struct Request {
     /// Offset in `data` where this request ends. Bytes after it were pipelined. When
     /// `body_complete` is false this is `data.len()`.
     pub end: usize,
-    /// Engine.IO session id, from the request-target's query string only (flaw #7).
+    /// Engine.IO session id, from the request-target's query string only.
     pub sid: Option<String>,
     /// False only when the client sent `Expect: 100-continue` and is waiting for the interim
     /// response before sending its body. The worker's HTTP server sends `100 Continue` itself and
@@ -113,7 +113,7 @@ impl ReadError {
 
 /// The responses the balancer itself ever writes. Each is complete and well-formed, with
 /// `Connection: close` and `Content-Length: 0`, because the incumbent's malformed 503 made Node's
-/// client fail with `HPE_INVALID_HEADER_TOKEN` (flaw #6).
+/// client fail with `HPE_INVALID_HEADER_TOKEN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {
     BadRequest,
@@ -325,7 +325,7 @@ fn trim(v: &[u8]) -> &[u8] {
 /// The `sid` query parameter of a request-target (origin-form `/path?query` or absolute-form
 /// `http://host/path?query`), percent-decoded the way Node's `querystring` does it for
 /// Engine.IO. Headers and body are never looked at: a request must not be steered to another
-/// session's worker by text in its body (flaw #7).
+/// session's worker by text in its body.
 pub fn sid_from_target(target: &str) -> Option<String> {
     let query = target.split_once('?')?.1;
     let query = query.split_once('#').map_or(query, |(q, _)| q);

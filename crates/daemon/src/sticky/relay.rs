@@ -1,4 +1,4 @@
-//! Where a `@socket.io/cluster-adapter` 0.3.0 frame goes (spec node-ipc.md §6).
+//! Where a `@socket.io/cluster-adapter` 0.3.0 frame goes.
 //!
 //! The daemon forwards adapter frames byte for byte; it decodes only the top-level fields
 //! (`source`, `type`, `uid`, `nsp`, `requesterUid`) and asks this module for the targets. Frames
@@ -6,14 +6,14 @@
 //! be both slower and lossy.
 //!
 //! Rules, per app (the daemon keeps one [`Relay`] per app, so two socket.io apps never
-//! cross-deliver, flaw #10):
+//! cross-deliver):
 //! - `FETCH_SOCKETS_RESPONSE` (8) and `SERVER_SIDE_EMIT_RESPONSE` (10) go only to the worker
 //!   that has sent a frame with `uid == requesterUid`; dropped if no such worker is alive.
 //! - Everything else, including the other responses `BROADCAST_CLIENT_COUNT` (11) and
 //!   `BROADCAST_ACK` (12), goes to every other worker of the app, as the stock `setupPrimary`
 //!   does (non-requesters ignore unknown request ids).
 //! - When a worker exits, the survivors get `ADAPTER_CLOSE` (13) for each `(uid, nsp)` it used,
-//!   so they stop counting it at once instead of after the 10 s heartbeat timeout (flaw #11).
+//!   so they stop counting it at once instead of after the 10 s heartbeat timeout.
 //!
 //! Frames without a `uid` come from cluster-adapter 0.2.x, whose numbering differs; they are
 //! fanned out to the other workers and never routed as responses.

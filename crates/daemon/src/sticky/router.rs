@@ -2,17 +2,17 @@
 //! sockets, the IPC channels and the clock, and asks this state machine what to do.
 //!
 //! The daemon keeps one [`Router`] per app that opted in to sticky routing, so traffic never
-//! reaches another app's workers (flaw #10).
+//! reaches another app's workers (the incumbent shared one table across apps).
 //!
 //! # Worker lifecycle
 //!
 //! `add_worker` (not ready) → `set_ready` → `set_draining` → `remove_worker`. A worker receives
-//! no sticky traffic until it is ready (flaw #2: `online` arrives before user code ran
+//! no sticky traffic until it is ready (`online` arrives before user code ran
 //! `setupWorker`). The daemon calls `set_ready` on the first adapter heartbeat, the first
 //! `sticky:*` message or `ready`; a registered session also counts (see [`Router::on_session`]).
 //! A draining worker gets no new sessions but keeps serving the sids it owns while it is alive.
 //!
-//! # The hold rule (flaw #1, the registration race)
+//! # The hold rule (the registration race)
 //!
 //! An Engine.IO session is born when a worker answers a session-less handshake. The worker
 //! reports the new sid over IPC (`sticky:connection`), but the client may already have sent its
@@ -37,7 +37,8 @@
 //!
 //! Least-connection load = registered sessions + hand-offs in flight + unclaimed pending
 //! registrations. Counting what is in flight is what spreads a burst of simultaneous connects
-//! (flaw #4): the incumbent counted confirmed sessions only, so a burst all went to one worker.
+//! (the incumbent, @socket.io/pm2, counted confirmed sessions only, so a burst all went to one
+//! worker).
 //! Ties are broken round-robin so session-less plain HTTP spreads too.
 
 use std::collections::hash_map::RandomState;

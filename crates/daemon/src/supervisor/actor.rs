@@ -97,7 +97,7 @@ fn new_info(shared: &SharedRef, id: u32, instance: u32, app: AppSpec) -> ProcInf
     p
 }
 
-/// Log and pid paths (spec §2.2, §3.10): `-<pm_id>` suffix unless logs are
+/// Log and pid paths: `-<pm_id>` suffix unless logs are
 /// merged; pid files always get it.
 pub fn fill_paths(shared: &SharedRef, p: &mut ProcInfo) {
     let app = &p.app;
@@ -506,7 +506,7 @@ impl Task {
         }
     }
 
-    /// Rolling replacement of one cluster worker (spec §3.8): start the new
+    /// Rolling replacement of one cluster worker: start the new
     /// worker under the same pm_id, wait until it listens (or sends `ready`
     /// with wait_ready, or speaks Socket.IO), stop routing new connections to
     /// the old one, and retire the old one in the background. A replacement
@@ -593,7 +593,7 @@ impl Task {
         Err(DaemonError::ReloadFailed(msg))
     }
 
-    /// pm2's stop sequence (spec §3.7). Leaves the process `stopped`, or
+    /// pm2's stop sequence. Leaves the process `stopped`, or
     /// `errored` if it survived SIGKILL.
     async fn stop(&mut self) {
         self.stop_with(false).await
@@ -803,7 +803,7 @@ fn exit_parts(st: Option<std::process::ExitStatus>) -> (Option<i32>, Option<Stri
     }
 }
 
-/// Program and argv for a fork-mode app (spec §3.9): `interpreter
+/// Program and argv for a fork-mode app: `interpreter
 /// [node_args] script args`, or the script itself for `none`.
 pub fn command_line(app: &AppSpec) -> (String, Vec<String>) {
     if app.interpreter == "none" || app.interpreter.is_empty() {
