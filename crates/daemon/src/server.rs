@@ -308,7 +308,6 @@ pub async fn start_app(shared: &SharedRef, app: corral_proto::AppSpec) -> Result
     if app.exec_mode == corral_proto::ExecMode::Cluster && app.sticky != Some(false) {
         let port = app.sticky_port.unwrap_or(shared.pm2_port);
         if let Err(e) = crate::balancer::ensure_listening(shared, port) {
-            dlog::error(&e);
             if app.sticky == Some(true) || uses_socketio(&app) {
                 sticky_err = Some(e);
             }
