@@ -118,6 +118,8 @@ fn cluster_worker_runs_as_the_uid_and_serves_through_the_daemons_listener() {
         assert_runs_as_nobody(pid(p));
     }
     let pids: Vec<u64> = list.iter().map(pid).collect();
+    // `online` comes before the app's `listen()`: wait for the listener.
+    poll("the app's port to answer", T, || http_get(port, "/").ok());
     for i in 0..6 {
         let v = http_get(port, "/").unwrap_or_else(|e| panic!("request {i} failed: {e}"));
         assert!(pids.contains(&v["pid"].as_u64().unwrap_or(0)), "answered by {v}");
