@@ -31,6 +31,9 @@ pub enum DaemonError {
     /// The sticky balancer's port could not be bound.
     #[error("{0}")]
     StickyPort(String),
+    /// The app's uid/gid cannot be resolved or are not ours to give.
+    #[error("{0}")]
+    Privileges(String),
     /// dump.pm2 could not be read or written.
     #[error("{0}")]
     Dump(String),

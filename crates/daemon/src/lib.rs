@@ -16,6 +16,7 @@ pub mod paths;
 pub mod persist;
 pub mod policy;
 pub mod portowner;
+pub mod privileges;
 pub mod proctree;
 pub mod server;
 pub mod state;
@@ -85,6 +86,12 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", pid_file.display()))?;
 
     let shared = Shared::new(home.clone());
+    let weak = std::sync::Arc::downgrade(&shared);
+    shared.cluster.set_sticky_port_server(Box::new(move |port| {
+        if let Some(shared) = weak.upgrade() {
+            let _ = balancer::ensure_listening(&shared, port);
+        }
+    }));
     dlog::attach_bus(shared.bus.clone());
     banner(&shared);
     tokio::spawn(detect_node_version(shared.clone()));

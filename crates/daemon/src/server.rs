@@ -154,10 +154,15 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             Ok(ids) => Reply::Procs { procs: infos(shared, &ids) },
             Err(e) => err(e.to_string()),
         },
-        Request::Op { op, id, update } => {
+        Request::Op { op, id, mut update } => {
             let Some(h) = handle_of(shared, id) else {
                 return err(DaemonError::NotFound(id).to_string());
             };
+            if let Some(u) = update.as_deref_mut() {
+                if let Err(e) = crate::privileges::normalize(u) {
+                    return err(e.to_string());
+                }
+            }
             let r = match op {
                 Op::Stop => h.stop().await,
                 Op::Delete => {
@@ -284,12 +289,13 @@ fn uses_socketio(app: &corral_proto::AppSpec) -> bool {
     false
 }
 
-pub async fn start_app(shared: &SharedRef, app: corral_proto::AppSpec) -> Result<Vec<u32>, DaemonError> {
+pub async fn start_app(shared: &SharedRef, mut app: corral_proto::AppSpec) -> Result<Vec<u32>, DaemonError> {
+    // Refused before anything is bound or spawned.
+    crate::privileges::normalize(&mut app).map_err(|e| DaemonError::Privileges(e.to_string()))?;
     let mut sticky_err = None;
     if app.exec_mode == corral_proto::ExecMode::Cluster && app.sticky != Some(false) {
         let port = app.sticky_port.unwrap_or(shared.pm2_port);
         if let Err(e) = crate::balancer::ensure_listening(shared, port) {
-            dlog::error(&e);
             if app.sticky == Some(true) || uses_socketio(&app) {
                 sticky_err = Some(DaemonError::StickyPort(e));
             }

@@ -24,7 +24,7 @@ use crate::sticky::{self, AdapterFrame, Relay, Router, WorkerId};
 use crate::supervisor::host::{ExitRequest, Retirement, WorkerEvent, WorkerHost, WorkerInfo};
 use node_ipc::{FieldValue, Incoming, Mode, Receiver, Sender, TopLevel, Value};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use wire::{cluster_msg, js_string};
@@ -93,11 +93,23 @@ pub struct Primary {
     /// `PM2_GRACEFUL_TIMEOUT`: how long a replaced Socket.IO worker keeps
     /// its sessions.
     graceful_timeout: Duration,
+    /// Makes the sticky balancer listen on a port (set once by the daemon;
+    /// the balancer reads this registry, so the primary cannot own it).
+    serve_sticky_port: OnceLock<StickyPortServer>,
 }
+
+/// Binds the sticky balancer on a port, idempotently.
+pub type StickyPortServer = Box<dyn Fn(u16) + Send + Sync>;
 
 impl Primary {
     pub fn new(pm2_port: u16, graceful_timeout: Duration) -> Arc<Primary> {
-        Arc::new_cyclic(|me| Primary { me: me.clone(), reg: Mutex::default(), pm2_port, graceful_timeout })
+        Arc::new_cyclic(|me| Primary {
+            me: me.clone(),
+            reg: Mutex::default(),
+            pm2_port,
+            graceful_timeout,
+            serve_sticky_port: OnceLock::new(),
+        })
     }
 
     /// Locks the registry. A poisoned lock (a panic elsewhere while holding
@@ -105,6 +117,13 @@ impl Primary {
     /// consistent at statement boundaries, so we keep using it.
     pub fn reg(&self) -> MutexGuard<'_, Registry> {
         self.reg.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets who binds sticky ports: every cluster worker spawned (by any
+    /// path: start, resurrect, update, scale) makes sure its app's port is
+    /// served.
+    pub fn set_sticky_port_server(&self, f: StickyPortServer) {
+        let _ = self.serve_sticky_port.set(f);
     }
 
     fn arc(&self) -> Option<Arc<Primary>> {
@@ -196,6 +215,19 @@ fn worker_spawned(p: &Primary, wid: u32, pm_id: u32, pid: i32, app: &corral_prot
         if app.sticky == Some(true) && !sa.enabled {
             sa.enabled = true;
             reg.port_owner.entry(port).or_insert_with(|| app.name.clone());
+        }
+        let wants_balancer = app.sticky != Some(false);
+        drop(reg);
+        // Every path that runs a cluster worker comes through here (start,
+        // resurrect, `update`, pm2-runtime, ecosystem reload, scale, restart
+        // with a changed spec), so the balancer is bound here and not only
+        // by `start`: an app restored from dump.pm2 must get its port too.
+        // Idempotent once bound; a port that was taken is tried again.
+        if wants_balancer {
+            // A failure is logged by the balancer; the worker still runs.
+            if let Some(serve) = p.serve_sticky_port.get() {
+                serve(port);
+            }
         }
     }
 }
