@@ -311,10 +311,12 @@ fn wait_ready_holds_start_until_the_app_sends_ready() {
     let mut pm2 = Pm2::new();
     pm2.envs.push(("READY_AFTER_MS".into(), "800".into()));
     let t0 = Instant::now();
-    pm2.run(&["start", "ready.js", "--wait-ready", "--listen-timeout", "10000"]).ok();
+    // listen_timeout far beyond the generous deadline below: a start that
+    // waited for it instead of `ready` cannot pass.
+    pm2.run(&["start", "ready.js", "--wait-ready", "--listen-timeout", "120000"]).ok();
     let took = t0.elapsed();
     assert!(took >= Duration::from_millis(700), "start returned after {took:?}, before ready");
-    assert!(took < Duration::from_secs(8), "start waited for listen_timeout instead of ready: {took:?}");
+    assert!(took < Duration::from_secs(30), "start waited for listen_timeout instead of ready: {took:?}");
     assert_eq!(status(&pm2.jlist()[0]), "online");
 }
 
@@ -325,7 +327,8 @@ fn listen_timeout_bounds_wait_ready() {
     let t0 = Instant::now();
     pm2.run(&["start", "ready.js", "--wait-ready", "--listen-timeout", "700"]).ok();
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(600) && took < Duration::from_secs(8), "{took:?}");
+    // Ready would come after 600 s: returning at all means listen_timeout.
+    assert!(took >= Duration::from_millis(600) && took < Duration::from_secs(30), "{took:?}");
     assert_eq!(status(&pm2.jlist()[0]), "online");
 }
 
@@ -364,7 +367,7 @@ fn a_stale_socket_file_is_replaced() {
     assert!(path.exists());
     let t0 = Instant::now();
     pm2.run(&["ping"]).ok();
-    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(t0.elapsed() < Duration::from_secs(30));
 }
 
 #[test]
@@ -377,7 +380,7 @@ fn an_unwritable_pm2_home_is_a_clear_error_not_a_hang() {
     let r = pm2.run(&["ls"]);
     assert_ne!(r.code, 0, "{}", r.all());
     assert!(r.stderr.contains("[PM2][ERROR]"), "{}", r.all());
-    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(t0.elapsed() < Duration::from_secs(30));
 }
 
 #[test]
@@ -398,12 +401,13 @@ fn watch_restarts_on_a_change_and_ignores_node_modules() {
     pm2.wait_for("a watch restart", T, |l| {
         l.first().is_some_and(|p| pid(p) != first && status(p) == "online")
     });
-    assert!(
-        pm2.daemon_log().contains("Change detected on path config.json for app app - restarting"),
-        "{}",
-        pm2.daemon_log()
-    );
-    assert!(!pm2.daemon_log().contains("node_modules/dep.js"), "{}", pm2.daemon_log());
+    // The watcher handles changes in order: the node_modules one came
+    // first, so by the time config.json restarted the app it had been
+    // judged, and the first change the daemon acted on is config.json.
+    let log = pm2.daemon_log();
+    let first_change = log.lines().find(|l| l.contains("Change detected on path")).unwrap_or("");
+    assert!(first_change.contains("Change detected on path config.json for app app - restarting"), "{log}");
+    assert!(!log.contains("node_modules/dep.js"), "{log}");
 }
 
 #[test]

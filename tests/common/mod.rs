@@ -156,11 +156,52 @@ pub fn pid_alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// A TCP port no other test (of any test process) holds and nothing
+/// listens on. Binding port 0 and releasing it races with parallel tests
+/// (the kernel may hand the same port out again, and daemons bind it only
+/// later), so ports come from 20000-31999, below the kernel's ephemeral
+/// range, each reserved by an exclusive `flock` on a file shared by every
+/// test process, held until this process exits.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::os::fd::AsRawFd;
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    let dir = std::env::temp_dir().join("corral-test-ports");
+    std::fs::create_dir_all(&dir).expect("port lock dir");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let seed = nanos ^ std::process::id().wrapping_mul(2_654_435_761);
+    for i in 0..COUNT {
+        // A stride coprime with COUNT visits every port once.
+        let port = (FIRST + (seed.wrapping_add(i.wrapping_mul(7_919))) % COUNT) as u16;
+        let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+        else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        // Free on every address a test daemon may bind (127.0.0.1, `::`).
+        // (A host without IPv6 only checks 127.0.0.1.)
+        let v6_free = match std::net::TcpListener::bind(("::", port)) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::AddrInUse,
+        };
+        let free = v6_free && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            HELD.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT);
 }
 
 /// The npm fixture project with the Node apps (`tests/node`). Runs `npm ci`

@@ -12,7 +12,11 @@ const { setupWorker } = require(process.env.STICKY_VERSION === "1" ? "sticky1" :
 
 const httpServer = createServer();
 const io = new Server(httpServer);
-io.adapter(createAdapter());
+// SIO_HEARTBEAT_TIMEOUT_MS: how long the adapter keeps counting a silent
+// peer (10 s by default); a test sets it long to prove a drop came from the
+// daemon's close message, not from the heartbeat.
+const hb = Number(process.env.SIO_HEARTBEAT_TIMEOUT_MS);
+io.adapter(createAdapter(hb > 0 ? { heartbeatTimeout: hb } : {}));
 setupWorker(io);
 
 const me = {
