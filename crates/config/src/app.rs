@@ -814,25 +814,14 @@ impl Resolver<'_> {
     }
 }
 
-/// Light check of a croner pattern: 5 or 6 fields of cron characters, or
-/// one of the `@` nicknames. The daemon's scheduler does the full parse.
+/// Parses a `cron_restart` pattern as pm2 does (croner): 5 or 6 fields
+/// (seconds optional) or an `@` nickname. The one cron rule: the config
+/// validates with it and the daemon schedules with it.
+pub fn parse_cron(pat: &str) -> Result<croner::Cron, String> {
+    croner::Cron::new(pat).with_seconds_optional().parse().map_err(|e| e.to_string())
+}
+
+/// Validates a `cron_restart` pattern (see [`parse_cron`]).
 pub fn check_cron(pat: &str) -> Result<(), String> {
-    const NICK: &[&str] = &["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
-    if pat.starts_with('@') {
-        return if NICK.contains(&pat.to_ascii_lowercase().as_str()) {
-            Ok(())
-        } else {
-            Err(format!("unknown nickname \"{pat}\""))
-        };
-    }
-    let fields: Vec<&str> = pat.split_whitespace().collect();
-    if !(5..=6).contains(&fields.len()) {
-        return Err(format!("\"{pat}\" has {} fields, expected 5 or 6", fields.len()));
-    }
-    for f in &fields {
-        if !f.chars().all(|c| c.is_ascii_alphanumeric() || "*/,-?#".contains(c)) {
-            return Err(format!("invalid field \"{f}\" in \"{pat}\""));
-        }
-    }
-    Ok(())
+    parse_cron(pat).map(|_| ())
 }

@@ -277,53 +277,6 @@ const RUNTIME: &[&str] = &[
     "created_at_ms",
 ];
 
-/// Keys the daemon injects into the child env; they are found
-/// in a saved `env` but are not part of the app's own environment.
-const INJECTED: &[&str] = &[
-    "pm_id",
-    "name",
-    "namespace",
-    "instance_var",
-    "unique_id",
-    "pm_exec_path",
-    "pm_cwd",
-    "pm_out_log_path",
-    "pm_err_log_path",
-    "pm_pid_path",
-    "pm_log_path",
-    "exec_mode",
-    "exec_interpreter",
-    "instances",
-    "node_args",
-    "args",
-    "status",
-    "restart_time",
-    "unstable_restarts",
-    "created_at",
-    "pm_uptime",
-    "autorestart",
-    "autostart",
-    "treekill",
-    "merge_logs",
-    "username",
-    "kill_retry_time",
-    "windowsHide",
-    "vizion",
-    "vizion_running",
-    "pmx",
-    "automation",
-    "km_link",
-    "version",
-    "axm_actions",
-    "axm_monitor",
-    "axm_options",
-    "axm_dynamic",
-    "_pm2_version",
-    "node_version",
-    "exit_code",
-    "prev_restart_delay",
-];
-
 /// Defaults pm2 writes into every pm2_env; equal values are not worth
 /// keeping as options.
 const DEFAULT_FLAGS: &[(&str, bool)] =
@@ -388,7 +341,7 @@ pub fn app_from_pm2_env(v: &Value, ctx: &Context) -> Result<AppSpec, ConfigError
     let saved_env = env.clone();
     let instance_var =
         o.get("instance_var").and_then(Value::as_str).unwrap_or("NODE_APP_INSTANCE").to_owned();
-    for k in INJECTED {
+    for k in corral_proto::INJECTED_ENV_KEYS {
         env.remove(*k);
     }
     env.remove(&instance_var);

@@ -23,7 +23,7 @@ mod jlist;
 pub mod json5;
 mod paths;
 
-pub use app::{canonical_key, check_cron, sanitize_log_name, TIME_FORMAT};
+pub use app::{canonical_key, check_cron, parse_cron, sanitize_log_name, TIME_FORMAT};
 pub use coerce::{parse_bytes, parse_duration_ms, split_args};
 pub use jlist::instance_from_pm2_env;
 

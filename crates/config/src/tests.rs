@@ -717,3 +717,13 @@ fn js_config_with_open_handles_and_requires() {
     let e = load_ecosystem(Path::new("exit.config.js"), &f.ctx).unwrap_err();
     assert!(e.to_string().contains("printed no config"), "{e}");
 }
+
+#[test]
+fn log_names_and_cron_patterns_follow_pm2() {
+    assert_eq!(crate::sanitize_log_name("python3 -m http"), "python3--m-http");
+    assert!(crate::check_cron("*/5 * * * *").is_ok());
+    assert!(crate::check_cron("*/2 * * * * *").is_ok());
+    assert!(crate::check_cron("@hourly").is_ok());
+    assert!(crate::check_cron("not a cron").is_err());
+    assert!(crate::check_cron("* * *").is_err());
+}

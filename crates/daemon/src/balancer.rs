@@ -12,9 +12,9 @@
 use crate::cluster::Registry;
 use crate::dlog;
 use crate::state::SharedRef;
-use crate::sticky::{self, HttpLimits, Reject, Route, WorkerId};
+use crate::sticky::{self, Reject, Route, WorkerId};
 use node_ipc::{HandleOutcome, HandleType, Value};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -39,17 +39,14 @@ pub fn ensure_listening(shared: &SharedRef, port: u16) -> Result<(), String> {
             return Ok(());
         }
     }
-    let ip: IpAddr = match &shared.sticky_host {
-        Some(h) => h.parse().map_err(|_| format!("PM2_STICKY_HOST {h} is not an IP address"))?,
-        None => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    let ip: Option<IpAddr> = match &shared.config.sticky_host {
+        Some(h) => Some(h.parse().map_err(|_| format!("PM2_STICKY_HOST {h} is not an IP address"))?),
+        None => None,
     };
-    let result = bind(SocketAddr::new(ip, port)).or_else(|e| {
-        if shared.sticky_host.is_none() && e.raw_os_error() != Some(libc::EADDRINUSE) {
-            bind(SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port))
-        } else {
-            Err(e)
-        }
-    });
+    let result = match ip {
+        Some(ip) => bind(SocketAddr::new(ip, port)),
+        None => crate::cluster::bind::any_address(port, bind),
+    };
     let mut ports = shared.sticky_ports.lock().unwrap_or_else(|p| p.into_inner());
     match result {
         Ok(l) => {
@@ -75,10 +72,7 @@ pub fn ensure_listening(shared: &SharedRef, port: u16) -> Result<(), String> {
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let sock =
-        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    sock.set_reuseaddr(true)?;
-    sock.bind(addr)?;
+    let sock = crate::cluster::bind::tcp_socket(addr)?;
     defer_accept(&sock);
     sock.listen(1024)
 }
@@ -162,21 +156,7 @@ impl tokio::io::AsyncRead for Lazy {
 /// accept4 straight into a non-blocking, close-on-exec std socket (tokio's
 /// accept would register it with epoll at once).
 fn accept_raw(fd: std::os::fd::RawFd) -> std::io::Result<std::net::TcpStream> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: accept4 with null address pointers; the returned fd is ours.
-    let s = unsafe {
-        libc::accept4(
-            fd,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        )
-    };
-    if s < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `s` is a fresh descriptor nobody else owns.
-    Ok(unsafe { std::net::TcpStream::from_raw_fd(s) })
+    crate::cluster::bind::accept4(fd).map(std::net::TcpStream::from)
 }
 
 async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
@@ -225,30 +205,6 @@ async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
     }
 }
 
-/// Request limits, from the environment once (`PM2_STICKY_MAX_BODY` bytes,
-/// `PM2_STICKY_MAX_HEAD` bytes, `PM2_STICKY_HEAD_TIMEOUT_MS`,
-/// `PM2_STICKY_BODY_TIMEOUT_MS`), else Engine.IO's own defaults.
-fn limits() -> HttpLimits {
-    static LIMITS: std::sync::OnceLock<HttpLimits> = std::sync::OnceLock::new();
-    *LIMITS.get_or_init(|| {
-        let num = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<u64>().ok());
-        let mut l = HttpLimits::default();
-        if let Some(v) = num("PM2_STICKY_MAX_BODY") {
-            l.max_body = v as usize;
-        }
-        if let Some(v) = num("PM2_STICKY_MAX_HEAD") {
-            l.max_head = v as usize;
-        }
-        if let Some(v) = num("PM2_STICKY_HEAD_TIMEOUT_MS") {
-            l.head_timeout = Duration::from_millis(v);
-        }
-        if let Some(v) = num("PM2_STICKY_BODY_TIMEOUT_MS") {
-            l.body_timeout = Duration::from_millis(v);
-        }
-        l
-    })
-}
-
 async fn reject(stream: Lazy, r: Reject) {
     if let Some(s) = stream.into_tokio() {
         reject_tokio(s, r).await;
@@ -265,7 +221,7 @@ fn owner_app(reg: &Registry, port: u16) -> Option<String> {
 }
 
 async fn connection(shared: SharedRef, port: u16, mut stream: Lazy) {
-    let req = match sticky::read_request(&mut stream, &limits()).await {
+    let req = match sticky::read_request(&mut stream, &shared.config.http_limits).await {
         Ok(r) => r,
         Err(e) => {
             if let Some(r) = e.rejection() {

@@ -17,9 +17,10 @@ impl Drop for CronHandle {
     }
 }
 
-/// Parses a 5- or 6-field pattern (seconds optional) or an `@` alias.
+/// Parses a 5- or 6-field pattern (seconds optional) or an `@` alias, by
+/// the same rule the config validated it with.
 pub fn parse(pattern: &str) -> Result<Cron, String> {
-    Cron::new(pattern).with_seconds_optional().parse().map_err(|e| format!("Cron pattern error: {e}"))
+    corral_config::parse_cron(pattern).map_err(|e| format!("Cron pattern error: {e}"))
 }
 
 pub fn start(handle: ProcessHandle, name: &str, pattern: &str) -> Option<CronHandle> {

@@ -2,7 +2,7 @@
 //! plus every pm2_env field pm2 injects, stringified the way pm2 does.
 
 use crate::state::Shared;
-use corral_proto::{ExecMode, ProcInfo};
+use corral_proto::{ExecMode, ProcInfo, INJECTED_ENV_KEYS};
 use std::collections::BTreeMap;
 
 fn b(v: bool) -> String {
@@ -18,7 +18,7 @@ pub fn build(shared: &Shared, p: &ProcInfo) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     if app.exec_mode == ExecMode::Cluster {
         // pm2 forks cluster workers from the daemon, so they see its env.
-        env.extend(shared.daemon_env.clone());
+        env.extend(shared.config.env.clone());
     }
     env.extend(app.env.clone());
     env.remove("CORRAL_DAEMON_MODE");
@@ -26,48 +26,13 @@ pub fn build(shared: &Shared, p: &ProcInfo) -> BTreeMap<String, String> {
         env.insert(k.to_string(), v);
     };
     ins(&mut env, "PM2_HOME", shared.home.root.to_string_lossy().into_owned());
-    ins(&mut env, "pm_id", p.pm_id.to_string());
-    ins(&mut env, "name", app.name.clone());
-    ins(&mut env, "namespace", app.namespace.clone());
+    for &key in INJECTED_ENV_KEYS {
+        if let Some(v) = injected(key, shared, p) {
+            env.insert(key.to_string(), v);
+        }
+    }
     ins(&mut env, &app.instance_var, p.instance.to_string());
-    ins(&mut env, "instance_var", app.instance_var.clone());
-    ins(&mut env, "unique_id", p.unique_id.clone());
-    ins(&mut env, "pm_exec_path", app.script.clone());
-    ins(&mut env, "pm_cwd", app.cwd.clone());
     ins(&mut env, "PWD", app.cwd.clone());
-    ins(&mut env, "pm_out_log_path", p.pm_out_log_path.clone());
-    ins(&mut env, "pm_err_log_path", p.pm_err_log_path.clone());
-    ins(&mut env, "pm_pid_path", p.pm_pid_path.clone());
-    if let Some(l) = &p.pm_log_path {
-        ins(&mut env, "pm_log_path", l.clone());
-    }
-    ins(&mut env, "exec_mode", app.exec_mode.as_str().into());
-    ins(&mut env, "exec_interpreter", app.interpreter.clone());
-    ins(&mut env, "instances", app.instances.unwrap_or(1).to_string());
-    ins(&mut env, "node_args", app.node_args.join(","));
-    if !app.args.is_empty() {
-        ins(&mut env, "args", app.args.join(","));
-    }
-    ins(&mut env, "status", "launching".into());
-    ins(&mut env, "restart_time", p.restart_time.to_string());
-    ins(&mut env, "unstable_restarts", p.unstable_restarts.to_string());
-    ins(&mut env, "created_at", p.created_at.to_string());
-    ins(&mut env, "pm_uptime", p.pm_uptime.to_string());
-    ins(&mut env, "autorestart", b(app.autorestart));
-    ins(&mut env, "autostart", b(app.autostart));
-    ins(&mut env, "treekill", b(app.treekill));
-    ins(&mut env, "merge_logs", b(app.merge_logs));
-    ins(&mut env, "username", shared.username.clone());
-    ins(&mut env, "kill_retry_time", app.kill_retry_time.to_string());
-    ins(&mut env, "windowsHide", "true".into());
-    ins(&mut env, "vizion", "true".into());
-    ins(&mut env, "vizion_running", "false".into());
-    ins(&mut env, "pmx", "true".into());
-    ins(&mut env, "automation", "true".into());
-    ins(&mut env, "km_link", "false".into());
-    if let Some(v) = &app.version {
-        ins(&mut env, "version", v.clone());
-    }
     if let Some(var) = &app.increment_var {
         let base: i64 = app.env.get(var).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
         ins(&mut env, var, (base + p.instance as i64).to_string());
@@ -94,4 +59,43 @@ pub fn uuid_v4() -> String {
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// The value the daemon gives an injected key, if it gives one (the others
+/// only appear in environments pm2 saved).
+fn injected(key: &str, shared: &Shared, p: &ProcInfo) -> Option<String> {
+    let app = &p.app;
+    Some(match key {
+        "pm_id" => p.pm_id.to_string(),
+        "name" => app.name.clone(),
+        "namespace" => app.namespace.clone(),
+        "instance_var" => app.instance_var.clone(),
+        "unique_id" => p.unique_id.clone(),
+        "pm_exec_path" => app.script.clone(),
+        "pm_cwd" => app.cwd.clone(),
+        "pm_out_log_path" => p.pm_out_log_path.clone(),
+        "pm_err_log_path" => p.pm_err_log_path.clone(),
+        "pm_pid_path" => p.pm_pid_path.clone(),
+        "pm_log_path" => p.pm_log_path.clone()?,
+        "exec_mode" => app.exec_mode.as_str().into(),
+        "exec_interpreter" => app.interpreter.clone(),
+        "instances" => app.instances.unwrap_or(1).to_string(),
+        "node_args" => app.node_args.join(","),
+        "args" if !app.args.is_empty() => app.args.join(","),
+        "status" => "launching".into(),
+        "restart_time" => p.restart_time.to_string(),
+        "unstable_restarts" => p.unstable_restarts.to_string(),
+        "created_at" => p.created_at.to_string(),
+        "pm_uptime" => p.pm_uptime.to_string(),
+        "autorestart" => b(app.autorestart),
+        "autostart" => b(app.autostart),
+        "treekill" => b(app.treekill),
+        "merge_logs" => b(app.merge_logs),
+        "username" => shared.username.clone(),
+        "kill_retry_time" => app.kill_retry_time.to_string(),
+        "windowsHide" | "vizion" | "pmx" | "automation" => "true".into(),
+        "vizion_running" | "km_link" => "false".into(),
+        "version" => app.version.clone()?,
+        _ => return None,
+    })
 }

@@ -19,6 +19,7 @@ pub mod portowner;
 pub mod privileges;
 pub mod proctree;
 pub mod server;
+pub mod settings;
 pub mod state;
 pub mod sticky;
 pub mod supervisor;
@@ -65,7 +66,10 @@ fn raise_fd_limit() {
 
 pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     raise_fd_limit();
-    let home = Home::new(opts.pm2_home);
+    // The one read of the environment.
+    let config = settings::DaemonConfig::from_env();
+    let mut home = Home::new(opts.pm2_home);
+    home.dump_file = config.dump_file.clone();
     home.ensure().with_context(|| format!("PM2_HOME {} is not writable", home.root.display()))?;
     let sock = home.rpc_sock();
     if sock.exists() {
@@ -85,7 +89,7 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     std::fs::write(&pid_file, std::process::id().to_string())
         .with_context(|| format!("cannot write {}", pid_file.display()))?;
 
-    let shared = Shared::new(home.clone());
+    let shared = Shared::new(home.clone(), config);
     let weak = std::sync::Arc::downgrade(&shared);
     shared.cluster.set_sticky_port_server(Box::new(move |port| {
         if let Some(shared) = weak.upgrade() {
@@ -94,7 +98,6 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     }));
     dlog::attach_bus(shared.bus.clone());
     banner(&shared);
-    tokio::spawn(detect_node_version(shared.clone()));
     tokio::spawn(worker_tick(shared.clone()));
     if std::process::id() == 1 {
         tokio::spawn(reap_orphans());
@@ -149,18 +152,6 @@ fn banner(shared: &SharedRef) {
     dlog::log("===============================================================================");
 }
 
-async fn detect_node_version(shared: SharedRef) {
-    let out = tokio::process::Command::new("node").arg("--version").output().await;
-    if let Ok(o) = out {
-        let v = String::from_utf8_lossy(&o.stdout).trim().trim_start_matches('v').to_string();
-        if !v.is_empty() {
-            if let Ok(mut g) = shared.node_version.lock() {
-                *g = Some(v);
-            }
-        }
-    }
-}
-
 /// As PID 1 (`pm2-runtime` in a container) every orphaned grandchild becomes
 /// our child. tokio reaps only the children it spawned, so the others would
 /// stay zombies. A zombie still there on two scans a second apart is not one
@@ -184,14 +175,8 @@ async fn reap_orphans() {
 
 /// pm2's periodic worker: memory limit and backoff reset.
 async fn worker_tick(shared: SharedRef) {
-    let period = std::env::var("PM2_WORKER_INTERVAL")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(30_000)
-        .max(100);
-    let reset_after =
-        std::env::var("EXP_BACKOFF_RESET_TIMER").ok().and_then(|v| v.parse().ok()).unwrap_or(30_000u64);
-    let mut iv = tokio::time::interval(Duration::from_millis(period));
+    let reset_after = shared.config.backoff_reset_ms;
+    let mut iv = tokio::time::interval(shared.config.worker_interval);
     iv.tick().await;
     loop {
         iv.tick().await;

@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Home {
     pub root: PathBuf,
+    /// `PM2_DUMP_FILE_PATH`, when set.
+    pub dump_file: Option<PathBuf>,
 }
 
 impl Home {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Home { root: root.into() }
+        Home { root: root.into(), dump_file: None }
     }
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
@@ -28,9 +30,7 @@ impl Home {
         self.root.join("pm2.log")
     }
     pub fn dump(&self) -> PathBuf {
-        std::env::var_os("PM2_DUMP_FILE_PATH")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.root.join("dump.pm2"))
+        self.dump_file.clone().unwrap_or_else(|| self.root.join("dump.pm2"))
     }
 
     /// Creates the directories pm2 creates on every invocation.
@@ -40,11 +40,6 @@ impl Home {
         }
         Ok(())
     }
-}
-
-/// pm2 replaces every character outside `[a-zA-Z0-9.-]` in file names.
-pub fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' }).collect()
 }
 
 /// Inserts `-<id>` before the extension, as pm2 does for per-instance logs
@@ -72,6 +67,5 @@ mod tests {
         assert_eq!(with_id_suffix("/a/b/app-out.log", 3), "/a/b/app-out-3.log");
         assert_eq!(with_id_suffix("/a/b/app.pid", 0), "/a/b/app-0.pid");
         assert_eq!(with_id_suffix("/a/noext", 1), "/a/noext-1");
-        assert_eq!(sanitize("python3 -m http"), "python3--m-http");
     }
 }

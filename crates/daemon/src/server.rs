@@ -294,7 +294,7 @@ pub async fn start_app(shared: &SharedRef, mut app: corral_proto::AppSpec) -> Re
     crate::privileges::normalize(&mut app).map_err(|e| DaemonError::Privileges(e.to_string()))?;
     let mut sticky_err = None;
     if app.exec_mode == corral_proto::ExecMode::Cluster && app.sticky != Some(false) {
-        let port = app.sticky_port.unwrap_or(shared.pm2_port);
+        let port = app.sticky_port.unwrap_or(shared.config.pm2_port);
         if let Err(e) = crate::balancer::ensure_listening(shared, port) {
             if app.sticky == Some(true) || uses_socketio(&app) {
                 sticky_err = Some(DaemonError::StickyPort(e));

@@ -7,6 +7,7 @@
 
 use crate::paths::Home;
 use crate::policy::Counters;
+use crate::settings::DaemonConfig;
 use crate::supervisor::handle::ProcessHandle;
 use corral_proto::{Event, ProcInfo};
 use std::collections::BTreeMap;
@@ -65,24 +66,17 @@ impl Table {
 
 pub struct Shared {
     pub home: Home,
+    /// Read once from the environment at start.
+    pub config: DaemonConfig,
     pub table: Mutex<Table>,
     pub bus: broadcast::Sender<Event>,
     /// Set once shutdown starts: exits are then final, no auto-restart.
     pub shutting_down: std::sync::atomic::AtomicBool,
     pub nproc: usize,
-    /// The daemon's own environment at start (cluster workers inherit it,
-    /// as with pm2).
-    pub daemon_env: BTreeMap<String, String>,
     pub username: String,
-    pub node_version: Mutex<Option<String>>,
     /// The cluster primary: listeners, workers, Socket.IO routers; the
     /// host of every worker channel.
     pub cluster: Arc<crate::cluster::Primary>,
-    /// `PM2_PORT`: the default sticky balancer port.
-    pub pm2_port: u16,
-    /// `PM2_STICKY_HOST`: the sticky balancer's bind address (all
-    /// interfaces, dual stack, by default as pm2).
-    pub sticky_host: Option<String>,
     /// Sticky ports bound so far (port -> bind error, if binding failed).
     pub sticky_ports: Mutex<BTreeMap<u16, Option<String>>>,
 }
@@ -90,26 +84,19 @@ pub struct Shared {
 pub type SharedRef = Arc<Shared>;
 
 impl Shared {
-    pub fn new(home: Home) -> SharedRef {
+    pub fn new(home: Home, config: DaemonConfig) -> SharedRef {
         let (bus, _) = broadcast::channel(1024);
         let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let pm2_port = std::env::var("PM2_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080);
-        let graceful_timeout = std::time::Duration::from_millis(
-            std::env::var("PM2_GRACEFUL_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(8000u64),
-        );
         Arc::new(Shared {
             home,
             table: Mutex::new(Table::default()),
             bus,
             shutting_down: Default::default(),
             nproc,
-            daemon_env: std::env::vars().collect(),
-            username: current_username(),
-            node_version: Mutex::new(None),
-            cluster: crate::cluster::Primary::new(pm2_port, graceful_timeout),
-            pm2_port,
-            sticky_host: std::env::var("PM2_STICKY_HOST").ok().filter(|h| !h.is_empty()),
+            username: current_username(&config.env),
+            cluster: crate::cluster::Primary::new(config.pm2_port, config.graceful_timeout),
             sticky_ports: Mutex::new(BTreeMap::new()),
+            config,
         })
     }
 
@@ -139,13 +126,15 @@ impl Shared {
     }
 }
 
-fn current_username() -> String {
+/// `env`: the daemon's environment, for `USER` when the passwd entry is
+/// missing.
+fn current_username(env: &BTreeMap<String, String>) -> String {
     // SAFETY: getpwuid returns a pointer into static storage or null; we copy
     // the name out at once on this single thread.
     unsafe {
         let pw = libc::getpwuid(libc::geteuid());
         if pw.is_null() || (*pw).pw_name.is_null() {
-            return std::env::var("USER").unwrap_or_else(|_| "root".into());
+            return env.get("USER").cloned().unwrap_or_else(|| "root".into());
         }
         std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned()
     }

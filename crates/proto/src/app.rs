@@ -157,3 +157,52 @@ impl AppSpec {
         base == "node" || base.starts_with("node@") || base == "nodejs"
     }
 }
+
+/// The pm2_env keys the daemon writes into every child's environment (as
+/// pm2 does), and the ones pm2 itself adds to a saved `env`. One list for
+/// both sides: the daemon injects the ones it has a value for, and reading a
+/// dump drops all of them to get the app's own environment back.
+pub const INJECTED_ENV_KEYS: &[&str] = &[
+    "pm_id",
+    "name",
+    "namespace",
+    "instance_var",
+    "unique_id",
+    "pm_exec_path",
+    "pm_cwd",
+    "pm_out_log_path",
+    "pm_err_log_path",
+    "pm_pid_path",
+    "pm_log_path",
+    "exec_mode",
+    "exec_interpreter",
+    "instances",
+    "node_args",
+    "args",
+    "status",
+    "restart_time",
+    "unstable_restarts",
+    "created_at",
+    "pm_uptime",
+    "autorestart",
+    "autostart",
+    "treekill",
+    "merge_logs",
+    "username",
+    "kill_retry_time",
+    "windowsHide",
+    "vizion",
+    "vizion_running",
+    "pmx",
+    "automation",
+    "km_link",
+    "version",
+    "axm_actions",
+    "axm_monitor",
+    "axm_options",
+    "axm_dynamic",
+    "_pm2_version",
+    "node_version",
+    "exit_code",
+    "prev_restart_delay",
+];

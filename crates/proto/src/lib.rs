@@ -10,7 +10,7 @@ pub mod app;
 pub mod frame;
 pub mod msg;
 
-pub use app::{AppSpec, ExecMode};
+pub use app::{AppSpec, ExecMode, INJECTED_ENV_KEYS};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 pub use msg::*;
 

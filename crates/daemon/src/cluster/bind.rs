@@ -65,12 +65,50 @@ impl std::os::fd::AsRawFd for Bound {
     }
 }
 
-fn tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A TCP socket bound to `addr` with SO_REUSEADDR, not yet listening (the
+/// one TCP bind of the daemon: cluster listeners and the sticky balancer).
+pub fn tcp_socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
     let sock =
         if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     sock.set_reuseaddr(true)?;
     sock.bind(addr)?;
-    sock.listen(BACKLOG)?.into_std()
+    Ok(sock)
+}
+
+fn tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    tcp_socket(addr)?.listen(BACKLOG)?.into_std()
+}
+
+/// Node's rule for a port without an address: `::` (dual stack), falling
+/// back to `0.0.0.0` where IPv6 is unavailable; a port in use is an error
+/// either way.
+pub fn any_address<T>(port: u16, bind: impl Fn(SocketAddr) -> std::io::Result<T>) -> std::io::Result<T> {
+    match bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)) {
+        Err(e) if e.raw_os_error() != Some(libc::EADDRINUSE) => {
+            bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+        }
+        r => r,
+    }
+}
+
+/// accept4: the next connection, non-blocking and close-on-exec, without
+/// registering it with epoll (the daemon mostly only passes it on).
+pub fn accept4(listener: std::os::fd::RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: accept4 with null address pointers; the returned fd is ours.
+    let fd = unsafe {
+        libc::accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Binds what `q` asks for. A bare port binds `::` (dual stack) and falls
@@ -92,11 +130,7 @@ pub fn bind(q: &Query) -> std::io::Result<Bound> {
             let ip: IpAddr = a.parse().map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
             tcp(SocketAddr::new(ip, port)).map(Bound::Tcp)
         }
-        None => match tcp(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)) {
-            Ok(l) => Ok(Bound::Tcp(l)),
-            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Err(e),
-            Err(_) => tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)).map(Bound::Tcp),
-        },
+        None => any_address(port, tcp).map(Bound::Tcp),
     }
 }
 

@@ -82,27 +82,10 @@ pub fn spawn(key: String, bound: Bound, on_linger_over: OnLingerOver) -> mpsc::U
 /// close-on-exec, without registering it anywhere: the daemon only passes it
 /// on to a worker.
 async fn accept(l: &AsyncFd<Bound>) -> std::io::Result<OwnedFd> {
-    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::fd::AsRawFd;
     loop {
         let mut guard = l.readable().await?;
-        let r = guard.try_io(|b| {
-            // SAFETY: accept4 with null address pointers; the new fd is ours.
-            let fd = unsafe {
-                libc::accept4(
-                    b.get_ref().as_raw_fd(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                )
-            };
-            if fd < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                // SAFETY: a fresh descriptor nobody else owns.
-                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-            }
-        });
-        match r {
+        match guard.try_io(|b| super::bind::accept4(b.get_ref().as_raw_fd())) {
             Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
             Ok(res) => return res,
             Err(_would_block) => continue,

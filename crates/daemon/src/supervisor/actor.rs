@@ -101,7 +101,7 @@ fn new_info(shared: &SharedRef, id: u32, instance: u32, app: AppSpec) -> ProcInf
 /// merged; pid files always get it.
 pub fn fill_paths(shared: &SharedRef, p: &mut ProcInfo) {
     let app = &p.app;
-    let base = paths::sanitize(&app.name);
+    let base = corral_config::sanitize_log_name(&app.name);
     let logs = shared.home.logs();
     let pick = |custom: &Option<String>, default: String| -> String {
         let path = custom.clone().unwrap_or(default);
@@ -320,7 +320,7 @@ impl Task {
             }
         };
 
-        let (program, args) = command_line(&app);
+        let (program, args) = command_line(&app, &self.shared.config.node_options);
         let mut cmd = std::process::Command::new(&program);
         cmd.args(&args)
             .current_dir(&app.cwd)
@@ -578,7 +578,7 @@ impl Task {
         if let Some(wid) = old.wid {
             self.host.drain(wid, true);
         }
-        tokio::spawn(retire(self.host.clone(), old, app, label));
+        tokio::spawn(retire(self.host.clone(), old, app, label, self.shared.config.kill_signal));
         self.publish("reload");
         Ok(())
     }
@@ -642,10 +642,10 @@ impl Task {
             self.host.drain(wid, linger);
         }
         let known = proctree::descendants(run.pid);
-        let by_message = (app.shutdown_with_message || std::env::var_os("PM2_KILL_USE_MESSAGE").is_some())
+        let by_message = (app.shutdown_with_message || self.shared.config.kill_use_message)
             && run.wid.is_some_and(|wid| self.host.ask_exit(wid, ExitRequest::Shutdown));
         if !by_message {
-            proctree::signal_tree(run.pid, kill_signal(), app.treekill, &known);
+            proctree::signal_tree(run.pid, self.shared.config.kill_signal, app.treekill, &known);
         }
         let grace = Duration::from_millis(app.kill_timeout);
         let deadline = Instant::now() + grace;
@@ -692,7 +692,8 @@ impl Task {
 /// (no new connections), so ask it to close its servers and exit when idle
 /// (`disconnect`, or the `'shutdown'` message), then SIGINT, then SIGKILL,
 /// each after kill_timeout.
-async fn retire(host: Arc<dyn WorkerHost>, mut old: Running, app: AppSpec, label: String) {
+/// `kill_signal`: the daemon's first stop signal.
+async fn retire(host: Arc<dyn WorkerHost>, mut old: Running, app: AppSpec, label: String, kill_signal: i32) {
     let grace = Duration::from_millis(app.kill_timeout);
     let plan = old.wid.map(|wid| host.retirement(wid));
     if let (Some(limit), Some(wid)) = (plan.and_then(|p| p.finish_within), old.wid) {
@@ -716,7 +717,7 @@ async fn retire(host: Arc<dyn WorkerHost>, mut old: Running, app: AppSpec, label
         status = tokio::time::timeout(grace, old.child.wait()).await.ok().and_then(|r| r.ok());
     }
     if status.is_none() {
-        proctree::signal_tree(old.pid, kill_signal(), app.treekill, &[]);
+        proctree::signal_tree(old.pid, kill_signal, app.treekill, &[]);
         status = tokio::time::timeout(grace, old.child.wait()).await.ok().and_then(|r| r.ok());
     }
     if status.is_none() {
@@ -771,71 +772,23 @@ fn short_mode(m: ExecMode) -> &'static str {
     }
 }
 
-/// `PM2_KILL_SIGNAL` (default SIGINT).
-fn kill_signal() -> i32 {
-    std::env::var("PM2_KILL_SIGNAL").ok().and_then(|s| parse_signal(&s)).unwrap_or(libc::SIGINT)
-}
-
-pub fn parse_signal(s: &str) -> Option<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        return (1..=64).contains(&n).then_some(n);
-    }
-    let s = s.to_ascii_uppercase();
-    let s = s.strip_prefix("SIG").unwrap_or(&s);
-    Some(match s {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "TERM" => libc::SIGTERM,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "ALRM" => libc::SIGALRM,
-        "CONT" => libc::SIGCONT,
-        "STOP" => libc::SIGSTOP,
-        "TSTP" => libc::SIGTSTP,
-        "WINCH" => libc::SIGWINCH,
-        "PIPE" => libc::SIGPIPE,
-        _ => return None,
-    })
-}
-
-pub fn signal_name(n: i32) -> String {
-    let name = match n {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGPIPE => "SIGPIPE",
-        _ => return format!("SIG{n}"),
-    };
-    name.to_string()
-}
-
 fn exit_parts(st: Option<std::process::ExitStatus>) -> (Option<i32>, Option<String>) {
     use std::os::unix::process::ExitStatusExt;
     match st {
-        Some(s) => (s.code(), s.signal().map(signal_name)),
+        Some(s) => (s.code(), s.signal().map(proctree::signal_name)),
         None => (None, None),
     }
 }
 
 /// Program and argv for a fork-mode app: `interpreter
 /// [node_args] script args`, or the script itself for `none`.
-pub fn command_line(app: &AppSpec) -> (String, Vec<String>) {
+pub fn command_line(app: &AppSpec, node_options: &[String]) -> (String, Vec<String>) {
     if app.interpreter == "none" || app.interpreter.is_empty() {
         return (app.script.clone(), app.args.clone());
     }
     let mut args = app.node_args.clone();
     if app.is_node() {
-        if let Ok(extra) = std::env::var("PM2_NODE_OPTIONS") {
-            args.extend(extra.split_whitespace().map(String::from));
-        }
+        args.extend(node_options.iter().cloned());
     }
     args.push(app.script.clone());
     args.extend(app.args.iter().cloned());

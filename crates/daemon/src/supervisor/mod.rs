@@ -5,5 +5,6 @@ pub mod actor;
 pub mod handle;
 pub mod host;
 
-pub use actor::{command_line, fill_paths, parse_signal, register, signal_name};
+pub use crate::proctree::{parse_signal, signal_name};
+pub use actor::{command_line, fill_paths, register};
 pub use handle::{ProcessHandle, Ticket};
