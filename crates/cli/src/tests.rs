@@ -17,7 +17,7 @@ fn proc(id: u32, name: &str, ns: &str, status: &str) -> ProcInfo {
     let mut p = ProcInfo {
         pm_id: id,
         pid: if status == "online" { 1000 + id } else { 0 },
-        status: status.into(),
+        status: status.parse().unwrap(),
         username: "root".into(),
         ..Default::default()
     };
@@ -38,14 +38,14 @@ fn answer(st: &State, home: &Path, req: Request) -> Reply {
             };
             match op {
                 Op::Stop => {
-                    procs[i].status = "stopped".into();
+                    procs[i].status = corral_proto::Status::Stopped;
                     procs[i].pid = 0;
                 }
                 Op::Restart | Op::Reload => {
                     if procs[i].status == "online" {
                         procs[i].restart_time += 1;
                     }
-                    procs[i].status = "online".into();
+                    procs[i].status = corral_proto::Status::Online;
                     procs[i].pid = 2000 + id;
                 }
                 Op::Delete => {

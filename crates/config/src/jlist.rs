@@ -208,7 +208,7 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
         m.insert(k.to_owned(), v);
     };
     put("unique_id", s(&p.unique_id));
-    put("status", s(&p.status));
+    put("status", s(p.status.as_str()));
     put("pm_uptime", n(p.pm_uptime));
     put("axm_actions", Value::Array(Vec::new()));
     put("axm_monitor", Value::Object(Map::new()));

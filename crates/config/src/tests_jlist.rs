@@ -34,7 +34,7 @@ fn proc_of(app: AppSpec, pm_id: u32, instance: u32, home: &std::path::Path) -> P
     ProcInfo {
         pm_id,
         pid: 4242,
-        status: "online".into(),
+        status: corral_proto::Status::Online,
         restart_time: 2,
         unstable_restarts: 0,
         created_at: 1795654844253,
@@ -156,7 +156,7 @@ fn jlist_stopped_and_errored() {
     let app = spec_of(&f, json!({"script": "app.js"}));
     let mut p = proc_of(app, 0, 0, &f.ctx.pm2_home);
     for st in ["stopped", "errored"] {
-        p.status = st.into();
+        p.status = st.parse().unwrap();
         p.exit_code = Some(1);
         p.prev_restart_delay = Some(150);
         let j = jlist_entry(&p);
@@ -166,7 +166,7 @@ fn jlist_stopped_and_errored() {
         assert_eq!(j["pm2_env"]["exit_code"], 1);
         assert_eq!(j["pm2_env"]["prev_restart_delay"], 150);
     }
-    p.status = "online".into();
+    p.status = corral_proto::Status::Online;
     p.cpu = 12.0;
     assert_eq!(serde_json::to_string(&jlist_entry(&p)["monit"]).unwrap(), r#"{"memory":57221120,"cpu":12}"#);
 }
@@ -368,14 +368,14 @@ fn jlist_entry_text_matches_jlist_entry() {
     let mut p = ProcInfo {
         pm_id: 3,
         pid: 42,
-        status: "online".into(),
+        status: corral_proto::Status::Online,
         memory: 1234,
         cpu: 12.5,
         ..Default::default()
     };
     p.app.name = "we\"ird".into();
     for status in ["online", "stopped"] {
-        p.status = status.into();
+        p.status = status.parse().unwrap();
         let mut text = String::new();
         crate::jlist_entry_text(&p, &crate::pm2_env(&p).to_string(), &mut text);
         assert_eq!(text, serde_json::to_string(&crate::jlist_entry(&p)).unwrap());

@@ -27,6 +27,7 @@ pub mod timefmt;
 pub mod watcher;
 
 use anyhow::Context as _;
+use corral_proto::Status;
 use paths::Home;
 use state::{Shared, SharedRef};
 use std::path::PathBuf;
@@ -186,17 +187,14 @@ async fn worker_tick(shared: SharedRef) {
             let mut t = shared.table();
             monitor::refresh(&mut t);
             for e in t.procs.values_mut() {
-                if e.info.status != "online" {
+                if e.info.status != Status::Online {
                     continue;
                 }
-                if e.counters.prev_restart_delay.is_some()
-                    && now.saturating_sub(e.info.pm_uptime) > reset_after
-                {
+                if e.info.prev_restart_delay.is_some() && now.saturating_sub(e.info.pm_uptime) > reset_after {
                     dlog::log(&format!(
                         "[PM2][WORKER] Reset the restart delay, as app {} has been up for more than {reset_after}ms",
                         e.info.app.name
                     ));
-                    e.counters.prev_restart_delay = None;
                     e.info.prev_restart_delay = None;
                     e.touch();
                 }

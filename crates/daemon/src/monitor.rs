@@ -4,12 +4,13 @@
 use crate::proctree;
 use crate::state::Table;
 use crate::timefmt::now_ms;
+use corral_proto::Status;
 
 pub fn refresh(t: &mut Table) {
     let hz = proctree::clock_ticks() as f64;
     let now = now_ms();
     for e in t.procs.values_mut() {
-        if e.info.pid == 0 || e.info.status != "online" {
+        if e.info.pid == 0 || e.info.status != Status::Online {
             e.info.memory = 0;
             e.info.cpu = 0.0;
             e.cpu_sample = None;

@@ -2,9 +2,10 @@
 //! function of the counters and the clock so it can be tested without
 //! processes or real time.
 
-use corral_proto::AppSpec;
+use corral_proto::{AppSpec, ProcInfo};
 
-/// Counters the policy reads and updates; they live in the process entry.
+/// Counters the policy reads and updates: a view of the process's info,
+/// where they are stored once ([`Counters::of`], [`Counters::store`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {
     /// Epoch ms of the last manual start/restart (`created_at`); `None`
@@ -14,6 +15,26 @@ pub struct Counters {
     pub pm_uptime: u64,
     pub unstable_restarts: u32,
     pub prev_restart_delay: Option<u64>,
+}
+
+impl Counters {
+    /// The counters as the process info holds them (`created_at` 0 = none).
+    pub fn of(info: &ProcInfo) -> Counters {
+        Counters {
+            created_at: (info.created_at > 0).then_some(info.created_at),
+            pm_uptime: info.pm_uptime,
+            unstable_restarts: info.unstable_restarts,
+            prev_restart_delay: info.prev_restart_delay,
+        }
+    }
+
+    /// Writes them back.
+    pub fn store(&self, info: &mut ProcInfo) {
+        info.created_at = self.created_at.unwrap_or(0);
+        info.pm_uptime = self.pm_uptime;
+        info.unstable_restarts = self.unstable_restarts;
+        info.prev_restart_delay = self.prev_restart_delay;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use crate::state::SharedRef;
 use crate::supervisor::{self, ProcessHandle};
 use crate::{dlog, monitor, persist};
 use corral_proto::{
-    read_frame, write_frame, FrameError, Hello, Op, ProcInfo, Reply, Request, Welcome, CORRAL_VERSION,
-    PROTOCOL_VERSION,
+    read_frame, write_frame, FrameError, Hello, Op, ProcInfo, Reply, Request, Status, Welcome,
+    CORRAL_VERSION, PROTOCOL_VERSION,
 };
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
@@ -176,7 +176,6 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
                     shared.with_entry(id, |e| {
                         e.info.restart_time = 0;
                         e.info.unstable_restarts = 0;
-                        e.counters.unstable_restarts = 0;
                     });
                     Ok(())
                 }
@@ -344,7 +343,7 @@ async fn start_instances(shared: &SharedRef, app: corral_proto::AppSpec) -> Resu
         Some(e)
             if ids
                 .iter()
-                .all(|id| shared.with_entry(*id, |e| e.info.status == "errored").unwrap_or(true)) =>
+                .all(|id| shared.with_entry(*id, |e| e.info.status == Status::Errored).unwrap_or(true)) =>
         {
             Err(e)
         }

@@ -6,7 +6,6 @@
 //! else talks to it through its [`ProcessHandle`].
 
 use crate::paths::Home;
-use crate::policy::Counters;
 use crate::settings::DaemonConfig;
 use crate::supervisor::handle::ProcessHandle;
 use corral_proto::{Event, ProcInfo};
@@ -16,7 +15,6 @@ use tokio::sync::broadcast;
 
 pub struct Entry {
     pub info: ProcInfo,
-    pub counters: Counters,
     pub handle: ProcessHandle,
     /// Last CPU sample `(ticks, ms)` for the cpu% of `list`.
     pub cpu_sample: Option<(u64, u64)>,

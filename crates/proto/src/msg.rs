@@ -107,6 +107,73 @@ pub enum Request {
     Kill,
 }
 
+/// A process's state, serialised as pm2's strings (what `jlist` shows and
+/// scripts compare against).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Status {
+    #[serde(rename = "online")]
+    Online,
+    #[serde(rename = "launching")]
+    Launching,
+    #[serde(rename = "stopping")]
+    Stopping,
+    #[default]
+    #[serde(rename = "stopped")]
+    Stopped,
+    #[serde(rename = "errored")]
+    Errored,
+    #[serde(rename = "waiting restart")]
+    WaitingRestart,
+}
+
+impl Status {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Launching => "launching",
+            Status::Stopping => "stopping",
+            Status::Stopped => "stopped",
+            Status::Errored => "errored",
+            Status::WaitingRestart => "waiting restart",
+        }
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Status, String> {
+        [
+            Status::Online,
+            Status::Launching,
+            Status::Stopping,
+            Status::Stopped,
+            Status::Errored,
+            Status::WaitingRestart,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| format!("unknown status {s:?}"))
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Status {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Status {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A process as the daemon sees it. `jlist`/`prettylist`/`describe`/`list`
 /// are rendered from this by the CLI.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -114,7 +181,7 @@ pub enum Request {
 pub struct ProcInfo {
     pub pm_id: u32,
     pub pid: u32,
-    pub status: String,
+    pub status: Status,
     pub restart_time: u32,
     pub unstable_restarts: u32,
     /// Epoch milliseconds.
@@ -176,7 +243,7 @@ impl ProcInfo {
         ProcInfo {
             pm_id: self.pm_id,
             pid: self.pid,
-            status: self.status.clone(),
+            status: self.status,
             restart_time: self.restart_time,
             unstable_restarts: self.unstable_restarts,
             created_at: self.created_at,
@@ -251,4 +318,29 @@ pub enum Event {
     Process { pm_id: u32, name: String, event: String, at: u64 },
     /// A line of `pm2.log`.
     Daemon { at: u64, data: String },
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::Status;
+
+    #[test]
+    fn status_is_pm2s_string_on_the_wire_and_back() {
+        for st in [
+            Status::Online,
+            Status::Launching,
+            Status::Stopping,
+            Status::Stopped,
+            Status::Errored,
+            Status::WaitingRestart,
+        ] {
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.as_str()));
+            assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), st);
+            assert_eq!(st.as_str().parse::<Status>(), Ok(st));
+        }
+        assert_eq!(Status::WaitingRestart.to_string(), "waiting restart");
+        assert!(Status::Online == "online");
+        assert!("nope".parse::<Status>().is_err());
+    }
 }

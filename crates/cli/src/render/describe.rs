@@ -30,7 +30,7 @@ pub fn rows(p: &ProcInfo, now_ms: i64) -> Vec<(String, String)> {
         "0".into()
     };
     let mut rows: Vec<(String, String)> = vec![
-        ("status".into(), p.status.clone()),
+        ("status".into(), p.status.to_string()),
         ("name".into(), a.name.clone()),
         ("namespace".into(), a.namespace.clone()),
         ("version".into(), a.version.clone().unwrap_or_else(|| "N/A".into())),
@@ -153,7 +153,7 @@ mod tests {
         let mut p = ProcInfo {
             pm_id: 2,
             pid: 6683,
-            status: "online".into(),
+            status: corral_proto::Status::Online,
             created_at: 1_795_654_844_253,
             pm_uptime: 1_795_654_844_253,
             pm_out_log_path: "/h/.pm2/logs/worker-out.log".into(),

@@ -71,7 +71,7 @@ pub fn sort_procs(procs: &mut [ProcInfo], sort: Option<&str>) {
             "cpu" => a.cpu.partial_cmp(&b.cpu).unwrap_or(std::cmp::Ordering::Equal),
             "memory" => a.memory.cmp(&b.memory),
             "uptime" => a.pm_uptime.cmp(&b.pm_uptime),
-            "status" => a.status.cmp(&b.status),
+            "status" => a.status.as_str().cmp(b.status.as_str()),
             "restart" | "restarts" => a.restart_time.cmp(&b.restart_time),
             _ => a.app.name.cmp(&b.app.name),
         };
@@ -119,7 +119,7 @@ pub fn render_list(procs: &[ProcInfo], opts: &ListOptions) -> String {
             let id = Cell::colored(p.pm_id.to_string(), Color::BoldCyan);
             let name = Cell::plain(p.app.name.clone());
             let restarts = Cell::plain(p.restart_time.to_string());
-            let status = Cell::colored(p.status.clone(), status_color(&p.status));
+            let status = Cell::colored(p.status.to_string(), status_color(p.status.as_str()));
             let mem = Cell::plain(bytes_to_size(p.memory));
             if condensed {
                 vec![id, name, mode(p), restarts, status, Cell::plain(cpu(p)), mem]
@@ -209,7 +209,7 @@ pub(crate) mod tests {
         let mut p = ProcInfo {
             pm_id: id,
             pid,
-            status: status.into(),
+            status: status.parse().unwrap(),
             memory: mem,
             username: "root".into(),
             ..Default::default()

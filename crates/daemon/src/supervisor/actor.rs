@@ -15,7 +15,7 @@ use crate::proctree;
 use crate::state::{Entry, SharedRef};
 use crate::timefmt::now_ms;
 use crate::{dlog, env};
-use corral_proto::{AppSpec, Event, ExecMode, ProcInfo, Stream};
+use corral_proto::{AppSpec, Event, ExecMode, ProcInfo, Status, Stream};
 use node_ipc::{Channel, ChildChannel, Limits, Mode};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -68,15 +68,7 @@ pub fn register(shared: &SharedRef, app: AppSpec, instance: Option<u32>) -> Proc
         let info = new_info(shared, id, instance, app);
         t.procs.insert(
             id,
-            Entry {
-                info,
-                counters: Default::default(),
-                handle: handle.clone(),
-                cpu_sample: None,
-                files: None,
-                rev: 0,
-                jlist_cache: None,
-            },
+            Entry { info, handle: handle.clone(), cpu_sample: None, files: None, rev: 0, jlist_cache: None },
         );
     }
     tokio::spawn(run(shared.clone(), handle.clone(), rx));
@@ -87,7 +79,7 @@ fn new_info(shared: &SharedRef, id: u32, instance: u32, app: AppSpec) -> ProcInf
     let mut p = ProcInfo {
         pm_id: id,
         instance,
-        status: "stopped".into(),
+        status: Status::Stopped,
         unique_id: env::uuid_v4(),
         username: shared.username.clone(),
         app,
@@ -189,8 +181,8 @@ impl Task {
         format!("{name}:{}", self.id)
     }
 
-    fn set_status(&self, status: &str) {
-        self.shared.with_entry(self.id, |e| e.info.status = status.to_string());
+    fn set_status(&self, status: Status) {
+        self.shared.with_entry(self.id, |e| e.info.status = status);
     }
 
     fn publish(&self, event: &str) {
@@ -207,10 +199,7 @@ impl Task {
                     let _ = done.send(Ok(()));
                     return false;
                 }
-                self.shared.with_entry(self.id, |e| {
-                    e.counters.created_at = Some(now_ms());
-                    e.info.created_at = now_ms();
-                });
+                self.shared.with_entry(self.id, |e| e.info.created_at = now_ms());
                 self.pending_online.push(done);
                 self.launch();
             }
@@ -220,9 +209,9 @@ impl Task {
             }
             Ctl::Reload { update, done }
                 if self.run.is_some()
-                    && self
-                        .info()
-                        .is_some_and(|i| i.status == "online" && i.app.exec_mode == ExecMode::Cluster) =>
+                    && self.info().is_some_and(|i| {
+                        i.status == Status::Online && i.app.exec_mode == ExecMode::Cluster
+                    }) =>
             {
                 let r = self.reload_cluster(update).await;
                 let _ = done.send(r);
@@ -230,7 +219,7 @@ impl Task {
             Ctl::Restart { update, done } | Ctl::Reload { update, done } => {
                 self.restart_at = None;
                 let was_running =
-                    self.run.is_some() || self.info().is_some_and(|i| i.status == "waiting restart");
+                    self.run.is_some() || self.info().is_some_and(|i| i.status == Status::WaitingRestart);
                 if self.run.is_some() {
                     self.stop_with(true).await;
                 }
@@ -413,10 +402,9 @@ impl Task {
         let now = now_ms();
         self.shared.with_entry(self.id, |e| {
             e.info.pid = pid as u32;
-            e.info.status = "launching".into();
+            e.info.status = Status::Launching;
             e.info.pm_uptime = now;
             e.info.env = env;
-            e.counters.pm_uptime = now;
             e.cpu_sample = None;
         });
         if app.wait_ready || cluster_mode {
@@ -433,7 +421,7 @@ impl Task {
             return;
         }
         self.ready_deadline = None;
-        self.set_status("online");
+        self.set_status(Status::Online);
         dlog::log(&format!("App [{}] online", self.label()));
         self.publish("online");
         for d in self.pending_online.drain(..) {
@@ -444,7 +432,7 @@ impl Task {
     fn fail_launch(&mut self, msg: &str) {
         dlog::error(msg);
         self.shared.with_entry(self.id, |e| {
-            e.info.status = "errored".into();
+            e.info.status = Status::Errored;
             e.info.pid = 0;
         });
         for d in self.pending_online.drain(..) {
@@ -463,7 +451,7 @@ impl Task {
             WorkerEvent::Online => !info.app.wait_ready,
             WorkerEvent::Listening | WorkerEvent::Serving => false,
         };
-        if counts && info.status == "launching" {
+        if counts && info.status == Status::Launching {
             self.set_online();
         }
     }
@@ -482,17 +470,14 @@ impl Task {
         let decision = self.shared.with_entry(self.id, |e| {
             e.info.pid = 0;
             e.info.exit_code = code.or(Some(0));
-            e.info.status = "stopped".into();
-            let d = policy::on_exit(&e.info.app, &mut e.counters, now, code, stopping);
+            e.info.status = Status::Stopped;
+            let mut counters = policy::Counters::of(&e.info);
+            let d = policy::on_exit(&e.info.app, &mut counters, now, code, stopping);
+            counters.store(&mut e.info);
             // pm2 counts every unexpected exit as a restart, the one that
             // ends in `errored` included (its crash loop shows ↺ 16).
             if matches!(d, Decision::Restart { .. } | Decision::Errored { .. }) {
                 e.info.restart_time += 1;
-            }
-            e.info.unstable_restarts = e.counters.unstable_restarts;
-            e.info.prev_restart_delay = e.counters.prev_restart_delay;
-            if e.counters.created_at.is_none() {
-                e.info.created_at = 0;
             }
             d
         });
@@ -515,12 +500,12 @@ impl Task {
                 dlog::log(&format!(
                     "Script {script} had too many unstable restarts ({unstable}). Stopped. \"errored\""
                 ));
-                self.set_status("errored");
+                self.set_status(Status::Errored);
                 self.publish("restart overlimit");
             }
             Some(Decision::Restart { delay_ms, waiting }) => {
                 if waiting {
-                    self.set_status("waiting restart");
+                    self.set_status(Status::WaitingRestart);
                     dlog::log(&format!("App [{label}] will restart in {delay_ms}ms"));
                 }
                 self.restart_at = Some(Instant::now() + Duration::from_millis(delay_ms));
@@ -542,7 +527,7 @@ impl Task {
         self.launch();
         let Some(mut new) = self.run.take() else {
             self.run = Some(old);
-            self.set_status("online");
+            self.set_status(Status::Online);
             return Err(DaemonError::ReloadFailed(format!(
                 "the replacement of app [{label}] failed to start"
             )));
@@ -601,7 +586,7 @@ impl Task {
         self.run = Some(old);
         self.shared.with_entry(self.id, |e| {
             e.info.pid = old_pid as u32;
-            e.info.status = "online".into();
+            e.info.status = Status::Online;
         });
         let how = match (code, signal) {
             (Some(c), _) => format!("with code {c}"),
@@ -627,8 +612,8 @@ impl Task {
         self.ready_deadline = None;
         let Some(mut run) = self.run.take() else {
             let st = self.info().map(|i| i.status).unwrap_or_default();
-            if st != "errored" || self.restart_at.is_some() {
-                self.set_status("stopped");
+            if st != Status::Errored || self.restart_at.is_some() {
+                self.set_status(Status::Stopped);
             }
             self.restart_at = None;
             return;
@@ -636,7 +621,7 @@ impl Task {
         let Some(info) = self.info() else { return };
         let app = &info.app;
         let label = format!("{}:{}", app.name, self.id);
-        self.set_status("stopping");
+        self.set_status(Status::Stopping);
         dlog::log(&format!("Stopping app:{} id:{}", app.name, self.id));
         if let Some(wid) = run.wid {
             self.host.drain(wid, linger);
@@ -659,7 +644,7 @@ impl Task {
             status = tokio::time::timeout(grace, run.child.wait()).await.ok().and_then(|r| r.ok());
             if status.is_none() {
                 dlog::error(&format!("Process with pid {} could not be killed", run.pid));
-                self.shared.with_entry(self.id, |e| e.info.status = "errored".into());
+                self.shared.with_entry(self.id, |e| e.info.status = Status::Errored);
                 self.run = Some(run);
                 return;
             }
@@ -681,7 +666,7 @@ impl Task {
         }
         self.shared.with_entry(self.id, |e| {
             e.info.pid = 0;
-            e.info.status = "stopped".into();
+            e.info.status = Status::Stopped;
             e.info.exit_code = code.or(Some(0));
         });
         self.publish("stop");
@@ -747,9 +732,6 @@ fn manual_restart(e: &mut Entry, update: Option<Box<AppSpec>>) {
         e.info.app = *app;
     }
     let now = now_ms();
-    e.counters.created_at = Some(now);
-    e.counters.unstable_restarts = 0;
-    e.counters.prev_restart_delay = None;
     e.info.created_at = now;
     e.info.unstable_restarts = 0;
     e.info.prev_restart_delay = None;
