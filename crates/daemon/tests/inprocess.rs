@@ -148,3 +148,50 @@ async fn restart_delay_runs_on_tokio_time() {
     assert!(matches!(c.req(Request::Kill).await, Reply::Ok));
     let _ = tokio::time::timeout(Duration::from_secs(10), daemon).await;
 }
+
+/// A stop that arrives while a cluster reload waits for its replacement to
+/// listen pre-empts the reload instead of queueing behind listen_timeout
+/// (10 minutes here): the replacement is retired, the reload answers with an
+/// error, the stop stops the worker that was serving.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stop_preempts_a_reload_waiting_for_its_replacement() {
+    let home = tempfile::tempdir().unwrap();
+    let opts = corral_daemon::DaemonOptions { pm2_home: home.path().to_path_buf() };
+    let daemon = tokio::spawn(corral_daemon::run_async(opts));
+    let mut c = Client::connect(home.path()).await;
+    let mut c2 = Client::connect(home.path()).await;
+    let mut app = sh_app("web", "exec sleep 300");
+    app.exec_mode = corral_proto::ExecMode::Cluster;
+    // No sticky balancer on the machine's PM2_PORT for this test.
+    app.sticky = Some(false);
+    // `sh` never says `online`: listen_timeout marks it online.
+    app.listen_timeout = 300;
+    app.kill_timeout = 1000;
+    let r = c.req(Request::Start { app: app.clone() }).await;
+    assert!(matches!(r, Reply::Procs { .. }), "{r:?}");
+    let old = wait_until(&mut c, "online", |l| l[0].status == "online").await[0].pid;
+
+    let mut slow = app.clone();
+    slow.listen_timeout = 600_000;
+    let reload = tokio::spawn(async move {
+        c2.req(Request::Op { op: Op::Reload, id: 0, update: Some(Box::new(slow)) }).await
+    });
+    let new = wait_until(&mut c, "the replacement", |l| l[0].pid != 0 && l[0].pid != old).await[0].pid;
+
+    let t0 = Instant::now();
+    let r = c.req(Request::Op { op: Op::Stop, id: 0, update: None }).await;
+    let Reply::Procs { procs } = r else { panic!("{r:?}") };
+    assert!(t0.elapsed() < Duration::from_secs(30), "the stop waited {:?}", t0.elapsed());
+    assert_eq!(procs[0].status, "stopped");
+    let r = tokio::time::timeout(Duration::from_secs(30), reload).await.unwrap().unwrap();
+    let Reply::Error { message } = r else { panic!("{r:?}") };
+    assert!(message.contains("abandoned"), "{message}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // SAFETY: kill with signal 0 only checks the pid.
+    while [old, new].iter().any(|&p| unsafe { libc::kill(p as i32, 0) } == 0) {
+        assert!(Instant::now() < deadline, "old {old} or replacement {new} still alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(c.req(Request::Kill).await, Reply::Ok));
+    let _ = tokio::time::timeout(Duration::from_secs(10), daemon).await;
+}

@@ -17,6 +17,7 @@ use crate::timefmt::now_ms;
 use crate::{dlog, env};
 use corral_proto::{AppSpec, Event, ExecMode, ProcInfo, Status, Stream};
 use node_ipc::{Channel, ChildChannel, Limits, Mode};
+use std::collections::VecDeque;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -133,9 +134,22 @@ struct Task {
     watcher: Option<crate::watcher::WatchHandle>,
     /// `cron_restart` schedule, registered at the first launch.
     cron: Option<crate::cron::CronHandle>,
+    /// The control queue.
+    ctl_rx: mpsc::UnboundedReceiver<Ctl>,
+    /// Controls that arrived while a reload waited and are handled after it,
+    /// before the queue.
+    deferred: VecDeque<Ctl>,
 }
 
-async fn run(shared: SharedRef, me: ProcessHandle, mut rx: mpsc::UnboundedReceiver<Ctl>) {
+/// The next control: deferred ones first.
+async fn next_ctl(deferred: &mut VecDeque<Ctl>, rx: &mut mpsc::UnboundedReceiver<Ctl>) -> Option<Ctl> {
+    match deferred.pop_front() {
+        Some(c) => Some(c),
+        None => rx.recv().await,
+    }
+}
+
+async fn run(shared: SharedRef, me: ProcessHandle, ctl_rx: mpsc::UnboundedReceiver<Ctl>) {
     let mut t = Task {
         host: shared.cluster.clone(),
         shared,
@@ -147,10 +161,12 @@ async fn run(shared: SharedRef, me: ProcessHandle, mut rx: mpsc::UnboundedReceiv
         ready_deadline: None,
         watcher: None,
         cron: None,
+        ctl_rx,
+        deferred: VecDeque::new(),
     };
     loop {
         tokio::select! {
-            ctl = rx.recv() => {
+            ctl = next_ctl(&mut t.deferred, &mut t.ctl_rx) => {
                 let Some(ctl) = ctl else { break };
                 if t.handle(ctl).await { break; }
             }
@@ -555,6 +571,25 @@ impl Task {
                     dlog::log(&format!("App [{label}] did not listen within {}ms, reloading anyway", app.listen_timeout));
                     break;
                 }
+                // Urgent controls do not wait for listen_timeout: a signal
+                // goes to the worker serving now (the old one), a stop or
+                // delete abandons the reload and then runs; the rest wait
+                // for the reload's end.
+                Some(ctl) = self.ctl_rx.recv() => match ctl {
+                    Ctl::Signal { sig, done } => {
+                        let r = if proctree::signal(old.pid, sig) {
+                            Ok(())
+                        } else {
+                            Err(DaemonError::SignalFailed(old.pid))
+                        };
+                        let _ = done.send(r);
+                    }
+                    c @ (Ctl::Stop { .. } | Ctl::Delete { .. }) => {
+                        self.deferred.push_front(c);
+                        return self.reload_abandoned(old, new, app, &label);
+                    }
+                    c => self.deferred.push_back(c),
+                },
             }
         }
         self.run = Some(new);
@@ -566,6 +601,33 @@ impl Task {
         tokio::spawn(retire(self.host.clone(), old, app, label, self.shared.config.kill_signal));
         self.publish("reload");
         Ok(())
+    }
+
+    /// A stop or delete arrived while the replacement was not ready yet:
+    /// the replacement is retired (gracefully, it may hold connections
+    /// already) and the old worker is the process again, for the stop.
+    fn reload_abandoned(
+        &mut self,
+        old: Running,
+        new: Running,
+        app: AppSpec,
+        label: &str,
+    ) -> Result<(), DaemonError> {
+        self.ready_deadline = None;
+        if let Some(wid) = new.wid {
+            self.host.drain(wid, true);
+        }
+        tokio::spawn(retire(self.host.clone(), new, app, label.to_string(), self.shared.config.kill_signal));
+        let old_pid = old.pid;
+        self.run = Some(old);
+        self.shared.with_entry(self.id, |e| {
+            e.info.pid = old_pid as u32;
+            e.info.status = Status::Online;
+        });
+        let msg =
+            format!("reload of app [{label}] abandoned: a stop arrived before the new worker was ready");
+        dlog::log(&msg);
+        Err(DaemonError::ReloadFailed(msg))
     }
 
     fn reload_failed(
