@@ -11,6 +11,7 @@
 
 use crate::cluster::Registry;
 use crate::dlog;
+use crate::error::DaemonError;
 use crate::state::SharedRef;
 use crate::sticky::{self, Reject, Route, WorkerId};
 use node_ipc::{HandleOutcome, HandleType, Value};
@@ -33,14 +34,17 @@ const MAX_ATTEMPTS: usize = 3;
 /// Makes sure the balancer listens on `port`. Returns the bind error (with
 /// the port's owner when it can be found) if it cannot, and logs it when it
 /// differs from the last one; the rest of the daemon is unaffected.
-pub fn ensure_listening(shared: &SharedRef, port: u16) -> Result<(), String> {
+pub fn ensure_listening(shared: &SharedRef, port: u16) -> Result<(), DaemonError> {
     if let Some(prev) = shared.sticky_ports.lock().unwrap_or_else(|p| p.into_inner()).get(&port) {
         if prev.is_none() {
             return Ok(());
         }
     }
     let ip: Option<IpAddr> = match &shared.config.sticky_host {
-        Some(h) => Some(h.parse().map_err(|_| format!("PM2_STICKY_HOST {h} is not an IP address"))?),
+        Some(h) => Some(
+            h.parse()
+                .map_err(|_| DaemonError::StickyPort(format!("PM2_STICKY_HOST {h} is not an IP address")))?,
+        ),
         None => None,
     };
     let result = match ip {
@@ -66,7 +70,7 @@ pub fn ensure_listening(shared: &SharedRef, port: u16) -> Result<(), String> {
             if ports.insert(port, Some(msg.clone())).flatten().as_deref() != Some(msg.as_str()) {
                 dlog::error(&msg);
             }
-            Err(msg)
+            Err(DaemonError::StickyPort(msg))
         }
     }
 }

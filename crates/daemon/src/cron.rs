@@ -19,8 +19,8 @@ impl Drop for CronHandle {
 
 /// Parses a 5- or 6-field pattern (seconds optional) or an `@` alias, by
 /// the same rule the config validated it with.
-pub fn parse(pattern: &str) -> Result<Cron, String> {
-    corral_config::parse_cron(pattern).map_err(|e| format!("Cron pattern error: {e}"))
+pub fn parse(pattern: &str) -> Result<Cron, DaemonError> {
+    corral_config::parse_cron(pattern).map_err(DaemonError::CronPattern)
 }
 
 pub fn start(handle: ProcessHandle, name: &str, pattern: &str) -> Option<CronHandle> {

@@ -34,6 +34,12 @@ pub enum DaemonError {
     /// The app's uid/gid cannot be resolved or are not ours to give.
     #[error("{0}")]
     Privileges(String),
+    /// A worker sent a message the primary cannot act on.
+    #[error("{0}")]
+    BadMessage(String),
+    /// A `cron_restart` pattern croner refuses.
+    #[error("Cron pattern error: {0}")]
+    CronPattern(String),
     /// dump.pm2 could not be read or written.
     #[error("{0}")]
     Dump(String),

@@ -4,6 +4,7 @@
 //! written to a temporary file and fsynced before anything else moves, and
 //! the old dump is copied to `.bak` before the rename replaces it.
 
+use crate::error::DaemonError;
 use crate::state::SharedRef;
 use crate::supervisor;
 use corral_config::Context;
@@ -11,7 +12,7 @@ use corral_proto::ProcInfo;
 use std::io::Write;
 use std::path::Path;
 
-pub fn save(shared: &SharedRef, force: bool, pretty: bool) -> Result<(String, usize), String> {
+pub fn save(shared: &SharedRef, force: bool, pretty: bool) -> Result<(String, usize), DaemonError> {
     let infos: Vec<ProcInfo> = shared.table().procs.values().map(|e| e.info.clone()).collect();
     let path = shared.home.dump();
     let path_s = path.to_string_lossy().into_owned();
@@ -31,8 +32,9 @@ pub fn save(shared: &SharedRef, force: bool, pretty: bool) -> Result<(String, us
         })
         .collect();
     let text = if pretty { serde_json::to_string_pretty(&entries) } else { serde_json::to_string(&entries) }
-        .map_err(|e| format!("cannot serialize the process list: {e}"))?;
-    write_atomic(&path, text.as_bytes()).map_err(|e| format!("cannot write {path_s}: {e}"))?;
+        .map_err(|e| DaemonError::Dump(format!("cannot serialize the process list: {e}")))?;
+    write_atomic(&path, text.as_bytes())
+        .map_err(|e| DaemonError::Dump(format!("cannot write {path_s}: {e}")))?;
     Ok((path_s, infos.len()))
 }
 
@@ -61,7 +63,7 @@ fn bak_path(path: &Path) -> std::path::PathBuf {
 /// Reads the dump, falling back to `.bak` when the dump is missing or does
 /// not parse. Unlike pm2, a dump that fails to parse is kept for the user to
 /// inspect, never deleted.
-fn read_dump(shared: &SharedRef) -> Result<Vec<serde_json::Value>, String> {
+fn read_dump(shared: &SharedRef) -> Result<Vec<serde_json::Value>, DaemonError> {
     let path = shared.home.dump();
     let mut last_err = format!("No processes saved; DUMP file doesn't exist ({})", path.display());
     for p in [path.clone(), bak_path(&path)] {
@@ -73,10 +75,10 @@ fn read_dump(shared: &SharedRef) -> Result<Vec<serde_json::Value>, String> {
             Err(_) => continue,
         }
     }
-    Err(last_err)
+    Err(DaemonError::Dump(last_err))
 }
 
-pub async fn resurrect(shared: &SharedRef) -> Result<(Vec<String>, Vec<u32>), String> {
+pub async fn resurrect(shared: &SharedRef) -> Result<(Vec<String>, Vec<u32>), DaemonError> {
     let entries = read_dump(shared)?;
     let running: Vec<String> = shared.table().procs.values().map(|e| e.info.app.name.clone()).collect();
     let mut restored = Vec::new();

@@ -135,8 +135,8 @@ fn autodump_enabled(home: &std::path::Path) -> bool {
     }
 }
 
-fn err(message: impl Into<String>) -> Reply {
-    Reply::Error { message: message.into() }
+fn err(message: impl std::fmt::Display) -> Reply {
+    Reply::Error { message: message.to_string() }
 }
 
 fn infos(shared: &SharedRef, ids: &[u32]) -> Vec<ProcInfo> {
@@ -179,15 +179,15 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
         }
         Request::Start { app } => match start_app(shared, app).await {
             Ok(ids) => Reply::Procs { procs: infos(shared, &ids) },
-            Err(e) => err(e.to_string()),
+            Err(e) => err(e),
         },
         Request::Op { op, id, mut update } => {
             let Some(h) = handle_of(shared, id) else {
-                return err(DaemonError::NotFound(id).to_string());
+                return err(DaemonError::NotFound(id));
             };
             if let Some(u) = update.as_deref_mut() {
                 if let Err(e) = crate::privileges::normalize(u) {
-                    return err(e.to_string());
+                    return err(e);
                 }
             }
             let r = match op {
@@ -209,7 +209,7 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             };
             match r {
                 Ok(()) => Reply::Procs { procs: infos(shared, &[id]) },
-                Err(e) => err(e.to_string()),
+                Err(e) => err(e),
             }
         }
         Request::Scale { name, count } => scale(shared, &name, count).await,
@@ -218,11 +218,11 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
                 return err(format!("unknown signal {signal}"));
             };
             let Some(h) = handle_of(shared, id) else {
-                return err(DaemonError::NotFound(id).to_string());
+                return err(DaemonError::NotFound(id));
             };
             match h.signal(sig).await {
                 Ok(()) => Reply::Procs { procs: infos(shared, &[id]) },
-                Err(e) => err(e.to_string()),
+                Err(e) => err(e),
             }
         }
         Request::SendData { id, data } => {
@@ -323,7 +323,7 @@ pub async fn start_app(shared: &SharedRef, mut app: corral_proto::AppSpec) -> Re
         let port = app.sticky_port.unwrap_or(shared.config.pm2_port);
         if let Err(e) = crate::balancer::ensure_listening(shared, port) {
             if app.sticky == Some(true) || uses_socketio(&app) {
-                sticky_err = Some(DaemonError::StickyPort(e));
+                sticky_err = Some(e);
             }
         }
     }
@@ -402,7 +402,7 @@ async fn scale(shared: &SharedRef, name: &str, count: u32) -> Reply {
             one.instances = None;
             match start_app(shared, one).await {
                 Ok(mut new) => ids.append(&mut new),
-                Err(e) => return err(e.to_string()),
+                Err(e) => return err(e),
             }
         }
     } else {

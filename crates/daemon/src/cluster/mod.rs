@@ -20,6 +20,7 @@ pub mod listener_state;
 pub mod wire;
 
 use crate::dlog;
+use crate::error::DaemonError;
 use crate::sticky::{self, AdapterFrame, Relay, Router, WorkerId};
 use crate::supervisor::host::{ExitRequest, Retirement, WorkerEvent, WorkerHost, WorkerInfo};
 use node_ipc::{FieldValue, Incoming, Mode, Receiver, Sender, TopLevel, Value};
@@ -379,10 +380,10 @@ fn on_message(
     label: &str,
     msg: Incoming,
     events: &mpsc::UnboundedSender<WorkerEvent>,
-) -> Result<(), String> {
-    let f = msg.fields().map_err(|e| e.to_string())?;
+) -> Result<(), DaemonError> {
+    let f = msg.fields().map_err(|e| DaemonError::BadMessage(e.to_string()))?;
     if f.cmd.as_ref().is_some_and(|c| c.eq_str("NODE_CLUSTER")) {
-        let v = msg.decode().map_err(|e| e.to_string())?;
+        let v = msg.decode().map_err(|e| DaemonError::BadMessage(e.to_string()))?;
         return on_cluster(p, wid, label, &v, events);
     }
     if f.source.as_ref().is_some_and(|s| s.eq_str(sticky::ADAPTER_SOURCE)) {
@@ -405,10 +406,10 @@ fn on_message(
         TopLevel::Object => {
             let ty = field_str(&f.type_);
             if let Some(t) = ty.as_deref().filter(|t| t.starts_with("sticky:")) {
-                let v = msg.decode().map_err(|e| e.to_string())?;
+                let v = msg.decode().map_err(|e| DaemonError::BadMessage(e.to_string()))?;
                 on_sticky(p, wid, t, &v, events);
             } else if f.cmd.is_none() && ty.is_none() {
-                let v = msg.decode().map_err(|e| e.to_string())?;
+                let v = msg.decode().map_err(|e| DaemonError::BadMessage(e.to_string()))?;
                 if let Some(ver) = v.get("node_version").and_then(|v| v.as_str()) {
                     let _ = events.send(WorkerEvent::NodeVersion(ver.to_string()));
                 }
@@ -425,7 +426,7 @@ fn on_cluster(
     label: &str,
     v: &Value,
     events: &mpsc::UnboundedSender<WorkerEvent>,
-) -> Result<(), String> {
+) -> Result<(), DaemonError> {
     let act = v.get("act").and_then(|a| a.as_str());
     match act {
         Some("online") => {
@@ -468,7 +469,10 @@ fn on_cluster(
             }
         }
         None if v.get("ack").is_some() => {
-            let ack = v.get("ack").and_then(|a| a.as_f64()).ok_or("newconn reply without a numeric ack")?;
+            let ack = v
+                .get("ack")
+                .and_then(|a| a.as_f64())
+                .ok_or_else(|| DaemonError::BadMessage("newconn reply without a numeric ack".into()))?;
             let accepted = v.get("accepted").and_then(|a| a.as_bool()).unwrap_or(false);
             // Each listener of the worker ignores a seq it did not offer.
             let reg = p.reg();
@@ -478,13 +482,14 @@ fn on_cluster(
                 }
             }
         }
-        other => return Err(format!("unknown cluster message act={other:?}")),
+        other => return Err(DaemonError::BadMessage(format!("unknown cluster message act={other:?}"))),
     }
     Ok(())
 }
 
-fn query_server(p: &Primary, wid: u32, label: &str, v: &Value) -> Result<(), String> {
-    let seq = v.get("seq").cloned().ok_or("queryServer without seq")?;
+fn query_server(p: &Primary, wid: u32, label: &str, v: &Value) -> Result<(), DaemonError> {
+    let seq =
+        v.get("seq").cloned().ok_or_else(|| DaemonError::BadMessage("queryServer without seq".into()))?;
     let address = v.get("address");
     let port = v.get("port");
     let address_type = v.get("addressType");
