@@ -7,6 +7,7 @@
 
 use super::handle::{Ctl, Done, ProcessHandle};
 use super::host::{ExitRequest, WorkerEvent, WorkerHost, WorkerInfo};
+use super::ladder;
 use crate::error::DaemonError;
 use crate::logs::{self, LogFiles, Source};
 use crate::paths;
@@ -691,25 +692,16 @@ impl Task {
         let known = proctree::descendants(run.pid);
         let by_message = (app.shutdown_with_message || self.shared.config.kill_use_message)
             && run.wid.is_some_and(|wid| self.host.ask_exit(wid, ExitRequest::Shutdown));
-        if !by_message {
-            proctree::signal_tree(run.pid, self.shared.config.kill_signal, app.treekill, &known);
-        }
+        let first = (!by_message).then_some((self.shared.config.kill_signal, app.treekill));
         let grace = Duration::from_millis(app.kill_timeout);
         let deadline = Instant::now() + grace;
-        let mut status = tokio::time::timeout_at(deadline, run.child.wait()).await.ok().and_then(|r| r.ok());
+        let status =
+            ladder::escalate(&mut Tree { run: &mut run, known: &known }, &[first], grace, Some(grace)).await;
         if status.is_none() {
-            dlog::log(&format!(
-                "Process with pid {} still alive after {}ms, sending it SIGKILL now...",
-                run.pid, app.kill_timeout
-            ));
-            proctree::signal_tree(run.pid, libc::SIGKILL, true, &known);
-            status = tokio::time::timeout(grace, run.child.wait()).await.ok().and_then(|r| r.ok());
-            if status.is_none() {
-                dlog::error(&format!("Process with pid {} could not be killed", run.pid));
-                self.shared.with_entry(self.id, |e| e.info.status = Status::Errored);
-                self.run = Some(run);
-                return;
-            }
+            dlog::error(&format!("Process with pid {} could not be killed", run.pid));
+            self.shared.with_entry(self.id, |e| e.info.status = Status::Errored);
+            self.run = Some(run);
+            return;
         }
         // Grandchildren get what is left of the grace period, then SIGKILL.
         while known.iter().any(|&p| proctree::alive(p)) && Instant::now() < deadline {
@@ -759,22 +751,9 @@ async fn retire(host: Arc<dyn WorkerHost>, mut old: Running, app: AppSpec, label
         (Some(wid), Some(p)) if p.disconnect => host.ask_exit(wid, ExitRequest::Disconnect),
         _ => false,
     };
-    let mut status = None;
-    if asked {
-        status = tokio::time::timeout(grace, old.child.wait()).await.ok().and_then(|r| r.ok());
-    }
-    if status.is_none() {
-        proctree::signal_tree(old.pid, kill_signal, app.treekill, &[]);
-        status = tokio::time::timeout(grace, old.child.wait()).await.ok().and_then(|r| r.ok());
-    }
-    if status.is_none() {
-        dlog::log(&format!(
-            "Process with pid {} still alive after {}ms, sending it SIGKILL now...",
-            old.pid, app.kill_timeout
-        ));
-        proctree::signal_tree(old.pid, libc::SIGKILL, true, &[]);
-        status = old.child.wait().await.ok();
-    }
+    let kill = Some((kill_signal, app.treekill));
+    let rungs: &[Option<(i32, bool)>] = if asked { &[None, kill] } else { &[kill] };
+    let status = ladder::escalate(&mut Tree { run: &mut old, known: &[] }, rungs, grace, None).await;
     if let Some(wid) = old.wid {
         host.detach(wid, true);
     }
@@ -784,6 +763,25 @@ async fn retire(host: Arc<dyn WorkerHost>, mut old: Running, app: AppSpec, label
         code.map(|c| c.to_string()).unwrap_or_else(|| "0".into()),
         signal.unwrap_or_else(|| "SIGINT".into())
     ));
+}
+
+/// A running child and the descendants it had when its stop began, for
+/// the ladder.
+struct Tree<'a> {
+    run: &'a mut Running,
+    known: &'a [i32],
+}
+
+impl ladder::Child for Tree<'_> {
+    async fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.run.child.wait().await.ok()
+    }
+    fn signal(&mut self, sig: i32, tree: bool) {
+        proctree::signal_tree(self.run.pid, sig, tree, self.known);
+    }
+    fn pid(&self) -> i32 {
+        self.run.pid
+    }
 }
 
 /// What a manual restart/reload does to the counters (pm2's

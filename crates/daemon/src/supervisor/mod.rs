@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod handle;
 pub mod host;
+mod ladder;
 
 pub use crate::proctree::{parse_signal, signal_name};
 pub use actor::{command_line, fill_paths, register};
