@@ -8,7 +8,6 @@ pub mod balancer;
 pub mod cluster;
 pub mod cron;
 pub mod dlog;
-pub mod env;
 pub mod error;
 pub mod logs;
 pub mod monitor;

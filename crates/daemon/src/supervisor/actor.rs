@@ -8,14 +8,14 @@
 use super::handle::{Ctl, Done, ProcessHandle};
 use super::host::{ExitRequest, WorkerEvent, WorkerHost, WorkerInfo};
 use super::ladder;
+use super::spawn::{self, command_line, fill_paths};
+use crate::dlog;
 use crate::error::DaemonError;
 use crate::logs::{self, LogFiles, Source};
-use crate::paths;
 use crate::policy::{self, Decision};
 use crate::proctree;
 use crate::state::{Entry, SharedRef};
 use crate::timefmt::now_ms;
-use crate::{dlog, env};
 use corral_proto::{AppSpec, Event, ExecMode, ProcInfo, Status, Stream};
 use node_ipc::{Channel, ChildChannel, Limits, Mode};
 use std::collections::VecDeque;
@@ -82,40 +82,13 @@ fn new_info(shared: &SharedRef, id: u32, instance: u32, app: AppSpec) -> ProcInf
         pm_id: id,
         instance,
         status: Status::Stopped,
-        unique_id: env::uuid_v4(),
+        unique_id: spawn::uuid_v4(),
         username: shared.username.clone(),
         app,
         ..Default::default()
     };
     fill_paths(shared, &mut p);
     p
-}
-
-/// Log and pid paths: `-<pm_id>` suffix unless logs are
-/// merged; pid files always get it.
-pub fn fill_paths(shared: &SharedRef, p: &mut ProcInfo) {
-    let app = &p.app;
-    let base = corral_config::sanitize_log_name(&app.name);
-    let logs = shared.home.logs();
-    let pick = |custom: &Option<String>, default: String| -> String {
-        let path = custom.clone().unwrap_or(default);
-        if app.merge_logs || path == "/dev/null" {
-            path
-        } else {
-            paths::with_id_suffix(&path, p.pm_id)
-        }
-    };
-    let out = pick(&app.out_file, logs.join(format!("{base}-out.log")).to_string_lossy().into_owned());
-    let err = pick(&app.error_file, logs.join(format!("{base}-error.log")).to_string_lossy().into_owned());
-    let combined = app.log_file.as_ref().map(|f| pick(&Some(f.clone()), String::new()));
-    let pid = match &app.pid_file {
-        Some(f) => paths::with_id_suffix(f, p.pm_id),
-        None => shared.home.pids().join(format!("{base}-{}.pid", p.pm_id)).to_string_lossy().into_owned(),
-    };
-    p.pm_out_log_path = out;
-    p.pm_err_log_path = err;
-    p.pm_log_path = combined;
-    p.pm_pid_path = pid;
 }
 
 struct Task {
@@ -307,7 +280,7 @@ impl Task {
                 return;
             }
         };
-        let mut env = env::build(&self.shared, &info);
+        let mut env = spawn::build(&self.shared, &info);
         if let Some(c) = &creds {
             c.apply_env(&mut env);
         }
@@ -820,19 +793,4 @@ fn exit_parts(st: Option<std::process::ExitStatus>) -> (Option<i32>, Option<Stri
         Some(s) => (s.code(), s.signal().map(proctree::signal_name)),
         None => (None, None),
     }
-}
-
-/// Program and argv for a fork-mode app: `interpreter
-/// [node_args] script args`, or the script itself for `none`.
-pub fn command_line(app: &AppSpec, node_options: &[String]) -> (String, Vec<String>) {
-    if app.interpreter == "none" || app.interpreter.is_empty() {
-        return (app.script.clone(), app.args.clone());
-    }
-    let mut args = app.node_args.clone();
-    if app.is_node() {
-        args.extend(node_options.iter().cloned());
-    }
-    args.push(app.script.clone());
-    args.extend(app.args.iter().cloned());
-    (app.interpreter.clone(), args)
 }

@@ -5,7 +5,9 @@ pub mod actor;
 pub mod handle;
 pub mod host;
 mod ladder;
+pub mod spawn;
 
 pub use crate::proctree::{parse_signal, signal_name};
-pub use actor::{command_line, fill_paths, register};
+pub use actor::register;
 pub use handle::{ProcessHandle, Ticket};
+pub use spawn::{command_line, fill_paths};

@@ -1,8 +1,10 @@
-//! The environment a process is spawned with: the stored app env
-//! plus every pm2_env field pm2 injects, stringified the way pm2 does.
+//! What a child is spawned with: its command line, its environment (the
+//! stored app env plus every pm2_env field pm2 injects, stringified the way
+//! pm2 does) and its log and pid paths.
 
+use crate::paths;
 use crate::state::Shared;
-use corral_proto::{ExecMode, ProcInfo, INJECTED_ENV_KEYS};
+use corral_proto::{AppSpec, ExecMode, ProcInfo, INJECTED_ENV_KEYS};
 use std::collections::BTreeMap;
 
 fn b(v: bool) -> String {
@@ -98,4 +100,46 @@ fn injected(key: &str, shared: &Shared, p: &ProcInfo) -> Option<String> {
         "version" => app.version.clone()?,
         _ => return None,
     })
+}
+
+/// Log and pid paths: `-<pm_id>` suffix unless logs are
+/// merged; pid files always get it.
+pub fn fill_paths(shared: &Shared, p: &mut ProcInfo) {
+    let app = &p.app;
+    let base = corral_config::sanitize_log_name(&app.name);
+    let logs = shared.home.logs();
+    let pick = |custom: &Option<String>, default: String| -> String {
+        let path = custom.clone().unwrap_or(default);
+        if app.merge_logs || path == "/dev/null" {
+            path
+        } else {
+            paths::with_id_suffix(&path, p.pm_id)
+        }
+    };
+    let out = pick(&app.out_file, logs.join(format!("{base}-out.log")).to_string_lossy().into_owned());
+    let err = pick(&app.error_file, logs.join(format!("{base}-error.log")).to_string_lossy().into_owned());
+    let combined = app.log_file.as_ref().map(|f| pick(&Some(f.clone()), String::new()));
+    let pid = match &app.pid_file {
+        Some(f) => paths::with_id_suffix(f, p.pm_id),
+        None => shared.home.pids().join(format!("{base}-{}.pid", p.pm_id)).to_string_lossy().into_owned(),
+    };
+    p.pm_out_log_path = out;
+    p.pm_err_log_path = err;
+    p.pm_log_path = combined;
+    p.pm_pid_path = pid;
+}
+
+/// Program and argv for a fork-mode app: `interpreter
+/// [node_args] script args`, or the script itself for `none`.
+pub fn command_line(app: &AppSpec, node_options: &[String]) -> (String, Vec<String>) {
+    if app.interpreter == "none" || app.interpreter.is_empty() {
+        return (app.script.clone(), app.args.clone());
+    }
+    let mut args = app.node_args.clone();
+    if app.is_node() {
+        args.extend(node_options.iter().cloned());
+    }
+    args.push(app.script.clone());
+    args.extend(app.args.iter().cloned());
+    (app.interpreter.clone(), args)
 }
