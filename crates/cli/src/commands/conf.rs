@@ -2,10 +2,10 @@
 //! `module_conf.json` store (`{ "<module>": { "<key>": value } }`, 4-space
 //! JSON) that pm2 modules such as pm2-logrotate read their settings from.
 
-use super::{Cli, Code};
+use super::{answered, Cli, Code};
 use crate::output;
 use anyhow::{Context as _, Result};
-use corral_proto::{Op, Reply, Request};
+use corral_proto::{Op, Request};
 use serde_json::{Map, Value};
 
 fn path(cli: &Cli) -> std::path::PathBuf {
@@ -71,9 +71,7 @@ fn restart_module(cli: &mut Cli, module: &str, conf: &Map<String, Value>) -> Res
         let mut spec = p.app.clone();
         spec.env.insert(module.to_string(), json.clone());
         let req = Request::Op { op: Op::Restart, id: p.pm_id, update: Some(Box::new(spec)) };
-        if let Reply::Error { message } = cli.client()?.request(&req)? {
-            output::error(&message);
-        } else {
+        if answered(cli.client()?.request(&req)?).is_ok() {
             restarted = true;
         }
     }

@@ -1,6 +1,6 @@
 //! Read-only commands: list, jlist, prettylist, describe, env, pid, id, ping.
 
-use super::{local_env, Cli, Code};
+use super::{answered, local_env, Cli, Code};
 use crate::inspect::inspect;
 use crate::output;
 use crate::render::describe::{render as render_describe, DescribeOptions};
@@ -8,7 +8,7 @@ use crate::render::prettylist::{jlist as render_jlist, prettylist as render_pret
 use crate::resolve::is_numeric;
 use crate::timefmt::now_ms;
 use anyhow::Result;
-use corral_proto::{ProcInfo, Reply, Request};
+use corral_proto::{ProcInfo, Request};
 use serde_json::Value;
 
 pub fn list(cli: &mut Cli) -> Result<Code> {
@@ -187,16 +187,11 @@ pub fn id(cli: &mut Cli) -> Result<Code> {
 }
 
 pub fn ping(cli: &mut Cli) -> Result<Code> {
-    match cli.client()?.request(&Request::Ping)? {
-        Reply::Error { message } => {
-            output::error(&message);
-            Ok(1)
-        }
-        _ => {
-            output::out("{ msg: 'pong' }");
-            Ok(0)
-        }
+    if let Err(code) = answered(cli.client()?.request(&Request::Ping)?) {
+        return Ok(code);
     }
+    output::out("{ msg: 'pong' }");
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -21,6 +21,19 @@ use std::time::Duration;
 
 pub type Code = i32;
 
+/// The daemon's answer; an error answer is printed as pm2 prints it
+/// (`[PM2][ERROR] ...`) and becomes exit code 1. The one place commands turn
+/// `Reply::Error` into output.
+pub(crate) fn answered(reply: Reply) -> std::result::Result<Reply, Code> {
+    match reply {
+        Reply::Error { message } => {
+            output::error(&message);
+            Err(1)
+        }
+        other => Ok(other),
+    }
+}
+
 /// An error already shown to the user: unwinds the command (no table) and
 /// exits with the code, without printing anything more.
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! Per-id actions: stop, restart, reload, delete, reset, sendSignal, scale,
 //! kill.
 
-use super::{print_applying, print_done, Cli, Code};
+use super::{answered, print_applying, print_done, Cli, Code};
 use crate::inspect::inspect;
 use crate::output;
 use crate::resolve::{ids_display, is_numeric, resolve, Target};
@@ -263,12 +263,9 @@ fn reset_target(cli: &mut Cli, t: &str) -> Result<Code> {
     };
     let mut code = 0;
     for id in ids {
-        match cli.client()?.request(&Request::Op { op: Op::Reset, id, update: None })? {
-            Reply::Error { message } => {
-                output::error(&message);
-                code = 1;
-            }
-            _ => output::info(&format!("Resetting meta for process id {id}")),
+        match answered(cli.client()?.request(&Request::Op { op: Op::Reset, id, update: None })?) {
+            Err(c) => code = c,
+            Ok(_) => output::info(&format!("Resetting meta for process id {id}")),
         }
     }
     Ok(code)
@@ -291,17 +288,14 @@ pub fn send_signal(cli: &mut Cli) -> Result<Code> {
             output::error(&format!("Process {id} not found"));
             return Ok(1);
         }
-        return match cli.client()?.request(&Request::SendSignal { id, signal: signal.clone() })? {
-            Reply::Error { message } => {
-                output::error(&message);
-                Ok(1)
-            }
-            _ => {
-                output::out(&format!("successfully sent signal {signal} to process id {id}"));
-                cli.print_list()?;
-                Ok(0)
-            }
-        };
+        if let Err(code) =
+            answered(cli.client()?.request(&Request::SendSignal { id, signal: signal.clone() })?)
+        {
+            return Ok(code);
+        }
+        output::out(&format!("successfully sent signal {signal} to process id {id}"));
+        cli.print_list()?;
+        return Ok(0);
     }
     output::info(&format!("Sending signal to process name {target}"));
     let ids: Vec<u32> = procs
@@ -318,11 +312,10 @@ pub fn send_signal(cli: &mut Cli) -> Result<Code> {
             // pm2 spaces the instances out so they do not all react at once.
             std::thread::sleep(Duration::from_millis(200));
         }
-        if let Reply::Error { message } =
-            cli.client()?.request(&Request::SendSignal { id: *id, signal: signal.clone() })?
+        if let Err(code) =
+            answered(cli.client()?.request(&Request::SendSignal { id: *id, signal: signal.clone() })?)
         {
-            output::error(&message);
-            return Ok(1);
+            return Ok(code);
         }
     }
     output::out(&format!("successfully sent signal {signal} to process name {target}"));
@@ -368,12 +361,9 @@ pub fn scale(cli: &mut Cli) -> Result<Code> {
         return Ok(1);
     }
     let before: Vec<(u32, String)> = mine.iter().map(|p| (p.pm_id, p.app.name.clone())).collect();
-    match cli.client()?.request(&Request::Scale { name: name.clone(), count: target as u32 })? {
-        Reply::Error { message } => {
-            output::error(&message);
-            return Ok(1);
-        }
-        _ => {
+    match answered(cli.client()?.request(&Request::Scale { name: name.clone(), count: target as u32 })?) {
+        Err(code) => return Ok(code),
+        Ok(_) => {
             for _ in current..target {
                 output::info("Scaling up application");
             }
@@ -426,12 +416,9 @@ pub fn kill_daemon(client: &mut crate::client::Client, home: &std::path::Path) -
         print_applying("deleteProcessId", "all", &ids_display(&ids));
     }
     let pid = daemon_pid(home);
-    match client.request(&Request::Kill)? {
-        Reply::Error { message } => {
-            output::error(&message);
-            return Ok(1);
-        }
-        _ => {
+    match answered(client.request(&Request::Kill)?) {
+        Err(code) => return Ok(code),
+        Ok(_) => {
             for p in &procs {
                 print_done(&p.app.name, p.pm_id);
             }

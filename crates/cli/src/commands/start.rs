@@ -5,7 +5,7 @@
 //! `corral_config::app_from_value`, so flags and files share one set of
 //! rules and error messages.
 
-use super::{local_env, ops, print_applying, Cli, Code};
+use super::{answered, local_env, ops, print_applying, Cli, Code};
 use crate::output;
 use crate::resolve::{ids_display, is_numeric};
 use anyhow::{Context as _, Result};
@@ -281,12 +281,9 @@ fn start_script(cli: &mut Cli, script: &str, procs: &[ProcInfo]) -> Result<Code>
         n,
         if n > 1 { "s" } else { "" }
     ));
-    match cli.client()?.request(&Request::Start { app: spec })? {
-        Reply::Error { message } => {
-            output::error(&message);
-            Ok(1)
-        }
-        _ => {
+    match answered(cli.client()?.request(&Request::Start { app: spec })?) {
+        Err(code) => Ok(code),
+        Ok(_) => {
             output::info("Done.");
             Ok(0)
         }

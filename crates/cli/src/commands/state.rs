@@ -1,6 +1,6 @@
 //! save / resurrect / cleardump / update / flush / reloadLogs.
 
-use super::{Cli, Code};
+use super::{answered, Cli, Code};
 use crate::output;
 use crate::resolve::is_numeric;
 use anyhow::Result;
@@ -157,9 +157,8 @@ pub fn flush(cli: &mut Cli) -> Result<Code> {
     let ids = target.as_ref().map(|_| selected.iter().map(|p| p.pm_id).collect::<Vec<_>>());
     // An unknown name flushes nothing and still succeeds (pm2).
     if ids.as_ref().is_none_or(|v| !v.is_empty()) {
-        if let Reply::Error { message } = cli.client()?.request(&Request::Flush { ids })? {
-            output::error(&message);
-            return Ok(1);
+        if let Err(code) = answered(cli.client()?.request(&Request::Flush { ids })?) {
+            return Ok(code);
         }
     }
     output::info("Logs flushed");
@@ -168,14 +167,9 @@ pub fn flush(cli: &mut Cli) -> Result<Code> {
 
 pub fn reload_logs(cli: &mut Cli) -> Result<Code> {
     output::out("Reloading all logs...");
-    match cli.client()?.request(&Request::ReloadLogs)? {
-        Reply::Error { message } => {
-            output::error(&message);
-            Ok(1)
-        }
-        _ => {
-            output::info("All logs reloaded");
-            Ok(0)
-        }
+    if let Err(code) = answered(cli.client()?.request(&Request::ReloadLogs)?) {
+        return Ok(code);
     }
+    output::info("All logs reloaded");
+    Ok(0)
 }
