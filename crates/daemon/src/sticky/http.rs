@@ -535,7 +535,7 @@ mod tests {
 
     #[tokio::test]
     async fn sid_in_body_or_header_is_ignored() {
-        // Flaw #7: the incumbent matched `sid=` anywhere in the first chunk.
+        // The incumbent matched `sid=` anywhere in the first chunk.
         let body = b"4:sid=OTHERSESSION0123456";
         let head = format!(
             "POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nCookie: sid=COOKIEaaaaaaaaaaaaaa\r\nX-Sid: sid=HEADERaaaaaaaaaaaaaa\r\nContent-Length: {}\r\n\r\n",
@@ -550,7 +550,7 @@ mod tests {
 
     #[tokio::test]
     async fn body_in_later_segments_is_read_in_full() {
-        // Flaw #3: a POST whose body arrives in a second TCP segment.
+        // The incumbent lost a POST whose body arrives in a second TCP segment.
         let head = b"POST /socket.io/?EIO=4&transport=polling&sid=abc HTTP/1.1\r\nContent-Length: 10\r\n\r\n";
         let r = read_parts(&[head, b"01234", b"56789"], limits()).await.unwrap();
         let mut want = head.to_vec();

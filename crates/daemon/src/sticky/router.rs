@@ -451,7 +451,7 @@ mod tests {
 
     #[test]
     fn not_ready_workers_get_no_traffic() {
-        // Flaw #2: a just-spawned worker is not routed to, even though it has no sessions.
+        // A just-spawned worker is not routed to, even though it has no sessions.
         let mut r = Router::with_seed(Policy::LeastConnection, 1);
         let t = Instant::now();
         r.add_worker(W1);
@@ -557,7 +557,7 @@ mod tests {
 
     #[test]
     fn burst_of_50_connects_spreads_evenly() {
-        // Flaw #4: 50 handshakes arrive before any session registers.
+        // The incumbent's burst problem: 50 handshakes arrive before any session registers.
         let mut r = ready_router(Policy::LeastConnection, &[W1, W2]);
         let t = Instant::now();
         let mut per = BTreeMap::new();
@@ -669,7 +669,7 @@ mod tests {
 
     #[test]
     fn unknown_sid_is_held_while_a_registration_may_be_in_flight() {
-        // Flaw #1: handshake routed to W1; the client's next request (with the new sid) arrives
+        // The registration race: handshake routed to W1; the client's next request (with the new sid) arrives
         // before W1's `sticky:connection` was processed.
         let mut r = ready_router(Policy::LeastConnection, &[W1, W2]);
         let t0 = Instant::now();
