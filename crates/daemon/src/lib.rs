@@ -194,8 +194,7 @@ async fn worker_tick(shared: SharedRef) {
                         "[PM2][WORKER] Reset the restart delay, as app {} has been up for more than {reset_after}ms",
                         e.info.app.name
                     ));
-                    e.info.prev_restart_delay = None;
-                    e.touch();
+                    drop(e.handle.reset_backoff());
                 }
                 if let Some(limit) = e.info.app.max_memory_restart {
                     if e.info.memory > limit {

@@ -199,13 +199,7 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
                 }
                 Op::Restart => h.restart(update).await,
                 Op::Reload => h.reload(update).await,
-                Op::Reset => {
-                    shared.with_entry(id, |e| {
-                        e.info.restart_time = 0;
-                        e.info.unstable_restarts = 0;
-                    });
-                    Ok(())
-                }
+                Op::Reset => h.reset().await,
             };
             match r {
                 Ok(()) => Reply::Procs { procs: infos(shared, &[id]) },

@@ -195,3 +195,24 @@ async fn a_stop_preempts_a_reload_waiting_for_its_replacement() {
     assert!(matches!(c.req(Request::Kill).await, Reply::Ok));
     let _ = tokio::time::timeout(Duration::from_secs(10), daemon).await;
 }
+
+/// `reset` is a control of the process's actor like any other: the counters
+/// it zeroes are the ones `list` shows.
+#[tokio::test(flavor = "current_thread")]
+async fn reset_zeroes_the_restart_counters() {
+    let home = tempfile::tempdir().unwrap();
+    let opts = corral_daemon::DaemonOptions { pm2_home: home.path().to_path_buf() };
+    let daemon = tokio::spawn(corral_daemon::run_async(opts));
+    let mut c = Client::connect(home.path()).await;
+    c.req(Request::Start { app: sh_app("counted", "exec sleep 30") }).await;
+    let pid = wait_until(&mut c, "online", |l| l[0].status == "online").await[0].pid;
+    // SAFETY: plain kill of our child's pid.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_until(&mut c, "a restart", |l| l[0].restart_time == 1 && l[0].status == "online").await;
+    let r = c.req(Request::Op { op: Op::Reset, id: 0, update: None }).await;
+    let Reply::Procs { procs } = r else { panic!("{r:?}") };
+    assert_eq!(procs[0].restart_time, 0);
+    assert_eq!(c.list().await[0].restart_time, 0);
+    assert!(matches!(c.req(Request::Kill).await, Reply::Ok));
+    let _ = tokio::time::timeout(Duration::from_secs(10), daemon).await;
+}

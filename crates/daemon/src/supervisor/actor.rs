@@ -243,6 +243,17 @@ impl Task {
                 let _ = done.send(Ok(()));
                 return true;
             }
+            Ctl::Reset { done } => {
+                self.shared.with_entry(self.id, |e| {
+                    e.info.restart_time = 0;
+                    e.info.unstable_restarts = 0;
+                });
+                let _ = done.send(Ok(()));
+            }
+            Ctl::ResetBackoff { done } => {
+                self.shared.with_entry(self.id, |e| e.info.prev_restart_delay = None);
+                let _ = done.send(Ok(()));
+            }
             Ctl::Signal { sig, done } => {
                 let r = match &self.run {
                     Some(r) if proctree::signal(r.pid, sig) => Ok(()),

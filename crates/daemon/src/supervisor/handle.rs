@@ -39,6 +39,15 @@ pub(crate) enum Ctl {
         sig: i32,
         done: Done,
     },
+    /// `pm2 reset`: restart counters back to zero.
+    Reset {
+        done: Done,
+    },
+    /// The periodic worker saw the process up long enough: the exponential
+    /// backoff starts over.
+    ResetBackoff {
+        done: Done,
+    },
 }
 
 /// The answer to one control, to await or to drop.
@@ -108,6 +117,16 @@ impl ProcessHandle {
     /// Sends a signal to the running child.
     pub fn signal(&self, sig: i32) -> Ticket {
         self.send(|done| Ctl::Signal { sig, done })
+    }
+
+    /// Zeroes the restart counters (`pm2 reset`).
+    pub fn reset(&self) -> Ticket {
+        self.send(|done| Ctl::Reset { done })
+    }
+
+    /// Forgets the exponential backoff delay.
+    pub fn reset_backoff(&self) -> Ticket {
+        self.send(|done| Ctl::ResetBackoff { done })
     }
 }
 
