@@ -1,9 +1,11 @@
-//! One task per process: spawn, watch, stop, restart. Controls arrive on a
-//! queue and are handled one at a time, so a `restart` that arrives during a
-//! `stop` waits for the stop to finish instead of racing it.
+//! One actor (task) per process: spawn, watch, stop, restart, reload.
+//! Controls arrive on a queue and are handled one at a time, so a `restart`
+//! that arrives during a `stop` waits for the stop to finish instead of
+//! racing it; while a cluster reload waits for its replacement, urgent
+//! controls (stop, delete, signal) are handled at once.
 //!
 //! Architecture invariant: only this task changes a process's status, pid
-//! and counters (the RPC server only reads them, except `reset`).
+//! and counters; everyone else reads them or sends a control.
 
 use super::handle::{Ctl, Done, ProcessHandle};
 use super::host::{ExitRequest, WorkerEvent, WorkerHost, WorkerInfo};
@@ -711,11 +713,12 @@ impl Task {
     }
 }
 
-/// Stops a worker that a reload replaced, gracefully: it is already drained
-/// (no new connections), so ask it to close its servers and exit when idle
-/// (`disconnect`, or the `'shutdown'` message), then SIGINT, then SIGKILL,
-/// each after kill_timeout.
-/// `kill_signal`: the daemon's first stop signal.
+/// Stops a worker that a reload replaced (or a replacement a stop
+/// abandoned), gracefully: it is already drained (no new connections), so
+/// its open clients may finish first if its host says so, then it is asked
+/// to close its servers and exit when idle (`disconnect`, or the
+/// `'shutdown'` message), then gets `kill_signal`, then SIGKILL, each after
+/// kill_timeout.
 async fn retire(host: Arc<dyn WorkerHost>, mut old: Running, app: AppSpec, label: String, kill_signal: i32) {
     let grace = Duration::from_millis(app.kill_timeout);
     let plan = old.wid.map(|wid| host.retirement(wid));
