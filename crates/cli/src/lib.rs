@@ -1,5 +1,5 @@
 //! The `pm2` command line (and `pm2-runtime`): parses pm2's syntax,
-//! connects to (or spawns) the Corral daemon over `$PM2_HOME/rpc.sock`,
+//! connects to (or spawns) the Corral daemon over `$PM2_HOME/corral.sock`,
 //! resolves targets, and prints pm2's output.
 //!
 //! Output differences from pm2 that are deliberate:
@@ -15,7 +15,7 @@
 //!
 //! Map of the crate:
 //! - [`args`]: commander 2.x-compatible parsing (one global option table);
-//! - [`client`]: `rpc.sock` connection, handshake, daemon spawn and its
+//! - [`client`]: `corral.sock` connection, handshake, daemon spawn and its
 //!   failure report;
 //! - [`resolve`]: target resolution (`all`, `/re/`, name, namespace, id,
 //!   script path), done client-side as pm2 does;

@@ -1,4 +1,5 @@
-//! The control socket: `PM2_HOME/rpc.sock`, owner-only, peers of another uid
+//! The control socket: `PM2_HOME/corral.sock` (Corral's own CLI protocol;
+//! pm2's `rpc.sock` is served by `pm2api`), owner-only, peers of another uid
 //! refused (SO_PEERCRED). One task per connection; a bad frame is answered
 //! with an error and closes that connection only.
 
@@ -32,7 +33,7 @@ pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::S
     }
 }
 
-fn peer_allowed(stream: &UnixStream) -> bool {
+pub(crate) fn peer_allowed(stream: &UnixStream) -> bool {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     match stream.peer_cred() {

@@ -142,6 +142,28 @@ pub struct ProcInfo {
     /// `env` holds only the keys that differ from `app.env` (the `List`
     /// reply sends that to halve its size).
     pub env_is_delta: bool,
+    /// What the app declared with @pm2/io (pm2's `axm_*` pm2_env fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub axm: Option<Axm>,
+}
+
+/// An app's @pm2/io declarations over IPC, for the run with `pid` (a new
+/// run declares again from scratch): `axm:action` entries, the latest
+/// `axm:monitor` values and merged `axm:option:configuration`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct Axm {
+    pub pid: u32,
+    pub actions: Vec<serde_json::Value>,
+    pub monitor: serde_json::Map<String, serde_json::Value>,
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ProcInfo {
+    /// The @pm2/io declarations of the current run, if it made any.
+    pub fn current_axm(&self) -> Option<&Axm> {
+        self.axm.as_ref().filter(|a| a.pid == self.pid && self.pid != 0)
+    }
 }
 
 impl ProcInfo {
@@ -197,6 +219,7 @@ impl ProcInfo {
             app: self.app.clone(),
             sticky: self.sticky,
             env_is_delta: self.env_is_delta,
+            axm: self.axm.clone(),
         }
     }
 }
