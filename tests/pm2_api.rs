@@ -28,10 +28,13 @@ fn pm2api_dir() -> PathBuf {
 }
 
 /// Runs a script of the fixture project against this daemon's home.
-fn node(pm2: &Pm2, script: &str) -> Run {
+fn node(pm2: &Pm2, script_and_args: &str) -> Run {
     let dir = pm2api_dir();
+    let mut words = script_and_args.split_whitespace();
+    let script = words.next().unwrap_or_default();
     let out = Command::new("node")
         .arg(dir.join(script))
+        .args(words)
         .current_dir(&dir)
         .env("PM2_HOME", pm2.home())
         .env_remove("PM2_USAGE")
@@ -148,4 +151,61 @@ fn garbage_on_rpc_and_pub_sockets_closes_only_that_connection() {
     let list = rpc_call(&mut good, "getMonitorData", "1:3");
     assert_eq!(list["args"][0][0]["pm2_env"]["status"], "online", "{list}");
     assert_eq!(status(&pm2.jlist()[0]), "online");
+}
+
+#[test]
+fn pm2_io_metrics_and_actions_are_recorded_and_triggered() {
+    let mut pm2 = Pm2::new();
+    pm2.cwd = pm2api_dir();
+    pm2.run(&["start", "app-io.js"]).ok();
+    let declared = |l: &[serde_json::Value]| {
+        l.first().is_some_and(|p| {
+            let env = &p["pm2_env"];
+            env["axm_monitor"]["Answer"]["value"] == 42
+                && env["axm_monitor"]["Hits"]["value"] == 2
+                && env["axm_actions"].as_array().is_some_and(|a| {
+                    a.iter().any(|x| x["action_name"] == "hello")
+                        && a.iter().any(|x| x["action_name"] == "echo")
+                })
+                && env["axm_options"].is_object()
+        })
+    };
+    let list = pm2.wait_for("@pm2/io declarations", T, declared);
+    let pid0 = pid(&list[0]);
+
+    let d = pm2.run(&["describe", "app-io"]);
+    d.ok();
+    for want in [" Actions available ", "│ hello", "│ echo", "Trigger via: pm2 trigger app-io <action_name>"]
+    {
+        assert!(d.stdout.contains(want), "describe lacks {want:?}:\n{}", d.stdout);
+    }
+    for want in [" Code metrics value ", "│ Answer │ 42 units │", "│ Hits   │ 2"] {
+        assert!(d.stdout.contains(want), "describe lacks {want:?}:\n{}", d.stdout);
+    }
+    let pretty = pm2.run(&["prettylist"]);
+    assert!(
+        pretty.stdout.contains("Answer: { historic: true, unit: 'units', value: 42 }"),
+        "{}",
+        pretty.stdout
+    );
+
+    let r = pm2.run(&["trigger", "app-io", "hello"]);
+    r.ok();
+    assert!(r.stdout.contains("1 processes have received command hello"), "{}", r.all());
+    assert!(r.stdout.contains("[app-io:0:default]={\"success\":true,\"greeting\":\"hi\"}"), "{}", r.all());
+    let r = pm2.run(&["trigger", "0", "echo", "xyz"]);
+    r.ok();
+    assert!(r.stdout.contains("[app-io:0:default]={\"got\":\"xyz\"}"), "{}", r.all());
+    let r = pm2.run(&["trigger", "app-io", "no-such-action"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("Not any process has received a command"), "{}", r.all());
+
+    // pm2's own trigger, through the library (rpc.sock + pub.sock).
+    let r = node(&pm2, "trigger.js app-io");
+    assert!(r.code == 0 && r.stdout.contains("TRIGGER OK {\"got\":\"from-library\"}"), "{}", r.all());
+
+    // A new run declares from scratch: nothing of the old run is shown
+    // for it, and its own declarations arrive.
+    pm2.run(&["restart", "app-io"]).ok();
+    pm2.wait_for("the new run's declarations", T, |l| declared(l) && pid(&l[0]) != pid0);
 }

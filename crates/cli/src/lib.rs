@@ -112,7 +112,6 @@ const UNSUPPORTED: &[&str] = &[
     "sysinfos",
     "create",
     "autoinstall",
-    "trigger",
     "inspect",
     "profile:cpu",
     "profile:mem",
@@ -237,6 +236,7 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "cleardump" => state::cleardump(cli),
         "update" | "updatePM2" => state::update(cli),
         "sendSignal" => ops::send_signal(cli),
+        "trigger" => commands::trigger::trigger(cli),
         "scale" => ops::scale(cli),
         "monit" | "dashboard" | "dash" => monit::monit(cli),
         _ => {
@@ -257,6 +257,7 @@ fn required_args(cmd: &str) -> Option<(usize, &'static str)> {
         "env" => (1, "id"),
         "id" => (1, "name"),
         "sendSignal" => (2, "pm2_id|name"),
+        "trigger" => (2, "action_name"),
         "scale" => (2, "number"),
         "startOrRestart" | "startOrReload" | "startOrGracefulReload" => (1, "json"),
         "set" => (2, "value"),
@@ -303,6 +304,7 @@ fn is_known(cmd: &str) -> bool {
             | "update"
             | "updatePM2"
             | "sendSignal"
+            | "trigger"
             | "scale"
             | "monit"
             | "dashboard"
@@ -340,6 +342,7 @@ pub fn usage() -> String {
         ("cleardump", "create empty dump file"),
         ("reset <name|id|all>", "reset counters for process"),
         ("sendSignal <signal> <pm2_id|name>", "send a system signal to the target process"),
+        ("trigger <id|name|namespace|all> <action_name> [params]", "trigger an @pm2/io action of an app"),
         (
             "scale <app_name> <number>",
             "scale up/down a process in cluster mode depending on total_number param",

@@ -256,6 +256,10 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             reload_logs(shared);
             Reply::Ok
         }
+        Request::Trigger { target, action, param } => {
+            // Boxed: trigger sends through `handle` itself.
+            Box::pin(crate::pm2api::rpc::trigger(shared, &target, &action, param)).await
+        }
         Request::Logs { .. } | Request::Kill => err("internal: handled by the connection"),
     }
 }

@@ -105,6 +105,14 @@ pub enum Request {
     },
     /// Stop every process and exit the daemon (no save).
     Kill,
+    /// `pm2 trigger <target> <action> [param]`: run an action the app
+    /// declared with @pm2/io on every matching process (id, name,
+    /// namespace or `all`) and collect their `axm:reply` answers.
+    Trigger {
+        target: String,
+        action: String,
+        param: Option<serde_json::Value>,
+    },
 }
 
 /// A process as the daemon sees it. `jlist`/`prettylist`/`describe`/`list`
@@ -244,10 +252,25 @@ pub enum Reply {
     Text {
         text: String,
     },
+    /// `Trigger`: how many processes received the action, and the answers
+    /// that came back in time.
+    Triggered {
+        sent: usize,
+        replies: Vec<ActionReply>,
+    },
     /// `message` is shown to the user after `[PM2][ERROR] `.
     Error {
         message: String,
     },
+}
+
+/// One process's answer to a triggered action (`axm:reply`'s `return`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionReply {
+    pub pm_id: u32,
+    pub name: String,
+    pub namespace: String,
+    pub value: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::Sender<bool>) {
     let mut stop = shutdown.subscribe();
@@ -25,7 +25,11 @@ pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::S
         tokio::select! {
             acc = listener.accept() => match acc {
                 Ok((stream, _)) => {
-                    tokio::spawn(subscriber(shared.clone(), stream, shutdown.subscribe()));
+                    // Subscribed at accept, before anything else runs: an
+                    // event caused by the client's next RPC call is not
+                    // missed.
+                    let rx = (shared.bus.subscribe(), super::pm2_bus().subscribe());
+                    tokio::spawn(subscriber(shared.clone(), stream, rx, shutdown.subscribe()));
                 }
                 Err(e) => {
                     dlog::error(&format!("pub.sock accept failed: {e}"));
@@ -37,12 +41,13 @@ pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::S
     }
 }
 
-async fn subscriber(shared: SharedRef, stream: UnixStream, mut stop: watch::Receiver<bool>) {
+type Receivers = (broadcast::Receiver<Event>, broadcast::Receiver<super::BusFrame>);
+
+async fn subscriber(shared: SharedRef, stream: UnixStream, rx: Receivers, mut stop: watch::Receiver<bool>) {
     if !server::peer_allowed(&stream) {
         return;
     }
-    let mut core = shared.bus.subscribe();
-    let mut own = super::pm2_bus().subscribe();
+    let (mut core, mut own) = rx;
     let (mut rd, mut wr) = stream.into_split();
     let mut dec = axon::Decoder::new(64 * 1024);
     let mut buf = [0u8; 512];
@@ -162,6 +167,12 @@ pub fn worker_message(shared: &SharedRef, wid: u32, msg: &node_ipc::Value) {
             if CONSUMED.contains(&ty.as_str()) {
                 record_axm(shared, pm_id, pid, &ty, data);
                 return;
+            }
+            if ty == "axm:reply" {
+                let replies = super::axm_replies();
+                if replies.receiver_count() > 0 {
+                    let _ = replies.send((pm_id, data.clone()));
+                }
             }
             if super::pm2_bus().receiver_count() == 0 {
                 return;

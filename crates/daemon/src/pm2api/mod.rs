@@ -34,6 +34,13 @@ fn pm2_bus() -> &'static broadcast::Sender<BusFrame> {
     PM2_BUS.get_or_init(|| broadcast::channel(1024).0)
 }
 
+/// `axm:reply` answers (pm_id, data) for `pm2 trigger` from Corral's CLI.
+static AXM_REPLIES: OnceLock<broadcast::Sender<(u32, serde_json::Value)>> = OnceLock::new();
+
+fn axm_replies() -> &'static broadcast::Sender<(u32, serde_json::Value)> {
+    AXM_REPLIES.get_or_init(|| broadcast::channel(256).0)
+}
+
 /// Publishes `[s:topic, j:data]` to every pub.sock subscriber, if any.
 pub fn publish(topic: &str, data: &serde_json::Value) {
     let bus = pm2_bus();

@@ -77,11 +77,14 @@ async fn connection(shared: SharedRef, stream: UnixStream, shutdown: watch::Send
     }
     let peer_pid = stream.peer_cred().ok().and_then(|c| c.pid());
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Written>();
     let writer = tokio::spawn(async move {
-        while let Some(f) = rx.recv().await {
+        while let Some((f, done)) = rx.recv().await {
             if wr.write_all(&f).await.is_err() {
                 return;
+            }
+            if let Some(done) = done {
+                let _ = done.send(());
             }
         }
     });
@@ -115,8 +118,23 @@ async fn connection(shared: SharedRef, stream: UnixStream, shutdown: watch::Send
             let Ok(permit) = permits.clone().acquire_owned().await else { break 'conn };
             let (shared, tx, shutdown) = (shared.clone(), tx.clone(), shutdown.clone());
             tokio::spawn(async move {
-                if let Some(f) = answer(&shared, inc, peer_pid, &shutdown).await {
-                    let _ = tx.send(f);
+                let (frame, then) = answer(&shared, inc, peer_pid, &shutdown).await;
+                match (frame, then) {
+                    (Some(f), Some((ids, payload))) => {
+                        // The reply is on the wire before the apps get the
+                        // message: pm2's `trigger` counts answers against
+                        // the reply's process_count and would wait forever
+                        // if an answer overtook it.
+                        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                        let _ = tx.send((f, Some(done_tx)));
+                        if done_rx.await.is_ok() {
+                            send_all(&shared, &ids, &payload).await;
+                        }
+                    }
+                    (Some(f), None) => {
+                        let _ = tx.send((f, None));
+                    }
+                    (None, _) => {}
                 }
                 drop(permit);
             });
@@ -133,18 +151,23 @@ async fn answer(
     inc: Incoming,
     peer_pid: Option<i32>,
     shutdown: &watch::Sender<bool>,
-) -> Option<Vec<u8>> {
+) -> (Option<Vec<u8>>, Then) {
     let Incoming { req, id } = inc;
+    let mut then = None;
     let r = match req {
-        RpcRequest::Methods => return axon::rpc::reply_methods(&id, METHODS).ok(),
+        RpcRequest::Methods => return (axon::rpc::reply_methods(&id, METHODS).ok(), None),
         RpcRequest::Invalid(why) => Err(why),
         RpcRequest::Call { method, args } => {
             let arg = args.into_iter().next().unwrap_or(Value::Null);
             match call(shared, &method, arg, peer_pid, shutdown).await {
                 Outcome::Reply(v) => Ok(v),
-                Outcome::Text(t) => return axon::rpc::reply_ok(&id, &format!("[{t}]")).ok(),
+                Outcome::ReplyThen(v, ids, payload) => {
+                    then = Some((ids, payload));
+                    Ok(v)
+                }
+                Outcome::Text(t) => return (axon::rpc::reply_ok(&id, &format!("[{t}]")).ok(), None),
                 Outcome::Error(e) => Err(e),
-                Outcome::NoReply => return None,
+                Outcome::NoReply => return (None, None),
             }
         }
     };
@@ -152,11 +175,19 @@ async fn answer(
         Ok(v) => axon::rpc::reply_ok(&id, &Value::Array(vec![v]).to_string()),
         Err(e) => axon::rpc::reply_err(&id, &e),
     };
-    f.ok()
+    (f.ok(), then)
 }
+
+/// A frame for the writer task, and who to tell once it is written.
+type Written = (Vec<u8>, Option<tokio::sync::oneshot::Sender<()>>);
+
+/// Messages to send to processes once the reply is written.
+type Then = Option<(Vec<u32>, Value)>;
 
 enum Outcome {
     Reply(Value),
+    /// Reply, then send `payload` to the processes `ids`.
+    ReplyThen(Value, Vec<u32>, Value),
     /// One result already serialized (`getMonitorData`'s list).
     Text(String),
     Error(String),
@@ -281,7 +312,13 @@ async fn call(
             Ok_(json!({}))
         }
         "sendDataToProcessId" => send_data(shared, arg).await,
-        "msgProcess" => msg_process(shared, arg).await,
+        "msgProcess" => match msg_targets(shared, &arg) {
+            Ok((ids, payload)) => {
+                let n = ids.len();
+                Outcome::ReplyThen(json!({ "process_count": n, "success": true }), ids, payload)
+            }
+            Err(e) => Fail(e),
+        },
         "sendLineToStdin" => Fail("sendLineToStdin is not supported by Corral (apps have no stdin)".into()),
         "profileCPU" | "profileMEM" => Fail(format!("{method} is not supported by Corral")),
         "notifyByProcessId" => {
@@ -442,22 +479,24 @@ fn has_action(p: &ProcInfo, name: &str) -> bool {
     })
 }
 
-/// `msgProcess` (what `pm2 trigger` calls): sends the action to the
-/// process(es) that declared it; the answer comes back as `axm:reply`.
-async fn msg_process(shared: &SharedRef, cmd: Value) -> Outcome {
+/// `msgProcess` (what `pm2 trigger` calls): the process(es) that declared
+/// the action and are up, and what to send them (the action name alone, or
+/// the whole command when it has options); the answer comes back as
+/// `axm:reply`.
+fn msg_targets(shared: &SharedRef, cmd: &Value) -> Result<(Vec<u32>, Value), String> {
     let action = cmd.get("msg").map(js_string).unwrap_or_default();
     let opts_null = cmd.get("opts").is_none_or(Value::is_null);
     let payload =
         if opts_null && cmd.get("uuid").is_none() { Value::String(action.clone()) } else { cmd.clone() };
     let targets: Vec<ProcInfo> = if let Some(idv) = cmd.get("id") {
         let Some(p) = id_of(idv).and_then(|id| info(shared, id)) else {
-            return Fail(format!("{} id unknown", js_string(idv)));
+            return Err(format!("{} id unknown", js_string(idv)));
         };
         if !has_action(&p, &action) {
-            return Fail(format!("Action doesn't exist {action} for {}", p.app.name));
+            return Err(format!("Action doesn't exist {action} for {}", p.app.name));
         }
         if !is_up(&p) {
-            return Fail(format!("{} : id offline", p.pm_id));
+            return Err(format!("{} : id offline", p.pm_id));
         }
         vec![p]
     } else if let Some(name) = cmd.get("name").map(js_string) {
@@ -477,17 +516,20 @@ async fn msg_process(shared: &SharedRef, cmd: Value) -> Outcome {
             .cloned()
             .collect()
     } else {
-        return Fail("method requires name or id field".into());
+        return Err("method requires name or id field".into());
     };
+    Ok((targets.iter().map(|p| p.pm_id).collect(), payload))
+}
+
+/// Sends `payload` to each process's IPC channel; how many took it.
+async fn send_all(shared: &SharedRef, ids: &[u32], payload: &Value) -> usize {
     let mut sent = 0;
-    for p in targets {
-        if let Reply::Ok =
-            server::handle(shared, Request::SendData { id: p.pm_id, data: payload.clone() }).await
-        {
+    for &id in ids {
+        if let Reply::Ok = server::handle(shared, Request::SendData { id, data: payload.clone() }).await {
             sent += 1;
         }
     }
-    Ok_(json!({ "process_count": sent, "success": true }))
+    sent
 }
 
 fn report(shared: &SharedRef) -> Value {
@@ -509,4 +551,55 @@ fn report(shared: &SharedRef) -> Value {
         "managed_apps": shared.table().procs.len(),
         "started_at": super::started_at(),
     })
+}
+
+/// How long `pm2 trigger` waits for the answers (pm2 waits forever).
+const TRIGGER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `pm2 trigger` for Corral's CLI: `msgProcess` as pm2's `trigger` builds
+/// it, then the `axm:reply` answers of the processes that received it.
+pub async fn trigger(shared: &SharedRef, target: &str, action: &str, param: Option<Value>) -> Reply {
+    let mut cmd = serde_json::Map::new();
+    cmd.insert("msg".into(), Value::from(action));
+    if let Some(p) = param {
+        cmd.insert("opts".into(), p);
+    }
+    if target.parse::<u32>().is_ok() {
+        cmd.insert("id".into(), Value::from(target));
+    } else {
+        cmd.insert("name".into(), Value::from(target));
+    }
+    // Subscribed before sending: an instant answer is not missed.
+    let mut rx = super::axm_replies().subscribe();
+    let sent = match msg_targets(shared, &Value::Object(cmd)) {
+        Ok((ids, payload)) => send_all(shared, &ids, &payload).await,
+        Err(e) => return Reply::Error { message: e },
+    };
+    let mut replies = Vec::new();
+    let deadline = tokio::time::Instant::now() + TRIGGER_TIMEOUT;
+    while replies.len() < sent {
+        let got = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+            _ => break,
+        };
+        let (pm_id, data) = got;
+        if data.get("action_name").and_then(Value::as_str).is_some_and(|a| a != action) {
+            continue;
+        }
+        let Some(p) = info(shared, pm_id) else { continue };
+        let matches = target == "all"
+            || p.app.name == target
+            || p.app.namespace == target
+            || target.parse::<u32>().ok() == Some(pm_id);
+        if matches {
+            replies.push(corral_proto::ActionReply {
+                pm_id,
+                name: p.app.name.clone(),
+                namespace: p.app.namespace.clone(),
+                value: data.get("return").cloned().unwrap_or(Value::Null),
+            });
+        }
+    }
+    Reply::Triggered { sent, replies }
 }
