@@ -16,6 +16,7 @@ pub mod persist;
 pub mod pm2api;
 pub mod policy;
 pub mod portowner;
+pub mod privileges;
 pub mod process;
 pub mod proctree;
 pub mod server;
