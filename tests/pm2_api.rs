@@ -209,3 +209,18 @@ fn pm2_io_metrics_and_actions_are_recorded_and_triggered() {
     pm2.run(&["restart", "app-io"]).ok();
     pm2.wait_for("the new run's declarations", T, |l| declared(l) && pid(&l[0]) != pid0);
 }
+
+#[test]
+fn the_library_kills_the_daemon() {
+    let pm2 = Pm2::new();
+    pm2.run(&["start", "forever.js"]).ok();
+    let daemon = daemon_pid(&pm2);
+    let app = pid(&pm2.jlist()[0]) as i32;
+    let r = node(&pm2, "kill.js");
+    // pm2:kill on the bus, and the SIGQUIT pm2's client waits for.
+    assert!(r.code == 0 && r.stdout.contains("KILLED announced=true signalled=true"), "{}", r.all());
+    poll("the daemon and its app gone", T, || (!pid_alive(daemon) && !pid_alive(app)).then_some(()));
+    for f in ["pm2.pid", "corral.sock", "rpc.sock", "pub.sock"] {
+        assert!(!pm2.home().join(f).exists(), "{f} left behind");
+    }
+}

@@ -84,6 +84,7 @@ async fn connection(shared: SharedRef, stream: UnixStream, shutdown: watch::Send
                 return;
             }
             if let Some(done) = done {
+                read_by_peer(&wr).await;
                 let _ = done.send(());
             }
         }
@@ -121,10 +122,10 @@ async fn connection(shared: SharedRef, stream: UnixStream, shutdown: watch::Send
                 let (frame, then) = answer(&shared, inc, peer_pid, &shutdown).await;
                 match (frame, then) {
                     (Some(f), Some((ids, payload))) => {
-                        // The reply is on the wire before the apps get the
-                        // message: pm2's `trigger` counts answers against
-                        // the reply's process_count and would wait forever
-                        // if an answer overtook it.
+                        // The client has read the reply before the apps get
+                        // the message: pm2's `trigger` counts answers
+                        // against the reply's process_count and would wait
+                        // forever if an answer overtook it.
                         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
                         let _ = tx.send((f, Some(done_tx)));
                         if done_rx.await.is_ok() {
@@ -176,6 +177,29 @@ async fn answer(
         Err(e) => axon::rpc::reply_err(&id, &e),
     };
     (f.ok(), then)
+}
+
+/// Waits (up to 2 s) until the peer has read everything written on `wr`.
+///
+/// Written is not enough for `msgProcess`: the client reads rpc.sock and
+/// pub.sock in whatever order its event loop reports them, and an
+/// `axm:reply` processed before the reply makes pm2's `trigger` wait
+/// forever. A unix socket's send queue (SIOCOUTQ) counts bytes the peer has
+/// not read yet; once it is empty the client has read the reply, and parses
+/// it in that same turn of its loop.
+async fn read_by_peer(wr: &tokio::net::unix::OwnedWriteHalf) {
+    use std::os::fd::AsRawFd;
+    let fd = wr.as_ref().as_raw_fd();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) on a socket we own writes one int.
+        let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+        if r != 0 || queued == 0 || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// A frame for the writer task, and who to tell once it is written.
