@@ -122,6 +122,22 @@ const UNSUPPORTED: &[&str] = &[
     "imonit",
 ];
 
+/// Why an unsupported command is unsupported, and what to use instead.
+fn unsupported_message(cmd: &str) -> String {
+    match cmd {
+        "link" | "unlink" | "plus" | "register" | "login" | "logout" | "open" | "monitor" | "unmonitor" => format!(
+            "Command {cmd} is not supported by Corral: PM2 Plus (app.pm2.io) is not available. \
+             Dashboards and exporters built on pm2's API (require('pm2'), launchBus) work against Corral's daemon."
+        ),
+        "install" | "module:install" | "uninstall" | "module:uninstall" | "module:update" | "module:generate"
+        | "package" | "publish" => format!(
+            "Command {cmd} is not supported by Corral: pm2 modules cannot be installed. \
+             For log rotation see `pm2 logrotate` (a logrotate(8) configuration)."
+        ),
+        _ => format!("Command {cmd} is not supported by Corral"),
+    }
+}
+
 pub fn run_pm2(argv: Vec<String>) -> i32 {
     // `-v` is answered before anything else, without a daemon.
     if args::has_token_before_dashdash(&argv, &["-v"]) {
@@ -187,7 +203,7 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
     let known = is_known(&cmd);
     if !known {
         if UNSUPPORTED.contains(&cmd.as_str()) {
-            output::error(&format!("Command {cmd} is not supported by Corral"));
+            output::error(&unsupported_message(&cmd));
             return Ok(1);
         }
         output::error("Command not found");
