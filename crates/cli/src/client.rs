@@ -19,7 +19,7 @@ use tokio::runtime::Runtime;
 
 use crate::output;
 
-/// How long a fresh daemon gets to bind `rpc.sock`.
+/// How long a fresh daemon gets to bind `corral.sock`.
 const SPAWN_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a live daemon gets to answer `Hello`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,8 +43,10 @@ fn absolutize(p: &Path) -> PathBuf {
     }
 }
 
+/// Corral's own control socket (pm2's `rpc.sock`/`pub.sock` speak pm2's
+/// protocol for pm2's clients; the CLI speaks Corral's here).
 pub fn sock_path(home: &Path) -> PathBuf {
-    home.join("rpc.sock")
+    home.join("corral.sock")
 }
 
 /// Creates `PM2_HOME` and the folders pm2's CLI creates on every run.

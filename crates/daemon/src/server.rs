@@ -1,4 +1,5 @@
-//! The control socket: `PM2_HOME/rpc.sock`, owner-only, peers of another uid
+//! The control socket: `PM2_HOME/corral.sock` (Corral's own CLI protocol;
+//! pm2's `rpc.sock` is served by `pm2api`), owner-only, peers of another uid
 //! refused (SO_PEERCRED). One task per connection; a bad frame is answered
 //! with an error and closes that connection only.
 
@@ -33,7 +34,7 @@ pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::S
     }
 }
 
-fn peer_allowed(stream: &UnixStream) -> bool {
+pub(crate) fn peer_allowed(stream: &UnixStream) -> bool {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     match stream.peer_cred() {
@@ -221,13 +222,7 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
         }
         Request::SendData { id, data } => {
             let v = node_ipc::Value::from(&data);
-            let sent = {
-                let reg = shared.cluster.reg();
-                // The newest worker of that pm_id (a reload briefly has two).
-                let link = reg.workers.iter().filter(|(_, w)| w.pm_id == id).max_by_key(|(wid, _)| **wid);
-                link.map(|(_, w)| w.tx.send(&v).is_ok())
-            };
-            match sent {
+            match shared.cluster.send_to_process(id, &v) {
                 Some(true) => Reply::Ok,
                 Some(false) => err(format!("Process {id}: its IPC channel is closed")),
                 None => err(format!("Process {id} has no IPC channel (not running, or not a node app)")),
@@ -260,6 +255,10 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
         Request::ReloadLogs => {
             reload_logs(shared);
             Reply::Ok
+        }
+        Request::Trigger { target, action, param } => {
+            // Boxed: trigger sends through `handle` itself.
+            Box::pin(crate::pm2api::trigger::trigger(shared, &target, &action, param)).await
         }
         Request::Logs { .. } | Request::Kill => err("internal: handled by the connection"),
     }

@@ -97,10 +97,23 @@ pub struct Primary {
     /// Makes the sticky balancer listen on a port (set once by the daemon;
     /// the balancer reads this registry, so the primary cannot own it).
     serve_sticky_port: OnceLock<StickyPortServer>,
+    /// Where apps' own messages go (set once by the daemon: pm2's bus).
+    app_messages: OnceLock<AppMessageSink>,
 }
 
 /// Binds the sticky balancer on a port, idempotently.
 pub type StickyPortServer = Box<dyn Fn(u16) + Send + Sync>;
+
+/// Takes an app's own message (`process.send({type, data})` and the like)
+/// with the sender's pm_id and pid: pm2's bus publishes them.
+pub type AppMessageSink = Box<dyn Fn(u32, i32, &Value) + Send + Sync>;
+
+/// Hands an app's own message to the sink, if one is set.
+fn app_message(p: &Primary, wid: u32, v: &Value) {
+    let Some(sink) = p.app_messages.get() else { return };
+    let Some((pm_id, pid)) = p.reg().workers.get(&wid).map(|w| (w.pm_id, w.pid)) else { return };
+    sink(pm_id, pid, v);
+}
 
 impl Primary {
     pub fn new(pm2_port: u16, graceful_timeout: Duration) -> Arc<Primary> {
@@ -110,6 +123,7 @@ impl Primary {
             pm2_port,
             graceful_timeout,
             serve_sticky_port: OnceLock::new(),
+            app_messages: OnceLock::new(),
         })
     }
 
@@ -125,6 +139,19 @@ impl Primary {
     /// served.
     pub fn set_sticky_port_server(&self, f: StickyPortServer) {
         let _ = self.serve_sticky_port.set(f);
+    }
+
+    /// Sends a message to the newest worker of a pm_id (a reload briefly has
+    /// two). `None`: it has no channel; `Some(false)`: the channel is closed.
+    pub fn send_to_process(&self, pm_id: u32, v: &Value) -> Option<bool> {
+        let reg = self.reg();
+        let link = reg.workers.iter().filter(|(_, w)| w.pm_id == pm_id).max_by_key(|(wid, _)| **wid);
+        link.map(|(_, w)| w.tx.send(v).is_ok())
+    }
+
+    /// Sets where apps' own messages go.
+    pub fn set_app_message_sink(&self, f: AppMessageSink) {
+        let _ = self.app_messages.set(f);
     }
 
     fn arc(&self) -> Option<Arc<Primary>> {
@@ -412,7 +439,13 @@ fn on_message(
                 let v = msg.decode().map_err(|e| DaemonError::BadMessage(e.to_string()))?;
                 if let Some(ver) = v.get("node_version").and_then(|v| v.as_str()) {
                     let _ = events.send(WorkerEvent::NodeVersion(ver.to_string()));
+                } else {
+                    app_message(p, wid, &v);
                 }
+            } else if f.cmd.is_none() {
+                // `{type, data}`: pm2's bus messages and @pm2/io's axm:*.
+                let v = msg.decode().map_err(|e| DaemonError::BadMessage(e.to_string()))?;
+                app_message(p, wid, &v);
             }
         }
         _ => {}
