@@ -377,6 +377,13 @@ fn graceful_stop_reaches_the_sigint_handler_of_every_worker() {
     // it cannot pass.
     pm2.run(&["start", "router_app.js", "-i", "2", "--name", "web", "--kill-timeout", "120000"]).ok();
     let list = pm2.wait_for("2 online", T, |l| all_online(l, "web", 2));
+    // `online` comes from Node before the app's code ran: wait until each
+    // worker listens, so its SIGINT handler is installed before the stop.
+    for p in &list {
+        poll("the worker to listen", T, || {
+            out_log(p).contains(&format!("listening {} ", pid(p))).then_some(())
+        });
+    }
     let t0 = Instant::now();
     pm2.run(&["stop", "web"]).ok();
     let took = t0.elapsed();
