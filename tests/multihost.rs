@@ -34,7 +34,16 @@ impl Redis {
 
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -43,7 +52,9 @@ impl Redis {
             .expect("redis-server is not installed (scripts/test-all installs it)");
         self.child = Some(child);
         let port = self.port;
-        poll("redis-server accepting connections", T, || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+        poll("redis-server accepting connections", T, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
     }
 
     fn stop(&mut self) {
@@ -86,15 +97,25 @@ fn start_app(pm2: &Pm2, workers: usize) {
 }
 
 fn multi(args: &[String]) -> Value {
-    let out = Command::new("node").arg("sio_multi.js").args(args).current_dir(node_dir()).output().expect("node");
+    let out =
+        Command::new("node").arg("sio_multi.js").args(args).current_dir(node_dir()).output().expect("node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
-        panic!("sio_multi {args:?}: not JSON ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "sio_multi {args:?}: not JSON ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     })
 }
 
 fn assert_ok(v: &Value, a: &Pm2, b: &Pm2) {
-    assert_eq!(v["ok"], true, "scenario failed: {v}\n--- log A:\n{}\n--- log B:\n{}", a.daemon_log(), b.daemon_log());
+    assert_eq!(
+        v["ok"],
+        true,
+        "scenario failed: {v}\n--- log A:\n{}\n--- log B:\n{}",
+        a.daemon_log(),
+        b.daemon_log()
+    );
 }
 
 fn wait_log(pm2: &Pm2, what: &str) {
@@ -115,6 +136,11 @@ fn two_nodes_form_one_socketio_cluster_and_a_dead_node_is_closed() {
     assert_eq!(v["fetchSocketsOnA"], 8, "{v}");
     assert_eq!(v["sseResponses"], 3, "{v}");
     wait_log(&a, "Cluster: node node-b joined");
+    let report = a.run(&["report"]).ok().stdout.clone();
+    let line_of = |k: &str| report.lines().find(|l| l.contains(k)).unwrap_or("").to_string();
+    assert!(line_of("node id").contains("node-a"), "{report}");
+    assert!(line_of("peers").contains("node-b"), "{report}");
+    assert!(line_of("redis").contains("publisher connected, reader connected"), "{report}");
 
     // kill -9 node B: its daemon and its workers, nothing gets to say goodbye.
     let daemon: i32 = std::fs::read_to_string(b.home().join("pm2.pid")).unwrap().trim().parse().unwrap();
@@ -171,6 +197,14 @@ fn a_redis_restart_during_a_paced_broadcast_loses_and_duplicates_nothing() {
     assert!(restarted);
     assert_ok(&v, &a, &b);
     assert_eq!(v["received"], 300, "{v}");
+    // Redis really went away under both nodes, and came back empty.
+    for (name, n) in [("A", &a), ("B", &b)] {
+        let log = n.daemon_log();
+        assert!(log.contains("lost the Redis connection"), "node {name} never lost Redis:\n{log}");
+        for l in log.lines().filter(|l| l.contains("Cluster:")) {
+            eprintln!("{name}: {l}");
+        }
+    }
 }
 
 #[test]

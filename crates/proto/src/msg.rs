@@ -105,6 +105,9 @@ pub enum Request {
     },
     /// Stop every process and exit the daemon (no save).
     Kill,
+    /// The multi-host state (node id, Redis, peers, counters) as a JSON
+    /// object in `Reply::Text`; `{"enabled":false}` on a single host.
+    ClusterStatus,
 }
 
 /// A process as the daemon sees it. `jlist`/`prettylist`/`describe`/`list`

@@ -53,7 +53,7 @@ pub const HEARTBEAT_TTL: Duration = Duration::from_millis(2000);
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// After the reader (re)connects, peers get this long to refresh their keys (Redis may
 /// have restarted empty) before a missing key means a dead peer.
-const GRACE_AFTER_CONNECT: Duration = Duration::from_millis(2500);
+const GRACE_AFTER_CONNECT: Duration = Duration::from_millis(5000);
 /// Frames waiting for Redis (while it is unreachable); past this the oldest are dropped and
 /// counted.
 const MAX_PENDING: usize = 100_000;
@@ -159,6 +159,35 @@ impl Bridge {
     /// Connected peers: (node id, entries read, entries lost).
     pub fn peer_list(&self) -> Vec<(String, u64, u64)> {
         self.peers_mut().peers().map(|(n, p)| (n.to_string(), p.entries, p.lost)).collect()
+    }
+
+    /// For `pm2 report`: who we are, Redis, the peers and the counters.
+    pub fn status_json(&self) -> serde_json::Value {
+        let st = self.status();
+        let state = |up: bool| if up { "connected" } else { "disconnected" };
+        let peers: Vec<serde_json::Value> = self
+            .peer_list()
+            .into_iter()
+            .map(
+                |(node, entries, lost)| serde_json::json!({ "node": node, "entries": entries, "lost": lost }),
+            )
+            .collect();
+        serde_json::json!({
+            "enabled": true,
+            "node_id": self.cfg.node_id,
+            "redis": self.cfg.redis.to_string(),
+            "publisher": state(st.publisher_connected),
+            "reader": state(st.reader_connected),
+            "last_error": st.last_error,
+            "peers": peers,
+            "published": st.published,
+            "delivered": st.delivered,
+            "dropped": st.dropped,
+            "lost": st.lost,
+            "duplicates": st.duplicates,
+            "refused": st.refused,
+            "replayed": st.replayed,
+        })
     }
 
     fn status_mut(&self) -> MutexGuard<'_, Status> {
