@@ -10,7 +10,8 @@
 //! Parts:
 //! - [`config`]: the settings, parsed into a typed value.
 //! - [`resp`], [`conn`]: a minimal Redis client (pure codec, thin connection, back-off).
-//! - [`entry`]: the signed stream entry; [`peers`]: what we know of the other nodes (pure).
+//! - [`entry`]: the signed stream entry; [`peers`]: what we know of the other nodes (pure);
+//!   [`outbox`]: the publisher's bounded queues (pure).
 //! - this module: the two tasks. The publisher owns one connection: `XADD` in order (so
 //!   each sender's order is kept), this node's heartbeat key, and a replay of its last
 //!   entries when Redis lost its data. The reader owns another: `XREAD BLOCK` from its last
@@ -24,6 +25,7 @@
 pub mod config;
 pub mod conn;
 pub mod entry;
+pub mod outbox;
 pub mod peers;
 pub mod resp;
 
@@ -32,9 +34,9 @@ use crate::sticky::relay::kind;
 use config::ClusterConfig;
 use conn::{Backoff, Conn};
 use entry::{Entry, EntryError};
+use outbox::Outbox;
 use peers::{Close, Peers, Verdict};
 use resp::Reply;
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -54,13 +56,9 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// After the reader (re)connects, peers get this long to refresh their keys (Redis may
 /// have restarted empty) before a missing key means a dead peer.
 const GRACE_AFTER_CONNECT: Duration = Duration::from_millis(5000);
-/// Frames waiting for Redis (while it is unreachable); past this the oldest are dropped and
-/// counted.
-const MAX_PENDING: usize = 100_000;
-/// Entries kept after publishing, replayed if Redis comes back without its data; readers
-/// drop the ones they already had by sequence number.
-const RECENT_KEEP: Duration = Duration::from_secs(10);
-const RECENT_MAX: usize = 100_000;
+/// Frames handed to the publisher and not yet taken by it (it takes them at once unless
+/// the runtime is starved); past this they are dropped and counted.
+const MAX_QUEUED: usize = 100_000;
 /// Entries per XADD pipeline and per XREAD.
 const BATCH: usize = 256;
 const READ_COUNT: usize = 1024;
@@ -254,7 +252,7 @@ impl Bridge {
 
     fn enqueue(&self, o: Outgoing) {
         use std::sync::atomic::Ordering;
-        if self.queued.load(Ordering::Relaxed) >= MAX_PENDING {
+        if self.queued.load(Ordering::Relaxed) >= MAX_QUEUED {
             self.status_mut().dropped += 1;
             return;
         }
@@ -287,16 +285,10 @@ pub fn random_u32() -> u32 {
 // ---------------------------------------------------------------------------------------
 // Publisher
 
-struct Published {
-    at: Instant,
-    entry: Entry,
-}
-
 async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let me = b.cfg.node_id.clone();
     let mut seq: u64 = 0;
-    let mut pending: VecDeque<Entry> = VecDeque::new();
-    let mut recent: VecDeque<Published> = VecDeque::new();
+    let mut outbox = Outbox::new(outbox::Limits::default());
     let mut backoff = Backoff::default();
     let mut conn: Option<Conn> = None;
     let mut boot_marker: Option<Vec<u8>> = None;
@@ -323,6 +315,8 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
             _ = retry => {}
         }
         b.queued.fetch_sub(buf.len(), std::sync::atomic::Ordering::Relaxed);
+        let now = Instant::now();
+        let mut dropped = 0;
         for o in buf.drain(..) {
             let entry = Entry {
                 node: me.clone(),
@@ -339,11 +333,14 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                 frame: o.frame,
             };
             seq += 1;
-            pending.push_back(entry);
+            dropped += outbox.push(entry, now);
         }
-        while pending.len() > MAX_PENDING {
-            pending.pop_front();
-            b.status_mut().dropped += 1;
+        dropped += outbox.expire(now);
+        if dropped > 0 {
+            b.status_mut().dropped += dropped;
+            dlog::error(&format!(
+                "Cluster: dropped {dropped} adapter messages that could not reach Redis in time (the other nodes miss them)"
+            ));
         }
 
         if conn.is_none() {
@@ -356,31 +353,26 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                     retry_at = None;
                     backoff.reset();
                     beat_due = true;
-                    if lost_data && !recent.is_empty() {
+                    if lost_data {
                         // Redis came back empty: what we published just before may never have
                         // been read. Readers drop what they already had.
-                        let n = recent.len();
-                        dlog::warn(&format!(
-                            "Cluster: Redis lost its data; publishing our last {n} entries again"
-                        ));
-                        b.status_mut().replayed += n as u64;
-                        for p in recent.drain(..).rev() {
-                            pending.push_front(p.entry);
+                        let n = outbox.replay_recent(Instant::now());
+                        if n > 0 {
+                            dlog::warn(&format!(
+                                "Cluster: Redis lost its data; publishing our last {n} entries again"
+                            ));
+                            b.status_mut().replayed += n as u64;
                         }
                     }
                 }
                 Err(e) => {
-                    let first = b.status_mut().publisher_connected || b.status_mut().last_error.is_none();
-                    if first {
+                    if b.status_mut().publisher_connected || b.status_mut().last_error.is_none() {
                         dlog::error(&format!(
                             "Cluster: cannot reach Redis at {}: {e}; retrying",
                             b.cfg.redis
                         ));
                     }
-                    {
-                        let mut st = b.status_mut();
-                        st.publisher_connected = false;
-                    }
+                    b.status_mut().publisher_connected = false;
                     b.set_error("publish", &e);
                     retry_at = Some(tokio::time::Instant::now() + backoff.next_delay());
                     continue;
@@ -398,11 +390,9 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                 Err(e) => failed = Some(e),
             }
         }
-        while failed.is_none() && !pending.is_empty() {
-            let n = pending.len().min(BATCH);
-            let cmds: Vec<Vec<Vec<u8>>> = pending
-                .iter()
-                .take(n)
+        while failed.is_none() && !outbox.is_empty() {
+            let cmds: Vec<Vec<Vec<u8>>> = outbox
+                .batch(BATCH)
                 .map(|e| {
                     let mut c: Vec<Vec<u8>> = vec![
                         b"XADD".to_vec(),
@@ -424,16 +414,8 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                         failed = Some(conn::ConnError::Refused { cmd: "XADD".into(), msg: e.clone() });
                         break;
                     }
-                    let now = Instant::now();
-                    for entry in pending.drain(..n) {
-                        recent.push_back(Published { at: now, entry });
-                    }
-                    b.status_mut().published += n as u64;
-                    while recent.len() > RECENT_MAX
-                        || recent.front().is_some_and(|p| now - p.at > RECENT_KEEP)
-                    {
-                        recent.pop_front();
-                    }
+                    outbox.published(cmds.len(), Instant::now());
+                    b.status_mut().published += cmds.len() as u64;
                 }
                 Err(e) => failed = Some(e),
             }
@@ -448,7 +430,7 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                 }
             }
             Some(e) => {
-                // Entries whose XADD may or may not have landed stay pending: published again
+                // Entries whose XADD may or may not have landed stay queued: published again
                 // after reconnecting, and readers drop the duplicates by sequence number.
                 dlog::error(&format!("Cluster: lost the Redis connection (publisher): {e}; reconnecting"));
                 b.status_mut().publisher_connected = false;
