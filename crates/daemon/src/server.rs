@@ -98,12 +98,39 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
                 return;
             }
             other => {
+                let changes = other.changes_process_list();
                 let reply = handle(&shared, other).await;
+                if changes {
+                    autodump(&shared);
+                }
                 if write_frame(&mut stream, &reply).await.is_err() {
                     return;
                 }
             }
         }
+    }
+}
+
+/// `pm2 set pm2:autodump true`: keep dump.pm2 equal to the process list
+/// after every change, so a crash of the daemon (or of the machine) loses
+/// nothing that was running. Written atomically, like `pm2 save --force`
+/// (an emptied list is saved too: it is what the user asked for).
+fn autodump(shared: &SharedRef) {
+    if !autodump_enabled(&shared.home.root) {
+        return;
+    }
+    if let Err(e) = persist::save(shared, true, false) {
+        dlog::error(&format!("autodump: {e}"));
+    }
+}
+
+fn autodump_enabled(home: &std::path::Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(home.join("module_conf.json")) else { return false };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
+    match v.get("pm2").and_then(|m| m.get("autodump")) {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => s == "true",
+        _ => false,
     }
 }
 
