@@ -142,9 +142,16 @@ fn two_nodes_form_one_socketio_cluster_and_a_dead_node_is_closed() {
     assert!(line_of("peers").contains("node-b"), "{report}");
     assert!(line_of("redis").contains("publisher connected, reader connected"), "{report}");
 
+    // One of B's workers stops: A's workers stop counting it (the close B's survivors get
+    // is published too).
+    let first = b.jlist()[0]["pm_id"].as_u64().unwrap().to_string();
+    b.run(&["stop", &first]).ok();
+    let v = multi(&["count".into(), pa.to_string(), "0".into(), "3".into()]);
+    assert_ok(&v, &a, &b);
+
     // kill -9 node B: its daemon and its workers, nothing gets to say goodbye.
     let daemon: i32 = std::fs::read_to_string(b.home().join("pm2.pid")).unwrap().trim().parse().unwrap();
-    let workers: Vec<i32> = b.jlist().iter().map(|p| pid(p) as i32).collect();
+    let workers: Vec<i32> = b.jlist().iter().map(|p| pid(p) as i32).filter(|&p| p > 0).collect();
     for p in std::iter::once(daemon).chain(workers.iter().copied()) {
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(p, libc::SIGKILL) };

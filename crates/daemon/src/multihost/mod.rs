@@ -296,6 +296,7 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut buf = Vec::with_capacity(BATCH);
+    let mut last_beat = Instant::now();
     loop {
         // Wait for work: frames, the heartbeat tick, or the time to retry Redis.
         let retry = async {
@@ -382,15 +383,19 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
         let Some(c) = conn.as_mut() else { continue };
         let mut failed: Option<conn::ConnError> = None;
         if beat_due {
-            let key = heartbeat_key(&me);
-            let ttl = HEARTBEAT_TTL.as_millis().to_string();
-            match c.cmd(&["SET", key.as_str(), b.incarnation.as_str(), "PX", ttl.as_str()]).await {
-                Ok(Reply::Error(e)) => failed = Some(conn::ConnError::Refused { cmd: "SET".into(), msg: e }),
-                Ok(_) => {}
-                Err(e) => failed = Some(e),
-            }
+            failed = heartbeat(&b, c).await.err();
+            last_beat = Instant::now();
         }
         while failed.is_none() && !outbox.is_empty() {
+            // A long backlog (after an outage) must not starve the heartbeat, or the other
+            // nodes would take this one for dead while it catches up.
+            if last_beat.elapsed() >= HEARTBEAT_EVERY {
+                last_beat = Instant::now();
+                if let Err(e) = heartbeat(&b, c).await {
+                    failed = Some(e);
+                    break;
+                }
+            }
             let cmds: Vec<Vec<Vec<u8>>> = outbox
                 .batch(BATCH)
                 .map(|e| {
@@ -439,6 +444,16 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                 retry_at = Some(tokio::time::Instant::now() + backoff.next_delay());
             }
         }
+    }
+}
+
+/// Refreshes this node's heartbeat key.
+async fn heartbeat(b: &Bridge, c: &mut Conn) -> Result<(), conn::ConnError> {
+    let key = heartbeat_key(&b.cfg.node_id);
+    let ttl = HEARTBEAT_TTL.as_millis().to_string();
+    match c.cmd(&["SET", key.as_str(), b.incarnation.as_str(), "PX", ttl.as_str()]).await? {
+        Reply::Error(msg) => Err(conn::ConnError::Refused { cmd: "SET".into(), msg }),
+        _ => Ok(()),
     }
 }
 
