@@ -242,3 +242,38 @@ fn a_bad_cluster_setting_is_logged_and_the_node_runs_alone() {
     wait_log(&pm2, "not supported yet");
     assert!(pm2.daemon_log().contains("this node runs alone"));
 }
+
+/// Starts `name` (2 workers of sio_worker.js) from an ecosystem file with the given
+/// `cluster_group` and its own sticky port; returns that port.
+fn start_grouped(pm2: &Pm2, name: &str, group: Value) -> u16 {
+    let port = free_port();
+    let eco = pm2.home().join(format!("{name}.config.json"));
+    let app = serde_json::json!({"apps": [{
+        "name": name, "script": node_dir().join("sio_worker.js"), "cwd": node_dir(),
+        "instances": 2, "exec_mode": "cluster", "sticky_port": port, "cluster_group": group,
+    }]});
+    std::fs::write(&eco, app.to_string()).unwrap();
+    pm2.run(&["start", eco.to_str().unwrap()]).ok();
+    pm2.wait_for("workers online", T, |l| {
+        l.iter().filter(|p| p["name"] == name && status(p) == "online").count() == 2
+    });
+    port
+}
+
+#[test]
+fn cluster_group_joins_apps_by_group_and_false_keeps_an_app_local() {
+    let redis = Redis::start();
+    let a = node(&redis, "grp-a", SECRET);
+    let b = node(&redis, "grp-b", SECRET);
+    let solo_a = start_grouped(&a, "solo", Value::Bool(false));
+    start_grouped(&b, "solo", Value::Bool(false));
+    // Different names, one group: one cluster of 4.
+    let chat_a = start_grouped(&a, "chat-eu", "chat".into());
+    let chat_b = start_grouped(&b, "chat-us", "chat".into());
+    let v = multi(&["cluster".into(), chat_a.to_string(), chat_b.to_string(), "4".into()]);
+    assert_ok(&v, &a, &b);
+    // The bridge works, yet the opted-out app only counts its own node's workers.
+    let v = multi(&["count".into(), solo_a.to_string(), "0".into(), "2".into()]);
+    assert_ok(&v, &a, &b);
+    assert_eq!(v["last"]["sockets"], 1, "{v}");
+}
