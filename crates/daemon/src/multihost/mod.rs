@@ -367,13 +367,19 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                     }
                 }
                 Err(e) => {
-                    if b.status_mut().publisher_connected || b.status_mut().last_error.is_none() {
+                    // Logged once per outage, not once per retry.
+                    let first = {
+                        let mut st = b.status_mut();
+                        let first = st.publisher_connected || st.last_error.is_none();
+                        st.publisher_connected = false;
+                        first
+                    };
+                    if first {
                         dlog::error(&format!(
                             "Cluster: cannot reach Redis at {}: {e}; retrying",
                             b.cfg.redis
                         ));
                     }
-                    b.status_mut().publisher_connected = false;
                     b.set_error("publish", &e);
                     retry_at = Some(tokio::time::Instant::now() + backoff.next_delay());
                     continue;
