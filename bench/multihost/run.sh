@@ -25,4 +25,12 @@ cleanup() {
 trap cleanup EXIT
 (cd tests/node && node_env a "$PA" a "../../$PM2" start sio_worker.js -i 2 --name chat >/dev/null)
 (cd tests/node && node_env b "$PB" b "../../$PM2" start sio_worker.js -i 2 --name chat >/dev/null)
+# CPU seconds (utime+stime) of a pid, from /proc.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+DA=$(cat "$TMP/a/pm2.pid"); DB=$(cat "$TMP/b/pm2.pid")
+A0=$(cpu "$DA"); B0=$(cpu "$DB"); R0=$(cpu "$RPID")
 node bench/multihost/latency.js "$PA" "$PB" "$COUNT" "$PACE"
+A1=$(cpu "$DA"); B1=$(cpu "$DB"); R1=$(cpu "$RPID")
+# Every broadcast is one adapter frame published by B, read and injected by A (and A's
+# workers' replies are none for io.emit), so these are per $COUNT cross-node messages.
+echo "{\"cpuSeconds\":{\"daemonA\":$(echo "$A1 - $A0" | bc),\"daemonB\":$(echo "$B1 - $B0" | bc),\"redis\":$(echo "$R1 - $R0" | bc),\"messages\":$COUNT}}"
