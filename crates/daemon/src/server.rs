@@ -151,6 +151,14 @@ fn ctl_of(shared: &SharedRef, id: u32) -> Option<tokio::sync::mpsc::UnboundedSen
 pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
     match req {
         Request::Ping => Reply::Pong,
+        Request::ClusterStatus => {
+            let bridge = shared.cluster().bridge.clone();
+            let v = match bridge {
+                Some(b) => b.status_json(),
+                None => serde_json::json!({ "enabled": false }),
+            };
+            Reply::Text { text: v.to_string() }
+        }
         Request::List => {
             let mut t = shared.table();
             monitor::refresh(&mut t);

@@ -92,6 +92,10 @@ pub struct AppSpec {
     /// workers announcing themselves (adapter heartbeat / sticky message).
     pub sticky: Option<bool>,
     pub sticky_port: Option<u16>,
+    /// The Socket.IO cluster this app joins across nodes (`PM2_CLUSTER_REDIS`):
+    /// `None` = its name; `Some("")` = this app stays on its node
+    /// (`cluster_group: false`); otherwise that group name.
+    pub cluster_group: Option<String>,
     /// `version` of the nearest package.json above the script, if any.
     pub version: Option<String>,
     /// Every `env_<name>` object and any unknown key from the ecosystem file,
@@ -143,6 +147,7 @@ impl Default for AppSpec {
             watch_delay: 0,
             sticky: None,
             sticky_port: None,
+            cluster_group: None,
             version: None,
             extra: BTreeMap::new(),
         }

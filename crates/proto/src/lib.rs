@@ -37,4 +37,12 @@ pub const DAEMON_SETTINGS: &[&str] = &[
     "PM2_NODE_OPTIONS",
     "PM2_DUMP_FILE_PATH",
     "EXP_BACKOFF_RESET_TIMER",
+    "PM2_CLUSTER_REDIS",
+    "PM2_CLUSTER_SECRET",
+    "PM2_CLUSTER_LISTEN",
+    "PM2_NODE_ID",
 ];
+
+/// The daemon settings that may hold a secret (the cluster secret, a Redis
+/// password): never printed, and a file that carries them is made 0600.
+pub const SECRET_SETTINGS: &[&str] = &["PM2_CLUSTER_SECRET", "PM2_CLUSTER_REDIS"];
