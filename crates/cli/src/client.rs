@@ -48,13 +48,17 @@ pub fn sock_path(home: &Path) -> PathBuf {
 }
 
 /// Creates `PM2_HOME` and the folders pm2's CLI creates on every run.
+/// A new home is owner-only (0700) and so is `module_conf.json` (0600): they
+/// hold settings and, through the dump, every app's environment.
 pub fn ensure_home(home: &Path) -> Result<()> {
-    for d in [home.to_path_buf(), home.join("logs"), home.join("pids"), home.join("modules")] {
+    corral_daemon::paths::create_private_dir(home)
+        .with_context(|| format!("cannot create {}", home.display()))?;
+    for d in [home.join("logs"), home.join("pids"), home.join("modules")] {
         std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     let conf = home.join("module_conf.json");
     if !conf.exists() {
-        let _ = std::fs::write(&conf, "{}");
+        let _ = corral_daemon::paths::write_private(&conf, b"{}");
     }
     // pm2 records its first run here; tools test for it.
     let touch = home.join("touch");

@@ -236,20 +236,26 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             Err(e) => err(e),
         },
         Request::Flush { ids } => {
+            let mut refused = Vec::new();
             let t = shared.table();
             for e in t.procs.values() {
                 if ids.as_ref().is_none_or(|ids| ids.contains(&e.info.pm_id)) {
-                    truncate(&e.info.pm_out_log_path);
-                    truncate(&e.info.pm_err_log_path);
+                    truncate(&e.info.pm_out_log_path, &mut refused);
+                    truncate(&e.info.pm_err_log_path, &mut refused);
                     if let Some(p) = &e.info.pm_log_path {
-                        truncate(p);
+                        truncate(p, &mut refused);
                     }
                 }
             }
+            drop(t);
             if ids.is_none() {
-                truncate(&shared.home.daemon_log().to_string_lossy());
+                truncate(&shared.home.daemon_log().to_string_lossy(), &mut refused);
             }
-            Reply::Ok
+            if refused.is_empty() {
+                Reply::Ok
+            } else {
+                err(refused.join("\n"))
+            }
         }
         Request::ReloadLogs => {
             reload_logs(shared);
@@ -271,10 +277,12 @@ pub fn reload_logs(shared: &SharedRef) {
     dlog::log("Reloading logs...");
 }
 
-fn truncate(path: &str) {
-    if path != "/dev/null" {
-        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
-            let _ = f.set_len(0);
+fn truncate(path: &str, refused: &mut Vec<String>) {
+    if let Err(e) = crate::logs::truncate_log(path) {
+        dlog::error(&format!("flush: {e}"));
+        let e = e.to_string();
+        if !refused.contains(&e) {
+            refused.push(e);
         }
     }
 }
