@@ -4,9 +4,8 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
 

@@ -29,9 +29,8 @@ fn store(cli: &Cli, conf: &Map<String, Value>) -> Result<()> {
     let tmp = p.with_extension("json.tmp");
     corral_daemon::paths::write_private(&tmp, &buf)
         .and_then(|()| std::fs::rename(&tmp, &p))
-        .map_err(|e| {
+        .inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
-            e
         })
         .with_context(|| format!("cannot write {}", p.display()))?;
     Ok(())
