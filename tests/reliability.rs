@@ -4,8 +4,9 @@
 
 mod common;
 use common::*;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -65,4 +66,126 @@ fn symlinked_log_file_is_refused_and_flush_spares_the_target() {
     let r = pm2.run(&["start", "forever.js", "--name", "stream", "--output", "/dev/stdout"]);
     r.ok();
     pm2.wait_for("online", T, |l| l.iter().any(|p| p["name"] == "stream" && status(p) == "online"));
+}
+
+/// 72 apps with a 120 KB environment variable each: every reply that lists
+/// them is larger than one 16 MiB frame and is streamed.
+#[test]
+fn jlist_of_72_apps_with_120_kb_env_each() {
+    let pm2 = Pm2::new();
+    let dir = tempfile::tempdir().unwrap();
+    let big = "v".repeat(120 * 1024);
+    let apps: Vec<serde_json::Value> = (0..72)
+        .map(|i| {
+            serde_json::json!({
+                "name": format!("big{i}"),
+                "script": "/bin/sleep",
+                "args": "600",
+                "interpreter": "none",
+                "env": { "BIG_VAR": big },
+            })
+        })
+        .collect();
+    let eco = dir.path().join("eco.json");
+    std::fs::write(&eco, serde_json::to_vec(&serde_json::json!({ "apps": apps })).unwrap()).unwrap();
+    let r = pm2.run(&["start", &eco.to_string_lossy()]);
+    assert_eq!(r.code, 0, "pm2 start reported an error:\n{}", r.stderr);
+    let list = pm2.wait_for("72 apps online", Duration::from_secs(60), |l| {
+        l.len() == 72 && l.iter().all(|p| status(p) == "online")
+    });
+    let env = &list[71]["pm2_env"];
+    assert_eq!(env["env"]["BIG_VAR"].as_str().map(str::len), Some(120 * 1024), "{}", env["name"]);
+    let raw = pm2.run(&["jlist"]);
+    assert!(raw.stdout.len() > 16 * 1024 * 1024, "jlist is {} bytes", raw.stdout.len());
+    pm2.run(&["ls"]).ok();
+    pm2.run(&["describe", "big3"]).ok();
+    pm2.run(&["save"]).ok();
+    pm2.run(&["delete", "all"]).ok();
+    assert!(pm2.jlist().is_empty());
+}
+
+#[test]
+fn oversized_app_is_refused_at_the_door_and_the_daemon_stays_usable() {
+    let pm2 = Pm2::new();
+    let dir = tempfile::tempdir().unwrap();
+    let eco = dir.path().join("eco.json");
+    let name = "n".repeat(2 * 1024 * 1024);
+    let app = serde_json::json!({ "apps": [{ "name": name, "script": "/bin/sleep", "args": "600", "interpreter": "none" }] });
+    std::fs::write(&eco, serde_json::to_vec(&app).unwrap()).unwrap();
+    let r = pm2.run(&["start", &eco.to_string_lossy()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.all().contains("app name is 2097152 bytes long; the limit is 200 bytes"),
+        "{}",
+        &r.all()[..2000.min(r.all().len())]
+    );
+    assert!(pm2.jlist().is_empty());
+
+    let app = serde_json::json!({ "apps": [{ "name": "env", "script": "/bin/sleep", "args": "600", "interpreter": "none", "env": { "HUGE": "x".repeat(300 * 1024) } }] });
+    std::fs::write(&eco, serde_json::to_vec(&app).unwrap()).unwrap();
+    let r = pm2.run(&["start", &eco.to_string_lossy()]);
+    assert_ne!(r.code, 0);
+    assert!(r.all().contains("environment variable HUGE of app env"), "{}", r.all());
+    pm2.run(&["ls"]).ok();
+    pm2.run(&["save", "--force"]).ok();
+}
+
+fn control_hello(home: &std::path::Path) -> std::os::unix::net::UnixStream {
+    let mut s = std::os::unix::net::UnixStream::connect(home.join("rpc.sock")).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let hello = serde_json::to_vec(&serde_json::json!({"protocol": 1, "client_version": "test"})).unwrap();
+    s.write_all(&(hello.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(&hello).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut welcome = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut welcome).unwrap();
+    s
+}
+
+#[test]
+fn idle_control_connections_are_closed_and_counted() {
+    let mut pm2 = Pm2::new();
+    pm2.envs.push(("PM2_CONTROL_IDLE_TIMEOUT_MS".into(), "1500".into()));
+    pm2.run(&["ping"]).ok();
+    let home = pm2.home().to_path_buf();
+
+    // Idle after the hello: closed by the daemon.
+    let mut idle = control_hello(&home);
+    let t0 = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = idle.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the daemon wrote to an idle connection");
+    assert!(t0.elapsed() < T);
+
+    // An announced 16 MiB frame that never comes costs nothing and is cut
+    // off by the idle timeout too.
+    let mut liar = control_hello(&home);
+    liar.write_all(&[0x00, 0xff, 0xff, 0xff, b'{']).unwrap();
+    assert_eq!(liar.read(&mut buf).unwrap_or(0), 0);
+
+    // Past the cap, connections are refused with an error; the CLI works
+    // again as soon as they are gone.
+    let held: Vec<_> = (0..300)
+        .map(|_| {
+            let s = std::os::unix::net::UnixStream::connect(home.join("rpc.sock")).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let mut refused = std::collections::HashSet::new();
+    poll("connections past the cap refused", T, || {
+        for (i, mut s) in held.iter().enumerate() {
+            let mut b = [0u8; 256];
+            if let Ok(n) = s.read(&mut b) {
+                if String::from_utf8_lossy(&b[..n]).contains("control connections open") {
+                    refused.insert(i);
+                }
+            }
+        }
+        (refused.len() >= 300 - 256).then_some(())
+    });
+    drop(held);
+    poll("control socket usable again", T, || (pm2.run(&["ping"]).code == 0).then_some(()));
+    pm2.run(&["ls"]).ok();
 }

@@ -110,6 +110,12 @@ pub async fn resurrect(shared: &SharedRef) -> Result<(Vec<String>, Vec<u32>), St
                 continue;
             }
         };
+        // A dump written before the size limits existed may hold an app that
+        // would break every reply: leave it in the file, do not load it.
+        if let Err(e) = app.check_limits() {
+            crate::dlog::error(&format!("resurrect: skipping an entry: {e}"));
+            continue;
+        }
         if running.contains(&app.name) {
             continue;
         }
