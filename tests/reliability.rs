@@ -189,3 +189,101 @@ fn idle_control_connections_are_closed_and_counted() {
     poll("control socket usable again", T, || (pm2.run(&["ping"]).code == 0).then_some(()));
     pm2.run(&["ls"]).ok();
 }
+
+fn raise_own_fd_limit(to: u64) {
+    // SAFETY: plain struct in/out.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max.min(to);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// One Engine.IO handshake on a new connection: the new sid, or what went wrong.
+fn handshake(port: u16) -> Result<String, String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).map_err(|e| e.to_string())?;
+    s.write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    if !text.starts_with("HTTP/1.1 200") {
+        return Err(text.chars().take(200).collect());
+    }
+    let at = text.find("\"sid\":\"").ok_or_else(|| text.to_string())? + 7;
+    Ok(text[at..].chars().take_while(|c| *c != '"').collect())
+}
+
+/// The daemon at a 4096-descriptor limit, flooded with 3000 partial requests (more than its
+/// cap of 2048 connections being read): the oldest are shed, fresh handshakes are served, and
+/// the control socket, `jlist` and a kill -9 + respawn keep working.
+#[test]
+fn partial_request_flood_at_the_fd_limit_leaves_the_daemon_working() {
+    const FLOOD: usize = 3000;
+    raise_own_fd_limit(FLOOD as u64 + 1024);
+    let mut pm2 = Pm2::new();
+    pm2.cwd = node_dir();
+    let port: u16 = pm2.envs.iter().find(|(k, _)| k == "PM2_PORT").and_then(|(_, v)| v.parse().ok()).unwrap();
+    let mut start = pm2.cmd(&["start", "sio_worker.js", "-i", "2", "--name", "sio"]);
+    // SAFETY: setrlimit is async-signal-safe; it only lowers this child's (and so the daemon's)
+    // descriptor limit.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        start.pre_exec(|| {
+            let r = libc::rlimit { rlim_cur: 4096, rlim_max: 4096 };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            Ok(())
+        });
+    }
+    assert!(start.status().unwrap().success());
+    pm2.wait_for("2 online workers", T, |l| l.iter().filter(|p| status(p) == "online").count() == 2);
+    poll("a first handshake", T, || handshake(port).ok());
+    let daemon: i32 = std::fs::read_to_string(pm2.home().join("pm2.pid")).unwrap().trim().parse().unwrap();
+    let rss_before = rss_kb(daemon);
+
+    let t0 = Instant::now();
+    let mut flood = Vec::with_capacity(FLOOD);
+    for _ in 0..FLOOD {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { break };
+        let _ = s.write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+        flood.push(s);
+        if t0.elapsed() > T {
+            break;
+        }
+    }
+    assert!(flood.len() >= 2500, "only {} flood connections", flood.len());
+
+    // Fresh clients are served: the oldest partial requests make room.
+    let sid = poll("a handshake during the flood", T, || handshake(port).ok());
+    assert!(!sid.is_empty());
+    // The control socket works, and so does a spawn.
+    let list = pm2.jlist();
+    assert_eq!(list.len(), 2);
+    let victim = pid(&list[0]);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    pm2.wait_for("the killed worker respawned", T, |l| {
+        l.len() == 2 && l.iter().all(|p| status(p) == "online" && pid(p) != victim && pid(p) > 0)
+    });
+    poll("a handshake after the respawn", T, || handshake(port).ok());
+    let rss_peak = rss_kb(daemon);
+    let shed = flood
+        .iter()
+        .filter(|s| {
+            let _ = s.set_nonblocking(true);
+            let mut b = [0u8; 64];
+            matches!((&mut &**s).read(&mut b), Ok(n) if n > 0 && b.starts_with(b"HTTP/1.1 503"))
+        })
+        .count();
+    drop(flood);
+    eprintln!(
+        "flood of {FLOOD} partial requests at a 4096-fd limit: {shed} shed with 503; daemon RSS {rss_before} kB -> {rss_peak} kB"
+    );
+    assert!(shed > 0, "no connection was shed");
+    pm2.run(&["ls"]).ok();
+}
