@@ -347,6 +347,24 @@ impl Router {
         true
     }
 
+    /// Checks the table's internal consistency (every session is in its owner's set and no
+    /// other; pending queues bounded). For fuzzing and tests.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        let counted: usize = self.workers.values().map(|w| w.sids.len()).sum();
+        if counted != self.sessions.len() {
+            return Err(format!("{counted} sids in workers, {} in the table", self.sessions.len()));
+        }
+        for (sid, owner) in &self.sessions {
+            if !self.workers.get(owner).is_some_and(|w| w.sids.contains(sid)) {
+                return Err(format!("session {sid} not in its owner {owner:?}"));
+            }
+        }
+        if self.workers.values().any(|w| w.pending.len() > MAX_PENDING_PER_WORKER) {
+            return Err("pending queue over its bound".into());
+        }
+        Ok(())
+    }
+
     fn owner_alive(&self, sid: &str) -> Option<WorkerId> {
         let id = *self.sessions.get(sid)?;
         // Ready or draining: a draining worker still serves its sessions.
