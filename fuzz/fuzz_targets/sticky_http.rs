@@ -18,7 +18,11 @@ struct Chunks<'a> {
 }
 
 impl AsyncRead for Chunks<'_> {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let n = self.step.min(self.rest.len()).min(buf.remaining());
         let (now, later) = self.rest.split_at(n);
         buf.put_slice(now);
