@@ -52,6 +52,21 @@ function payload() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+function handshake() {
+  return new Promise((resolve) => {
+    const req = require("http").get(
+      { host: "127.0.0.1", port: +port, path: "/socket.io/?EIO=4&transport=polling", timeout: 10000, agent: false },
+      (res) => {
+        let b = "";
+        res.on("data", (d) => (b += d));
+        res.on("end", () => resolve(res.statusCode === 200 && b.includes("sid")));
+      }
+    );
+    req.on("timeout", () => req.destroy());
+    req.on("error", () => resolve(false));
+  });
+}
+
 async function main() {
   const before = rssKb();
   const fdsBefore = fds();
@@ -90,6 +105,15 @@ async function main() {
     if (i % 200 === 0) sample();
   }
   const opened = socks.length - refused;
+  // With the flood held: the control socket must answer (FLOOD_DURING is a command, e.g.
+  // "pm2 jlist"), and a fresh Engine.IO handshake must be served.
+  let during = null;
+  if (process.env.FLOOD_DURING) {
+    const [cmd, ...args] = process.env.FLOOD_DURING.split(" ");
+    const t = Date.now();
+    const r = require("child_process").spawnSync(cmd, args, { timeout: 10000, stdio: ["ignore", "ignore", "pipe"] });
+    during = { control_ok: r.status === 0, control_ms: Date.now() - t, handshake_ok: await handshake() };
+  }
   const holdUntil = Date.now() + holdMs;
   while (Date.now() < holdUntil) {
     sample();
@@ -115,6 +139,7 @@ async function main() {
       answers,
       rss_kb: { before, peak, after: rssKb() },
       fds: { before: fdsBefore, peak: peakFds, after: fds() },
+      during,
       seconds: (Date.now() - started) / 1000,
     })
   );

@@ -38,7 +38,7 @@ handshake() {
 for _ in $(seq 1 100); do handshake && break; sleep 0.2; done
 echo "{\"binary\":\"$bin\",\"daemon_pid\":$pid,\"fd_limit\":$(awk '/Max open files/{print $4}' /proc/$pid/limits),\"rss_idle_kb\":$(awk '/VmRSS/{print $2}' /proc/$pid/status)}"
 for kind in partial-head slow-body unknown-sid idle; do
-  timeout 120 node "$here/flood.js" "$port" "$pid" "$kind" "$count" 5
+  FLOOD_DURING="$bin jlist" timeout 120 node "$here/flood.js" "$port" "$pid" "$kind" "$count" 5
   ok_ls=0; "$bin" jlist >/dev/null 2>&1 && ok_ls=1
   ok_hs=0; handshake && ok_hs=1
   echo "{\"after\":\"$kind\",\"jlist_ok\":$ok_ls,\"handshake_ok\":$ok_hs}"
