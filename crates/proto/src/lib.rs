@@ -25,3 +25,21 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The version reported by `pm2 -v` and stored as `_pm2_version`.
 pub const CORRAL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Environment variables that configure the daemon itself (not an app): the
+/// daemon reads them once at start, and whatever re-creates a daemon later
+/// (`pm2 startup`'s unit, `pm2 update`) must carry the values the running
+/// daemon was started with, or the next daemon silently behaves differently
+/// (a Socket.IO balancer on another port, say).
+pub const DAEMON_SETTINGS: &[&str] = &[
+    "PM2_PORT",
+    "PM2_STICKY_HOST",
+    "PM2_GRACEFUL_TIMEOUT",
+    "PM2_KILL_SIGNAL",
+    "PM2_KILL_USE_MESSAGE",
+    "PM2_RELOAD_LOCK_TIMEOUT",
+    "PM2_WORKER_INTERVAL",
+    "PM2_NODE_OPTIONS",
+    "PM2_DUMP_FILE_PATH",
+    "EXP_BACKOFF_RESET_TIMER",
+];

@@ -37,6 +37,17 @@ pub enum Op {
     Reset,
 }
 
+impl Request {
+    /// True for requests that may change what `dump.pm2` would hold: the
+    /// set of apps, their specs or whether they run.
+    pub fn changes_process_list(&self) -> bool {
+        matches!(
+            self,
+            Request::Start { .. } | Request::Op { .. } | Request::Scale { .. } | Request::Resurrect
+        )
+    }
+}
+
 impl Op {
     pub fn pm2_method(self) -> &'static str {
         match self {
