@@ -11,6 +11,7 @@ pub mod dlog;
 pub mod error;
 pub mod logs;
 pub mod monitor;
+pub mod multihost;
 pub mod paths;
 pub mod persist;
 pub mod pm2api;
@@ -113,6 +114,7 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     }));
     dlog::attach_bus(shared.bus.clone());
     banner(&shared);
+    start_bridge(&shared);
     tokio::spawn(worker_tick(shared.clone()));
     if std::process::id() == 1 {
         tokio::spawn(reap_orphans());
@@ -150,6 +152,29 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&pid_file);
     dlog::log("PM2 successfully stopped");
     Ok(())
+}
+
+/// Joins the other nodes when `PM2_CLUSTER_REDIS` is set. A bad setting is logged and the
+/// node runs alone: its apps must not go down because the cluster is misconfigured.
+fn start_bridge(shared: &SharedRef) {
+    let cfg = multihost::config::from_env(
+        |k| shared.config.env.get(k).cloned(),
+        || multihost::config::default_node_id(&hostname(), multihost::random_u32()),
+    );
+    match cfg {
+        Ok(None) => {}
+        Ok(Some(cfg)) => {
+            let local =
+                std::sync::Arc::new(cluster::RemoteFrames(std::sync::Arc::downgrade(&shared.cluster)));
+            let bridge = multihost::Bridge::start(cfg, local);
+            shared.cluster.reg().bridge = Some(bridge);
+        }
+        Err(e) => dlog::error(&format!("Cluster: {e}; this node runs alone")),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
 async fn on_terminate(shared: &SharedRef) {

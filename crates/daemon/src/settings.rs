@@ -16,7 +16,8 @@ pub struct DaemonConfig {
     /// interfaces, dual stack, when unset (as pm2).
     pub sticky_host: Option<String>,
     /// `PM2_STICKY_MAX_BODY`, `PM2_STICKY_MAX_HEAD` (bytes),
-    /// `PM2_STICKY_HEAD_TIMEOUT_MS`, `PM2_STICKY_BODY_TIMEOUT_MS`; else
+    /// `PM2_STICKY_HEAD_TIMEOUT_MS`, `PM2_STICKY_BODY_TIMEOUT_MS`,
+    /// `PM2_STICKY_STREAM_ABOVE` (bytes); else
     /// Engine.IO's own defaults.
     pub http_limits: HttpLimits,
     /// `PM2_GRACEFUL_TIMEOUT`: how long a worker replaced by a reload keeps
@@ -71,6 +72,9 @@ impl DaemonConfig {
         }
         if let Some(v) = num("PM2_STICKY_BODY_TIMEOUT_MS") {
             http_limits.body_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = num("PM2_STICKY_STREAM_ABOVE") {
+            http_limits.stream_above = v as usize;
         }
         DaemonConfig {
             pm2_port: env.get("PM2_PORT").and_then(|p| p.parse().ok()).unwrap_or(8080),
