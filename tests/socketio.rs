@@ -345,7 +345,8 @@ fn the_balancer_comes_back_after_resurrect_and_update() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/socketio");
     pm2.cwd = dir.clone();
     pm2.run(&["start", "ecosystem.config.js"]).ok();
-    let n = pm2.wait_for("workers online", T, |l| !l.is_empty() && l.iter().all(|p| status(p) == "online")).len();
+    let n =
+        pm2.wait_for("workers online", T, |l| !l.is_empty() && l.iter().all(|p| status(p) == "online")).len();
     seed_clients_succeed(&pm2, &dir, "after start");
 
     pm2.run(&["save"]).ok();

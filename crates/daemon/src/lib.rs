@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod cron;
 pub mod dlog;
 pub mod env;
+pub mod logrotate;
 pub mod logs;
 pub mod monitor;
 pub mod paths;
@@ -17,6 +18,7 @@ pub mod policy;
 pub mod portowner;
 pub mod process;
 pub mod proctree;
+pub mod rotate;
 pub mod server;
 pub mod state;
 pub mod sticky;
@@ -88,6 +90,7 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     banner(&shared);
     tokio::spawn(detect_node_version(shared.clone()));
     tokio::spawn(worker_tick(shared.clone()));
+    tokio::spawn(logrotate::run(shared.clone()));
     if std::process::id() == 1 {
         tokio::spawn(reap_orphans());
     }

@@ -342,7 +342,10 @@ impl Task {
             info.pm_err_log_path.clone(),
             info.pm_log_path.clone(),
         ) {
-            Ok(f) => Arc::new(Mutex::new(f)),
+            Ok(mut f) => {
+                f.set_rotation(crate::rotate::AppOverrides::from_extra(&app.extra));
+                Arc::new(Mutex::new(f))
+            }
             Err(e) => {
                 self.fail_launch(&format!("cannot open log files of app [{label}]: {e}"));
                 return;
