@@ -232,6 +232,12 @@ impl Rotation {
         }
         match rename_aside(path, &policy) {
             Ok(target) => {
+                // `retain` orders rotated files by mtime; the kernel's
+                // coarse clock can give several fast rotations one mtime,
+                // so stamp the rotation time at full precision.
+                if let Some(f) = file.as_ref() {
+                    let _ = f.set_modified(SystemTime::now());
+                }
                 st.gen.fetch_add(1, Ordering::Relaxed);
                 self.reopen(slot, path, file);
                 ROTATIONS.fetch_add(1, Ordering::Relaxed);

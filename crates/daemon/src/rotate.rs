@@ -212,13 +212,26 @@ pub fn rotated_prefix(file_name: &str) -> String {
     format!("{}__", file_name.strip_suffix(".log").unwrap_or(file_name))
 }
 
+/// Order of two rotated names of one log at equal age: by stamp, then by
+/// the `_<n>` of a repeated stamp, numerically (`_9` before `_10`).
+fn name_order(name: &str) -> (&str, u64) {
+    let stem = name.strip_suffix(".gz").unwrap_or(name);
+    let stem = stem.strip_suffix(".log").unwrap_or(stem);
+    match stem.rsplit_once('_') {
+        Some((head, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && head.contains("__") => {
+            (head, n.parse().unwrap_or(0))
+        }
+        _ => (stem, 0),
+    }
+}
+
 /// Which of the rotated files (name, age key: rotation order, oldest first
 /// once sorted) `retain` deletes: all but the `retain` newest. Files still
 /// being compressed (`.tmp`) are not counted.
 pub fn to_delete(mut rotated: Vec<(String, u128)>, retain: Option<usize>) -> Vec<String> {
     let Some(keep) = retain else { return Vec::new() };
     rotated.retain(|(n, _)| !n.ends_with(".tmp"));
-    rotated.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    rotated.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| name_order(&a.0).cmp(&name_order(&b.0))));
     let excess = rotated.len().saturating_sub(keep);
     rotated.into_iter().take(excess).map(|(n, _)| n).collect()
 }
@@ -312,6 +325,12 @@ mod tests {
         assert_eq!(to_delete(files.clone(), Some(1)), vec!["a".to_string(), "b".to_string()]);
         assert!(to_delete(files.clone(), None).is_empty());
         assert!(to_delete(files, Some(30)).is_empty());
+        let same_age = vec![
+            ("a__S_10.log".to_string(), 5),
+            ("a__S_9.log".to_string(), 5),
+            ("a__S.log.gz".to_string(), 5),
+        ];
+        assert_eq!(to_delete(same_age, Some(1)), vec!["a__S.log.gz".to_string(), "a__S_9.log".to_string()]);
         assert!(due(&Policy { max_size: 10, retain: None, compress: false, date_format: String::new() }, 10));
     }
 }
