@@ -97,6 +97,17 @@ cp "$CORRAL_BIN" "$OUT/corral-bin/pm2" || die "cannot copy $CORRAL_BIN"
 CORRAL_SRC="$CORRAL_BIN"
 CORRAL_BIN="$OUT/corral-bin/pm2"
 
+# The floor: the irreducible syscall work of each hot path on this machine (bench/floor), so every
+# daemon cost below can be read as a ratio to what no implementation can avoid.
+log "floor (bench/floor, release)"
+if (cd "$ROOT" && cargo build --release -p corral-bench-floor >> "$OUT/setup.log" 2>&1); then
+  FLOOR_N=20000; [ "$QUICK" = 1 ] && FLOOR_N=5000
+  timeout 120 "$ROOT/target/release/floor" --n "$FLOOR_N" --reps 3 > "$OUT/floor.json" 2>> "$OUT/run.log" \
+    || { log "floor failed (see run.log)"; rm -f "$OUT/floor.json"; }
+else
+  log "cannot build bench/floor (see setup.log): no floor ratios in this run"
+fi
+
 TARGETS=(incumbent corral)
 [ "$CLASSIC" = 1 ] && TARGETS+=(classic)
 bin_of() { case "$1" in incumbent) echo "$INCUMBENT_BIN" ;; classic) echo "$CLASSIC_BIN" ;; corral) echo "$CORRAL_BIN" ;; esac; }
@@ -265,9 +276,9 @@ run_target() { # run_target TARGET REP
         fi
       fi
       if row 6; then
-        log "  row 6: broadcast relay (10 clients; 10000 burst + 1500 paced at 500/s)"
-        lg bcast-json 60 broadcast --kind json --clients 10 --burst 10000 --rate 500 --paced 1500
-        lg bcast-bin 60 broadcast --kind binary --size 1024 --clients 10 --burst 10000 --rate 500 --paced 1500
+        log "  row 6: broadcast relay (10 clients; 10000 burst + 4000 paced at 500/s)"
+        lg bcast-json 60 broadcast --kind json --clients 10 --burst 10000 --rate 500 --paced 4000
+        lg bcast-bin 60 broadcast --kind binary --size 1024 --clients 10 --burst 10000 --rate 500 --paced 4000
       fi
       if row 7; then
         log "  row 7: reload all under load (13 s, reload at 4 s), then kill -9 of a worker (9 s, at 3 s)"

@@ -87,7 +87,7 @@ const ROWS = [
     ["**daemon cpu-s per 1000 requests**", "plain", "daemon_cpu_s_per_1k", "s", 3],
     ["other tenants during the window (% of a core)", "plain", "cpu.other_pct", "%", 0],
   ]],
-  ["6a. Broadcast relay, JSON `{i,t,pid}` (10 clients over 2 workers; 10 000 `io.emit` burst, 1500 paced at 500/s)", [
+  ["6a. Broadcast relay, JSON `{i,t,pid}` (10 clients over 2 workers; 10 000 `io.emit` burst, 4000 paced at 500/s)", [
     ["relayed msgs/s (burst, clients on the other worker)", "bcast-json", "burst.relayed_msgs_per_s", "/s", 0],
     ["same-worker msgs/s (burst, control)", "bcast-json", "burst.same_worker_msgs_per_s", "/s", 0],
     ["lost messages (burst + paced)", "bcast-json", sum("burst.lost", "paced.lost"), "", 0],
@@ -214,6 +214,47 @@ for (const [title, metrics] of ROWS) {
   lines.push(`|---|${ts.map(() => "---").join("|")}|${ratioHeads.map(() => "---").join("|")}|`);
   lines.push(...rowsOut);
   lines.push("");
+}
+
+// The floor (bench/floor): Corral's daemon cpu-s per unit next to the irreducible syscall work of that
+// unit on this machine, as a ratio. One polling request or plain request is one TCP connection (the sticky
+// worker answers `Connection: close`), so rows 4 and 5 compare with one sticky hand-off; a relayed paced
+// message between 2 workers is one frame read and written to one peer.
+const floorFile = path.join(dir, "floor.json");
+if (fs.existsSync(floorFile) && targets.includes("corral")) {
+  let fl = null;
+  try { fl = JSON.parse(fs.readFileSync(floorFile, "utf8")); } catch (_) { /* reported below */ }
+  if (fl) {
+    const perK = (ns) => (ns * 1000) / 1e9; // ns per unit -> cpu-s per 1000 units
+    const rowsF = [
+      ["sticky hand-off (accept4, read head, sendmsg+fd, ACK recvmsg, close) vs row 4 polling request", fl.sticky_handoff_cpu_ns, "polling", "daemon_cpu_s_per_1k"],
+      ["sticky hand-off vs row 5 plain request through the sticky port", fl.sticky_handoff_cpu_ns, "plain", "daemon_cpu_s_per_1k"],
+      ["cluster hand-off (accept4, sendmsg+fd, ACK recvmsg, close) vs row 8 connection", fl.cluster_handoff_cpu_ns, "cluster", "daemon_cpu_s_per_1k"],
+      ["relay of one 213-byte frame to 1 peer (epoll_wait, read, write) vs row 6a paced message", (fl.relay_frame_cpu_ns_by_peers || {})["1"], "bcast-json", "paced.daemon_cpu_s_per_1k"],
+      ["relay of one frame to 1 peer vs row 6a burst message", (fl.relay_frame_cpu_ns_by_peers || {})["1"], "bcast-json", "burst.daemon_cpu_s_per_1k"],
+    ];
+    lines.push("### The floor: Corral's daemon cost as a ratio to the irreducible work");
+    lines.push("");
+    lines.push("`bench/floor` does only the syscalls a hot path cannot skip, on blocking sockets without an async runtime, and");
+    lines.push("reports the CPU time of the thread playing the daemon (best of 3, `CLOCK_THREAD_CPUTIME_ID`). Corral's column is");
+    lines.push("its daemon cpu-s per 1000 units from the rows above (on-CPU ns from schedstat).");
+    lines.push("");
+    lines.push("| hot path | floor, cpu-s per 1000 | Corral, cpu-s per 1000 | Corral / floor |");
+    lines.push("|---|---|---|---|");
+    for (const [label, ns, file, sel] of rowsF) {
+      if (!(ns > 0)) continue;
+      const v = values("corral", file, sel);
+      const all = Object.values(v).flat();
+      if (!all.length) continue;
+      const m = median(all);
+      const f = perK(ns);
+      lines.push(`| ${label} | ${fmt(f, 4)} | ${fmt(m, 4)} | ${fmt(m / f, 1)}× |`);
+    }
+    const byPeers = fl.relay_frame_cpu_ns_by_peers || {};
+    lines.push("");
+    lines.push(`Relay floor per frame by number of peers (ns): ${Object.entries(byPeers).map(([k, v]) => `${k}: ${fmt(v, 0)}`).join(", ")}.`);
+    lines.push("");
+  }
 }
 
 // problems: workloads that failed, CLI commands that exited non-zero

@@ -86,7 +86,7 @@ fn monit_in_a_terminal() {
         env.push_str(&format!("{k}={} ", shell_quote(v)));
     }
     let script = format!(
-        "{env} {} monit; echo monit-exit=$?; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; echo; exec sleep 600",
+        "{env} {} monit; code=$?; modes=$(stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '); echo \"monit-exit=$code modes: $modes:end\"; exec sleep 600",
         shell_quote(BIN)
     );
     tmux.run(&["new-session", "-d", "-s", "monit", "-x", "160", "-y", "45", "sh", "-c", &script]);
@@ -131,7 +131,7 @@ fn monit_in_a_terminal() {
     // back in its normal modes.
     tmux.keys(&["Escape"]);
     tmux.keys(&["q"]);
-    let s = tmux.wait_screen("monit's exit", |s| s.contains("monit-exit="));
+    let s = tmux.wait_screen("monit's exit", |s| s.contains(":end"));
     assert!(s.contains("monit-exit=0"), "{s}");
     assert!(s.contains("icanon") && !s.contains("-icanon"), "canonical mode restored:\n{s}");
     assert!(s.contains("echo") && !s.contains("-echo"), "echo restored:\n{s}");

@@ -7,7 +7,7 @@
 // Traffic goes to 127.0.0.1 only. Every loop is bounded by a count and by time, and the whole
 // process exits after --cap-secs (default 90).
 //
-// CPU accounting: utime+stime of /proc/<pid>/stat for the daemon (--daemon), the workers
+// CPU accounting: on-CPU ns of /proc/<pid>/task/*/schedstat (see ticks()) for the daemon (--daemon), the workers
 // (--workers a,b,...) and this process, sampled at the edges of the measurement window; the rest of
 // /proc/stat's busy time is "other" (other tenants of the machine), in % of one core.
 "use strict";
@@ -57,12 +57,26 @@ const per1k = (cpuS, units) => (units > 0 ? round((cpuS * 1000) / units, 4) : nu
 
 // ------------------------------------------------------------------------------------------- /proc
 const TCK = Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
+// CPU time of a process in clock ticks, at nanosecond resolution: the sum of the first field of
+// /proc/<pid>/task/*/schedstat (ns on CPU, per thread), converted to ticks so every caller keeps its
+// units. utime+stime of /proc/<pid>/stat advance in whole 10 ms ticks, too coarse for a row whose
+// daemon spends a few tens of ms in all. Threads that exit between two marks drop out of the sum, so
+// the old coarse counter is kept as a floor for a process whose threads come and go.
 function ticks(pid) {
+  let coarse = null;
   try {
     const s = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
     const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return Number(f[11]) + Number(f[12]);
+    coarse = Number(f[11]) + Number(f[12]);
   } catch (_) { return null; }
+  try {
+    let ns = 0;
+    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+      ns += Number(fs.readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ")[0]);
+    }
+    if (Number.isFinite(ns) && ns > 0) return (ns / 1e9) * TCK;
+  } catch (_) { /* no schedstat (kernel without CONFIG_SCHEDSTATS): coarse ticks */ }
+  return coarse;
 }
 function rssKb(pid) {
   try { return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))[1]); } catch (_) { return null; }

@@ -107,11 +107,18 @@ struct Slot {
 #[derive(Debug, Default)]
 pub struct Rotation {
     app: AppOverrides,
+    /// The app's user (`uid`/`gid`): a file recreated by a rotation is
+    /// handed to it like the first one.
+    owner: Option<crate::privileges::Creds>,
     cached: Option<(u64, Option<Policy>)>,
     slots: [Slot; 3],
 }
 
 impl Rotation {
+    pub fn set_owner(&mut self, owner: Option<crate::privileges::Creds>) {
+        self.owner = owner;
+    }
+
     pub fn set_app(&mut self, app: AppOverrides) {
         self.app = app;
         self.cached = None;
@@ -210,6 +217,9 @@ impl Rotation {
         match crate::logs::open_append(path) {
             Ok(f) => {
                 *file = f;
+                if let Some(o) = &self.owner {
+                    o.give(path);
+                }
                 self.opened(slot, path, file.as_ref());
             }
             Err(e) => dlog::error(&format!("log file {path}: cannot reopen ({e})")),

@@ -26,6 +26,9 @@ pub struct LogFiles {
     combined: Option<File>,
     /// Rotation and failed-write accounting (logrotate.rs).
     rot: crate::logrotate::Rotation,
+    /// The user the app runs as (`uid`/`gid`): files are handed to it at
+    /// every (re)open, so logs recreated by a rotation stay the app's.
+    owner: Option<crate::privileges::Creds>,
 }
 
 pub(crate) fn open_append(path: &str) -> std::io::Result<Option<File>> {
@@ -48,6 +51,7 @@ impl LogFiles {
             err: None,
             combined: None,
             rot: Default::default(),
+            owner: None,
         };
         l.reopen()?;
         Ok(l)
@@ -65,7 +69,27 @@ impl LogFiles {
         if let Some(p) = &self.combined_path {
             self.rot.opened(2, p, self.combined.as_ref());
         }
+        self.give();
         Ok(())
+    }
+
+    /// Hands the files to the app's user now and after every reopen
+    /// (rotation's included).
+    pub fn set_owner(&mut self, owner: Option<crate::privileges::Creds>) {
+        self.owner = owner.clone();
+        self.rot.set_owner(owner);
+        self.give();
+    }
+
+    fn give(&self) {
+        if let Some(o) = &self.owner {
+            for p in [Some(&self.out_path), Some(&self.err_path), self.combined_path.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                o.give(p);
+            }
+        }
     }
 
     /// The app's own rotation keys (`log_max_size`...).
@@ -75,7 +99,7 @@ impl LogFiles {
 
     /// `rotateInterval` fired: rotate every non-empty file.
     pub fn force_rotate(&mut self) {
-        let LogFiles { out_path, err_path, combined_path, out, err, combined, rot } = self;
+        let LogFiles { out_path, err_path, combined_path, out, err, combined, rot, .. } = self;
         rot.force(0, out_path, out);
         rot.force(1, err_path, err);
         if let Some(p) = combined_path {
@@ -101,7 +125,7 @@ impl LogFiles {
     /// full pipe): `rot.write` drops and counts the chunk, the next write
     /// retries; it also rotates the file once it is due.
     fn write(&mut self, stream: &Stream, bytes: &[u8]) {
-        let LogFiles { out_path, err_path, combined_path, out, err, combined, rot } = self;
+        let LogFiles { out_path, err_path, combined_path, out, err, combined, rot, .. } = self;
         match stream {
             Stream::Err if err.is_some() => rot.write(1, err_path, err, bytes),
             _ => rot.write(0, out_path, out, bytes),

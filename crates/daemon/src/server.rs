@@ -153,10 +153,15 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             Ok(ids) => Reply::Procs { procs: infos(shared, &ids) },
             Err(e) => err(e),
         },
-        Request::Op { op, id, update } => {
+        Request::Op { op, id, mut update } => {
             let Some(ctl) = ctl_of(shared, id) else {
                 return err(format!("Process {id} not found"));
             };
+            if let Some(u) = update.as_deref_mut() {
+                if let Err(e) = crate::privileges::normalize(u) {
+                    return err(e.to_string());
+                }
+            }
             let r = match op {
                 Op::Stop => {
                     let (tx, rx) = oneshot::channel();
@@ -305,7 +310,9 @@ fn uses_socketio(app: &corral_proto::AppSpec) -> bool {
     false
 }
 
-pub async fn start_app(shared: &SharedRef, app: corral_proto::AppSpec) -> Result<Vec<u32>, String> {
+pub async fn start_app(shared: &SharedRef, mut app: corral_proto::AppSpec) -> Result<Vec<u32>, String> {
+    // Refused before anything is bound or spawned.
+    crate::privileges::normalize(&mut app).map_err(|e| e.to_string())?;
     let mut sticky_err = None;
     if app.exec_mode == corral_proto::ExecMode::Cluster && app.sticky != Some(false) {
         let port = app.sticky_port.unwrap_or(shared.pm2_port);
