@@ -181,3 +181,45 @@ fn pm2_logrotate_settings_retain_and_compress() {
     }
     assert_eq!(seen.len() as u64, COUNT - min);
 }
+
+#[test]
+fn a_full_disk_does_not_stop_the_app() {
+    let pm2 = Pm2::new();
+    // /dev/full fails every write with ENOSPC, like a full disk.
+    pm2.run(&["start", "forever.js", "--name", "full", "--output", "/dev/full"]).ok();
+    poll("the failure reported in pm2.log", T, || {
+        pm2.daemon_log().contains("log file /dev/full: write failed").then_some(())
+    });
+    // The app keeps running and printing: its lines still reach `pm2 logs`.
+    let mut child = pm2
+        .cmd(&["logs", "full", "--raw", "--lines", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("pm2 logs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + T;
+    let got = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.starts_with("tick ") => break l,
+            Ok(_) => {}
+            Err(_) => panic!("no line of the app streamed within {T:?}"),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(got.starts_with("tick "));
+    let p = pm2.proc("full").expect("listed");
+    assert_eq!(status(&p), "online");
+    assert_eq!(restarts(&p), 0);
+    // One report per failure episode, not one per line.
+    assert_eq!(pm2.daemon_log().matches("log file /dev/full: write failed").count(), 1);
+}
