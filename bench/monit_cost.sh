@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What `pm2 monit` costs the daemon: daemon CPU seconds (utime+stime from /proc/<pid>/stat) over a WINDOW-second
+# What `pm2 monit` costs the daemon: daemon CPU seconds (all threads' on-CPU time from /proc/<pid>/task/*/schedstat) over a WINDOW-second
 # window with 10 fork-mode apps that each log a line every 200 ms, first without monit, then with `pm2 monit`
 # open in a 160x45 tmux pane (its own tmux socket, killed at the end).
 #
@@ -24,7 +24,8 @@ trap cleanup EXIT
 export PM2_HOME="$H" PM2_PORT=$((20000 + RANDOM % 9000)) PM2_STICKY_HOST=127.0.0.1
 for i in $(seq 1 10); do "$BIN" start "$ROOT/tests/fixtures/forever.js" --name "app$i" >/dev/null; done
 DPID=$(cat "$H/pm2.pid")
-cpu_s() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
+# CPU seconds of every thread of a process, at ns resolution (schedstat: time on CPU).
+cpu_s() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END{printf "%.4f", s/1e9}'; }
 sleep 3
 a0=$(cpu_s "$DPID"); sleep "$WINDOW"; a1=$(cpu_s "$DPID")
 tmux -L "$SOCK" -f /dev/null new-session -d -x 160 -y 45 "PM2_HOME=$H $BIN monit"
@@ -35,5 +36,5 @@ mcpu=$(cpu_s "$MPID")
 tmux -L "$SOCK" send-keys q
 awk -v a="$(echo "$a1 - $a0" | bc)" -v b="$(echo "$b1 - $b0" | bc)" -v w="$WINDOW" -v m="$mcpu" 'BEGIN{
   printf "| daemon (10 apps logging 5 lines/s each) | cpu-s in %d s | %% of a core |\n|---|---|---|\n", w
-  printf "| without monit | %.2f | %.2f %% |\n| with pm2 monit open | %.2f | %.2f %% |\n", a, 100*a/w, b, 100*b/w
+  printf "| without monit | %.3f | %.3f %% |\n| with pm2 monit open | %.3f | %.3f %% |\n", a, 100*a/w, b, 100*b/w
   printf "\nthe monit process itself: %.2f cpu-s over its %d s\n", m, w+3 }'
