@@ -257,6 +257,41 @@ if (fs.existsSync(floorFile) && targets.includes("corral")) {
   }
 }
 
+// Scale curves (run.sh --curves, Corral only): one table per curve, one line per load level.
+const curvesDir = path.join(dir, "corral", "curves");
+if (fs.existsSync(curvesDir)) {
+  const cj = (f) => { try { return JSON.parse(fs.readFileSync(path.join(curvesDir, f + ".json"), "utf8")); } catch (_) { return null; } };
+  const f2 = (x, d) => fmt(x == null ? null : Number(x), d);
+  const table = (title, head, rows) => {
+    const present = rows.filter((r) => r.some((c, i) => i > 0 && c !== "–"));
+    if (!present.length) return;
+    lines.push(`#### ${title}`, "", `| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`);
+    for (const r of present) lines.push(`| ${r.join(" | ")} |`);
+    lines.push("");
+  };
+  lines.push("### Scale curves (Corral)", "");
+  table("Relay: cost and latency by worker count (each `io.emit` is relayed to every other worker)",
+    ["workers", "daemon cpu-s per 1000 emits, paced", "per 1000 emits, burst", "cross-worker p50", "cross-worker p99", "relayed msg/s (burst)", "lost"],
+    [2, 4, 8, 16].map((n) => { const j = cj(`curve-relay-${n}`) || {}; const p = j.paced || {}, b = j.burst || {};
+      return [n, f2(p.daemon_cpu_s_per_1k, 4), f2(b.daemon_cpu_s_per_1k, 4), p.other_worker_ms ? f2(p.other_worker_ms.p50, 2) + " ms" : "–", p.other_worker_ms ? f2(p.other_worker_ms.p99, 2) + " ms" : "–", f2(b.relayed_msgs_per_s, 0), j.burst ? (b.lost || 0) + (p.lost || 0) : "–"]; }));
+  table("Apps: daemon footprint and control plane by number of fork apps",
+    ["apps", "`pm2 start` (ms, daemon spawn included)", "daemon RSS (MB)", "daemon idle CPU (%)", "`pm2 jlist` median (ms)"],
+    [10, 100, 1000].map((n) => { const st = cj(`curve-start-apps-${n}`) || {}, id = cj(`curve-apps-${n}`) || {}, jl = cj(`cli-curve-jlist-${n}`);
+      const jt = jl ? (jl.results ? jl.results[0].median * 1000 : jl.median_ms) : null;
+      return [n, f2(st.cli_ms, 0), f2(id.daemon_rss_mb, 1), f2(id.daemon_cpu_pct, 2), f2(jt, 1)]; }));
+  table("Idle Socket.IO sessions held through the sticky port (raw Engine.IO websockets, 2 workers)",
+    ["sessions asked", "open", "failed", "daemon RSS before → held (MB)", "daemon fds", "daemon idle CPU (%)", "daemon cpu-s per 1000 opened"],
+    [1000, 10000, 50000].map((n) => { const j = cj(`curve-hold-${n}`) || {};
+      return [n, f2(j.open, 0), f2(j.failed, 0), j.daemon_rss_mb != null ? `${f2(j.daemon_rss_mb_before, 1)} → ${f2(j.daemon_rss_mb, 1)}` : "–", f2(j.daemon_fds, 0), f2(j.daemon_idle_cpu_pct, 2), f2(j.daemon_cpu_s_per_1k_opened, 4)]; }));
+  const cap = (kind) => [1, 4, 16, 64].map((c) => { const j = cj(`curve-cap-${kind}-${c}`) || {}; const pct = j.cpu && j.cpu.pct ? j.cpu.pct.daemon : null;
+    return [c, f2(j.req_per_s, 0), j.latency_ms ? f2(j.latency_ms.p99, 2) + " ms" : "–", f2(pct, 1), pct > 0 && j.req_per_s ? f2(j.req_per_s / (pct / 100), 0) : "–", f2(j.daemon_cpu_s_per_1k, 4)]; });
+  const capHead = ["connections", "req/s (new connection each)", "p99", "daemon CPU (% of a core)", "≈ hand-offs/s per daemon core", "daemon cpu-s per 1000"];
+  table("Hand-off capacity, sticky port (`/bench/ping`, `Connection: close`)", capHead, cap("sticky"));
+  table("Hand-off capacity, cluster mode (`listen()` app, `Connection: close`)", capHead, cap("cluster"));
+  lines.push("On 2 cores the workers and wrk saturate the machine before the daemon does, so capacity per daemon core is");
+  lines.push("extrapolated from its CPU share at each rate (req/s ÷ daemon core fraction).", "");
+}
+
 // problems: workloads that failed, CLI commands that exited non-zero
 const problems = [];
 for (const t of targets) for (const r of reps(t)) {

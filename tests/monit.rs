@@ -67,6 +67,17 @@ impl Drop for Tmux {
     }
 }
 
+/// The npm fixture project with the real `@pm2/io` (installed by
+/// scripts/test-all; installed here when missing).
+fn pm2io_app() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pm2api");
+    if !dir.join("node_modules/@pm2/io").is_dir() {
+        let st = Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir).status();
+        assert!(st.is_ok_and(|s| s.success()), "npm ci in {} failed", dir.display());
+    }
+    dir.join("app-io.js")
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
@@ -76,7 +87,9 @@ fn monit_in_a_terminal() {
     let pm2 = Pm2::new();
     pm2.run(&["start", "forever.js", "--name", "alpha"]).ok();
     pm2.run(&["start", "forever.js", "--name", "bravo"]).ok();
-    pm2.wait_for("two online", T, |l| l.len() == 2 && l.iter().all(|p| status(p) == "online"));
+    // An app reporting custom metrics through the real @pm2/io.
+    pm2.run(&["start", pm2io_app().to_str().expect("utf-8 path"), "--name", "metrics"]).ok();
+    pm2.wait_for("three online", T, |l| l.len() == 3 && l.iter().all(|p| status(p) == "online"));
 
     let tmux = Tmux::new();
     // After monit exits, the shell reports its exit code and the terminal
@@ -127,9 +140,18 @@ fn monit_in_a_terminal() {
         s.lines().any(|l| l.chars().count() == 120 && l.ends_with('┐')) && s.contains("bravo")
     });
 
+    // The @pm2/io app's custom metrics show in the metrics panel.
+    // (One key per write: ESC followed at once by an arrow's ESC [ B reads
+    // as one Alt sequence, in any terminal.)
+    tmux.keys(&["Escape"]);
+    tmux.wait_screen("the search cleared", |s| !s.contains("search \""));
+    tmux.keys(&["Down"]);
+    tmux.wait_screen("custom metrics of the @pm2/io app", |s| {
+        s.contains("Logs: metrics [2]") && s.contains("Answer") && s.contains("42 units")
+    });
+
     // Esc clears the search, q quits: monit exits 0 and the terminal is
     // back in its normal modes.
-    tmux.keys(&["Escape"]);
     tmux.keys(&["q"]);
     let s = tmux.wait_screen("monit's exit", |s| s.contains(":end"));
     assert!(s.contains("monit-exit=0"), "{s}");

@@ -275,6 +275,50 @@ cmds.idle = async () => {
   return r;
 };
 
+// scale curve: hold --n idle Socket.IO sessions (raw Engine.IO v4 websockets: open, "40" connect,
+// answer every ping) opened at --rate per second, then sample daemon RSS/CPU/fds for --secs. Source
+// addresses rotate over 127.0.0.1-127.0.0.8 so 50 000 connections do not run out of ephemeral ports.
+cmds.hold = async () => {
+  const WebSocket = require("ws");
+  const n = Math.min(num("n", 1000), 60000), rate = num("rate", 2000), secs = num("secs", 5);
+  const g = groups();
+  const base = mark(g);
+  const rss0 = g.daemon.reduce((s, p) => s + (rssKb(p) || 0), 0);
+  const socks = [];
+  let open = 0, failed = 0;
+  const deadline = clock() + num("max-secs", 60) * 1000;
+  const t0 = clock();
+  for (let i = 0; i < n && clock() < deadline; i++) {
+    const due = t0 + (i / rate) * 1000;
+    if (due > clock()) await sleep(due - clock());
+    const ws = new WebSocket(`ws://${HOST}:${PORT}/socket.io/?EIO=4&transport=websocket`, { localAddress: `127.0.0.${1 + (i % 8)}`, perMessageDeflate: false });
+    ws.on("message", (d) => {
+      const m = d.toString();
+      if (m[0] === "0") ws.send("40");
+      else if (m.startsWith("40")) open++;
+      else if (m === "2") ws.send("3");
+    });
+    ws.on("error", () => { failed++; });
+    socks.push(ws);
+  }
+  while (open + failed < socks.length && clock() < deadline) await sleep(100);
+  const opened_s = (clock() - t0) / 1000;
+  const a = mark(g);
+  const rss = [];
+  const end = clock() + secs * 1000;
+  while (clock() < end) { rss.push(g.daemon.reduce((s, p) => s + (rssKb(p) || 0), 0)); await sleep(500); }
+  const idle = cpuBetween(a, mark(g));
+  const opening = cpuBetween(base, a);
+  const r = {
+    n, open, failed, opened_s: round(opened_s, 1), daemon_rss_mb_before: round(rss0 / 1024, 1),
+    daemon_rss_mb: round(Math.max(...rss) / 1024, 1), daemon_fds: fdCount(g.daemon[0]),
+    daemon_cpu_s_per_1k_opened: per1k(opening.cpu_s.daemon, open), daemon_idle_cpu_pct: idle.pct.daemon, cpu: idle,
+  };
+  for (const ws of socks) ws.terminate();
+  say(`hold ${n}: ${open} open (${failed} failed) in ${r.opened_s}s; daemon RSS ${r.daemon_rss_mb_before} -> ${r.daemon_rss_mb} MB, ${r.daemon_fds} fds, idle CPU ${r.daemon_idle_cpu_pct}%, cpu-s/1k opened ${r.daemon_cpu_s_per_1k_opened}`);
+  return r;
+};
+
 // timed runs of a command (fallback when hyperfine is not installed): --runs N --warmup W -- cmd args
 cmds.timeit = async () => {
   const runs = Math.min(num("runs", 10), 50), warm = Math.min(num("warmup", 0), 10);

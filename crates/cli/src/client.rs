@@ -19,7 +19,7 @@ use tokio::runtime::Runtime;
 
 use crate::output;
 
-/// How long a fresh daemon gets to bind `rpc.sock`.
+/// How long a fresh daemon gets to bind `corral.sock`.
 const SPAWN_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a live daemon gets to answer `Hello`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,8 +43,10 @@ fn absolutize(p: &Path) -> PathBuf {
     }
 }
 
+/// Corral's own control socket (pm2's `rpc.sock`/`pub.sock` speak pm2's
+/// protocol for pm2's clients; the CLI speaks Corral's here).
 pub fn sock_path(home: &Path) -> PathBuf {
-    home.join("rpc.sock")
+    home.join("corral.sock")
 }
 
 /// Creates `PM2_HOME` and the folders pm2's CLI creates on every run.
@@ -62,6 +64,66 @@ pub fn ensure_home(home: &Path) -> Result<()> {
         let _ = std::fs::write(&touch, crate::timefmt::now_ms().to_string());
     }
     Ok(())
+}
+
+/// The pid of a daemon that died without cleaning up: `pm2.pid` names a
+/// process that no longer runs (or is no longer a daemon of this home). A
+/// daemon that stops normally removes `pm2.pid`, so only a crash, a
+/// `kill -9` or an OOM kill leaves one behind.
+pub fn died_uncleanly(home: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(home.join("pm2.pid")).ok()?.trim().parse().ok()?;
+    if pid <= 1 {
+        return None;
+    }
+    let ours = std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| {
+            let want = format!("PM2_HOME={}", home.display());
+            env.split(|b| *b == 0).any(|kv| kv == want.as_bytes())
+        })
+        .unwrap_or(false);
+    (!ours).then_some(pid)
+}
+
+/// Apps of a dead daemon that outlived it (fork apps that never write to
+/// their pipes keep running as orphans): their pids come from the pid files
+/// the daemon wrote, and each is checked to be a child of this home
+/// (`PM2_HOME` in its environment) before it is stopped, SIGINT then
+/// SIGKILL after `grace`. Restored apps must not meet them on their ports.
+/// Returns how many were stopped.
+pub fn stop_orphans(home: &Path, grace: Duration) -> usize {
+    let want = format!("PM2_HOME={}", home.display());
+    let mut pids = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(home.join("pids")) {
+        for e in dir.flatten() {
+            let Some(pid) = std::fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid <= 1 || pid == std::process::id() as i32 {
+                continue;
+            }
+            let ours = std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()))
+                .unwrap_or(false);
+            if ours {
+                pids.push(pid);
+            }
+        }
+    }
+    for &p in &pids {
+        // SAFETY: signal delivery to a pid checked just above.
+        unsafe { libc::kill(p, libc::SIGINT) };
+    }
+    let start = Instant::now();
+    // SAFETY: signal 0 only probes.
+    while pids.iter().any(|&p| unsafe { libc::kill(p, 0) } == 0) && start.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &p in &pids {
+        // SAFETY: as above; a pid already gone gives ESRCH, which is fine.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    pids.len()
 }
 
 pub fn new_runtime() -> Result<Runtime> {

@@ -18,8 +18,17 @@ impl Home {
     pub fn pids(&self) -> PathBuf {
         self.root.join("pids")
     }
+    /// pm2's RPC socket (axon req/rep), for pm2's own clients.
     pub fn rpc_sock(&self) -> PathBuf {
         self.root.join("rpc.sock")
+    }
+    /// pm2's event bus socket (axon pub/sub).
+    pub fn pub_sock(&self) -> PathBuf {
+        self.root.join("pub.sock")
+    }
+    /// Corral's own control socket (the CLI's length-prefixed protocol).
+    pub fn corral_sock(&self) -> PathBuf {
+        self.root.join("corral.sock")
     }
     pub fn pid_file(&self) -> PathBuf {
         self.root.join("pm2.pid")

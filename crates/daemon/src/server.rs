@@ -1,4 +1,5 @@
-//! The control socket: `PM2_HOME/rpc.sock`, owner-only, peers of another uid
+//! The control socket: `PM2_HOME/corral.sock` (Corral's own CLI protocol;
+//! pm2's `rpc.sock` is served by `pm2api`), owner-only, peers of another uid
 //! refused (SO_PEERCRED). One task per connection; a bad frame is answered
 //! with an error and closes that connection only.
 
@@ -32,7 +33,7 @@ pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::S
     }
 }
 
-fn peer_allowed(stream: &UnixStream) -> bool {
+pub(crate) fn peer_allowed(stream: &UnixStream) -> bool {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     match stream.peer_cred() {
@@ -98,12 +99,39 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
                 return;
             }
             other => {
+                let changes = other.changes_process_list();
                 let reply = handle(&shared, other).await;
+                if changes {
+                    autodump(&shared);
+                }
                 if write_frame(&mut stream, &reply).await.is_err() {
                     return;
                 }
             }
         }
+    }
+}
+
+/// `pm2 set pm2:autodump true`: keep dump.pm2 equal to the process list
+/// after every change, so a crash of the daemon (or of the machine) loses
+/// nothing that was running. Written atomically, like `pm2 save --force`
+/// (an emptied list is saved too: it is what the user asked for).
+fn autodump(shared: &SharedRef) {
+    if !autodump_enabled(&shared.home.root) {
+        return;
+    }
+    if let Err(e) = persist::save(shared, true, false) {
+        dlog::error(&format!("autodump: {e}"));
+    }
+}
+
+fn autodump_enabled(home: &std::path::Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(home.join("module_conf.json")) else { return false };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
+    match v.get("pm2").and_then(|m| m.get("autodump")) {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => s == "true",
+        _ => false,
     }
 }
 
@@ -259,6 +287,10 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
         Request::ReloadLogs => {
             reload_logs(shared);
             Reply::Ok
+        }
+        Request::Trigger { target, action, param } => {
+            // Boxed: trigger sends through `handle` itself.
+            Box::pin(crate::pm2api::rpc::trigger(shared, &target, &action, param)).await
         }
         Request::Logs { .. } | Request::Kill => err("internal: handled by the connection"),
     }

@@ -37,6 +37,17 @@ pub enum Op {
     Reset,
 }
 
+impl Request {
+    /// True for requests that may change what `dump.pm2` would hold: the
+    /// set of apps, their specs or whether they run.
+    pub fn changes_process_list(&self) -> bool {
+        matches!(
+            self,
+            Request::Start { .. } | Request::Op { .. } | Request::Scale { .. } | Request::Resurrect
+        )
+    }
+}
+
 impl Op {
     pub fn pm2_method(self) -> &'static str {
         match self {
@@ -105,6 +116,14 @@ pub enum Request {
     },
     /// Stop every process and exit the daemon (no save).
     Kill,
+    /// `pm2 trigger <target> <action> [param]`: run an action the app
+    /// declared with @pm2/io on every matching process (id, name,
+    /// namespace or `all`) and collect their `axm:reply` answers.
+    Trigger {
+        target: String,
+        action: String,
+        param: Option<serde_json::Value>,
+    },
 }
 
 /// A process as the daemon sees it. `jlist`/`prettylist`/`describe`/`list`
@@ -142,6 +161,28 @@ pub struct ProcInfo {
     /// `env` holds only the keys that differ from `app.env` (the `List`
     /// reply sends that to halve its size).
     pub env_is_delta: bool,
+    /// What the app declared with @pm2/io (pm2's `axm_*` pm2_env fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub axm: Option<Axm>,
+}
+
+/// An app's @pm2/io declarations over IPC, for the run with `pid` (a new
+/// run declares again from scratch): `axm:action` entries, the latest
+/// `axm:monitor` values and merged `axm:option:configuration`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct Axm {
+    pub pid: u32,
+    pub actions: Vec<serde_json::Value>,
+    pub monitor: serde_json::Map<String, serde_json::Value>,
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ProcInfo {
+    /// The @pm2/io declarations of the current run, if it made any.
+    pub fn current_axm(&self) -> Option<&Axm> {
+        self.axm.as_ref().filter(|a| a.pid == self.pid && self.pid != 0)
+    }
 }
 
 impl ProcInfo {
@@ -197,6 +238,7 @@ impl ProcInfo {
             app: self.app.clone(),
             sticky: self.sticky,
             env_is_delta: self.env_is_delta,
+            axm: self.axm.clone(),
         }
     }
 }
@@ -221,10 +263,25 @@ pub enum Reply {
     Text {
         text: String,
     },
+    /// `Trigger`: how many processes received the action, and the answers
+    /// that came back in time.
+    Triggered {
+        sent: usize,
+        replies: Vec<ActionReply>,
+    },
     /// `message` is shown to the user after `[PM2][ERROR] `.
     Error {
         message: String,
     },
+}
+
+/// One process's answer to a triggered action (`axm:reply`'s `return`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionReply {
+    pub pm_id: u32,
+    pub name: String,
+    pub namespace: String,
+    pub value: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

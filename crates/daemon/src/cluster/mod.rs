@@ -346,7 +346,13 @@ fn on_message(
                 let v = msg.decode().map_err(|e| e.to_string())?;
                 if let Some(ver) = v.get("node_version").and_then(|v| v.as_str()) {
                     let _ = events.send(ChildEvent::NodeVersion(ver.to_string()));
+                } else {
+                    crate::pm2api::bus::worker_message(shared, wid, &v);
                 }
+            } else if f.cmd.is_none() {
+                // `{type, data}`: pm2's bus messages and @pm2/io's axm:*.
+                let v = msg.decode().map_err(|e| e.to_string())?;
+                crate::pm2api::bus::worker_message(shared, wid, &v);
             }
         }
         _ => {}
