@@ -195,6 +195,11 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     if let Some(port) = a.sticky_port {
         put("sticky_port", n(u64::from(port)));
     }
+    match a.cluster_group.as_deref() {
+        None => {}
+        Some("") => put("cluster_group", Value::Bool(false)),
+        Some(g) => put("cluster_group", s(g)),
+    }
     // env_<name> objects and other keys from the file; pm2's own fields
     // above win over them.
     for (k, v) in &a.extra {

@@ -12,6 +12,7 @@ pub mod env;
 pub mod logrotate;
 pub mod logs;
 pub mod monitor;
+pub mod multihost;
 pub mod paths;
 pub mod persist;
 pub mod pm2api;
@@ -98,6 +99,7 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     let shared = Shared::new(home.clone());
     dlog::attach_bus(shared.bus.clone());
     banner(&shared);
+    start_bridge(&shared);
     tokio::spawn(detect_node_version(shared.clone()));
     tokio::spawn(worker_tick(shared.clone()));
     tokio::spawn(logrotate::run(shared.clone()));
@@ -137,6 +139,28 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&pid_file);
     dlog::log("PM2 successfully stopped");
     Ok(())
+}
+
+/// Joins the other nodes when `PM2_CLUSTER_REDIS` is set. A bad setting is logged and the
+/// node runs alone: its apps must not go down because the cluster is misconfigured.
+fn start_bridge(shared: &SharedRef) {
+    let cfg = multihost::config::from_env(
+        |k| std::env::var(k).ok(),
+        || multihost::config::default_node_id(&hostname(), multihost::random_u32()),
+    );
+    match cfg {
+        Ok(None) => {}
+        Ok(Some(cfg)) => {
+            let local = std::sync::Arc::new(cluster::RemoteFrames(std::sync::Arc::downgrade(shared)));
+            let bridge = multihost::Bridge::start(cfg, local);
+            shared.cluster().bridge = Some(bridge);
+        }
+        Err(e) => dlog::error(&format!("Cluster: {e}; this node runs alone")),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
 async fn on_terminate(shared: &SharedRef) {

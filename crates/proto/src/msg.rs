@@ -124,6 +124,9 @@ pub enum Request {
         action: String,
         param: Option<serde_json::Value>,
     },
+    /// The multi-host state (node id, Redis, peers, counters) as a JSON
+    /// object in `Reply::Text`; `{"enabled":false}` on a single host.
+    ClusterStatus,
 }
 
 /// A process as the daemon sees it. `jlist`/`prettylist`/`describe`/`list`
