@@ -9,6 +9,8 @@ pub mod cluster;
 pub mod cron;
 pub mod dlog;
 pub mod error;
+pub mod logfile;
+pub mod logrotate;
 pub mod logs;
 pub mod monitor;
 pub mod multihost;
@@ -19,6 +21,7 @@ pub mod policy;
 pub mod portowner;
 pub mod privileges;
 pub mod proctree;
+pub mod rotate;
 pub mod server;
 pub mod settings;
 pub mod state;
@@ -116,6 +119,25 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     banner(&shared);
     start_bridge(&shared);
     tokio::spawn(worker_tick(shared.clone()));
+    {
+        let (a, b) = (shared.clone(), shared.clone());
+        tokio::spawn(logrotate::run(
+            shared.home.root.clone(),
+            shared.home.daemon_log(),
+            move || a.table().procs.values().any(|e| e.info.app.name == rotate::MODULE),
+            move || {
+                // `rotateInterval` fired: every non-empty app log rotates.
+                let files: Vec<_> = b.table().procs.values().filter_map(|e| e.files.clone()).collect();
+                logrotate::with_forcing(|| {
+                    for f in files {
+                        if let Ok(mut f) = f.lock() {
+                            f.force_rotate();
+                        }
+                    }
+                })
+            },
+        ));
+    }
     if std::process::id() == 1 {
         tokio::spawn(reap_orphans());
     }

@@ -6,10 +6,10 @@
 //! or the stream ends), and each write is a single `write` on an `O_APPEND`
 //! file, so several processes sharing a merged file interleave by line.
 
+use crate::logfile::{open_append, truncate_log};
 use crate::timefmt;
 use corral_proto::{Event, Stream};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
 use std::sync::{Arc, Mutex};
 use tokio::net::unix::pipe::Receiver;
 use tokio::sync::broadcast;
@@ -25,89 +25,25 @@ pub struct LogFiles {
     out: Option<File>,
     err: Option<File>,
     combined: Option<File>,
+    /// Rotation and failed-write accounting (logrotate.rs).
+    rot: crate::logrotate::Rotation,
     /// The user the app runs as (`uid`/`gid`): files are handed to it at
     /// every (re)open, so logs recreated by a rotation stay the app's.
     owner: Option<crate::privileges::Creds>,
 }
 
-fn open_append(path: &str) -> std::io::Result<Option<File>> {
-    if path == "/dev/null" {
-        return Ok(None);
-    }
-    if let Some(dir) = std::path::Path::new(path).parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    open_log(path).map(Some)
-}
-
-/// Opens a log file for appending without following a symbolic link to a
-/// regular file: a link planted where a log goes (`/tmp/app.log ->
-/// ~/.ssh/authorized_keys`) must not make the daemon write, or `flush`
-/// truncate, another file. Followed anyway: a link to a stream (a fifo, a
-/// tty; appending to it cannot clobber anything) and the system's aliases of
-/// the daemon's own descriptors (`/dev/stdout`, `/dev/fd/N`, which containers
-/// use). The stream check is made on the opened descriptor, so swapping the
-/// link between the check and the open changes nothing.
-pub fn open_log(path: &str) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let nofollow = OpenOptions::new().create(true).append(true).custom_flags(libc::O_NOFOLLOW).open(path);
-    match nofollow {
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            let f = OpenOptions::new().append(true).open(path)?;
-            if f.metadata()?.is_file() && !own_descriptor_alias(path) {
-                return Err(symlink_refused(path));
-            }
-            Ok(f)
-        }
-        other => other,
-    }
-}
-
-/// Root-owned system links that name one of the daemon's own descriptors;
-/// nobody else can plant or redirect them.
-fn own_descriptor_alias(path: &str) -> bool {
-    matches!(path, "/dev/stdout" | "/dev/stderr")
-        || path
-            .strip_prefix("/dev/fd/")
-            .or_else(|| path.strip_prefix("/proc/self/fd/"))
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn symlink_refused(path: &str) -> std::io::Error {
-    let target = std::fs::read_link(path).map(|t| format!(" (to {})", t.display())).unwrap_or_default();
-    std::io::Error::new(
-        std::io::ErrorKind::PermissionDenied,
-        format!(
-            "refusing to use log file {path}: it is a symbolic link{target}; point the log option at the file itself"
-        ),
-    )
-}
-
-/// Empties a log file in place (`pm2 flush`) so writers holding it keep
-/// working. Never through a symbolic link, and only a regular file: a
-/// device or fifo has nothing to truncate.
-pub fn truncate_log(path: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if path == "/dev/null" {
-        return Ok(());
-    }
-    let f = match OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(symlink_refused(path)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if f.metadata()?.is_file() {
-        f.set_len(0)?;
-    }
-    Ok(())
-}
-
 impl LogFiles {
     pub fn open(out_path: String, err_path: String, combined_path: Option<String>) -> std::io::Result<Self> {
-        let mut l =
-            LogFiles { out_path, err_path, combined_path, out: None, err: None, combined: None, owner: None };
+        let mut l = LogFiles {
+            out_path,
+            err_path,
+            combined_path,
+            out: None,
+            err: None,
+            combined: None,
+            rot: Default::default(),
+            owner: None,
+        };
         l.reopen()?;
         Ok(l)
     }
@@ -119,13 +55,20 @@ impl LogFiles {
             Some(p) => open_append(p)?,
             None => None,
         };
+        self.rot.opened(0, &self.out_path, self.out.as_ref());
+        self.rot.opened(1, &self.err_path, self.err.as_ref());
+        if let Some(p) = &self.combined_path {
+            self.rot.opened(2, p, self.combined.as_ref());
+        }
         self.give();
         Ok(())
     }
 
-    /// Hands the files to the app's user now and after every reopen.
+    /// Hands the files to the app's user now and after every reopen
+    /// (rotation's included).
     pub fn set_owner(&mut self, owner: Option<crate::privileges::Creds>) {
-        self.owner = owner;
+        self.owner = owner.clone();
+        self.rot.set_owner(owner);
         self.give();
     }
 
@@ -137,6 +80,21 @@ impl LogFiles {
             {
                 o.give(p);
             }
+        }
+    }
+
+    /// The app's own rotation keys (`log_max_size`...).
+    pub fn set_rotation(&mut self, app: crate::rotate::AppOverrides) {
+        self.rot.set_app(app);
+    }
+
+    /// `rotateInterval` fired: rotate every non-empty file.
+    pub fn force_rotate(&mut self) {
+        let LogFiles { out_path, err_path, combined_path, out, err, combined, rot, .. } = self;
+        rot.force(0, out_path, out);
+        rot.force(1, err_path, err);
+        if let Some(p) = combined_path {
+            rot.force(2, p, combined);
         }
     }
 
@@ -152,18 +110,17 @@ impl LogFiles {
         }
     }
 
+    /// A failing disk must not stop the pump (the child would block on a
+    /// full pipe): `rot.write` drops and counts the chunk, the next write
+    /// retries; it also rotates the file once it is due.
     fn write(&mut self, stream: &Stream, bytes: &[u8]) {
-        let file = match stream {
-            Stream::Out => self.out.as_mut(),
-            Stream::Err => self.err.as_mut().or(self.out.as_mut()),
-        };
-        // A failing disk must not stop the pump (the child would block on a
-        // full pipe): the bytes are dropped and the next write retries.
-        if let Some(f) = file {
-            let _ = f.write_all(bytes);
+        let LogFiles { out_path, err_path, combined_path, out, err, combined, rot, .. } = self;
+        match stream {
+            Stream::Err if err.is_some() => rot.write(1, err_path, err, bytes),
+            _ => rot.write(0, out_path, out, bytes),
         }
-        if let Some(f) = self.combined.as_mut() {
-            let _ = f.write_all(bytes);
+        if let Some(p) = combined_path {
+            rot.write(2, p, combined, bytes);
         }
     }
 }

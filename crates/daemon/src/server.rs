@@ -329,6 +329,8 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
 }
 
 pub fn reload_logs(shared: &SharedRef) {
+    // `pm2 set pm2-logrotate:<key>` nudges us through here.
+    crate::logrotate::reload_config(&shared.home.root);
     let files: Vec<_> = shared.table().procs.values().filter_map(|e| e.files.clone()).collect();
     for f in files {
         if let Ok(mut f) = f.lock() {
@@ -341,7 +343,7 @@ pub fn reload_logs(shared: &SharedRef) {
 }
 
 fn truncate(path: &str, refused: &mut Vec<String>) {
-    if let Err(e) = crate::logs::truncate_log(path) {
+    if let Err(e) = crate::logfile::truncate_log(path) {
         dlog::error(&format!("flush: {e}"));
         let e = e.to_string();
         if !refused.contains(&e) {

@@ -108,6 +108,13 @@ fn set_pairs(cli: &mut Cli, pairs: &[(String, String)]) -> Result<Code> {
     for m in &modules {
         restart_module(cli, m, &conf)?;
     }
+    if modules.iter().any(|m| m == "pm2-logrotate") {
+        // The daemon rotates logs itself: it re-reads its settings now
+        // rather than at its next check.
+        if let Ok(Some(mut c)) = crate::client::Client::connect_existing(&cli.home) {
+            let _ = c.request(&Request::ReloadLogs);
+        }
+    }
     output::info("Setting changed");
     for m in &modules {
         print_module(m, &conf);
