@@ -85,8 +85,7 @@ fn extra_or(a: &AppSpec, key: &str, default: bool) -> Value {
 pub fn pm2_env(p: &ProcInfo) -> Value {
     let a = &p.app;
     let d = AppSpec::default();
-    let full_env = p.effective_env();
-    let env = &*full_env;
+    let env = user_env(p);
     let mut m = Map::with_capacity(80 + env.len() + a.extra.len());
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);
@@ -120,10 +119,9 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     }
     put("km_link", extra_or(a, "km_link", false));
     put("vizion_running", Value::Bool(false));
-    put("NODE_APP_INSTANCE", n(u64::from(p.instance)));
-    if a.instance_var != "NODE_APP_INSTANCE" {
-        put(&a.instance_var, n(u64::from(p.instance)));
-    }
+    // Only the configured name: pm2 sets `NODE_APP_INSTANCE` only when it is
+    // the instance_var.
+    put(&a.instance_var, n(u64::from(p.instance)));
 
     // Options, shown when set (differing from the default), as pm2 shows
     // the keys the user gave.
@@ -201,8 +199,8 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
         m.entry(k.clone()).or_insert_with(|| v.clone());
     }
     // pm2 flattens the env into pm2_env; its own fields win.
-    for (k, v) in env {
-        m.entry(k.clone()).or_insert_with(|| s(v));
+    for (k, v) in &env {
+        m.entry(k.clone()).or_insert_with(|| v.clone());
     }
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);
@@ -212,7 +210,7 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     put("pm_uptime", n(p.pm_uptime));
     put("axm_actions", Value::Array(Vec::new()));
     put("axm_monitor", Value::Object(Map::new()));
-    put("axm_options", Value::Object(Map::new()));
+    put("axm_options", axm_options(p));
     put("axm_dynamic", Value::Object(Map::new()));
     put("created_at", n(p.created_at));
     put("pm_id", n(u64::from(p.pm_id)));
@@ -228,15 +226,47 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     if let Some(ms) = p.prev_restart_delay {
         put("prev_restart_delay", n(ms));
     }
-    let mut env_obj = Map::with_capacity(env.len() + 1);
-    for (k, v) in env {
-        env_obj.insert(k.clone(), s(v));
-    }
+    let mut env_obj = env;
     if !p.unique_id.is_empty() {
         env_obj.entry("unique_id").or_insert_with(|| s(&p.unique_id));
     }
     put("env", Value::Object(env_obj));
     Value::Object(m)
+}
+
+/// The app's own environment as pm2 keeps it in `pm2_env.env` (and
+/// flattens into `pm2_env`): the stored env (the CLI's env at start, the
+/// file's `env`, module settings), values the user typed as numbers or
+/// booleans kept so, and the increment var with this instance's offset. The
+/// keys the daemon injects into the child's environment (`status`, `name`,
+/// `exec_mode`, log paths...) are not part of it: pm2 shows them once, as
+/// pm2_env fields.
+fn user_env(p: &ProcInfo) -> Map<String, Value> {
+    let a = &p.app;
+    let mut env = Map::with_capacity(a.env.len() + 1);
+    for (k, v) in &a.env {
+        let val = match a.env_typed.get(k) {
+            Some(t) if env_string(t) == *v => t.clone(),
+            _ => s(v),
+        };
+        env.insert(k.clone(), val);
+    }
+    if let Some(var) = &a.increment_var {
+        let base: i64 = a.env.get(var).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        env.insert(var.clone(), Value::from(base + i64::from(p.instance)));
+    }
+    env
+}
+
+/// What `@pm2/io` (loaded into every node app pm2 runs with `pmx`) reports
+/// about itself; pm2 keeps the app's name there as `module_name`.
+fn axm_options(p: &ProcInfo) -> Value {
+    let mut o = Map::new();
+    let pmx = !matches!(p.app.extra.get("pmx"), Some(Value::Bool(false)));
+    if pmx && p.app.is_node() {
+        o.insert("module_name".into(), s(&p.app.name));
+    }
+    Value::Object(o)
 }
 
 /// pm2_env fields that describe a process's run, not its configuration:
@@ -510,6 +540,21 @@ pub fn app_from_pm2_env(v: &Value, ctx: &Context) -> Result<AppSpec, ConfigError
     };
     for (k, val) in kept_aside {
         spec.extra.insert(k, val);
+    }
+    if let Some(Value::Object(e)) = o.get("env") {
+        for (k, val) in e {
+            if !matches!(val, Value::Number(_) | Value::Bool(_)) {
+                continue;
+            }
+            if spec.env.get(k) == Some(&env_string(val)) {
+                spec.env_typed.insert(k.clone(), val.clone());
+            } else if spec.increment_var.as_deref() == Some(k.as_str()) {
+                // Saved with the instance offset added: the base keeps the type.
+                if let Some(base) = spec.env.get(k).and_then(|b| b.trim().parse::<i64>().ok()) {
+                    spec.env_typed.insert(k.clone(), Value::from(base));
+                }
+            }
+        }
     }
     // A dump holds one entry per instance: no fan-out on resurrect.
     spec.instances = None;
