@@ -85,8 +85,6 @@ pub fn main_runtime() -> i32 {
 const UNSUPPORTED: &[&str] = &[
     "link",
     "unlink",
-    "monitor",
-    "unmonitor",
     "open",
     "plus",
     "register",
@@ -239,6 +237,8 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "sendSignal" => ops::send_signal(cli),
         "scale" => ops::scale(cli),
         "monit" | "dashboard" | "dash" => monit::monit(cli),
+        "monitor" => ops::monitor_state(cli, true),
+        "unmonitor" => ops::monitor_state(cli, false),
         _ => {
             output::error("Command not found");
             Ok(1)
@@ -314,6 +314,8 @@ fn is_known(cmd: &str) -> bool {
             | "unset"
             | "conf"
             | "config"
+            | "monitor"
+            | "unmonitor"
     )
 }
 

@@ -105,7 +105,10 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     put("merge_logs", Value::Bool(a.merge_logs));
     put("args", strs(&a.args));
     put("name", s(&a.name));
-    put("node_args", strs(&a.node_args));
+    // `--node-args=null` on a restart removes the key, as pm2 does.
+    if !(a.node_args.is_empty() && a.extra.get("node_args").is_some_and(Value::is_null)) {
+        put("node_args", strs(&a.node_args));
+    }
     put("pm_exec_path", s(&a.script));
     put("pm_cwd", s(&a.cwd));
     put("exec_interpreter", s(&a.interpreter));
@@ -125,7 +128,10 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
 
     // Options, shown when set (differing from the default), as pm2 shows
     // the keys the user gave.
-    put("watch", if a.watch_paths.is_empty() { Value::Bool(a.watch) } else { strs(&a.watch_paths) });
+    put(
+        "watch",
+        if !a.watch || a.watch_paths.is_empty() { Value::Bool(a.watch) } else { strs(&a.watch_paths) },
+    );
     if !a.ignore_watch.is_empty() {
         put("ignore_watch", strs(&a.ignore_watch));
     }
@@ -196,6 +202,9 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     // env_<name> objects and other keys from the file; pm2's own fields
     // above win over them.
     for (k, v) in &a.extra {
+        if k == "node_args" && v.is_null() {
+            continue;
+        }
         m.entry(k.clone()).or_insert_with(|| v.clone());
     }
     // pm2 flattens the env into pm2_env; its own fields win.
@@ -210,7 +219,7 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     put("pm_uptime", n(p.pm_uptime));
     put("axm_actions", Value::Array(Vec::new()));
     put("axm_monitor", Value::Object(Map::new()));
-    put("axm_options", axm_options(p));
+    put("axm_options", Value::Object(Map::new()));
     put("axm_dynamic", Value::Object(Map::new()));
     put("created_at", n(p.created_at));
     put("pm_id", n(u64::from(p.pm_id)));
@@ -256,17 +265,6 @@ fn user_env(p: &ProcInfo) -> Map<String, Value> {
         env.insert(var.clone(), Value::from(base + i64::from(p.instance)));
     }
     env
-}
-
-/// What `@pm2/io` (loaded into every node app pm2 runs with `pmx`) reports
-/// about itself; pm2 keeps the app's name there as `module_name`.
-fn axm_options(p: &ProcInfo) -> Value {
-    let mut o = Map::new();
-    let pmx = !matches!(p.app.extra.get("pmx"), Some(Value::Bool(false)));
-    if pmx && p.app.is_node() {
-        o.insert("module_name".into(), s(&p.app.name));
-    }
-    Value::Object(o)
 }
 
 /// pm2_env fields that describe a process's run, not its configuration:

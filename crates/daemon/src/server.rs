@@ -159,6 +159,11 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             };
             let r = match op {
                 Op::Stop => {
+                    // The CLI sends `watch: false` with a stop (pm2 turns the
+                    // watcher off); nothing else of a stop's spec applies.
+                    if let Some(spec) = &update {
+                        shared.with_entry(id, |e| e.info.app.watch = spec.watch);
+                    }
                     let (tx, rx) = oneshot::channel();
                     let _ = ctl.send(Ctl::Stop { done: tx });
                     rx.await.map_err(|_| "process task ended".to_string())
@@ -225,6 +230,12 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
                 Some(true) => Reply::Ok,
                 Some(false) => err(format!("Process {id}: its IPC channel is closed")),
                 None => err(format!("Process {id} has no IPC channel (not running, or not a node app)")),
+            }
+        }
+        Request::Annotate { id, key, value } => {
+            match shared.with_entry(id, |e| e.info.app.extra.insert(key, value)) {
+                Some(_) => Reply::Ok,
+                None => err(format!("Process {id} not found")),
             }
         }
         Request::Save { force } => match persist::save(shared, force, true) {

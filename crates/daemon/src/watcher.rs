@@ -82,7 +82,13 @@ async fn run(
         }
         dlog::log(&format!("Change detected on path {rel} for app {name} - restarting"));
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        let Some(ctl) = shared.with_entry(id, |e| e.ctl.clone()) else { return };
+        let Some((ctl, watching)) = shared.with_entry(id, |e| (e.ctl.clone(), e.info.app.watch)) else {
+            return;
+        };
+        if !watching {
+            // Turned off by a stop; the handle goes at the next launch.
+            continue;
+        }
         let (done, wait) = oneshot::channel();
         if ctl.send(Ctl::Restart { update: None, done }).is_err() {
             return;

@@ -87,6 +87,13 @@ pub enum Request {
         id: u32,
         data: serde_json::Value,
     },
+    /// Set a pm2_env field that does not change how the process runs
+    /// (`pm2 monitor` / `unmonitor` set `_km_monitored`). Replies `Ok`.
+    Annotate {
+        id: u32,
+        key: String,
+        value: serde_json::Value,
+    },
     /// Write `dump.pm2` (atomic, previous kept as `.bak`).
     Save {
         force: bool,

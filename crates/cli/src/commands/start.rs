@@ -127,6 +127,9 @@ pub fn cli_app_object(a: &crate::args::Parsed, script: &str) -> Map<String, Valu
     if !a.app_args.is_empty() {
         o.insert("args".into(), json!(a.app_args));
     }
+    if ops::deep_monitoring() {
+        o.insert("deep_monitoring".into(), json!(true));
+    }
     o
 }
 
@@ -245,13 +248,14 @@ fn print_config_error(e: &ConfigError) {
 fn start_script(cli: &mut Cli, script: &str, procs: &[ProcInfo]) -> Result<Code> {
     let obj = cli_app_object(&cli.args, script);
     let ctx = config_context(cli, "<cli>");
-    let (spec, warnings) = match corral_config::app_from_value(&obj, &ctx) {
+    let (mut spec, warnings) = match corral_config::app_from_value(&obj, &ctx) {
         Ok(r) => r,
         Err(e) => {
             print_config_error(&e);
             return Ok(1);
         }
     };
+    super::conf::apply_module_env(&mut spec, &cli.home);
     for w in &warnings {
         output::warn(w);
     }
@@ -365,6 +369,7 @@ pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
             Ok(mut spec) => {
                 if only.as_ref().is_none_or(|o| o.contains(&spec.name)) {
                     apply_cli_overrides(&cli.args, &mut spec);
+                    super::conf::apply_module_env(&mut spec, &cli.home);
                     apps.push(spec);
                 }
             }
@@ -408,7 +413,7 @@ pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
             print_applying(op.pm2_method(), &app.name, &ids_display(&ids));
         }
         let update = matches!(op, Op::Restart | Op::Reload).then_some(app);
-        code = code.max(ops::apply(cli, op, &ids, &procs, update)?);
+        code = code.max(ops::apply(cli, op, &ids, &procs, update, false)?);
     }
     if starts_missing && !missing.is_empty() {
         let names: Vec<&str> = missing.iter().map(|a| a.name.as_str()).collect();
