@@ -163,6 +163,9 @@ pub(crate) struct Resolver<'c> {
     path_var: String,
 }
 
+/// Env values given as JSON numbers or booleans ([`AppSpec::env_typed`]).
+type TypedEnv = BTreeMap<String, Value>;
+
 pub(crate) fn resolve_app(
     obj: &Map<String, Value>,
     ctx: &Context,
@@ -695,7 +698,7 @@ impl Resolver<'_> {
         o: &Opts,
         obj: &Map<String, Value>,
         mut env: BTreeMap<String, String>,
-    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, Value>), ConfigError> {
+    ) -> Result<(BTreeMap<String, String>, TypedEnv), ConfigError> {
         let mut typed = BTreeMap::new();
         // filter_env: true drops the inherited env, strings drop inherited
         // names containing them.
