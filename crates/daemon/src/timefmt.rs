@@ -38,6 +38,27 @@ fn local_parts(ms: u64) -> Parts {
     }
 }
 
+/// `Date.prototype.toISOString()`: UTC with milliseconds and `Z`
+/// (`2026-11-29T08:10:38.922Z`).
+pub fn iso_utc(ms: u64) -> String {
+    let secs = (ms / 1000) as libc::time_t;
+    // SAFETY: gmtime_r only writes into the tm we own.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::gmtime_r(&secs, &mut tm).is_null() } {
+        return "1970-01-01T00:00:00.000Z".into();
+    }
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        tm.tm_year as i64 + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        ms % 1000
+    )
+}
+
 /// Formats `ms` (epoch milliseconds) with a dayjs-like pattern. Text in
 /// `[brackets]` is copied literally, as in dayjs.
 pub fn format(ms: u64, pattern: &str) -> String {
@@ -95,5 +116,11 @@ mod tests {
         std::env::set_var("TZ", "UTC");
         let s = format(1_700_000_000_123, "YYYY-MM-DDTHH:mm:ss.SSS [at] Z");
         assert_eq!(s, "2023-11-14T22:13:20.123 at +00:00");
+    }
+
+    #[test]
+    fn iso_is_utc_with_milliseconds() {
+        assert_eq!(iso_utc(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(iso_utc(5), "1970-01-01T00:00:00.005Z");
     }
 }
