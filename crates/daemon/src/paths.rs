@@ -21,16 +21,16 @@ impl Home {
     pub fn rpc_sock(&self) -> PathBuf {
         self.root.join("rpc.sock")
     }
+    /// pm2's `PM2_PID_FILE_PATH` override, as `PM2_DUMP_FILE_PATH` for the
+    /// dump.
     pub fn pid_file(&self) -> PathBuf {
-        self.root.join("pm2.pid")
+        env_path("PM2_PID_FILE_PATH").unwrap_or_else(|| self.root.join("pm2.pid"))
     }
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("pm2.log")
     }
     pub fn dump(&self) -> PathBuf {
-        std::env::var_os("PM2_DUMP_FILE_PATH")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.root.join("dump.pm2"))
+        env_path("PM2_DUMP_FILE_PATH").unwrap_or_else(|| self.root.join("dump.pm2"))
     }
 
     /// Creates the directories pm2 creates on every invocation.
@@ -40,6 +40,10 @@ impl Home {
         }
         Ok(())
     }
+}
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 /// pm2 replaces every character outside `[a-zA-Z0-9.-]` in file names.

@@ -525,7 +525,11 @@ pub fn kill_by_signal(home: &std::path::Path) -> Result<Code> {
 }
 
 pub fn daemon_pid(home: &std::path::Path) -> Option<i32> {
-    std::fs::read_to_string(home.join("pm2.pid")).ok()?.trim().parse().ok()
+    let path = std::env::var_os("PM2_PID_FILE_PATH")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| home.join("pm2.pid"));
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 pub fn wait_pid_gone(pid: Option<i32>, timeout: Duration) {
