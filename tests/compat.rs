@@ -44,3 +44,116 @@ fn init_overwrites_like_pm2_but_keeps_a_backup() {
     let bak = std::fs::read_to_string(dir.path().join("ecosystem.config.js.bak")).unwrap();
     assert_eq!(bak, "// mine\n");
 }
+
+#[test]
+fn restart_counter_counts_restarts_that_ran() {
+    let pm2 = Pm2::new();
+    // pm2: a crash loop with --max-restarts 2 ends errored showing ↺ 1 (the
+    // exit that ends it is not a restart).
+    pm2.run(&["start", "crash.js", "--name", "loop", "--max-restarts", "2"]).ok();
+    let list = pm2.wait_for("errored", T, |l| l.first().is_some_and(|p| status(p) == "errored"));
+    assert_eq!(restarts(&list[0]), 1);
+    // A delayed restart is counted when it runs, not when it is scheduled.
+    pm2.run(&["start", "crash.js", "--name", "slow", "--restart-delay", "60000"]).ok();
+    let list = pm2.wait_for("waiting restart", T, |l| {
+        l.iter().any(|p| p["name"] == "slow" && status(p) == "waiting restart")
+    });
+    let slow = list.iter().find(|p| p["name"] == "slow").unwrap();
+    assert_eq!(restarts(slow), 0);
+}
+
+#[test]
+fn stop_turns_watch_off_and_restart_applies_cli_options() {
+    let pm2 = Pm2::new();
+    pm2.run(&["start", "forever.js", "--watch"]).ok();
+    pm2.wait_for("online", T, |l| l.first().is_some_and(|p| status(p) == "online"));
+    assert_eq!(pm2.jlist()[0]["pm2_env"]["watch"], true);
+    pm2.run(&["stop", "forever"]).ok();
+    assert_eq!(pm2.jlist()[0]["pm2_env"]["watch"], false);
+    pm2.run(&["restart", "forever", "--node-args=--max-old-space-size=100"]).ok();
+    let p = pm2.wait_for("online", T, |l| l.first().is_some_and(|p| status(p) == "online"));
+    assert_eq!(p[0]["pm2_env"]["node_args"], serde_json::json!(["--max-old-space-size=100"]));
+    pm2.run(&["restart", "0", "--name=renamed", "--node-args=null"]).ok();
+    let p = pm2.wait_for("online", T, |l| l.first().is_some_and(|p| status(p) == "online"));
+    assert_eq!(p[0]["name"], "renamed");
+    assert!(p[0]["pm2_env"].get("node_args").is_none(), "{}", p[0]["pm2_env"]);
+}
+
+#[test]
+fn pm2_env_env_is_the_apps_own_env_and_module_settings_reach_it() {
+    let pm2 = Pm2::new();
+    pm2.run(&["start", "forever.js", "--name", "echo"]).ok();
+    pm2.wait_for("online", T, |l| l.first().is_some_and(|p| status(p) == "online"));
+    let e = &pm2.jlist()[0]["pm2_env"];
+    for injected in ["status", "exec_mode", "pm_exec_path", "NODE_APP_INSTANCE", "name"] {
+        assert!(e["env"].get(injected).is_none(), "env.{injected} in {}", e["env"]);
+    }
+    // pm2 adds the app's module settings (none yet: `{}`) under its name.
+    assert_eq!(e["env"]["echo"], serde_json::json!({}));
+    pm2.run(&["set", "echo.config_var", "false"]).ok();
+    let p = pm2.wait_for("restarted with the setting", T, |l| {
+        l.first().is_some_and(|p| p["pm2_env"]["env"]["config_var"] == "false" && status(p) == "online")
+    });
+    assert_eq!(restarts(&p[0]), 1);
+    // A key without an app prefix is stored as is (pm2 accepts it).
+    pm2.run(&["set", "key1", "val1"]).ok();
+    let conf = std::fs::read_to_string(pm2.home().join("module_conf.json")).unwrap();
+    assert!(conf.contains("\"key1\": \"val1\""), "{conf}");
+    pm2.run(&["unset", "key1"]).ok();
+    let conf = std::fs::read_to_string(pm2.home().join("module_conf.json")).unwrap();
+    assert!(!conf.contains("key1"), "{conf}");
+}
+
+#[test]
+fn monitor_and_deep_monitoring_flags() {
+    let mut pm2 = Pm2::new();
+    pm2.run(&["start", "forever.js", "-i", "2"]).ok();
+    pm2.wait_for("online", T, |l| l.len() == 2 && l.iter().all(|p| status(p) == "online"));
+    pm2.run(&["monitor", "forever"]).ok();
+    assert!(pm2.jlist().iter().all(|p| p["pm2_env"]["_km_monitored"] == true));
+    pm2.run(&["unmonitor", "0"]).ok();
+    assert_eq!(pm2.jlist()[0]["pm2_env"]["_km_monitored"], false);
+    assert!(pm2.jlist()[0]["pm2_env"].get("deep_monitoring").is_none());
+    pm2.envs.push(("PM2_DEEP_MONITORING".into(), "true".into()));
+    pm2.run(&["restart", "forever"]).ok();
+    assert!(pm2.jlist().iter().all(|p| p["pm2_env"]["deep_monitoring"] == true));
+}
+
+#[test]
+fn a_broken_dump_is_moved_aside_on_resurrect() {
+    let pm2 = Pm2::new();
+    pm2.run(&["start", "forever.js"]).ok();
+    pm2.wait_for("online", T, |l| l.first().is_some_and(|p| status(p) == "online"));
+    pm2.run(&["save"]).ok();
+    pm2.run(&["save"]).ok(); // the second save keeps the first as dump.pm2.bak
+    pm2.run(&["delete", "all"]).ok();
+    let dump = pm2.home().join("dump.pm2");
+    std::fs::write(&dump, "[{\n").unwrap();
+    pm2.run(&["resurrect"]).ok();
+    pm2.wait_for("resurrected", T, |l| l.first().is_some_and(|p| status(p) == "online"));
+    assert!(!dump.exists());
+    assert_eq!(std::fs::read_to_string(pm2.home().join("dump.pm2.bad")).unwrap(), "[{\n");
+}
+
+#[test]
+fn pm2_silent_does_not_silence_logs() {
+    let mut pm2 = Pm2::new();
+    pm2.envs.push(("PM2_SILENT".into(), "true".into()));
+    pm2.run(&["start", "graceful.js"]).ok();
+    let list = pm2.wait_for("online", T, |l| l.first().is_some_and(|p| status(p) == "online"));
+    let log = list[0]["pm2_env"]["pm_out_log_path"].as_str().unwrap().to_string();
+    poll("app up", T, || Some(()).filter(|_| read(&log).contains("graceful up")));
+    let r = pm2.run(&["logs", "graceful", "--lines", "5", "--nostream"]);
+    r.ok();
+    assert!(r.stdout.contains("graceful up"), "{}", r.all());
+}
+
+#[test]
+fn daemon_pid_file_path_override() {
+    let mut pm2 = Pm2::new();
+    let pid_file = pm2.home().join("elsewhere.pid");
+    pm2.envs.push(("PM2_PID_FILE_PATH".into(), pid_file.to_string_lossy().into_owned()));
+    pm2.run(&["ls"]).ok();
+    poll("pid file", T, || std::fs::read_to_string(&pid_file).ok().filter(|s| !s.trim().is_empty()));
+    assert!(!pm2.home().join("pm2.pid").exists());
+}

@@ -206,6 +206,7 @@ pub async fn run(shared: SharedRef, id: u32, mut rx: mpsc::UnboundedReceiver<Ctl
             },
                         _ = sleep_until_opt(t.restart_at) => {
                 t.restart_at = None;
+                t.shared.with_entry(t.id, |e| e.info.restart_time += 1);
                 t.launch();
             }
             _ = sleep_until_opt(t.ready_deadline) => {
@@ -512,11 +513,9 @@ impl Task {
             e.info.exit_code = code.or(Some(0));
             e.info.status = "stopped".into();
             let d = policy::on_exit(&e.info.app, &mut e.counters, now, code, stopping);
-            // pm2 counts every unexpected exit as a restart, the one that
-            // ends in `errored` included (its crash loop shows ↺ 16).
-            if matches!(d, Decision::Restart { .. } | Decision::Errored { .. }) {
-                e.info.restart_time += 1;
-            }
+            // restart_time counts restarts when they run (see the
+            // restart_at branch of the task loop): not the exit that ends in
+            // `errored`, nor a delayed restart still waiting.
             e.info.unstable_restarts = e.counters.unstable_restarts;
             e.info.prev_restart_delay = e.counters.prev_restart_delay;
             if e.counters.created_at.is_none() {
