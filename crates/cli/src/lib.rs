@@ -29,6 +29,7 @@
 pub mod args;
 pub mod client;
 pub mod commands;
+pub mod initscripts;
 pub mod inspect;
 pub mod logs;
 pub mod monit;
