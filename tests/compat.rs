@@ -157,3 +157,19 @@ fn daemon_pid_file_path_override() {
     poll("pid file", T, || std::fs::read_to_string(&pid_file).ok().filter(|s| !s.trim().is_empty()));
     assert!(!pm2.home().join("pm2.pid").exists());
 }
+
+#[test]
+fn send_writes_a_line_to_the_stdin_of_a_fork_app() {
+    let pm2 = Pm2::new();
+    pm2.run(&["start", "stdin_echo.js"]).ok();
+    let list = pm2.wait_for("online", T, |l| l.first().is_some_and(|p| status(p) == "online"));
+    let log = list[0]["pm2_env"]["pm_out_log_path"].as_str().unwrap().to_string();
+    pm2.run(&["send", "0", "hello there"]).ok();
+    poll("echoed line", T, || Some(()).filter(|_| read(&log).contains("got hello there")));
+    // Cluster workers have no stdin to write to, as in pm2.
+    pm2.run(&["start", "forever.js", "-i", "1"]).ok();
+    pm2.wait_for("2 online", T, |l| l.len() == 2 && l.iter().all(|p| status(p) == "online"));
+    let r = pm2.run(&["send", "1", "x"]);
+    assert_eq!(r.code, 1);
+    assert!(r.all().contains("cluster mode"), "{}", r.all());
+}

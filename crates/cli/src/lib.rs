@@ -115,8 +115,6 @@ const UNSUPPORTED: &[&str] = &[
     "inspect",
     "profile:cpu",
     "profile:mem",
-    "attach",
-    "send",
     "completion",
     "examples",
     "imonit",
@@ -239,6 +237,8 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "scale" => ops::scale(cli),
         "monit" | "dashboard" | "dash" => monit::monit(cli),
         "monitor" => ops::monitor_state(cli, true),
+        "send" => ops::send_line(cli),
+        "attach" => ops::attach(cli),
         "unmonitor" => ops::monitor_state(cli, false),
         _ => {
             output::error("Command not found");
@@ -317,6 +317,8 @@ fn is_known(cmd: &str) -> bool {
             | "config"
             | "monitor"
             | "unmonitor"
+            | "send"
+            | "attach"
     )
 }
 

@@ -88,6 +88,34 @@ impl LogFiles {
     }
 }
 
+/// A child's stdin pipe as a non-blocking file: a write to an app that does
+/// not read its stdin fails with `WouldBlock` instead of stalling the daemon.
+pub fn nonblocking_file(fd: std::os::fd::OwnedFd) -> File {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own; no memory is involved.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+    File::from(fd)
+}
+
+/// Bytes written to a pipe and not read yet (`FIONREAD`, which Linux
+/// answers for either end); 0 when unknown.
+pub fn unread_bytes(f: &File) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into `n`, which we own.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r == 0 && n > 0 {
+        n as usize
+    } else {
+        0
+    }
+}
+
 /// Identity of the process a pump works for, for the events it publishes.
 #[derive(Debug, Clone)]
 pub struct Source {

@@ -118,6 +118,7 @@ pub fn register(shared: &SharedRef, app: AppSpec, instance: Option<u32>) -> u32 
                 ctl: tx,
                 cpu_sample: None,
                 files: None,
+                stdin: None,
                 rev: 0,
                 jlist_cache: None,
             },
@@ -356,7 +357,9 @@ impl Task {
             .current_dir(&app.cwd)
             .env_clear()
             .envs(&env)
-            .stdin(Stdio::null())
+            // A fork-mode app gets a stdin pipe as under pm2 (`pm2 send`);
+            // cluster workers none.
+            .stdin(if app.exec_mode == ExecMode::Cluster { Stdio::null() } else { Stdio::piped() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // Node apps get a channel as with pm2: JSON in fork mode (so
@@ -436,7 +439,11 @@ impl Task {
         if let Some(err) = child.stderr.take().and_then(|e| pipe(e.into_owned_fd())) {
             tokio::spawn(logs::pump(err, Stream::Err, files.clone(), src, self.shared.bus.clone()));
         }
-        self.shared.with_entry(self.id, |e| e.files = Some(files));
+        let stdin = child.stdin.take().and_then(|i| i.into_owned_fd().ok()).map(logs::nonblocking_file);
+        self.shared.with_entry(self.id, |e| {
+            e.files = Some(files);
+            e.stdin = stdin.map(Arc::new);
+        });
         let _ = std::fs::write(&info.pm_pid_path, pid.to_string());
         self.run = Some(Running { child, pid, wid, events: ev_rx, _events_tx: ev_tx });
         let now = now_ms();

@@ -232,6 +232,40 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
                 None => err(format!("Process {id} has no IPC channel (not running, or not a node app)")),
             }
         }
+        Request::SendLine { id, line } => {
+            let found =
+                shared.with_entry(id, |e| (e.info.app.exec_mode, e.info.status.clone(), e.stdin.clone()));
+            match found {
+                None => err(format!("Process with ID <{id}> unknown.")),
+                Some((corral_proto::ExecMode::Cluster, _, _)) => {
+                    err("Cannot send line to processes in cluster mode".to_string())
+                }
+                Some((_, st, _)) if st != "online" && st != "launching" => {
+                    err(format!("Process with ID <{id}> offline."))
+                }
+                Some((_, _, None)) => err(format!("Process with ID <{id}> has no stdin")),
+                Some((_, _, Some(f))) => {
+                    use std::io::Write;
+                    match (&*f).write_all(line.as_bytes()) {
+                        Ok(()) => {
+                            // Answer once the process has read the line (or
+                            // after 1 s), so `pm2 send` followed by a look at
+                            // the app's output sees its reaction.
+                            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+                            while crate::logs::unread_bytes(&f) > 0 && tokio::time::Instant::now() < deadline
+                            {
+                                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                            }
+                            Reply::Ok
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            err(format!("Process with ID <{id}> does not read its stdin (pipe full)"))
+                        }
+                        Err(e) => err(format!("cannot write to the stdin of process {id}: {e}")),
+                    }
+                }
+            }
+        }
         Request::Annotate { id, key, value } => {
             match shared.with_entry(id, |e| e.info.app.extra.insert(key, value)) {
                 Some(_) => Reply::Ok,

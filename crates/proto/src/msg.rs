@@ -87,6 +87,12 @@ pub enum Request {
         id: u32,
         data: serde_json::Value,
     },
+    /// Write `line` to the stdin of a fork-mode process (pm2
+    /// `sendLineToStdin`, behind `pm2 send` and `pm2 attach`).
+    SendLine {
+        id: u32,
+        line: String,
+    },
     /// Set a pm2_env field that does not change how the process runs
     /// (`pm2 monitor` / `unmonitor` set `_km_monitored`). Replies `Ok`.
     Annotate {

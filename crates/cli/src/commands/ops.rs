@@ -608,3 +608,77 @@ pub fn monitor_state(cli: &mut Cli, monitor: bool) -> Result<Code> {
     cli.print_list()?;
     Ok(0)
 }
+
+/// The single process `t` names (a pm_id, or an app with one process).
+fn one_id(procs: &[ProcInfo], t: &str) -> Option<u32> {
+    if let Ok(id) = t.parse::<u32>() {
+        return procs.iter().any(|p| p.pm_id == id).then_some(id);
+    }
+    let mut it = procs.iter().filter(|p| p.app.name == t);
+    match (it.next(), it.next()) {
+        (Some(p), None) => Some(p.pm_id),
+        _ => None,
+    }
+}
+
+/// `pm2 send <pm_id> <line>`: writes `line` and a newline to the stdin of
+/// a fork-mode process.
+pub fn send_line(cli: &mut Cli) -> Result<Code> {
+    let (target, line) = match cli.args.positionals.as_slice() {
+        [t, l, ..] => (t.clone(), l.clone()),
+        _ => {
+            output::err("\n  error: missing required argument `line'\n");
+            return Ok(1);
+        }
+    };
+    let procs = cli.list()?;
+    let Some(id) = one_id(&procs, &target) else {
+        output::error(&format!("Process with ID <{target}> unknown."));
+        return Ok(1);
+    };
+    match cli.client()?.request(&Request::SendLine { id, line: format!("{line}\n") })? {
+        Reply::Error { message } => {
+            output::error(&message);
+            Ok(1)
+        }
+        _ => {
+            cli.print_list()?;
+            Ok(0)
+        }
+    }
+}
+
+/// `pm2 attach <pm_id> [separator]`: shows the process's output and sends
+/// each line typed on stdin to its stdin (ended with `separator`, default a
+/// newline), until Ctrl-C or end of input.
+pub fn attach(cli: &mut Cli) -> Result<Code> {
+    let Some(target) = cli.args.positionals.first().cloned() else {
+        output::err("\n  error: missing required argument `pm_id'\n");
+        return Ok(1);
+    };
+    let separator = cli.args.positionals.get(1).cloned().unwrap_or_else(|| "\n".into());
+    if target.parse::<u32>().is_err() {
+        output::error("pm_id must be a process number (not a process name)");
+        return Ok(1);
+    }
+    let procs = cli.list()?;
+    let Some(id) = one_id(&procs, &target) else {
+        output::error(&format!("Process with ID <{target}> unknown."));
+        return Ok(1);
+    };
+    let home = cli.home.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let Ok(Some(mut c)) = crate::client::Client::connect_existing(&home) else { return };
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if let Ok(Reply::Error { message }) =
+                c.request(&Request::SendLine { id, line: format!("{line}{separator}") })
+            {
+                output::error(&message);
+            }
+        }
+    });
+    let name = procs.iter().find(|p| p.pm_id == id).map(|p| p.app.name.clone()).unwrap_or_default();
+    crate::logs::attach(cli, vec![name])
+}
