@@ -173,3 +173,56 @@ fn send_writes_a_line_to_the_stdin_of_a_fork_app() {
     assert_eq!(r.code, 1);
     assert!(r.all().contains("cluster mode"), "{}", r.all());
 }
+
+/// Raw `GET`; returns (status code, body).
+fn get(port: u16, path: &str, auth: Option<&str>) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = auth.map(|a| format!("Authorization: Basic {a}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split(' ').nth(1)?.parse().ok()?;
+    Some((code, buf.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default()))
+}
+
+#[test]
+fn serve_static_files_spa_and_basic_auth() {
+    let pm2 = Pm2::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "home page\n").unwrap();
+    std::fs::write(dir.path().join("other.html"), "other\n").unwrap();
+    std::fs::write(dir.path().join("404.html"), "custom missing\n").unwrap();
+    let port = free_port();
+    let d = dir.path().to_string_lossy().into_owned();
+    pm2.run(&["serve", &d, &port.to_string()]).ok();
+    let name = format!("static-page-server-{port}");
+    pm2.wait_for("online", T, |l| {
+        l.first().is_some_and(|p| p["name"] == name.as_str() && status(p) == "online")
+    });
+    let (code, body) = poll("served", T, || get(port, "/", None));
+    assert_eq!((code, body.as_str()), (200, "home page\n"));
+    assert_eq!(get(port, "/nope.html", None).unwrap(), (404, "custom missing\n".into()));
+    assert_eq!(get(port, "/../../etc/passwd", None).map(|r| r.0), Some(404));
+    pm2.run(&["delete", "all"]).ok();
+    // SPA: unknown paths fall back to the file of that name, then the home page.
+    let port = free_port();
+    pm2.run(&[
+        "serve",
+        &d,
+        &port.to_string(),
+        "--spa",
+        "--basic-auth-username",
+        "u",
+        "--basic-auth-password",
+        "p",
+    ])
+    .ok();
+    pm2.wait_for("online", T, |l| l.first().is_some_and(|p| status(p) == "online"));
+    let (code, _) = poll("served", T, || get(port, "/", None));
+    assert_eq!(code, 401);
+    let ok = Some("dTpw"); // base64("u:p")
+    assert_eq!(get(port, "/a/b/c", ok).unwrap(), (200, "home page\n".into()));
+    assert_eq!(get(port, "/a/b/other.html", ok).unwrap(), (200, "other\n".into()));
+}

@@ -100,8 +100,6 @@ const UNSUPPORTED: &[&str] = &[
     "package",
     "publish",
     "deploy",
-    "serve",
-    "expose",
     "pull",
     "forward",
     "backward",
@@ -238,6 +236,7 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "monit" | "dashboard" | "dash" => monit::monit(cli),
         "monitor" => ops::monitor_state(cli, true),
         "send" => ops::send_line(cli),
+        "serve" | "expose" => start::serve(cli),
         "attach" => ops::attach(cli),
         "unmonitor" => ops::monitor_state(cli, false),
         _ => {
@@ -319,6 +318,8 @@ fn is_known(cmd: &str) -> bool {
             | "unmonitor"
             | "send"
             | "attach"
+            | "serve"
+            | "expose"
     )
 }
 

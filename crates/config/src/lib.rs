@@ -22,6 +22,7 @@ mod ecosystem;
 mod jlist;
 pub mod json5;
 mod paths;
+pub mod serve;
 
 pub use app::{canonical_key, check_cron, sanitize_log_name, TIME_FORMAT};
 pub use coerce::{env_string, parse_bytes, parse_duration_ms, split_args};
