@@ -226,3 +226,13 @@ fn serve_static_files_spa_and_basic_auth() {
     assert_eq!(get(port, "/a/b/c", ok).unwrap(), (200, "home page\n".into()));
     assert_eq!(get(port, "/a/b/other.html", ok).unwrap(), (200, "other\n".into()));
 }
+
+#[test]
+fn pm2_io_metrics_show_in_axm_monitor() {
+    let pm2 = Pm2::new();
+    pm2.run(&["start", "axm.js"]).ok();
+    let l = pm2.wait_for("metric", T, |l| {
+        l.first().is_some_and(|p| p["pm2_env"]["axm_monitor"]["test-probe"]["value"] == 42)
+    });
+    assert_eq!(l[0]["pm2_env"]["axm_options"]["module_name"], "axm");
+}

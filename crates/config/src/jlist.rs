@@ -217,9 +217,9 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     put("unique_id", s(&p.unique_id));
     put("status", s(&p.status));
     put("pm_uptime", n(p.pm_uptime));
-    put("axm_actions", Value::Array(Vec::new()));
-    put("axm_monitor", Value::Object(Map::new()));
-    put("axm_options", Value::Object(Map::new()));
+    put("axm_actions", Value::Array(p.axm.actions.clone()));
+    put("axm_monitor", Value::Object(p.axm.monitor.clone()));
+    put("axm_options", Value::Object(p.axm.options.clone()));
     put("axm_dynamic", Value::Object(Map::new()));
     put("created_at", n(p.created_at));
     put("pm_id", n(u64::from(p.pm_id)));

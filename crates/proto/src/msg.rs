@@ -155,6 +155,43 @@ pub struct ProcInfo {
     /// `env` holds only the keys that differ from `app.env` (the `List`
     /// reply sends that to halve its size).
     pub env_is_delta: bool,
+    /// What `@pm2/io` inside the app reported (pm2_env.axm_*).
+    pub axm: Axm,
+}
+
+/// `axm_monitor` / `axm_options` / `axm_actions` as pm2 keeps them from the
+/// app's `axm:monitor`, `axm:option:configuration` and `axm:action`
+/// messages. Cleared when the process is started again.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct Axm {
+    pub monitor: serde_json::Map<String, serde_json::Value>,
+    pub options: serde_json::Map<String, serde_json::Value>,
+    pub actions: Vec<serde_json::Value>,
+}
+
+impl Axm {
+    /// Applies one message of type `ty` (`axm:monitor`, ...) with `data`.
+    pub fn apply(&mut self, ty: &str, data: serde_json::Value) {
+        match (ty, data) {
+            ("axm:monitor", serde_json::Value::Object(m)) => self.monitor.extend(m),
+            ("axm:option:configuration", serde_json::Value::Object(m)) => self.options.extend(m),
+            // Bounded: an app re-registering actions in a loop must not
+            // grow the daemon without limit.
+            ("axm:action", a @ serde_json::Value::Object(_)) if self.actions.len() < 256 => {
+                let name = a.get("action_name").cloned();
+                if !self.actions.iter().any(|x| x.get("action_name") == name.as_ref()) {
+                    self.actions.push(a);
+                }
+            }
+            _ => {}
+        }
+        // Same bound for metrics and options keys.
+        while self.monitor.len() > 512 {
+            let Some(k) = self.monitor.keys().next().cloned() else { break };
+            self.monitor.remove(&k);
+        }
+    }
 }
 
 impl ProcInfo {
@@ -210,6 +247,7 @@ impl ProcInfo {
             app: self.app.clone(),
             sticky: self.sticky,
             env_is_delta: self.env_is_delta,
+            axm: self.axm.clone(),
         }
     }
 }

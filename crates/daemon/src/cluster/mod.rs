@@ -331,6 +331,14 @@ fn on_message(
             if let Some(t) = ty.as_deref().filter(|t| t.starts_with("sticky:")) {
                 let v = msg.decode().map_err(|e| e.to_string())?;
                 on_sticky(shared, wid, t, &v, events);
+            } else if let Some(t) = ty.as_deref().filter(|t| t.starts_with("axm:")) {
+                // @pm2/io's metrics, options and actions (pm2_env.axm_*).
+                let v = msg.decode().map_err(|e| e.to_string())?;
+                let data = v.get("data").map(|d| d.to_json()).unwrap_or(serde_json::Value::Null);
+                let pm_id = shared.cluster().workers.get(&wid).map(|w| w.pm_id);
+                if let Some(pm_id) = pm_id {
+                    shared.with_entry(pm_id, |e| e.info.axm.apply(t, data));
+                }
             } else if f.cmd.is_none() && ty.is_none() {
                 let v = msg.decode().map_err(|e| e.to_string())?;
                 if let Some(ver) = v.get("node_version").and_then(|v| v.as_str()) {
