@@ -44,7 +44,7 @@ pub mod timefmt;
 mod tests;
 
 use commands::{info, ops, start, state, Cli, Code};
-use corral_proto::{Op, CORRAL_VERSION};
+use corral_proto::Op;
 
 const DAEMON_MODE_ENV: &str = "CORRAL_DAEMON_MODE";
 
@@ -119,9 +119,12 @@ const UNSUPPORTED: &[&str] = &[
 ];
 
 pub fn run_pm2(argv: Vec<String>) -> i32 {
-    // `-v` is answered before anything else, without a daemon.
-    if args::has_token_before_dashdash(&argv, &["-v"]) {
-        output::raw_out(&format!("{CORRAL_VERSION}\n"));
+    // `-v`, `-V` and `--version` are answered before anything else, without
+    // a daemon (pm2 answers `-v` so; its `--version` connects first, which
+    // buys nothing).
+    if args::has_token_before_dashdash(&argv, &["-v", "-V", "--version"]) {
+        let verbose = args::has_token_before_dashdash(&argv, &["--verbose"]);
+        output::raw_out(&corral_proto::version_text(verbose));
         return 0;
     }
     let silent = args::has_token_before_dashdash(&argv, &["-s", "--silent"]);
@@ -161,12 +164,6 @@ pub fn run_pm2(argv: Vec<String>) -> i32 {
 
 fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
     let Some(cmd) = cli.args.command.clone() else {
-        if cli.args.has("version") {
-            // `--version` is answered after connecting, as commander does.
-            cli.client()?;
-            output::out(CORRAL_VERSION);
-            return Ok(0);
-        }
         output::out(&usage());
         return Ok(1);
     };
@@ -200,10 +197,6 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
     }
     // pm2 connects (and spawns) before any command runs.
     cli.client()?;
-    if cli.args.has("version") {
-        output::out(CORRAL_VERSION);
-        return Ok(0);
-    }
     match cmd.as_str() {
         "start" => start::start(cli),
         "stop" | "restart" | "reload" | "delete" | "del" | "reset" => ops::run(cli, &cmd),

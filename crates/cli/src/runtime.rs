@@ -9,7 +9,7 @@ use crate::commands::start::{cli_app_object, config_context};
 use crate::commands::Cli;
 use crate::output;
 use anyhow::{anyhow, Result};
-use corral_proto::{read_frame, write_frame, AppSpec, Event, FrameError, Reply, Request, CORRAL_VERSION};
+use corral_proto::{read_frame, write_frame, AppSpec, Event, FrameError, Reply, Request};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -27,8 +27,9 @@ enum LogFormat {
 }
 
 pub fn run(argv: Vec<String>) -> i32 {
-    if args::has_token_before_dashdash(&argv, &["-v", "--version"]) {
-        output::raw_out(&format!("{CORRAL_VERSION}\n"));
+    if args::has_token_before_dashdash(&argv, &["-v", "-V", "--version"]) {
+        let verbose = args::has_token_before_dashdash(&argv, &["--verbose"]);
+        output::raw_out(&corral_proto::version_text(verbose));
         return 0;
     }
     output::init(args::has_token_before_dashdash(&argv, &["-s", "--silent"]), true);

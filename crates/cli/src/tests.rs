@@ -305,7 +305,12 @@ fn usage_errors_need_no_daemon() {
     assert_eq!(r.code, 1);
     assert!(r.err.contains("error: missing required argument `id|name|namespace|all|json|stdin'"));
     let r = run(home, &["-v"]);
-    assert_eq!((r.code, r.out.as_str()), (0, format!("{CORRAL_VERSION}\n").as_str()));
+    assert_eq!((r.code, r.out.as_str()), (0, "6.0.14\n"));
+    for flag in ["--version", "-V"] {
+        assert_eq!(run(home, &[flag]).out, "6.0.14\n");
+    }
+    let r = run(home, &["--version", "--verbose"]);
+    assert_eq!(r.out, format!("6.0.14\nCorral {CORRAL_VERSION} (pm2 6.0.14 compatible)\n"));
     assert!(!home.join("rpc.sock").exists());
 }
 

@@ -169,6 +169,8 @@ pub fn from_document(doc: &Value, ctx: &Context) -> Result<Loaded, ConfigError> 
                 Ok(p) => {
                     let mut o = obj.clone();
                     o.insert("script".into(), Value::String(p.to_string_lossy().into_owned()));
+                    // It says `ready` once it listens.
+                    o.entry("wait_ready").or_insert(Value::Bool(true));
                     with_serve = o;
                     &with_serve
                 }

@@ -93,4 +93,6 @@ http.createServer((req, res) => {
   serve(urlPath, req, res, 0);
 }).listen(port, host, () => {
   console.log(`Exposing ${root} directory on ${host || '0.0.0.0'}:${port}`);
+  // Started with wait_ready: `pm2 serve` returns once this listens.
+  if (process.send) process.send('ready');
 });

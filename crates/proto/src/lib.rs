@@ -18,5 +18,20 @@ pub use msg::*;
 /// client whose version differs and says which versions both sides speak.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The version reported by `pm2 -v` and stored as `_pm2_version`.
+/// Corral's own version (daemon handshake, `pm2 report`,
+/// `pm2 --version --verbose`).
 pub const CORRAL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The pm2 release whose command line, files and output Corral follows:
+/// what `pm2 -v` prints, since scripts compare it (`pm2 -v` >= 5).
+pub const PM2_VERSION: &str = "6.0.14";
+
+/// `pm2 -v` / `-V` / `--version`: the pm2 version, and with `--verbose`
+/// Corral's own on a second line.
+pub fn version_text(verbose: bool) -> String {
+    if verbose {
+        format!("{PM2_VERSION}\nCorral {CORRAL_VERSION} (pm2 {PM2_VERSION} compatible)\n")
+    } else {
+        format!("{PM2_VERSION}\n")
+    }
+}

@@ -115,7 +115,8 @@ pub fn report(cli: &mut Cli) -> Result<Code> {
     out.push(line("pm2 home", &welcome.pm2_home));
     out.push(line("protocol", welcome.protocol));
     out.push(section("CLI"));
-    out.push(line("local pm2", CORRAL_VERSION));
+    out.push(line("local pm2", corral_proto::PM2_VERSION));
+    out.push(line("corral version", CORRAL_VERSION));
     out.push(line("node version", node_version()));
     out.push(line(
         "binary",

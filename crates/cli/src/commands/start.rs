@@ -274,6 +274,8 @@ pub fn serve(cli: &mut Cli) -> Result<Code> {
         obj.insert("name".into(), json!(format!("static-page-server-{port}")));
     }
     obj.insert("cwd".into(), json!(dir.to_string_lossy()));
+    // The server says `ready` once it listens: `pm2 serve` returns then.
+    obj.insert("wait_ready".into(), json!(true));
     let mut env = Map::new();
     env.insert("PM2_SERVE_PORT".into(), num_or_str(&port));
     env.insert("PM2_SERVE_PATH".into(), json!(dir.to_string_lossy()));
