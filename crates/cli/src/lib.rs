@@ -29,6 +29,7 @@
 pub mod args;
 pub mod client;
 pub mod commands;
+pub mod help;
 pub mod initscripts;
 pub mod inspect;
 pub mod logs;
@@ -113,8 +114,6 @@ const UNSUPPORTED: &[&str] = &[
     "inspect",
     "profile:cpu",
     "profile:mem",
-    "completion",
-    "examples",
     "imonit",
 ];
 
@@ -138,7 +137,11 @@ pub fn run_pm2(argv: Vec<String>) -> i32 {
         }
     };
     if parsed.has("help") {
-        output::out(&usage());
+        let text = match parsed.command.as_deref() {
+            Some(cmd) => help::command_help(cmd).unwrap_or_else(usage),
+            None => usage(),
+        };
+        output::out(&text);
         return 0;
     }
     if parsed.has("no-daemon") && parsed.command.as_deref() == Some("start") {
@@ -175,6 +178,16 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "update" | "updatePM2" => return state::update(cli),
         "ecosystem" | "init" => return commands::misc::ecosystem(cli),
         "logrotate" => return startup::logrotate(cli),
+        "examples" => {
+            output::out(help::EXAMPLES);
+            return Ok(0);
+        }
+        "completion" => {
+            let bin =
+                std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "pm2".into());
+            output::raw_out(&help::completion_script(&bin));
+            return Ok(0);
+        }
         _ => {}
     }
     let known = is_known(&cmd);
@@ -317,59 +330,5 @@ fn is_known(cmd: &str) -> bool {
 }
 
 pub fn usage() -> String {
-    let cmds: &[(&str, &str)] = &[
-        ("start [name|file|ecosystem|id...]", "start and daemonize an app"),
-        ("stop <id|name|namespace|all|json>", "stop a process"),
-        ("restart <id|name|namespace|all|json>", "restart a process"),
-        ("reload <id|name|namespace|all>", "reload processes (zero-downtime in cluster mode)"),
-        ("delete|del <id|name|namespace|all|json>", "stop and delete a process from pm2 process list"),
-        ("startOrRestart|startOrReload <json>", "start or restart/reload the apps of a file"),
-        ("list|ls|l|ps|status", "list all processes"),
-        ("jlist", "list all processes in JSON format"),
-        ("prettylist", "print json in a prettified JSON"),
-        ("describe|desc|info|show <name|id>", "describe all parameters of a process"),
-        ("env <id>", "list all environment variables of a process id"),
-        ("pid [app]", "return pid of [app] or all"),
-        ("id <name>", "get process id by name"),
-        ("logs [id|name|namespace]", "stream logs file. Default stream all logs"),
-        ("flush [api]", "flush logs"),
-        ("reloadLogs", "reload all logs"),
-        ("save|dump", "dump all processes for resurrecting them later"),
-        ("resurrect", "resurrect previously dumped processes"),
-        ("cleardump", "create empty dump file"),
-        ("reset <name|id|all>", "reset counters for process"),
-        ("sendSignal <signal> <pm2_id|name>", "send a system signal to the target process"),
-        (
-            "scale <app_name> <number>",
-            "scale up/down a process in cluster mode depending on total_number param",
-        ),
-        ("monit|dashboard", "launch termcaps monitoring"),
-        ("startup [platform]", "enable the pm2 startup hook"),
-        ("unstartup [platform]", "disable the pm2 startup hook"),
-        ("logrotate", "copy default logrotate configuration (root)"),
-        ("ping", "ping pm2 daemon - if not up it will launch it"),
-        ("ecosystem|init [simple]", "generate a process conf file"),
-        ("report", "give a full pm2 report for issue reporting"),
-        ("set [key value]", "sets the specified config <key> <value> (module_conf.json)"),
-        ("get [key]", "get value for <key>"),
-        ("unset <key>", "clears config <key>"),
-        ("conf [key] [value]", "get / set module config values"),
-        ("update", "(alias) update in-memory PM2 with local PM2"),
-        ("kill", "kill daemon"),
-    ];
-    let mut s = String::from("\nUsage: pm2 [options] <command>\n\nCommands:\n\n");
-    for (c, d) in cmds {
-        s.push_str(&format!("    {c:<44} {d}\n"));
-    }
-    s.push_str("\nOptions:\n\n");
-    s.push_str("    -v, --version                                output the version number\n");
-    s.push_str("    -s, --silent                                 hide all messages\n");
-    s.push_str(
-        "    -n, --name <name>                            set a name for the process in the process list\n",
-    );
-    s.push_str("    -i, --instances <number>                     launch [number] instances (for networked app)(load balanced)\n");
-    s.push_str("    --no-color                                   skip colors\n");
-    s.push_str("    -h, --help                                   output usage information\n");
-    s.push_str(&format!("\nAccess pm2 files in {}\n", client::pm2_home().display()));
-    s
+    help::usage(&client::pm2_home())
 }
