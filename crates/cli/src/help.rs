@@ -85,8 +85,13 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("-h --help", "output usage information"),
 ];
 
-/// Commands: (usage, description, command-specific options).
-pub const COMMANDS: &[(&str, &str, &[(&str, &str)])] = &[
+/// (flags, description).
+pub type Opt = (&'static str, &'static str);
+/// (usage, description, command-specific options).
+pub type Command = (&'static str, &'static str, &'static [Opt]);
+
+/// Commands pm2 lists.
+pub const COMMANDS: &[Command] = &[
     (
         "start [options] [name|namespace|file|ecosystem|id...]",
         "start and daemonize an app",
@@ -251,7 +256,7 @@ pub fn usage(pm2_home: &std::path::Path) -> String {
 }
 
 /// The entry of `cmd` (a name or an alias).
-fn find(cmd: &str) -> Option<&'static (&'static str, &'static str, &'static [(&'static str, &'static str)])> {
+fn find(cmd: &str) -> Option<&'static Command> {
     COMMANDS.iter().find(|(u, _, _)| {
         let names = u.split_whitespace().next().unwrap_or("");
         names.split('|').any(|n| n == cmd)
