@@ -236,3 +236,16 @@ fn pm2_io_metrics_show_in_axm_monitor() {
     });
     assert_eq!(l[0]["pm2_env"]["axm_options"]["module_name"], "axm");
 }
+
+#[test]
+fn cron_announced_and_node_version_shown_for_fork_apps() {
+    let pm2 = Pm2::new();
+    let r = pm2.run(&["start", "forever.js", "--cron-restart", "0 0 * * *"]);
+    r.ok();
+    assert!(r.stdout.contains("[PM2] cron restart at 0 0 * * *"), "{}", r.all());
+    let l = pm2
+        .wait_for("node version", T, |l| l.first().is_some_and(|p| p["pm2_env"]["node_version"].is_string()));
+    let v = l[0]["pm2_env"]["node_version"].as_str().unwrap().to_string();
+    let d = pm2.run(&["describe", "0"]);
+    assert!(d.stdout.lines().any(|x| x.contains("node.js version") && x.contains(&v)), "{}", d.stdout);
+}

@@ -384,12 +384,14 @@ fn is_default_path(p: &Path, home: &Path, dir: &str, name: &str, suffix: &str, e
         || mid.strip_prefix('-').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Removes a `-<digits>` pm2 inserted before the extension.
-fn strip_id(p: &str, ext: &str) -> String {
+/// Removes a `-<digits>` pm2 inserted before the extension (only
+/// `-<pm_id>` when the entry names its pm_id).
+fn strip_id(p: &str, ext: &str, pm_id: Option<u64>) -> String {
     if let Some(stem) = p.strip_suffix(ext) {
         if let Some(i) = stem.rfind('-') {
             let digits = &stem[i + 1..];
-            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            let ours = pm_id.is_none_or(|id| digits.parse::<u64>().ok() == Some(id));
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && ours {
                 return format!("{}{ext}", &stem[..i]);
             }
         }
@@ -476,7 +478,11 @@ pub fn app_from_pm2_env(v: &Value, ctx: &Context) -> Result<AppSpec, ConfigError
         let i = if i.starts_with('/') && !Path::new(i).exists() && i.ends_with("/node") { "node" } else { i };
         app.insert("exec_interpreter".into(), s(i));
     }
-    let merge = o.get("merge_logs").and_then(Value::as_bool).unwrap_or(true);
+    // pm2 inserts `-<pm_id>` into log paths unless merge_logs is true, and
+    // leaves merge_logs out of cluster entries it never set it on: only an
+    // explicit `true` means the paths carry no id.
+    let merge = o.get("merge_logs").and_then(Value::as_bool) == Some(true);
+    let pm_id = o.get("pm_id").and_then(Value::as_u64);
     let home = &ctx.pm2_home;
     let logs: [(&str, &str, &str, &str, &str); 3] = [
         ("out_file", "pm_out_log_path", "logs", "-out", ".log"),
@@ -495,7 +501,7 @@ pub fn app_from_pm2_env(v: &Value, ctx: &Context) -> Result<AppSpec, ConfigError
         }
         // pm2 inserts `-<pm_id>` in pid files always and in log files of
         // unmerged instances.
-        let p = if key == "pid_file" || (!merge && p != "/dev/null") { strip_id(&p, ext) } else { p };
+        let p = if key == "pid_file" || (!merge && p != "/dev/null") { strip_id(&p, ext, pm_id) } else { p };
         app.insert(key.into(), Value::String(p));
     }
     match (o.get("log_file"), o.get("pm_log_path")) {
@@ -504,7 +510,7 @@ pub fn app_from_pm2_env(v: &Value, ctx: &Context) -> Result<AppSpec, ConfigError
         }
         (_, Some(Value::String(p))) => {
             let p = expand(p);
-            let p = if merge { p } else { strip_id(&p, ".log") };
+            let p = if merge { p } else { strip_id(&p, ".log", pm_id) };
             app.insert("log_file".into(), Value::String(p));
         }
         _ => {}

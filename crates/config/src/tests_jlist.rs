@@ -411,3 +411,25 @@ fn increment_var_and_typed_env_in_pm2_env() {
     p2.app.env.insert("FLAG".into(), "no".into());
     assert_eq!(pm2_env(&p2)["env"]["FLAG"], "no");
 }
+
+#[test]
+fn pm2_cluster_entry_without_merge_logs_gets_no_doubled_suffix() {
+    let f = fx();
+    f.write("web.js", "");
+    let root = f.root().to_string_lossy().into_owned();
+    let entry = json!({"name": "web", "pm_id": 1, "exec_mode": "cluster_mode", "instances": 2,
+        "pm_exec_path": format!("{root}/web.js"), "pm_cwd": root,
+        "pm_out_log_path": "/var/log/web/web-out-1.log", "pm_err_log_path": "/var/log/web/web-err-1.log",
+        "pm_pid_path": "/var/run/web-1.pid", "env": {}});
+    let mut ctx = f.ctx.clone();
+    ctx.env.clear();
+    let app = app_from_pm2_env(&entry, &ctx).unwrap();
+    assert_eq!(app.out_file.as_deref(), Some("/var/log/web/web-out.log"));
+    assert_eq!(app.error_file.as_deref(), Some("/var/log/web/web-err.log"));
+    assert!(!app.merge_logs);
+    // A suffix that is not this entry's pm_id is part of the name.
+    let mut e2 = entry.clone();
+    e2["pm_out_log_path"] = json!("/var/log/web/web-out-2024.log");
+    let app = app_from_pm2_env(&e2, &ctx).unwrap();
+    assert_eq!(app.out_file.as_deref(), Some("/var/log/web/web-out-2024.log"));
+}

@@ -120,17 +120,38 @@ fn ctl_of(shared: &SharedRef, id: u32) -> Option<tokio::sync::mpsc::UnboundedSen
     shared.table().procs.get(&id).map(|e| e.ctl.clone())
 }
 
+fn default_node_version(shared: &SharedRef) -> Option<String> {
+    shared.node_version.lock().ok().and_then(|g| g.clone())
+}
+
+/// A node app that did not report its version (fork mode reports none) is
+/// shown with the version of `node` on the daemon's PATH, as pm2 shows its
+/// own node's.
+fn fill_node_version(t: &mut crate::state::Table, node: Option<&str>) {
+    let Some(v) = node else { return };
+    for e in t.procs.values_mut() {
+        if e.info.node_version.is_none() && e.info.app.is_node() {
+            e.info.node_version = Some(v.to_string());
+            e.touch();
+        }
+    }
+}
+
 pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
     match req {
         Request::Ping => Reply::Pong,
         Request::List => {
+            let node = default_node_version(shared);
             let mut t = shared.table();
             monitor::refresh(&mut t);
+            fill_node_version(&mut t, node.as_deref());
             Reply::Procs { procs: t.procs.values().map(|e| e.info.with_env_delta()).collect() }
         }
         Request::Jlist => {
+            let node = default_node_version(shared);
             let mut t = shared.table();
             monitor::refresh(&mut t);
+            fill_node_version(&mut t, node.as_deref());
             let mut text = String::with_capacity(t.procs.len() * 4096 + 2);
             text.push('[');
             for (i, e) in t.procs.values_mut().enumerate() {

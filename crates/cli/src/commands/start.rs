@@ -241,6 +241,13 @@ fn start_one(cli: &mut Cli, x: &str) -> Result<Code> {
     start_script(cli, x, &procs)
 }
 
+/// pm2 announces a cron restart when it reads an app's config.
+fn announce_cron(spec: &AppSpec) {
+    if let Some(c) = &spec.cron_restart {
+        output::info(&format!("cron restart at {c}"));
+    }
+}
+
 fn print_config_error(e: &ConfigError) {
     output::error(&e.to_string());
 }
@@ -310,6 +317,7 @@ fn start_object(cli: &mut Cli, obj: &Map<String, Value>, procs: &[ProcInfo]) -> 
     for w in &warnings {
         output::warn(w);
     }
+    announce_cron(&spec);
     let same: Vec<&ProcInfo> =
         procs.iter().filter(|p| p.app.script == spec.script && p.app.name == spec.name).collect();
     // pm2: a stopped copy is restarted (even with -f); a running one needs
@@ -420,6 +428,7 @@ pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
             Ok(mut spec) => {
                 if only.as_ref().is_none_or(|o| o.contains(&spec.name)) {
                     apply_cli_overrides(&cli.args, &mut spec);
+                    announce_cron(&spec);
                     super::conf::apply_module_env(&mut spec, &cli.home);
                     apps.push(spec);
                 }
