@@ -164,6 +164,9 @@ async fn supervise(
     let mut control = connect_waiting(home, done).await?;
     let mut events = connect_async(home).await?;
     write_frame(&mut events, &Request::Logs { ids: None }).await.map_err(|e| anyhow!("{e}"))?;
+    // The daemon answers once subscribed: starting the apps only then means
+    // their first events (`start`, `online`) are on the stream.
+    read_frame::<_, serde_json::Value>(&mut events).await.map_err(|e| anyhow!("log stream: {e}"))?;
     for app in apps {
         let name = app.name.clone();
         match request_async(&mut control, &Request::Start { app }).await? {

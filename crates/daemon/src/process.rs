@@ -446,6 +446,9 @@ impl Task {
         });
         let _ = std::fs::write(&info.pm_pid_path, pid.to_string());
         self.run = Some(Running { child, pid, wid, events: ev_rx, _events_tx: ev_tx });
+        // pm2's `process:event` "start", sent for every launch before
+        // "online" (pm2-runtime --json shows it).
+        self.publish("start");
         let now = now_ms();
         self.shared.with_entry(self.id, |e| {
             e.info.pid = pid as u32;
