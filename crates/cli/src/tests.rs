@@ -105,6 +105,7 @@ fn fake_daemon(home: &Path, initial: Vec<ProcInfo>) -> State {
                         daemon_version: CORRAL_VERSION.into(),
                         pid: 1,
                         pm2_home: home.display().to_string(),
+                        settings: Default::default(),
                     };
                     if write_frame(&mut s, &w).await.is_err() {
                         return;
@@ -341,4 +342,23 @@ fn start_of_a_number_or_all_is_a_restart() {
     };
     let r = run(&home2, &["start", "all"]);
     assert_eq!((r.code, r.err.as_str()), (1, "[PM2][WARN] No process found\n"));
+}
+
+#[test]
+fn daemon_setting_mismatch_is_reported() {
+    let daemon: std::collections::BTreeMap<String, String> =
+        [("PM2_PORT".to_string(), "8080".to_string())].into();
+    let same = |k: &str| (k == "PM2_PORT").then(|| "8080".to_string());
+    assert!(crate::client::settings_mismatch(&daemon, same).is_empty());
+    let other = |k: &str| (k == "PM2_PORT").then(|| "9090".to_string());
+    let w = crate::client::settings_mismatch(&daemon, other);
+    assert_eq!(w.len(), 1);
+    assert!(
+        w[0].starts_with("PM2_PORT=9090 is ignored: the running daemon was started with PM2_PORT=8080"),
+        "{w:?}"
+    );
+    let unset_there = |k: &str| (k == "PM2_STICKY_HOST").then(|| "0.0.0.0".to_string());
+    assert!(crate::client::settings_mismatch(&daemon, unset_there)[0].contains("PM2_STICKY_HOST unset"));
+    // Nothing given to this call: nothing to say.
+    assert!(crate::client::settings_mismatch(&daemon, |_| None).is_empty());
 }

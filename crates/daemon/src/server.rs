@@ -71,6 +71,10 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
         daemon_version: CORRAL_VERSION.into(),
         pid: std::process::id(),
         pm2_home: shared.home.root.to_string_lossy().into_owned(),
+        settings: corral_proto::DAEMON_SETTINGS
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect(),
     };
     if write_frame(&mut stream, &welcome).await.is_err() {
         return;

@@ -24,7 +24,24 @@ pub struct Welcome {
     pub daemon_version: String,
     pub pid: u32,
     pub pm2_home: String,
+    /// The daemon-level settings it was started with ([`DAEMON_SETTINGS`]
+    /// that were set), so a CLI call given other values can say they do not
+    /// apply to a daemon already running.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
 }
+
+/// Environment variables read by the daemon once, when it starts: changing
+/// them for a later CLI call has no effect until `pm2 kill` (or `pm2
+/// update`).
+pub const DAEMON_SETTINGS: &[&str] = &[
+    "PM2_PORT",
+    "PM2_STICKY_HOST",
+    "PM2_KILL_SIGNAL",
+    "PM2_GRACEFUL_TIMEOUT",
+    "PM2_WORKER_INTERVAL",
+    "PM2_NODE_OPTIONS",
+];
 
 /// What a per-id operation does. Names follow pm2's RPC methods so the CLI
 /// can print `Applying action stopProcessId ...` from them.
