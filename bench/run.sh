@@ -8,6 +8,9 @@
 #   --runs N       repetitions (default 2; targets alternate order every repetition)
 #   --rows LIST    subset of rows (default: all)
 #   --no-classic   skip classic pm2 (it runs in the first repetition only; rows 1, 2 and 8)
+#   --curves       also the scale curves (rows 9-12, Corral only, first repetition): relay cost by worker
+#                  count, daemon cost by number of fork apps, by idle Socket.IO sessions (1k-50k), and
+#                  hand-off capacity by concurrency (sticky port and cluster mode)
 #
 # Environment: CORRAL_BIN=/path/to/pm2 (skip `cargo build --release`), BENCH_OUT=dir (results folder),
 # BENCH_NO_HYPERFINE=1 / BENCH_NO_WRK=1 (use the node fallbacks even when the tools are installed).
@@ -26,13 +29,15 @@ QUICK=0
 RUNS=""
 ROWS="1 2 3 4 5 6 7 8"
 CLASSIC=1
+CURVES=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --runs) RUNS="$2"; shift ;;
     --rows) ROWS="$2"; shift ;;
     --no-classic) CLASSIC=0 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --curves) CURVES=1 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -96,6 +101,17 @@ mkdir -p "$OUT/corral-bin"
 cp "$CORRAL_BIN" "$OUT/corral-bin/pm2" || die "cannot copy $CORRAL_BIN"
 CORRAL_SRC="$CORRAL_BIN"
 CORRAL_BIN="$OUT/corral-bin/pm2"
+
+# The floor: the irreducible syscall work of each hot path on this machine (bench/floor), so every
+# daemon cost below can be read as a ratio to what no implementation can avoid.
+log "floor (bench/floor, release)"
+if (cd "$ROOT" && cargo build --release -p corral-bench-floor >> "$OUT/setup.log" 2>&1); then
+  FLOOR_N=20000; [ "$QUICK" = 1 ] && FLOOR_N=5000
+  timeout 120 "$ROOT/target/release/floor" --n "$FLOOR_N" --reps 3 > "$OUT/floor.json" 2>> "$OUT/run.log" \
+    || { log "floor failed (see run.log)"; rm -f "$OUT/floor.json"; }
+else
+  log "cannot build bench/floor (see setup.log): no floor ratios in this run"
+fi
 
 TARGETS=(incumbent corral)
 [ "$CLASSIC" = 1 ] && TARGETS+=(classic)
@@ -265,9 +281,9 @@ run_target() { # run_target TARGET REP
         fi
       fi
       if row 6; then
-        log "  row 6: broadcast relay (10 clients; 10000 burst + 1500 paced at 500/s)"
-        lg bcast-json 60 broadcast --kind json --clients 10 --burst 10000 --rate 500 --paced 1500
-        lg bcast-bin 60 broadcast --kind binary --size 1024 --clients 10 --burst 10000 --rate 500 --paced 1500
+        log "  row 6: broadcast relay (10 clients; 10000 burst + 4000 paced at 500/s)"
+        lg bcast-json 60 broadcast --kind json --clients 10 --burst 10000 --rate 500 --paced 4000
+        lg bcast-bin 60 broadcast --kind binary --size 1024 --clients 10 --burst 10000 --rate 500 --paced 4000
       fi
       if row 7; then
         log "  row 7: reload all under load (13 s, reload at 4 s), then kill -9 of a worker (9 s, at 3 s)"
@@ -320,6 +336,61 @@ run_target() { # run_target TARGET REP
   fi
 }
 
+# ---------------------------------------------------------------------------------------------- scale curves
+# Corral only: how each cost grows with load. Every load is bounded in count and time.
+run_curves() {
+  local t=corral n c
+  CUR_BIN="$(bin_of "$t")"
+  RD="$OUT/$t/curves"; mkdir -p "$RD"
+  # row 9: relay cost and latency by worker count (row 6 is 2 workers)
+  for n in 2 4 8 16; do
+    new_home "curve-relay-$n"
+    BENCH_INSTANCES=$n; export BENCH_INSTANCES
+    log "=== curves: relay with $n workers"
+    pm2_start scale.config.js "curve-start-relay-$n" "$n"
+    wait_port "$PM2_PORT" /socket.io/?EIO=4\&transport=polling
+    lg "curve-relay-$n" 60 broadcast --kind json --clients $(( 2 * n )) --burst 5000 --rate 500 --paced 2000
+    stop_daemon
+  done
+  # row 10: daemon cost by number of fork apps
+  for n in 10 100 1000; do
+    new_home "curve-apps-$n"
+    BENCH_APPS=$n; export BENCH_APPS
+    log "=== curves: $n idle fork apps"
+    pm2_start idleN.config.js "curve-start-apps-$n" "$n"
+    lg "curve-apps-$n" 30 idle --secs 3
+    cli_times "curve-jlist-$n" 1 5 "$CUR_BIN" jlist
+    stop_daemon
+  done
+  # row 11: idle Socket.IO sessions held through the sticky port
+  for n in 1000 10000 50000; do
+    new_home "curve-hold-$n"
+    log "=== curves: $n idle Socket.IO sessions"
+    pm2_start ecosystem.config.js "curve-start-hold-$n" 2
+    wait_port "$PM2_PORT" /socket.io/?EIO=4\&transport=polling
+    lg "curve-hold-$n" 100 hold --n "$n" --rate 2500 --secs 4 --max-secs 60
+    stop_daemon
+  done
+  # row 12: hand-off capacity (one new connection per request) by concurrency
+  if [ "$HAVE_WRK" = 1 ]; then
+    new_home "curve-cap"
+    BENCH_APP_PORT="$(free_port)"; export BENCH_APP_PORT
+    log "=== curves: hand-off capacity"
+    pm2_start ecosystem.config.js curve-start-cap 2
+    wait_port "$PM2_PORT" /bench/ping
+    (cd "$BENCH/app" && timeout 60 "$CUR_BIN" start listen.config.js > "$RD/curve-start-listen.log" 2>&1)
+    record_pids 4
+    wait_port "$BENCH_APP_PORT" /
+    for c in 1 4 16 64; do
+      lg "curve-cap-sticky-$c" 30 wrk -- wrk -t1 -c"$c" -d4s --latency -H "Connection: close" "http://127.0.0.1:$PM2_PORT/bench/ping"
+      LG_PORT="$BENCH_APP_PORT" lg "curve-cap-cluster-$c" 30 wrk -- wrk -t1 -c"$c" -d4s --latency -H "Connection: close" "http://127.0.0.1:$BENCH_APP_PORT/"
+    done
+    stop_daemon
+  else
+    log "  row 12 skipped: needs wrk"
+  fi
+}
+
 for rep in $(seq 1 "$RUNS"); do
   order=("${TARGETS[@]}")
   if (( rep % 2 == 0 )); then order=(); for (( i=${#TARGETS[@]}-1; i>=0; i-- )); do order+=("${TARGETS[$i]}"); done; fi
@@ -329,6 +400,11 @@ for rep in $(seq 1 "$RUNS"); do
     run_target "$t" "$rep"
   done
 done
+if [ "$CURVES" = 1 ]; then
+  # many connections at once: the load generator and the daemon it spawns need the descriptors
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  run_curves
+fi
 stop_daemon
 CUR_HOME=""
 echo "workloads_s=$(( $(date +%s) - T_START )) (plus ${SETUP_S} s of install/build)" >> "$OUT/machine.txt"

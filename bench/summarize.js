@@ -87,7 +87,7 @@ const ROWS = [
     ["**daemon cpu-s per 1000 requests**", "plain", "daemon_cpu_s_per_1k", "s", 3],
     ["other tenants during the window (% of a core)", "plain", "cpu.other_pct", "%", 0],
   ]],
-  ["6a. Broadcast relay, JSON `{i,t,pid}` (10 clients over 2 workers; 10 000 `io.emit` burst, 1500 paced at 500/s)", [
+  ["6a. Broadcast relay, JSON `{i,t,pid}` (10 clients over 2 workers; 10 000 `io.emit` burst, 4000 paced at 500/s)", [
     ["relayed msgs/s (burst, clients on the other worker)", "bcast-json", "burst.relayed_msgs_per_s", "/s", 0],
     ["same-worker msgs/s (burst, control)", "bcast-json", "burst.same_worker_msgs_per_s", "/s", 0],
     ["lost messages (burst + paced)", "bcast-json", sum("burst.lost", "paced.lost"), "", 0],
@@ -214,6 +214,82 @@ for (const [title, metrics] of ROWS) {
   lines.push(`|---|${ts.map(() => "---").join("|")}|${ratioHeads.map(() => "---").join("|")}|`);
   lines.push(...rowsOut);
   lines.push("");
+}
+
+// The floor (bench/floor): Corral's daemon cpu-s per unit next to the irreducible syscall work of that
+// unit on this machine, as a ratio. One polling request or plain request is one TCP connection (the sticky
+// worker answers `Connection: close`), so rows 4 and 5 compare with one sticky hand-off; a relayed paced
+// message between 2 workers is one frame read and written to one peer.
+const floorFile = path.join(dir, "floor.json");
+if (fs.existsSync(floorFile) && targets.includes("corral")) {
+  let fl = null;
+  try { fl = JSON.parse(fs.readFileSync(floorFile, "utf8")); } catch (_) { /* reported below */ }
+  if (fl) {
+    const perK = (ns) => (ns * 1000) / 1e9; // ns per unit -> cpu-s per 1000 units
+    const rowsF = [
+      ["sticky hand-off (accept4, read head, sendmsg+fd, ACK recvmsg, close) vs row 4 polling request", fl.sticky_handoff_cpu_ns, "polling", "daemon_cpu_s_per_1k"],
+      ["sticky hand-off vs row 5 plain request through the sticky port", fl.sticky_handoff_cpu_ns, "plain", "daemon_cpu_s_per_1k"],
+      ["cluster hand-off (accept4, sendmsg+fd, ACK recvmsg, close) vs row 8 connection", fl.cluster_handoff_cpu_ns, "cluster", "daemon_cpu_s_per_1k"],
+      ["relay of one 213-byte frame to 1 peer (epoll_wait, read, write) vs row 6a paced message", (fl.relay_frame_cpu_ns_by_peers || {})["1"], "bcast-json", "paced.daemon_cpu_s_per_1k"],
+      ["relay of one frame to 1 peer vs row 6a burst message", (fl.relay_frame_cpu_ns_by_peers || {})["1"], "bcast-json", "burst.daemon_cpu_s_per_1k"],
+    ];
+    lines.push("### The floor: Corral's daemon cost as a ratio to the irreducible work");
+    lines.push("");
+    lines.push("`bench/floor` does only the syscalls a hot path cannot skip, on blocking sockets without an async runtime, and");
+    lines.push("reports the CPU time of the thread playing the daemon (best of 3, `CLOCK_THREAD_CPUTIME_ID`). Corral's column is");
+    lines.push("its daemon cpu-s per 1000 units from the rows above (on-CPU ns from schedstat).");
+    lines.push("");
+    lines.push("| hot path | floor, cpu-s per 1000 | Corral, cpu-s per 1000 | Corral / floor |");
+    lines.push("|---|---|---|---|");
+    for (const [label, ns, file, sel] of rowsF) {
+      if (!(ns > 0)) continue;
+      const v = values("corral", file, sel);
+      const all = Object.values(v).flat();
+      if (!all.length) continue;
+      const m = median(all);
+      const f = perK(ns);
+      lines.push(`| ${label} | ${fmt(f, 4)} | ${fmt(m, 4)} | ${fmt(m / f, 1)}× |`);
+    }
+    const byPeers = fl.relay_frame_cpu_ns_by_peers || {};
+    lines.push("");
+    lines.push(`Relay floor per frame by number of peers (ns): ${Object.entries(byPeers).map(([k, v]) => `${k}: ${fmt(v, 0)}`).join(", ")}.`);
+    lines.push("");
+  }
+}
+
+// Scale curves (run.sh --curves, Corral only): one table per curve, one line per load level.
+const curvesDir = path.join(dir, "corral", "curves");
+if (fs.existsSync(curvesDir)) {
+  const cj = (f) => { try { return JSON.parse(fs.readFileSync(path.join(curvesDir, f + ".json"), "utf8")); } catch (_) { return null; } };
+  const f2 = (x, d) => fmt(x == null ? null : Number(x), d);
+  const table = (title, head, rows) => {
+    const present = rows.filter((r) => r.some((c, i) => i > 0 && c !== "–"));
+    if (!present.length) return;
+    lines.push(`#### ${title}`, "", `| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`);
+    for (const r of present) lines.push(`| ${r.join(" | ")} |`);
+    lines.push("");
+  };
+  lines.push("### Scale curves (Corral)", "");
+  table("Relay: cost and latency by worker count (each `io.emit` is relayed to every other worker)",
+    ["workers", "daemon cpu-s per 1000 emits, paced", "per 1000 emits, burst", "cross-worker p50", "cross-worker p99", "relayed msg/s (burst)", "lost"],
+    [2, 4, 8, 16].map((n) => { const j = cj(`curve-relay-${n}`) || {}; const p = j.paced || {}, b = j.burst || {};
+      return [n, f2(p.daemon_cpu_s_per_1k, 4), f2(b.daemon_cpu_s_per_1k, 4), p.other_worker_ms ? f2(p.other_worker_ms.p50, 2) + " ms" : "–", p.other_worker_ms ? f2(p.other_worker_ms.p99, 2) + " ms" : "–", f2(b.relayed_msgs_per_s, 0), j.burst ? (b.lost || 0) + (p.lost || 0) : "–"]; }));
+  table("Apps: daemon footprint and control plane by number of fork apps",
+    ["apps", "`pm2 start` (ms, daemon spawn included)", "daemon RSS (MB)", "daemon idle CPU (%)", "`pm2 jlist` median (ms)"],
+    [10, 100, 1000].map((n) => { const st = cj(`curve-start-apps-${n}`) || {}, id = cj(`curve-apps-${n}`) || {}, jl = cj(`cli-curve-jlist-${n}`);
+      const jt = jl ? (jl.results ? jl.results[0].median * 1000 : jl.median_ms) : null;
+      return [n, f2(st.cli_ms, 0), f2(id.daemon_rss_mb, 1), f2(id.daemon_cpu_pct, 2), f2(jt, 1)]; }));
+  table("Idle Socket.IO sessions held through the sticky port (raw Engine.IO websockets, 2 workers)",
+    ["sessions asked", "open", "failed", "daemon RSS before → held (MB)", "daemon fds", "daemon idle CPU (%)", "daemon cpu-s per 1000 opened"],
+    [1000, 10000, 50000].map((n) => { const j = cj(`curve-hold-${n}`) || {};
+      return [n, f2(j.open, 0), f2(j.failed, 0), j.daemon_rss_mb != null ? `${f2(j.daemon_rss_mb_before, 1)} → ${f2(j.daemon_rss_mb, 1)}` : "–", f2(j.daemon_fds, 0), f2(j.daemon_idle_cpu_pct, 2), f2(j.daemon_cpu_s_per_1k_opened, 4)]; }));
+  const cap = (kind) => [1, 4, 16, 64].map((c) => { const j = cj(`curve-cap-${kind}-${c}`) || {}; const pct = j.cpu && j.cpu.pct ? j.cpu.pct.daemon : null;
+    return [c, f2(j.req_per_s, 0), j.latency_ms ? f2(j.latency_ms.p99, 2) + " ms" : "–", f2(pct, 1), pct > 0 && j.req_per_s ? f2(j.req_per_s / (pct / 100), 0) : "–", f2(j.daemon_cpu_s_per_1k, 4)]; });
+  const capHead = ["connections", "req/s (new connection each)", "p99", "daemon CPU (% of a core)", "≈ hand-offs/s per daemon core", "daemon cpu-s per 1000"];
+  table("Hand-off capacity, sticky port (`/bench/ping`, `Connection: close`)", capHead, cap("sticky"));
+  table("Hand-off capacity, cluster mode (`listen()` app, `Connection: close`)", capHead, cap("cluster"));
+  lines.push("On 2 cores the workers and wrk saturate the machine before the daemon does, so capacity per daemon core is");
+  lines.push("extrapolated from its CPU share at each rate (req/s ÷ daemon core fraction).", "");
 }
 
 // problems: workloads that failed, CLI commands that exited non-zero

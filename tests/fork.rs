@@ -414,3 +414,58 @@ fn cron_restart_restarts_on_schedule() {
     let first = pid(&l[0]);
     pm2.wait_for("a cron restart", T, |l| l.first().is_some_and(|p| restarts(p) >= 1 && pid(p) != first));
 }
+
+/// After kill -9 of the daemon, the next command starts a new daemon that
+/// brings back the saved list (and stops the orphans the dead one left, so
+/// nothing runs twice), and says so.
+#[test]
+fn the_next_command_after_a_daemon_crash_restores_the_saved_list() {
+    let pm2 = Pm2::new();
+    pm2.run(&["start", "silent.js", "--name", "quiet"]).ok();
+    let before = pm2.wait_for("online", T, |l| l.len() == 1 && status(&l[0]) == "online");
+    let orphan = pid(&before[0]) as i32;
+    pm2.run(&["save"]).ok();
+    let daemon: i32 = std::fs::read_to_string(pm2.home().join("pm2.pid")).unwrap().trim().parse().unwrap();
+    // SAFETY: SIGKILL to the test's own daemon.
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    poll("daemon gone", T, || (!pid_alive(daemon)).then_some(()));
+    // The app does not write, so it outlives its daemon.
+    assert!(pid_alive(orphan), "the fork app should have outlived its daemon");
+
+    let r = pm2.run(&["ls"]);
+    r.ok();
+    assert!(r.all().contains("died without stopping its apps"), "{}", r.all());
+    let list = pm2.wait_for("restored", T, |l| l.len() == 1 && status(&l[0]) == "online");
+    assert_ne!(pid(&list[0]) as i32, orphan);
+    poll("orphan stopped", T, || (!pid_alive(orphan)).then_some(()));
+
+    // A clean stop is not a crash: nothing is restored behind the user's back.
+    pm2.run(&["kill"]).ok();
+    let r = pm2.run(&["ls"]);
+    assert!(!r.all().contains("died without"), "{}", r.all());
+    assert!(pm2.jlist().is_empty());
+}
+
+/// `pm2 set pm2:autodump true` keeps dump.pm2 equal to the list after every
+/// change, without `pm2 save`.
+#[test]
+fn autodump_keeps_the_saved_list_current() {
+    let pm2 = Pm2::new();
+    pm2.run(&["set", "pm2:autodump", "true"]).ok();
+    pm2.run(&["start", "silent.js", "--name", "one"]).ok();
+    pm2.run(&["start", "silent.js", "--name", "two"]).ok();
+    let names = |pm2: &Pm2| -> Vec<String> {
+        let text = std::fs::read(pm2.home().join("dump.pm2")).unwrap_or_default();
+        let v: Vec<serde_json::Value> = serde_json::from_slice(&text).unwrap_or_default();
+        v.iter().filter_map(|e| e["name"].as_str().map(String::from)).collect()
+    };
+    assert_eq!(names(&pm2), ["one", "two"]);
+    pm2.run(&["delete", "one"]).ok();
+    assert_eq!(names(&pm2), ["two"]);
+    let daemon: i32 = std::fs::read_to_string(pm2.home().join("pm2.pid")).unwrap().trim().parse().unwrap();
+    // SAFETY: SIGKILL to the test's own daemon.
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    poll("daemon gone", T, || (!pid_alive(daemon)).then_some(()));
+    pm2.run(&["ls"]).ok();
+    pm2.wait_for("two restored", T, |l| l.len() == 1 && l[0]["name"] == "two" && status(&l[0]) == "online");
+}

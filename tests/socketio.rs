@@ -313,3 +313,52 @@ fn a_taken_sticky_port_is_a_clear_error() {
     pm2.run(&["ping"]).ok();
     assert_eq!(pm2.jlist().len(), 2);
 }
+
+/// Runs the seed app's own client (10 Socket.IO clients) against the port.
+fn seed_clients_succeed(pm2: &Pm2, dir: &Path, when: &str) {
+    let out = Command::new("node")
+        .arg("client.js")
+        .arg("10")
+        .env("PORT", sticky_port(pm2).to_string())
+        .current_dir(dir)
+        .output()
+        .expect("node client.js");
+    assert!(
+        out.status.success(),
+        "{when}: client.js failed:\n{}\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        pm2.daemon_log()
+    );
+}
+
+fn all_online(pm2: &Pm2, when: &str, n: usize) {
+    pm2.wait_for(when, T, |l| l.len() == n && l.iter().all(|p| status(p) == "online"));
+}
+
+/// Regression: the balancer was bound only by `start`, so an app brought
+/// back by `resurrect` (a reboot through `pm2 startup`) or `update` ran
+/// online with nothing listening on PM2_PORT.
+#[test]
+fn the_balancer_comes_back_after_resurrect_and_update() {
+    let mut pm2 = Pm2::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/socketio");
+    pm2.cwd = dir.clone();
+    pm2.run(&["start", "ecosystem.config.js"]).ok();
+    let n =
+        pm2.wait_for("workers online", T, |l| !l.is_empty() && l.iter().all(|p| status(p) == "online")).len();
+    seed_clients_succeed(&pm2, &dir, "after start");
+
+    pm2.run(&["save"]).ok();
+    pm2.run(&["kill"]).ok();
+    pm2.run(&["resurrect"]).ok();
+    all_online(&pm2, "workers online after resurrect", n);
+    seed_clients_succeed(&pm2, &dir, "after resurrect");
+
+    // `update` typed in a shell that lacks PM2_PORT: the new daemon keeps
+    // the old daemon's port.
+    let out = pm2.cmd(&["update"]).env_remove("PM2_PORT").output().expect("pm2 update");
+    assert!(out.status.success(), "update failed: {}", String::from_utf8_lossy(&out.stderr));
+    all_online(&pm2, "workers online after update", n);
+    seed_clients_succeed(&pm2, &dir, "after update");
+}

@@ -7,7 +7,7 @@
 // Traffic goes to 127.0.0.1 only. Every loop is bounded by a count and by time, and the whole
 // process exits after --cap-secs (default 90).
 //
-// CPU accounting: utime+stime of /proc/<pid>/stat for the daemon (--daemon), the workers
+// CPU accounting: on-CPU ns of /proc/<pid>/task/*/schedstat (see ticks()) for the daemon (--daemon), the workers
 // (--workers a,b,...) and this process, sampled at the edges of the measurement window; the rest of
 // /proc/stat's busy time is "other" (other tenants of the machine), in % of one core.
 "use strict";
@@ -57,12 +57,26 @@ const per1k = (cpuS, units) => (units > 0 ? round((cpuS * 1000) / units, 4) : nu
 
 // ------------------------------------------------------------------------------------------- /proc
 const TCK = Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
+// CPU time of a process in clock ticks, at nanosecond resolution: the sum of the first field of
+// /proc/<pid>/task/*/schedstat (ns on CPU, per thread), converted to ticks so every caller keeps its
+// units. utime+stime of /proc/<pid>/stat advance in whole 10 ms ticks, too coarse for a row whose
+// daemon spends a few tens of ms in all. Threads that exit between two marks drop out of the sum, so
+// the old coarse counter is kept as a floor for a process whose threads come and go.
 function ticks(pid) {
+  let coarse = null;
   try {
     const s = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
     const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return Number(f[11]) + Number(f[12]);
+    coarse = Number(f[11]) + Number(f[12]);
   } catch (_) { return null; }
+  try {
+    let ns = 0;
+    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+      ns += Number(fs.readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ")[0]);
+    }
+    if (Number.isFinite(ns) && ns > 0) return (ns / 1e9) * TCK;
+  } catch (_) { /* no schedstat (kernel without CONFIG_SCHEDSTATS): coarse ticks */ }
+  return coarse;
 }
 function rssKb(pid) {
   try { return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))[1]); } catch (_) { return null; }
@@ -258,6 +272,50 @@ cmds.idle = async () => {
     workers_rss_mb: round(Math.max(...rss.workers) / 1024, 1), workers_cpu_pct: cpu.pct.workers, cpu,
   };
   say(`idle ${secs}s: daemon ${r.daemon_rss_mb} MB RSS, ${r.daemon_cpu_pct}% CPU, ${r.daemon_fds} fds | ${r.workers} workers ${r.workers_rss_mb} MB, ${r.workers_cpu_pct}% | other ${cpu.other_pct}%`);
+  return r;
+};
+
+// scale curve: hold --n idle Socket.IO sessions (raw Engine.IO v4 websockets: open, "40" connect,
+// answer every ping) opened at --rate per second, then sample daemon RSS/CPU/fds for --secs. Source
+// addresses rotate over 127.0.0.1-127.0.0.8 so 50 000 connections do not run out of ephemeral ports.
+cmds.hold = async () => {
+  const WebSocket = require("ws");
+  const n = Math.min(num("n", 1000), 60000), rate = num("rate", 2000), secs = num("secs", 5);
+  const g = groups();
+  const base = mark(g);
+  const rss0 = g.daemon.reduce((s, p) => s + (rssKb(p) || 0), 0);
+  const socks = [];
+  let open = 0, failed = 0;
+  const deadline = clock() + num("max-secs", 60) * 1000;
+  const t0 = clock();
+  for (let i = 0; i < n && clock() < deadline; i++) {
+    const due = t0 + (i / rate) * 1000;
+    if (due > clock()) await sleep(due - clock());
+    const ws = new WebSocket(`ws://${HOST}:${PORT}/socket.io/?EIO=4&transport=websocket`, { localAddress: `127.0.0.${1 + (i % 8)}`, perMessageDeflate: false });
+    ws.on("message", (d) => {
+      const m = d.toString();
+      if (m[0] === "0") ws.send("40");
+      else if (m.startsWith("40")) open++;
+      else if (m === "2") ws.send("3");
+    });
+    ws.on("error", () => { failed++; });
+    socks.push(ws);
+  }
+  while (open + failed < socks.length && clock() < deadline) await sleep(100);
+  const opened_s = (clock() - t0) / 1000;
+  const a = mark(g);
+  const rss = [];
+  const end = clock() + secs * 1000;
+  while (clock() < end) { rss.push(g.daemon.reduce((s, p) => s + (rssKb(p) || 0), 0)); await sleep(500); }
+  const idle = cpuBetween(a, mark(g));
+  const opening = cpuBetween(base, a);
+  const r = {
+    n, open, failed, opened_s: round(opened_s, 1), daemon_rss_mb_before: round(rss0 / 1024, 1),
+    daemon_rss_mb: round(Math.max(...rss) / 1024, 1), daemon_fds: fdCount(g.daemon[0]),
+    daemon_cpu_s_per_1k_opened: per1k(opening.cpu_s.daemon, open), daemon_idle_cpu_pct: idle.pct.daemon, cpu: idle,
+  };
+  for (const ws of socks) ws.terminate();
+  say(`hold ${n}: ${open} open (${failed} failed) in ${r.opened_s}s; daemon RSS ${r.daemon_rss_mb_before} -> ${r.daemon_rss_mb} MB, ${r.daemon_fds} fds, idle CPU ${r.daemon_idle_cpu_pct}%, cpu-s/1k opened ${r.daemon_cpu_s_per_1k_opened}`);
   return r;
 };
 

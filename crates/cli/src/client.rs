@@ -64,6 +64,66 @@ pub fn ensure_home(home: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The pid of a daemon that died without cleaning up: `pm2.pid` names a
+/// process that no longer runs (or is no longer a daemon of this home). A
+/// daemon that stops normally removes `pm2.pid`, so only a crash, a
+/// `kill -9` or an OOM kill leaves one behind.
+pub fn died_uncleanly(home: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(home.join("pm2.pid")).ok()?.trim().parse().ok()?;
+    if pid <= 1 {
+        return None;
+    }
+    let ours = std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| {
+            let want = format!("PM2_HOME={}", home.display());
+            env.split(|b| *b == 0).any(|kv| kv == want.as_bytes())
+        })
+        .unwrap_or(false);
+    (!ours).then_some(pid)
+}
+
+/// Apps of a dead daemon that outlived it (fork apps that never write to
+/// their pipes keep running as orphans): their pids come from the pid files
+/// the daemon wrote, and each is checked to be a child of this home
+/// (`PM2_HOME` in its environment) before it is stopped, SIGINT then
+/// SIGKILL after `grace`. Restored apps must not meet them on their ports.
+/// Returns how many were stopped.
+pub fn stop_orphans(home: &Path, grace: Duration) -> usize {
+    let want = format!("PM2_HOME={}", home.display());
+    let mut pids = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(home.join("pids")) {
+        for e in dir.flatten() {
+            let Some(pid) = std::fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid <= 1 || pid == std::process::id() as i32 {
+                continue;
+            }
+            let ours = std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()))
+                .unwrap_or(false);
+            if ours {
+                pids.push(pid);
+            }
+        }
+    }
+    for &p in &pids {
+        // SAFETY: signal delivery to a pid checked just above.
+        unsafe { libc::kill(p, libc::SIGINT) };
+    }
+    let start = Instant::now();
+    // SAFETY: signal 0 only probes.
+    while pids.iter().any(|&p| unsafe { libc::kill(p, 0) } == 0) && start.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &p in &pids {
+        // SAFETY: as above; a pid already gone gives ESRCH, which is fine.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    pids.len()
+}
+
 pub fn new_runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the I/O runtime")
 }
@@ -331,6 +391,53 @@ pub fn daemon_title(home: &Path) -> String {
     format!("PM2 v{}: God Daemon ({})", CORRAL_VERSION, home.display())
 }
 
+/// The daemon settings a daemon re-created from this home must run with:
+/// each one given in this command's environment, else the value the running
+/// daemon was started with (read from its /proc environ through pm2.pid), so
+/// `sudo env PATH=... pm2 startup`, which drops the caller's variables, still
+/// writes the `PM2_PORT` the apps run behind today.
+pub fn daemon_settings(home: &Path) -> Vec<(String, String)> {
+    let running = running_daemon_env(home);
+    corral_proto::DAEMON_SETTINGS
+        .iter()
+        .filter_map(|k| {
+            let v = std::env::var(k)
+                .ok()
+                .or_else(|| running.iter().find(|(rk, _)| rk == k).map(|(_, v)| v.clone()));
+            v.filter(|v| !v.is_empty()).map(|v| (k.to_string(), v))
+        })
+        .collect()
+}
+
+/// The environment of the daemon whose pid `home/pm2.pid` names, or nothing
+/// when there is none (or it is not ours to read).
+pub fn running_daemon_env(home: &Path) -> Vec<(String, String)> {
+    let Some(pid) =
+        std::fs::read_to_string(home.join("pm2.pid")).ok().and_then(|s| s.trim().parse::<u32>().ok())
+    else {
+        return Vec::new();
+    };
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/environ")) else { return Vec::new() };
+    raw.split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Settings carried to the next daemon this CLI spawns (`pm2 update`: the
+/// replaced daemon's `PM2_PORT` and the like), on top of our own environment.
+static CARRIED_SETTINGS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes the next spawned daemon run with `settings`.
+pub fn carry_daemon_settings(settings: Vec<(String, String)>) {
+    if let Ok(mut g) = CARRIED_SETTINGS.lock() {
+        *g = settings;
+    }
+}
+
 struct Spawned {
     child: std::process::Child,
     log_offset: u64,
@@ -352,6 +459,7 @@ fn spawn_daemon(home: &Path) -> Result<()> {
     cmd.arg0(daemon_title(home))
         .env("CORRAL_DAEMON_MODE", "1")
         .env("PM2_HOME", home)
+        .envs(CARRIED_SETTINGS.lock().map(|g| g.clone()).unwrap_or_default())
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("cannot duplicate the pm2.log handle")?)
         .stderr(log);
@@ -437,4 +545,19 @@ fn log_tail_since(path: &Path, offset: u64, lines: usize) -> String {
     let text = String::from_utf8_lossy(&buf);
     let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_come_from_the_running_daemon() {
+        let home = tempfile::tempdir().expect("tempdir");
+        // This test process stands in for the daemon: its environ is real.
+        std::fs::write(home.path().join("pm2.pid"), std::process::id().to_string()).expect("pid");
+        let env = running_daemon_env(home.path());
+        assert!(env.iter().any(|(k, _)| k == "PATH"), "{env:?}");
+        assert!(running_daemon_env(&home.path().join("nowhere")).is_empty());
+    }
 }

@@ -20,7 +20,7 @@ LimitNPROC=infinity
 LimitCORE=infinity
 Environment=PATH=%NODE_PATH%:/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 Environment=PM2_HOME=%HOME_PATH%
-PIDFile=%HOME_PATH%/pm2.pid
+%SETTINGS%PIDFile=%HOME_PATH%/pm2.pid
 Restart=on-failure
 
 ExecStart=%PM2_PATH% resurrect
@@ -37,6 +37,8 @@ pub struct UnitParams<'a> {
     pub home_path: &'a str,
     pub pm2_path: &'a str,
     pub wait_ip: bool,
+    /// Daemon settings (`PM2_PORT`...) the booted daemon must run with.
+    pub settings: &'a [(String, String)],
 }
 
 /// The systemd unit text, as pm2 writes it.
@@ -50,6 +52,24 @@ pub fn systemd_unit(p: &UnitParams) -> String {
         .replace("%NODE_PATH%", p.node_path)
         .replace("%HOME_PATH%", p.home_path)
         .replace("%PM2_PATH%", p.pm2_path)
+        .replace("%SETTINGS%", &settings_lines(p.settings))
+}
+
+/// `Environment=` lines, quoted as systemd.exec(5) wants when a value holds
+/// white space, quotes or backslashes.
+fn settings_lines(settings: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (k, v) in settings {
+        // systemd expands `%` specifiers in Environment= values.
+        let kv = format!("{k}={v}").replace('%', "%%");
+        if kv.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\' || c == '\'') {
+            let escaped = kv.replace('\\', "\\\\").replace('"', "\\\"");
+            out.push_str(&format!("Environment=\"{escaped}\"\n"));
+        } else {
+            out.push_str(&format!("Environment={kv}\n"));
+        }
+    }
+    out
 }
 
 /// Canonical platform for a user-given name (pm2's aliases).
@@ -279,6 +299,7 @@ pub fn startup(cli: &mut Cli) -> Result<Code> {
         home_path: &home_path,
         pm2_path: &exe,
         wait_ip: cli.args.has("wait-ip"),
+        settings: &crate::client::daemon_settings(Path::new(&home_path)),
     });
     let target = format!("/etc/systemd/system/{}.service", p.service);
     let cmds = vec![format!("systemctl enable {}", p.service)];
@@ -341,6 +362,7 @@ mod tests {
             home_path: "/root/.pm2",
             pm2_path: "/usr/local/bin/pm2",
             wait_ip: false,
+            settings: &[],
         });
         assert!(u.starts_with("[Unit]\nDescription=PM2 process manager\nDocumentation=https://pm2.keymetrics.io/\nAfter=network.target\n\n[Service]\nType=forking\nUser=root\n"));
         assert!(
@@ -350,9 +372,35 @@ mod tests {
         assert!(u.ends_with("[Install]\nWantedBy=multi-user.target\n"));
         let w = systemd_unit(&UnitParams {
             wait_ip: true,
-            ..UnitParams { user: "u", node_path: "", home_path: "", pm2_path: "", wait_ip: false }
+            ..UnitParams {
+                user: "u",
+                node_path: "",
+                home_path: "",
+                pm2_path: "",
+                wait_ip: false,
+                settings: &[],
+            }
         });
         assert!(w.contains("After=network-online.target") && w.contains("WantedBy=network-online.target"));
+    }
+
+    #[test]
+    fn unit_carries_the_daemon_settings() {
+        let settings = vec![
+            ("PM2_PORT".to_string(), "9090".to_string()),
+            ("PM2_NODE_OPTIONS".to_string(), "--max-old-space-size=512 --trace-warnings".to_string()),
+        ];
+        let u = systemd_unit(&UnitParams {
+            user: "root",
+            node_path: "/usr/bin",
+            home_path: "/root/.pm2",
+            pm2_path: "/usr/local/bin/pm2",
+            wait_ip: false,
+            settings: &settings,
+        });
+        assert!(u.contains(
+            "Environment=PM2_HOME=/root/.pm2\nEnvironment=PM2_PORT=9090\nEnvironment=\"PM2_NODE_OPTIONS=--max-old-space-size=512 --trace-warnings\"\nPIDFile="
+        ));
     }
 
     #[test]

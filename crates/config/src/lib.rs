@@ -11,7 +11,7 @@
 //!
 //! `AppSpec::extra` holds, besides unknown keys and `env_<name>` objects,
 //! the known pm2 keys Corral does not model (under their canonical name):
-//! `uid`, `gid`, `port` (already applied as `env.PORT`), `filter_env`
+//! `uid`, `gid` (applied by the daemon), `port` (already applied as `env.PORT`), `filter_env`
 //! (already applied to `env`), `force`, `watch_options`, `vizion`, `pmx`,
 //! `automation`, `windowsHide`, `km_link`, `source_map_support`, ...
 //! `watch: true` is `watch == true` with empty `watch_paths` (= the cwd).

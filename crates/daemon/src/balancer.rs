@@ -31,8 +31,8 @@ const NO_WORKER_WAIT: Duration = Duration::from_secs(10);
 const MAX_ATTEMPTS: usize = 3;
 
 /// Makes sure the balancer listens on `port`. Returns the bind error (with
-/// the port's owner when it can be found) if it cannot; the rest of the
-/// daemon is unaffected.
+/// the port's owner when it can be found) if it cannot, and logs it when it
+/// differs from the last one; the rest of the daemon is unaffected.
 pub fn ensure_listening(shared: &SharedRef, port: u16) -> Result<(), String> {
     if let Some(prev) = shared.sticky_ports.lock().unwrap_or_else(|p| p.into_inner()).get(&port) {
         if prev.is_none() {
@@ -63,7 +63,12 @@ pub fn ensure_listening(shared: &SharedRef, port: u16) -> Result<(), String> {
             let owner =
                 crate::portowner::describe(port).map(|o| format!(" (held by {o})")).unwrap_or_default();
             let msg = format!("PM2_PORT {port} is not available for the Socket.IO balancer: {e}{owner}");
-            ports.insert(port, Some(msg.clone()));
+            // Logged once per distinct failure: every worker spawn of every
+            // cluster app retries the bind, and a crash loop must not flood
+            // the daemon log with the same line.
+            if ports.insert(port, Some(msg.clone())).flatten().as_deref() != Some(msg.as_str()) {
+                dlog::error(&msg);
+            }
             Err(msg)
         }
     }

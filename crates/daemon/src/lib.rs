@@ -15,6 +15,7 @@ pub mod paths;
 pub mod persist;
 pub mod policy;
 pub mod portowner;
+pub mod privileges;
 pub mod process;
 pub mod proctree;
 pub mod server;

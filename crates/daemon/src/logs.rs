@@ -29,6 +29,9 @@ pub struct LogFiles {
     out: Option<File>,
     err: Option<File>,
     combined: Option<File>,
+    /// The user the app runs as (`uid`/`gid`): files are handed to it at
+    /// every (re)open, so logs recreated by a rotation stay the app's.
+    owner: Option<crate::privileges::Creds>,
 }
 
 fn open_append(path: &str) -> std::io::Result<Option<File>> {
@@ -43,7 +46,8 @@ fn open_append(path: &str) -> std::io::Result<Option<File>> {
 
 impl LogFiles {
     pub fn open(out_path: String, err_path: String, combined_path: Option<String>) -> std::io::Result<Self> {
-        let mut l = LogFiles { out_path, err_path, combined_path, out: None, err: None, combined: None };
+        let mut l =
+            LogFiles { out_path, err_path, combined_path, out: None, err: None, combined: None, owner: None };
         l.reopen()?;
         Ok(l)
     }
@@ -55,7 +59,25 @@ impl LogFiles {
             Some(p) => open_append(p)?,
             None => None,
         };
+        self.give();
         Ok(())
+    }
+
+    /// Hands the files to the app's user now and after every reopen.
+    pub fn set_owner(&mut self, owner: Option<crate::privileges::Creds>) {
+        self.owner = owner;
+        self.give();
+    }
+
+    fn give(&self) {
+        if let Some(o) = &self.owner {
+            for p in [Some(&self.out_path), Some(&self.err_path), self.combined_path.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                o.give(p);
+            }
+        }
     }
 
     /// Truncates in place so writers holding the file keep working

@@ -118,13 +118,19 @@ pub async fn resurrect(shared: &SharedRef) -> Result<(Vec<String>, Vec<u32>), St
             nproc: shared.nproc,
             source: shared.home.dump().to_string_lossy().into_owned(),
         };
-        let app = match corral_config::app_from_pm2_env(&entry, &ctx) {
+        let mut app = match corral_config::app_from_pm2_env(&entry, &ctx) {
             Ok(a) => a,
             Err(e) => {
                 crate::dlog::error(&format!("resurrect: skipping an entry: {e}"));
                 continue;
             }
         };
+        // An app saved with a uid/gid this daemon cannot apply must not
+        // come back running as the daemon's user.
+        if let Err(e) = crate::privileges::normalize(&mut app) {
+            crate::dlog::error(&format!("resurrect: skipping app {}: {e}", app.name));
+            continue;
+        }
         if running.contains(&app.name) {
             continue;
         }

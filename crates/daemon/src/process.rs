@@ -338,13 +338,28 @@ impl Task {
         let label = format!("{}:{}", app.name, self.id);
         dlog::log(&format!("App [{label}] starting in -{} mode-", short_mode(app.exec_mode)));
 
-        let env = env::build(&self.shared, &info);
+        // `uid`/`gid` are resolved at every launch: the user database may
+        // have changed since the app was started.
+        let creds = match crate::privileges::for_app(&app) {
+            Ok(c) => c,
+            Err(e) => {
+                self.fail_launch(&format!("App [{label}]: {e}"));
+                return;
+            }
+        };
+        let mut env = env::build(&self.shared, &info);
+        if let Some(c) = &creds {
+            c.apply_env(&mut env);
+        }
         let files = match LogFiles::open(
             info.pm_out_log_path.clone(),
             info.pm_err_log_path.clone(),
             info.pm_log_path.clone(),
         ) {
-            Ok(f) => Arc::new(Mutex::new(f)),
+            Ok(mut f) => {
+                f.set_owner(creds.clone());
+                Arc::new(Mutex::new(f))
+            }
             Err(e) => {
                 self.fail_launch(&format!("cannot open log files of app [{label}]: {e}"));
                 return;
@@ -396,6 +411,10 @@ impl Task {
                 Ok(())
             });
         }
+        // Last hook: the ones above may need the daemon's privileges.
+        if let Some(c) = &creds {
+            c.apply(&mut cmd);
+        }
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(false);
         let mut child = match cmd.spawn() {
@@ -445,6 +464,9 @@ impl Task {
             e.stdin = stdin.map(Arc::new);
         });
         let _ = std::fs::write(&info.pm_pid_path, pid.to_string());
+        if let Some(c) = &creds {
+            c.give(&info.pm_pid_path);
+        }
         self.run = Some(Running { child, pid, wid, events: ev_rx, _events_tx: ev_tx });
         // pm2's `process:event` "start", sent for every launch before
         // "online" (pm2-runtime --json shows it).

@@ -102,12 +102,39 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
                 return;
             }
             other => {
+                let changes = other.changes_process_list();
                 let reply = handle(&shared, other).await;
+                if changes {
+                    autodump(&shared);
+                }
                 if write_frame(&mut stream, &reply).await.is_err() {
                     return;
                 }
             }
         }
+    }
+}
+
+/// `pm2 set pm2:autodump true`: keep dump.pm2 equal to the process list
+/// after every change, so a crash of the daemon (or of the machine) loses
+/// nothing that was running. Written atomically, like `pm2 save --force`
+/// (an emptied list is saved too: it is what the user asked for).
+fn autodump(shared: &SharedRef) {
+    if !autodump_enabled(&shared.home.root) {
+        return;
+    }
+    if let Err(e) = persist::save(shared, true, false) {
+        dlog::error(&format!("autodump: {e}"));
+    }
+}
+
+fn autodump_enabled(home: &std::path::Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(home.join("module_conf.json")) else { return false };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
+    match v.get("pm2").and_then(|m| m.get("autodump")) {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => s == "true",
+        _ => false,
     }
 }
 
@@ -178,10 +205,15 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             Ok(ids) => Reply::Procs { procs: infos(shared, &ids) },
             Err(e) => err(e),
         },
-        Request::Op { op, id, update } => {
+        Request::Op { op, id, mut update } => {
             let Some(ctl) = ctl_of(shared, id) else {
                 return err(format!("Process {id} not found"));
             };
+            if let Some(u) = update.as_deref_mut() {
+                if let Err(e) = crate::privileges::normalize(u) {
+                    return err(e.to_string());
+                }
+            }
             let r = match op {
                 Op::Stop => {
                     // The CLI sends `watch: false` with a stop (pm2 turns the
@@ -373,12 +405,13 @@ fn uses_socketio(app: &corral_proto::AppSpec) -> bool {
     false
 }
 
-pub async fn start_app(shared: &SharedRef, app: corral_proto::AppSpec) -> Result<Vec<u32>, String> {
+pub async fn start_app(shared: &SharedRef, mut app: corral_proto::AppSpec) -> Result<Vec<u32>, String> {
+    // Refused before anything is bound or spawned.
+    crate::privileges::normalize(&mut app).map_err(|e| e.to_string())?;
     let mut sticky_err = None;
     if app.exec_mode == corral_proto::ExecMode::Cluster && app.sticky != Some(false) {
         let port = app.sticky_port.unwrap_or(shared.pm2_port);
         if let Err(e) = crate::balancer::ensure_listening(shared, port) {
-            dlog::error(&e);
             if app.sticky == Some(true) || uses_socketio(&app) {
                 sticky_err = Some(e);
             }

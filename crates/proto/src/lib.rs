@@ -35,3 +35,21 @@ pub fn version_text(verbose: bool) -> String {
         format!("{PM2_VERSION}\n")
     }
 }
+
+/// Environment variables that configure the daemon itself (not an app): the
+/// daemon reads them once at start, and whatever re-creates a daemon later
+/// (`pm2 startup`'s unit, `pm2 update`) must carry the values the running
+/// daemon was started with, or the next daemon silently behaves differently
+/// (a Socket.IO balancer on another port, say).
+pub const DAEMON_SETTINGS: &[&str] = &[
+    "PM2_PORT",
+    "PM2_STICKY_HOST",
+    "PM2_GRACEFUL_TIMEOUT",
+    "PM2_KILL_SIGNAL",
+    "PM2_KILL_USE_MESSAGE",
+    "PM2_RELOAD_LOCK_TIMEOUT",
+    "PM2_WORKER_INTERVAL",
+    "PM2_NODE_OPTIONS",
+    "PM2_DUMP_FILE_PATH",
+    "EXP_BACKOFF_RESET_TIMER",
+];

@@ -24,24 +24,12 @@ pub struct Welcome {
     pub daemon_version: String,
     pub pid: u32,
     pub pm2_home: String,
-    /// The daemon-level settings it was started with ([`DAEMON_SETTINGS`]
-    /// that were set), so a CLI call given other values can say they do not
+    /// The daemon-level settings it was started with
+    /// ([`crate::DAEMON_SETTINGS`] that were set), so a CLI call given other values can say they do not
     /// apply to a daemon already running.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
 }
-
-/// Environment variables read by the daemon once, when it starts: changing
-/// them for a later CLI call has no effect until `pm2 kill` (or `pm2
-/// update`).
-pub const DAEMON_SETTINGS: &[&str] = &[
-    "PM2_PORT",
-    "PM2_STICKY_HOST",
-    "PM2_KILL_SIGNAL",
-    "PM2_GRACEFUL_TIMEOUT",
-    "PM2_WORKER_INTERVAL",
-    "PM2_NODE_OPTIONS",
-];
 
 /// What a per-id operation does. Names follow pm2's RPC methods so the CLI
 /// can print `Applying action stopProcessId ...` from them.
@@ -52,6 +40,17 @@ pub enum Op {
     Reload,
     Delete,
     Reset,
+}
+
+impl Request {
+    /// True for requests that may change what `dump.pm2` would hold: the
+    /// set of apps, their specs or whether they run.
+    pub fn changes_process_list(&self) -> bool {
+        matches!(
+            self,
+            Request::Start { .. } | Request::Op { .. } | Request::Scale { .. } | Request::Resurrect
+        )
+    }
 }
 
 impl Op {

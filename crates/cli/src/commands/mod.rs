@@ -14,9 +14,10 @@ use crate::output;
 use crate::render::table::{render_list, render_mini, ListOptions};
 use crate::timefmt::now_ms;
 use anyhow::Result;
-use corral_proto::ProcInfo;
+use corral_proto::{ProcInfo, Reply, Request};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub type Code = i32;
 
@@ -50,10 +51,55 @@ impl Cli {
     /// The daemon connection, spawning the daemon on first use.
     pub fn client(&mut self) -> Result<&mut Client> {
         if self.client.is_none() {
-            self.client = Some(Client::connect_or_spawn(&self.home)?);
+            // Read before the spawn, which rewrites pm2.pid.
+            let died = crate::client::died_uncleanly(&self.home);
+            let c = Client::connect_or_spawn(&self.home)?;
+            let spawned = c.spawned;
+            self.client = Some(c);
+            if let (true, Some(pid)) = (spawned, died) {
+                self.restore_after_crash(pid)?;
+            }
         }
         // Set just above; the Option only defers the connection.
         self.client.as_mut().ok_or_else(|| anyhow::anyhow!("not connected"))
+    }
+
+    /// The daemon died without stopping its apps (kill -9, OOM) and this
+    /// command just started a new one: bring back the last saved process
+    /// list, as the systemd unit would, instead of leaving the user with an
+    /// empty list (pm2's behaviour). Commands that decide about the saved
+    /// list themselves are left alone.
+    fn restore_after_crash(&mut self, pid: i32) -> Result<()> {
+        let cmd = self.args.command.as_deref().unwrap_or("");
+        if matches!(cmd, "kill" | "resurrect" | "update" | "cleardump" | "unstartup") {
+            return Ok(());
+        }
+        let dump = match std::env::var_os("PM2_DUMP_FILE_PATH") {
+            Some(p) => PathBuf::from(p),
+            None => self.home.join("dump.pm2"),
+        };
+        if !dump.exists() {
+            return Ok(());
+        }
+        output::warn(&format!(
+            "The PM2 daemon (pid {pid}) died without stopping its apps; restoring the process list saved in {}",
+            dump.display()
+        ));
+        let stopped = crate::client::stop_orphans(&self.home, Duration::from_secs(3));
+        if stopped > 0 {
+            output::warn(&format!("Stopped {stopped} app process(es) the dead daemon left running"));
+        }
+        let Some(c) = self.client.as_mut() else { return Ok(()) };
+        match c.request(&Request::Resurrect)? {
+            Reply::Resurrected { restored, .. } => {
+                for r in restored {
+                    output::info(&format!("Process {r} restored"));
+                }
+            }
+            Reply::Error { message } => output::error(&message),
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Uses an already established connection.

@@ -101,6 +101,7 @@ pub fn update(cli: &mut Cli) -> Result<Code> {
             // A daemon from another Corral version may refuse our protocol.
             // SIGTERM makes it dump its list, which the new daemon restores.
             output::warn(&format!("The running daemon cannot be driven ({e:#}); stopping it by signal"));
+            crate::client::carry_daemon_settings(crate::client::daemon_settings(&cli.home));
             if super::ops::kill_by_signal(&cli.home)? != 0 {
                 return Ok(1);
             }
@@ -115,6 +116,9 @@ pub fn update(cli: &mut Cli) -> Result<Code> {
     if saved == Some(1) {
         return Ok(1);
     }
+    // The new daemon must keep the old one's settings (PM2_PORT...), even
+    // when this command runs from a shell that lacks them.
+    crate::client::carry_daemon_settings(crate::client::daemon_settings(&cli.home));
     if let Some(mut c) = cli.disconnect() {
         if super::ops::kill_daemon(&mut c, &cli.home)? != 0 {
             return Ok(1);

@@ -136,7 +136,7 @@ pub fn render_list(procs: &[ProcInfo], opts: &ListOptions) -> String {
                     status,
                     Cell::plain(cpu(p)),
                     mem,
-                    Cell::colored(p.username.clone(), Color::Bold),
+                    Cell::colored(user(p), Color::Bold),
                     if p.app.watch {
                         Cell::colored("enabled", Color::Green)
                     } else {
@@ -176,6 +176,21 @@ pub fn render_mini(procs: &[ProcInfo], now_ms: i64, sort: Option<&str>) -> Strin
         out.push('\n');
     }
     out
+}
+
+/// The user column: the user the app runs as (`uid`, a numeric id shown by
+/// name when it has one, as pm2 does), else the user who started it.
+fn user(p: &ProcInfo) -> String {
+    match p.app.extra.get("uid") {
+        Some(serde_json::Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .and_then(|n| nix::unistd::User::from_uid(n.into()).ok().flatten())
+            .map(|u| u.name)
+            .unwrap_or_else(|| n.to_string()),
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => p.username.clone(),
+    }
 }
 
 #[cfg(test)]

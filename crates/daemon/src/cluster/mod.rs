@@ -153,6 +153,17 @@ pub fn worker_spawned(
             sa.enabled = true;
             reg.port_owner.entry(port).or_insert_with(|| app.name.clone());
         }
+        let wants_balancer = app.sticky != Some(false);
+        drop(reg);
+        // Every path that runs a cluster worker comes through here (start,
+        // resurrect, `update`, pm2-runtime, ecosystem reload, scale, restart
+        // with a changed spec), so the balancer is bound here and not only
+        // by `start`: an app restored from dump.pm2 must get its port too.
+        // Idempotent once bound; a port that was taken is tried again.
+        if wants_balancer {
+            // A failure is logged by ensure_listening; the worker still runs.
+            let _ = crate::balancer::ensure_listening(shared, port);
+        }
     }
 }
 

@@ -1,0 +1,260 @@
+//! The floor of Corral's hot paths, measured on the machine it runs on.
+//!
+//! Each hot path of the daemon does some work no implementation can skip:
+//! a sticky hand-off must accept the connection, read the request head, pass
+//! the fd to a worker with `SCM_RIGHTS`, read the worker's ACK and close its
+//! copy; a cluster hand-off does the same without the read; a relayed adapter
+//! frame must be read once and written once per peer. This program does only
+//! that, in a tight loop on blocking sockets with no async runtime, and
+//! reports the CPU time (ns resolution, `CLOCK_THREAD_CPUTIME_ID`) of the
+//! thread that plays the daemon, per unit of work. `bench/run.sh` reports the
+//! daemon's measured cost as a ratio to these numbers.
+//!
+//! Output: one JSON object on stdout, `cpu_ns` per unit for each path, plus
+//! the syscalls each unit makes.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes only the struct we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn die(what: &str) -> ! {
+    eprintln!("floor: {what}: {}", std::io::Error::last_os_error());
+    std::process::exit(1)
+}
+
+/// `sendmsg` of `data` with one fd as `SCM_RIGHTS`, as Node's channel sends a
+/// handle.
+fn send_fd(sock: RawFd, data: &[u8], fd: RawFd) {
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut _;
+        msg.msg_controllen = space as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut RawFd, fd);
+        if libc::sendmsg(sock, &msg, 0) < 0 {
+            die("sendmsg");
+        }
+    }
+}
+
+/// `recvmsg` into `buf`; returns bytes read and the fd received, if any.
+fn recv_fd(sock: RawFd, buf: &mut [u8]) -> (usize, Option<OwnedFd>) {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut _, iov_len: buf.len() };
+    // SAFETY: as in send_fd.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    // SAFETY: as in send_fd; a received fd is owned by us from here on.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut _;
+        msg.msg_controllen = space as _;
+        let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            die("recvmsg");
+        }
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        let fd = if !c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS {
+            Some(OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const RawFd)))
+        } else {
+            None
+        };
+        (n as usize, fd)
+    }
+}
+
+const HEAD: &[u8] = b"GET /socket.io/?EIO=4&transport=polling&t=PQx1a2b HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n";
+/// A `sticky:connection` message of the size the daemon sends with a head.
+const HANDOFF_MSG: usize = 220;
+/// Node's `NODE_HANDLE_ACK` message, as the worker sends it back.
+const ACK: &[u8] = b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
+
+/// One hand-off per connection: accept4 [+ read of the head] + sendmsg with
+/// the fd + recvmsg of the ACK + close. Returns daemon-thread ns per unit.
+fn handoff(n: usize, read_head: bool) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|_| die("bind"));
+    let addr = listener.local_addr().unwrap_or_else(|_| die("local_addr"));
+    let (daemon_end, worker_end) = UnixStream::pair().unwrap_or_else(|_| die("socketpair"));
+    // The worker: takes each fd, ACKs it, drops it (the client sees EOF).
+    let worker = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..n {
+            let (_, fd) = recv_fd(worker_end.as_raw_fd(), &mut buf);
+            drop(fd);
+            (&worker_end).write_all(ACK).unwrap_or_else(|_| die("ack"));
+        }
+    });
+    // The clients: one connection each, sequential so the daemon thread
+    // measures per-connection work, not contention.
+    let client = std::thread::spawn(move || {
+        let mut sink = [0u8; 16];
+        for _ in 0..n {
+            let mut s = TcpStream::connect(addr).unwrap_or_else(|_| die("connect"));
+            s.write_all(HEAD).unwrap_or_else(|_| die("write head"));
+            let _ = s.read(&mut sink);
+        }
+    });
+    let lfd = listener.as_raw_fd();
+    let dfd = daemon_end.as_raw_fd();
+    let msg = vec![b'x'; HANDOFF_MSG];
+    let mut head = vec![0u8; 16 * 1024];
+    let mut ack = vec![0u8; 256];
+    let t0 = thread_cpu_ns();
+    for _ in 0..n {
+        // SAFETY: accept4 with null address out-params.
+        let c = unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+        if c < 0 {
+            die("accept4");
+        }
+        // SAFETY: c is a fresh fd we own.
+        let conn = unsafe { OwnedFd::from_raw_fd(c) };
+        if read_head {
+            // SAFETY: read into our buffer.
+            let r = unsafe { libc::read(c, head.as_mut_ptr() as *mut _, head.len()) };
+            if r <= 0 {
+                die("read head");
+            }
+        }
+        send_fd(dfd, &msg, conn.as_raw_fd());
+        let _ = recv_fd(dfd, &mut ack);
+        drop(conn);
+    }
+    let spent = thread_cpu_ns() - t0;
+    let _ = client.join();
+    let _ = worker.join();
+    spent as f64 / n as f64
+}
+
+/// One relayed frame: epoll_wait (paced: every frame wakes the daemon) +
+/// read of the frame + one write per peer. Returns ns per frame.
+fn relay(frames: usize, peers: usize, frame_len: usize) -> f64 {
+    let (src_daemon, src_worker) = UnixStream::pair().unwrap_or_else(|_| die("socketpair"));
+    let mut outs = Vec::new();
+    let mut drains = Vec::new();
+    for _ in 0..peers {
+        let (d, w) = UnixStream::pair().unwrap_or_else(|_| die("socketpair"));
+        outs.push(d);
+        drains.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut w = w;
+            let mut total = 0usize;
+            while total < frames * frame_len {
+                match w.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => total += k,
+                }
+            }
+        }));
+    }
+    // The sender paces frames one at a time: it waits for the daemon's
+    // token before the next, so every frame is its own wake-up, as a paced
+    // broadcast is.
+    let (tok_daemon, tok_sender) = UnixStream::pair().unwrap_or_else(|_| die("socketpair"));
+    let sender = std::thread::spawn(move || {
+        let frame = vec![b'f'; frame_len];
+        let mut t = [0u8; 1];
+        let mut s = src_worker;
+        let mut tok = tok_sender;
+        for _ in 0..frames {
+            s.write_all(&frame).unwrap_or_else(|_| die("send frame"));
+            let _ = tok.read_exact(&mut t);
+        }
+    });
+    // SAFETY: epoll_create1 has no preconditions.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
+    // SAFETY: registering a live fd with a struct we own.
+    unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, src_daemon.as_raw_fd(), &mut ev) };
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+    let mut buf = vec![0u8; frame_len];
+    let t0 = thread_cpu_ns();
+    let mut spent_token = 0u64;
+    for _ in 0..frames {
+        // SAFETY: epoll_wait into our array.
+        unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), evs.len() as i32, -1) };
+        (&src_daemon).read_exact(&mut buf).unwrap_or_else(|_| die("read frame"));
+        for o in &outs {
+            (&*o).write_all(&buf).unwrap_or_else(|_| die("write peer"));
+        }
+        // The pacing token is the harness's, not the daemon's work.
+        let t = thread_cpu_ns();
+        (&tok_daemon).write_all(b"t").unwrap_or_else(|_| die("token"));
+        spent_token += thread_cpu_ns() - t;
+    }
+    let spent = thread_cpu_ns() - t0 - spent_token;
+    // SAFETY: closing the epoll fd we created.
+    unsafe { libc::close(ep) };
+    let _ = sender.join();
+    drop(outs);
+    for d in drains {
+        let _ = d.join();
+    }
+    spent as f64 / frames as f64
+}
+
+/// Best (lowest) of `reps` runs: the floor is what the machine can do, and
+/// interference from other tenants only ever adds.
+fn best(reps: usize, mut f: impl FnMut() -> f64) -> f64 {
+    (0..reps).map(|_| f()).fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let mut n = 20_000usize;
+    let mut reps = 3usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--n" => n = args.next().and_then(|v| v.parse().ok()).unwrap_or(n),
+            "--reps" => reps = args.next().and_then(|v| v.parse().ok()).unwrap_or(reps),
+            "-h" | "--help" => {
+                println!("floor [--n UNITS] [--reps R]: prints the floor of each hot path as JSON");
+                return;
+            }
+            other => {
+                eprintln!("floor: unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let started = Instant::now();
+    let sticky = best(reps, || handoff(n, true));
+    let cluster = best(reps, || handoff(n, false));
+    let mut relay_rows = serde_json::Map::new();
+    for peers in [1usize, 2, 4, 8, 16] {
+        let ns = best(reps, || relay(n / 2, peers, 213));
+        relay_rows.insert(peers.to_string(), serde_json::json!(ns.round()));
+    }
+    let out = serde_json::json!({
+        "units": n,
+        "reps": reps,
+        "sticky_handoff_cpu_ns": sticky.round(),
+        "sticky_handoff_syscalls": 5,
+        "cluster_handoff_cpu_ns": cluster.round(),
+        "cluster_handoff_syscalls": 4,
+        "relay_frame_cpu_ns_by_peers": relay_rows,
+        "relay_frame_syscalls": "2 + peers (epoll_wait, read, one write per peer)",
+        "frame_bytes": 213,
+        "wall_s": (started.elapsed().as_millis() as f64 / 1000.0),
+    });
+    println!("{out}");
+}
