@@ -1,4 +1,4 @@
-//! `pm2 startup` / `pm2 unstartup` (§3.12): the systemd unit here, the
+//! `pm2 startup` / `pm2 unstartup`: the systemd unit here, the
 //! scripts of the other init systems pm2 supports (upstart/LSB, systemv,
 //! openrc, launchd, rcd, rcd-openbsd, smf) in [`crate::initscripts`].
 
