@@ -260,7 +260,7 @@ fn garbage_on_the_control_socket_does_not_hurt_the_daemon() {
     use std::io::{Read, Write};
     let pm2 = Pm2::new();
     pm2.run(&["start", "forever.js"]).ok();
-    let sock = pm2.home().join("rpc.sock");
+    let sock = pm2.home().join("corral.sock");
     for payload in [&b"\xff\xff\xff\xffjunk"[..], b"\x00\x00\x00\x03abc", b"GET / HTTP/1.1\r\n\r\n", b""] {
         let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -279,8 +279,10 @@ fn socket_is_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let pm2 = Pm2::new();
     pm2.run(&["ping"]).ok();
-    let mode = std::fs::metadata(pm2.home().join("rpc.sock")).unwrap().permissions().mode();
-    assert_eq!(mode & 0o077, 0, "socket mode {mode:o}");
+    for sock in ["corral.sock", "rpc.sock", "pub.sock"] {
+        let mode = std::fs::metadata(pm2.home().join(sock)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{sock} mode {mode:o}");
+    }
     assert!(pm2.home().join("pm2.pid").exists());
 }
 
@@ -359,9 +361,11 @@ fn time_prefixes_every_line_and_merged_instances_share_one_file() {
 fn a_stale_socket_file_is_replaced() {
     let pm2 = Pm2::new();
     // A socket file nobody listens on, as a crashed daemon leaves behind.
-    let path = pm2.home().join("rpc.sock");
-    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-    assert!(path.exists());
+    for sock in ["corral.sock", "rpc.sock", "pub.sock"] {
+        let path = pm2.home().join(sock);
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+    }
     let t0 = Instant::now();
     pm2.run(&["ping"]).ok();
     assert!(t0.elapsed() < Duration::from_secs(5));

@@ -187,26 +187,54 @@ fn bad_http_gets_well_formed_errors_and_the_daemon_carries_on() {
         raw(port, b"POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nContent-Length: 2000000\r\n\r\nxx");
     assert!(r.starts_with("HTTP/1.1 413 "), "{r}");
 
-    // A lying Content-Length: closed without a response once the body
-    // deadline passes.
+    // A lying Content-Length: a well-formed 408 once the body deadline
+    // passes, as Node's requestTimeout answers.
     let t0 = Instant::now();
     let r =
         raw(port, b"POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nContent-Length: 100\r\n\r\nshort");
-    assert!(r.is_empty(), "{r}");
+    assert!(r.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{r}");
     assert!(t0.elapsed() < Duration::from_secs(5));
 
     // A client that stops mid-head.
     let r = raw(port, b"GET /socket.io/?EIO=4&tra");
-    assert!(r.is_empty(), "{r}");
+    assert!(r.starts_with("HTTP/1.1 408 "), "{r}");
 
-    // A sid that belongs to no one: routed as new, the worker answers 400
-    // as Engine.IO does.
+    // A sid that belongs to no one: answered 400 as Engine.IO does.
     let r = raw(
         port,
         b"GET /socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+    assert!(r.ends_with(r#"{"code":1,"message":"Session ID unknown"}"#), "{r}");
+
+    // ... as soon as its head is read: its body is never waited for.
+    let t0 = Instant::now();
+    let r = raw(
+        port,
+        b"POST /socket.io/?EIO=4&transport=polling&sid=BBBBBBBBBBBBBBBBBBBB HTTP/1.1\r\nContent-Length: 900000\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
     assert!(r.contains("Session ID unknown"), "{r}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let r = raw(
+        port,
+        b"GET /socket.io/?EIO=4&transport=websocket&sid=CCCCCCCCCCCCCCCCCCCC HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert!(
+        r.starts_with("HTTP/1.1 400 Bad Request\r\n") && r.ends_with("\r\n\r\nSession ID unknown"),
+        "{r}"
+    );
+
+    // Many headers within Node's 16 KiB head limit reach the worker (Node
+    // has no header-count limit that rejects).
+    let mut many =
+        b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_vec();
+    for i in 0..500 {
+        many.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let r = raw(port, &many);
+    assert!(r.starts_with("HTTP/1.1 200 "), "{}", &r[..r.len().min(300)]);
 
     // Still healthy.
     assert_ok(&scenario(port, "polling", Some(2), &[]));

@@ -6,8 +6,8 @@
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use corral_proto::{
-    read_frame, write_frame, Event, FrameError, Hello, Reply, Request, Welcome, CORRAL_VERSION,
-    PROTOCOL_VERSION,
+    read_frame_unbounded as read_frame, write_frame, Event, FrameError, Hello, Reply, Request, Welcome,
+    CORRAL_VERSION, PROTOCOL_VERSION,
 };
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
@@ -19,7 +19,7 @@ use tokio::runtime::Runtime;
 
 use crate::output;
 
-/// How long a fresh daemon gets to bind `rpc.sock`.
+/// How long a fresh daemon gets to bind `corral.sock`.
 const SPAWN_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a live daemon gets to answer `Hello`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,18 +43,24 @@ fn absolutize(p: &Path) -> PathBuf {
     }
 }
 
+/// Corral's own control socket (pm2's `rpc.sock`/`pub.sock` speak pm2's
+/// protocol for pm2's clients; the CLI speaks Corral's here).
 pub fn sock_path(home: &Path) -> PathBuf {
-    home.join("rpc.sock")
+    home.join("corral.sock")
 }
 
 /// Creates `PM2_HOME` and the folders pm2's CLI creates on every run.
+/// A new home is owner-only (0700) and so is `module_conf.json` (0600): they
+/// hold settings and, through the dump, every app's environment.
 pub fn ensure_home(home: &Path) -> Result<()> {
-    for d in [home.to_path_buf(), home.join("logs"), home.join("pids"), home.join("modules")] {
+    corral_daemon::paths::create_private_dir(home)
+        .with_context(|| format!("cannot create {}", home.display()))?;
+    for d in [home.join("logs"), home.join("pids"), home.join("modules")] {
         std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     let conf = home.join("module_conf.json");
     if !conf.exists() {
-        let _ = std::fs::write(&conf, "{}");
+        let _ = corral_daemon::paths::write_private(&conf, b"{}");
     }
     // pm2 records its first run here; tools test for it.
     let touch = home.join("touch");
@@ -131,6 +137,9 @@ pub fn new_runtime() -> Result<Runtime> {
 pub struct Client {
     rt: Runtime,
     stream: UnixStream,
+    /// Where the socket is, to reconnect after the daemon closed an idle
+    /// connection.
+    home: PathBuf,
     pub welcome: Welcome,
     /// True when this invocation spawned the daemon.
     pub spawned: bool,
@@ -144,7 +153,7 @@ impl Client {
         let rt = new_runtime()?;
         let sock = sock_path(home);
         match rt.block_on(UnixStream::connect(&sock)) {
-            Ok(stream) => return Client::handshake(rt, stream, false),
+            Ok(stream) => return Client::handshake(rt, stream, home, false),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 // Nobody listens: a daemon died without cleaning up.
                 let _ = std::fs::remove_file(&sock);
@@ -155,14 +164,14 @@ impl Client {
         spawn_daemon(home)?;
         let stream = wait_for_daemon(&rt, home)?;
         output::info("PM2 Successfully daemonized");
-        Client::handshake(rt, stream, true)
+        Client::handshake(rt, stream, home, true)
     }
 
     /// Connects without spawning; `None` when no daemon answers.
     pub fn connect_existing(home: &Path) -> Result<Option<Client>> {
         let rt = new_runtime()?;
         match rt.block_on(UnixStream::connect(sock_path(home))) {
-            Ok(stream) => Ok(Some(Client::handshake(rt, stream, false)?)),
+            Ok(stream) => Ok(Some(Client::handshake(rt, stream, home, false)?)),
             Err(_) => Ok(None),
         }
     }
@@ -174,7 +183,7 @@ impl Client {
         let start = Instant::now();
         loop {
             if let Ok(stream) = rt.block_on(UnixStream::connect(sock_path(home))) {
-                return Client::handshake(rt, stream, false);
+                return Client::handshake(rt, stream, home, false);
             }
             if start.elapsed() > deadline {
                 bail!("daemon did not open {} in time", sock_path(home).display());
@@ -183,27 +192,8 @@ impl Client {
         }
     }
 
-    fn handshake(rt: Runtime, mut stream: UnixStream, spawned: bool) -> Result<Client> {
-        let hello = Hello { protocol: PROTOCOL_VERSION, client_version: CORRAL_VERSION.to_string() };
-        let answer: serde_json::Value = rt
-            .block_on(async {
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-                    write_frame(&mut stream, &hello).await?;
-                    read_frame::<_, serde_json::Value>(&mut stream).await
-                })
-                .await
-            })
-            .map_err(|_| anyhow!("the daemon did not answer within {}s", HANDSHAKE_TIMEOUT.as_secs()))?
-            .map_err(|e| anyhow!("handshake with the daemon failed: {e}"))?;
-        if answer.get("reply").is_some() {
-            return match serde_json::from_value::<Reply>(answer) {
-                Ok(Reply::Error { message }) => Err(anyhow!(message)),
-                Ok(other) => Err(anyhow!("unexpected handshake answer: {other:?}")),
-                Err(e) => Err(anyhow!("malformed handshake answer: {e}")),
-            };
-        }
-        let welcome: Welcome =
-            serde_json::from_value(answer).map_err(|e| anyhow!("malformed handshake answer: {e}"))?;
+    fn handshake(rt: Runtime, stream: UnixStream, home: &Path, spawned: bool) -> Result<Client> {
+        let (stream, welcome) = hello(&rt, stream)?;
         if welcome.daemon_version != CORRAL_VERSION {
             // stderr, not pm2's stdout: the banner must not break `jlist`
             // parsing.
@@ -215,12 +205,31 @@ impl Client {
         if !spawned {
             warn_settings(&welcome.settings);
         }
-        Ok(Client { rt, stream, welcome, spawned })
+        Ok(Client { rt, stream, home: home.to_path_buf(), welcome, spawned })
+    }
+
+    /// A new connection in place of one the daemon closed (it closes
+    /// connections idle between requests).
+    fn reconnect(&mut self) -> Result<()> {
+        let sock = sock_path(&self.home);
+        let stream = self
+            .rt
+            .block_on(UnixStream::connect(&sock))
+            .with_context(|| format!("cannot connect to {}", sock.display()))?;
+        let (stream, welcome) = hello(&self.rt, stream)?;
+        self.stream = stream;
+        self.welcome = welcome;
+        Ok(())
     }
 
     /// One request/reply pair. `Reply::Error` is returned as a value, not an
     /// error, because callers print it in command-specific ways.
     pub fn request(&mut self, req: &Request) -> Result<Reply> {
+        // The daemon closes a connection left idle between requests; a
+        // request it never received is safe to send on a new one.
+        if !still_open(&self.stream) {
+            self.reconnect()?;
+        }
         let stream = &mut self.stream;
         let limit = quick_timeout(req);
         self.rt.block_on(async {
@@ -304,6 +313,44 @@ impl Client {
             .await
         });
     }
+}
+
+/// Sends the hello and reads the daemon's welcome (or its refusal).
+fn hello(rt: &Runtime, mut stream: UnixStream) -> Result<(UnixStream, Welcome)> {
+    let hello = Hello { protocol: PROTOCOL_VERSION, client_version: CORRAL_VERSION.to_string() };
+    let answer: serde_json::Value = rt
+        .block_on(async {
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                write_frame(&mut stream, &hello).await?;
+                read_frame::<_, serde_json::Value>(&mut stream).await
+            })
+            .await
+        })
+        .map_err(|_| anyhow!("the daemon did not answer within {}s", HANDSHAKE_TIMEOUT.as_secs()))?
+        .map_err(|e| anyhow!("handshake with the daemon failed: {e}"))?;
+    if answer.get("reply").is_some() {
+        return match serde_json::from_value::<Reply>(answer) {
+            Ok(Reply::Error { message }) => Err(anyhow!(message)),
+            Ok(other) => Err(anyhow!("unexpected handshake answer: {other:?}")),
+            Err(e) => Err(anyhow!("malformed handshake answer: {e}")),
+        };
+    }
+    let welcome: Welcome =
+        serde_json::from_value(answer).map_err(|e| anyhow!("malformed handshake answer: {e}"))?;
+    Ok((stream, welcome))
+}
+
+/// False when the daemon has closed (or is closing) this connection: it
+/// never writes between a reply and the next request, so anything readable
+/// now is the end of the stream.
+fn still_open(stream: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut probe = 0u8;
+    // SAFETY: a one-byte peek into `probe`; the fd is the open stream's.
+    let n = unsafe {
+        libc::recv(stream.as_raw_fd(), (&mut probe as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
 /// Async connection + handshake, for callers that drive their own runtime

@@ -1,5 +1,5 @@
 //! The `pm2` command line (and `pm2-runtime`): parses pm2's syntax,
-//! connects to (or spawns) the Corral daemon over `$PM2_HOME/rpc.sock`,
+//! connects to (or spawns) the Corral daemon over `$PM2_HOME/corral.sock`,
 //! resolves targets, and prints pm2's output.
 //!
 //! Output differences from pm2 that are deliberate:
@@ -15,7 +15,7 @@
 //!
 //! Map of the crate:
 //! - [`args`]: commander 2.x-compatible parsing (one global option table);
-//! - [`client`]: `rpc.sock` connection, handshake, daemon spawn and its
+//! - [`client`]: `corral.sock` connection, handshake, daemon spawn and its
 //!   failure report;
 //! - [`resolve`]: target resolution (`all`, `/re/`, name, namespace, id,
 //!   script path), done client-side as pm2 does;
@@ -110,12 +110,27 @@ const UNSUPPORTED: &[&str] = &[
     "sysinfos",
     "create",
     "autoinstall",
-    "trigger",
     "inspect",
     "profile:cpu",
     "profile:mem",
     "imonit",
 ];
+
+/// Why an unsupported command is unsupported, and what to use instead.
+fn unsupported_message(cmd: &str) -> String {
+    match cmd {
+        "link" | "unlink" | "plus" | "register" | "login" | "logout" | "open" => format!(
+            "Command {cmd} is not supported by Corral: PM2 Plus (app.pm2.io) is not available. \
+             Dashboards and exporters built on pm2's API (require('pm2'), launchBus) work against Corral's daemon."
+        ),
+        "install" | "module:install" | "uninstall" | "module:uninstall" | "module:update" | "module:generate"
+        | "package" | "publish" => format!(
+            "Command {cmd} is not supported by Corral: pm2 modules cannot be installed. \
+             For log rotation see `pm2 logrotate` (a logrotate(8) configuration)."
+        ),
+        _ => format!("Command {cmd} is not supported by Corral"),
+    }
+}
 
 pub fn run_pm2(argv: Vec<String>) -> i32 {
     // `-v`, `-V` and `--version` are answered before anything else, without
@@ -193,7 +208,7 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
     let known = is_known(&cmd);
     if !known {
         if UNSUPPORTED.contains(&cmd.as_str()) {
-            output::error(&format!("Command {cmd} is not supported by Corral"));
+            output::error(&unsupported_message(&cmd));
             return Ok(1);
         }
         output::error("Command not found");
@@ -238,6 +253,7 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "cleardump" => state::cleardump(cli),
         "update" | "updatePM2" => state::update(cli),
         "sendSignal" => ops::send_signal(cli),
+        "trigger" => commands::trigger::trigger(cli),
         "scale" => ops::scale(cli),
         "monit" | "dashboard" | "dash" => monit::monit(cli),
         "monitor" => ops::monitor_state(cli, true),
@@ -263,6 +279,7 @@ fn required_args(cmd: &str) -> Option<(usize, &'static str)> {
         "env" => (1, "id"),
         "id" => (1, "name"),
         "sendSignal" => (2, "pm2_id|name"),
+        "trigger" => (2, "action_name"),
         "scale" => (2, "number"),
         "startOrRestart" | "startOrReload" | "startOrGracefulReload" => (1, "json"),
         "set" => (2, "value"),
@@ -309,6 +326,7 @@ fn is_known(cmd: &str) -> bool {
             | "update"
             | "updatePM2"
             | "sendSignal"
+            | "trigger"
             | "scale"
             | "monit"
             | "dashboard"

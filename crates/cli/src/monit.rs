@@ -110,6 +110,18 @@ pub fn monit(cli: &mut Cli) -> Result<Code> {
                     p.app.script,
                     p.app.args.join(" ")
                 ));
+                // Custom metrics the app declared with @pm2/io.
+                if let Some(axm) = p.current_axm().filter(|a| !a.monitor.is_empty()) {
+                    screen.push_str(" metrics:");
+                    for (k, m) in &axm.monitor {
+                        let v = m.get("value").unwrap_or(m);
+                        let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                        let unit = m.get("unit").and_then(|u| u.as_str()).unwrap_or("");
+                        screen
+                            .push_str(&format!("  {k}: {v}{}{unit}", if unit.is_empty() { "" } else { " " }));
+                    }
+                    screen.push_str("\r\n");
+                }
                 for path in [&p.pm_out_log_path, &p.pm_err_log_path] {
                     for l in crate::logs::tail_lines(std::path::Path::new(path), 5) {
                         screen.push_str(&format!(" | {l}\r\n"));

@@ -9,7 +9,9 @@ use crate::commands::start::{cli_app_object, config_context};
 use crate::commands::Cli;
 use crate::output;
 use anyhow::{anyhow, Result};
-use corral_proto::{read_frame, write_frame, AppSpec, Event, FrameError, Reply, Request};
+use corral_proto::{
+    read_frame_unbounded as read_frame, write_frame, AppSpec, Event, FrameError, Reply, Request,
+};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -183,8 +185,8 @@ async fn supervise(
     let mut idle_checks = 0u32;
     loop {
         tokio::select! {
-            _ = sigint.recv() => return shutdown(&mut control, done, 0).await,
-            _ = sigterm.recv() => return shutdown(&mut control, done, 0).await,
+            _ = sigint.recv() => return shutdown(home, &mut control, done, 0).await,
+            _ = sigterm.recv() => return shutdown(home, &mut control, done, 0).await,
             _ = tick.tick() => {
                 if let Ok(r) = done.try_recv() {
                     return daemon_ended(r);
@@ -199,7 +201,7 @@ async fn supervise(
                 idle_checks = if online == 0 { idle_checks + 1 } else { 0 };
                 if idle_checks >= CHECKS_BEFORE_EXIT {
                     output::info("No application online, exiting");
-                    return shutdown(&mut control, done, 2).await;
+                    return shutdown(home, &mut control, done, 2).await;
                 }
             }
             ev = read_frame::<_, serde_json::Value>(&mut events) => match ev {
@@ -248,12 +250,19 @@ fn daemon_ended(r: Result<(), String>) -> Result<i32> {
 }
 
 async fn shutdown(
+    home: &Path,
     control: &mut tokio::net::UnixStream,
     done: &mpsc::Receiver<Result<(), String>>,
     code: i32,
 ) -> Result<i32> {
-    // The daemon may already be shutting down on the same signal.
-    let _ = request_async(control, &Request::Kill).await;
+    // The daemon may already be shutting down on the same signal. It closes
+    // control connections left idle, so a failed request is sent again on a
+    // fresh one.
+    if request_async(control, &Request::Kill).await.is_err() {
+        if let Ok(mut fresh) = connect_async(home).await {
+            let _ = request_async(&mut fresh, &Request::Kill).await;
+        }
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while std::time::Instant::now() < deadline {
         if done.try_recv().is_ok() {

@@ -55,6 +55,22 @@ pub fn systemd_unit(p: &UnitParams) -> String {
         .replace("%SETTINGS%", &settings_lines(p.settings))
 }
 
+/// Writes the unit; one holding a secret is 0600 before its content lands
+/// (an existing 0644 unit is restricted first).
+fn write_unit(target: &Path, unit: &str, secret: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if !secret {
+        return std::fs::write(target, unit);
+    }
+    if target.exists() {
+        std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(target)?;
+    f.write_all(unit.as_bytes())
+}
+
 /// `Environment=` lines, quoted as systemd.exec(5) wants when a value holds
 /// white space, quotes or backslashes.
 fn settings_lines(settings: &[(String, String)]) -> String {
@@ -293,17 +309,52 @@ pub fn startup(cli: &mut Cli) -> Result<Code> {
             crate::initscripts::render(setup.template, &exe, &node_path, &p.user, &home_path, &p.service);
         return install(p.platform, &text, &setup.destination, &setup.commands);
     }
-    let unit = systemd_unit(&UnitParams {
+    let settings = crate::client::daemon_settings(Path::new(&home_path));
+    let params = |settings| UnitParams {
         user: &p.user,
         node_path: &node_path,
         home_path: &home_path,
         pm2_path: &exe,
         wait_ip: cli.args.has("wait-ip"),
-        settings: &crate::client::daemon_settings(Path::new(&home_path)),
-    });
+        settings,
+    };
+    let unit = systemd_unit(&params(&settings));
+    // The cluster secret and a Redis password are not printed, and the unit
+    // that holds them is readable by root only.
+    let has_secret = settings.iter().any(|(k, _)| corral_proto::SECRET_SETTINGS.contains(&k.as_str()));
+    let masked: Vec<(String, String)> = settings
+        .iter()
+        .map(|(k, v)| {
+            let secret = corral_proto::SECRET_SETTINGS.contains(&k.as_str());
+            (k.clone(), if secret { "***".to_string() } else { v.clone() })
+        })
+        .collect();
+    let shown = systemd_unit(&params(&masked));
     let target = format!("/etc/systemd/system/{}.service", p.service);
     let cmds = vec![format!("systemctl enable {}", p.service)];
-    install(p.platform, &unit, &target, &cmds)
+    output::out(&format!("Platform {}", p.platform));
+    output::out("Template");
+    output::out(&shown);
+    output::out("Target path");
+    output::out(&target);
+    output::out("Command list");
+    output::out(&crate::inspect::inspect(&serde_json::json!(cmds)));
+    output::info(&format!("Writing init configuration in {target}"));
+    if let Err(e) = write_unit(Path::new(&target), &unit, has_secret) {
+        output::error(&format!("Cannot write {target}: {e}"));
+        return Ok(1);
+    }
+    output::info("Making script booting at startup...");
+    if !run_commands(&cmds)? {
+        return Ok(1);
+    }
+    output::out("+---------------------------------------+");
+    output::info("Freeze a process list on reboot via:");
+    output::out("$ pm2 save");
+    output::out("");
+    output::info("Remove init script via:");
+    output::out(&format!("$ pm2 unstartup {}", p.platform));
+    Ok(0)
 }
 
 pub fn unstartup(cli: &mut Cli) -> Result<Code> {
@@ -401,6 +452,19 @@ mod tests {
         assert!(u.contains(
             "Environment=PM2_HOME=/root/.pm2\nEnvironment=PM2_PORT=9090\nEnvironment=\"PM2_NODE_OPTIONS=--max-old-space-size=512 --trace-warnings\"\nPIDFile="
         ));
+    }
+
+    #[test]
+    fn a_unit_with_the_cluster_secret_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("pm2-root.service");
+        std::fs::write(&target, "old").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_unit(&target, "Environment=PM2_CLUSTER_SECRET=s\n", true).unwrap();
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "Environment=PM2_CLUSTER_SECRET=s\n");
     }
 
     #[test]

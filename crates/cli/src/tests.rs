@@ -91,7 +91,7 @@ fn fake_daemon(home: &Path, initial: Vec<ProcInfo>) -> State {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
-            let l = tokio::net::UnixListener::bind(home.join("rpc.sock")).unwrap();
+            let l = tokio::net::UnixListener::bind(home.join("corral.sock")).unwrap();
             ready_tx.send(()).unwrap();
             loop {
                 let Ok((mut s, _)) = l.accept().await else { return };
@@ -312,7 +312,17 @@ fn usage_errors_need_no_daemon() {
     }
     let r = run(home, &["--version", "--verbose"]);
     assert_eq!(r.out, format!("6.0.14\nCorral {CORRAL_VERSION} (pm2 6.0.14 compatible)\n"));
-    assert!(!home.join("rpc.sock").exists());
+    // PM2 Plus and modules: a clear refusal, no daemon.
+    let r = run(home, &["link", "secret", "public"]);
+    assert_eq!(r.code, 1);
+    assert!(r.err.contains("Command link is not supported by Corral: PM2 Plus"), "{}", r.err);
+    let r = run(home, &["install", "pm2-logrotate"]);
+    assert_eq!(r.code, 1);
+    assert!(r.err.contains("pm2 modules cannot be installed"), "{}", r.err);
+    let r = run(home, &["trigger", "app"]);
+    assert_eq!(r.code, 1);
+    assert!(r.err.contains("missing required argument `action_name'"), "{}", r.err);
+    assert!(!home.join("corral.sock").exists());
 }
 
 #[test]

@@ -78,6 +78,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("km_link", &[]),
     ("sticky", &[]),
     ("sticky_port", &[]),
+    ("cluster_group", &[]),
 ];
 
 /// Known keys that Corral accepts but does not model in `AppSpec`: they go
@@ -599,6 +600,24 @@ impl Resolver<'_> {
                     )
                 }
             },
+        };
+        spec.cluster_group = match o.get("cluster_group") {
+            None | Some((_, Value::Bool(true))) => None,
+            Some((_, Value::Bool(false))) => Some(String::new()),
+            Some((_, Value::String(s))) if s == "false" => Some(String::new()),
+            Some((w, Value::String(s)))
+                if s.is_empty()
+                    || s.len() > 128
+                    || s.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+            {
+                return Err(
+                    self.invalid(w, format!("expected a group name (1-128 visible characters), got {s:?}"))
+                )
+            }
+            Some((_, Value::String(s))) => Some(s.clone()),
+            Some((w, v)) => {
+                return Err(self.invalid(w, format!("expected a group name or false, got {}", describe(v))))
+            }
         };
         for (w, v) in ["uid", "gid"].iter().filter_map(|k| o.get(k)) {
             if !matches!(v, Value::String(_) | Value::Number(_)) {

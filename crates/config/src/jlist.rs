@@ -199,6 +199,11 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     if let Some(port) = a.sticky_port {
         put("sticky_port", n(u64::from(port)));
     }
+    match a.cluster_group.as_deref() {
+        None => {}
+        Some("") => put("cluster_group", Value::Bool(false)),
+        Some(g) => put("cluster_group", s(g)),
+    }
     // env_<name> objects and other keys from the file; pm2's own fields
     // above win over them.
     for (k, v) in &a.extra {
@@ -217,9 +222,19 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     put("unique_id", s(&p.unique_id));
     put("status", s(&p.status));
     put("pm_uptime", n(p.pm_uptime));
-    put("axm_actions", Value::Array(p.axm.actions.clone()));
-    put("axm_monitor", Value::Object(p.axm.monitor.clone()));
-    put("axm_options", Value::Object(p.axm.options.clone()));
+    // What the current run declared with @pm2/io (empty otherwise).
+    match p.current_axm() {
+        Some(x) if !is_down(p) => {
+            put("axm_actions", Value::Array(x.actions.clone()));
+            put("axm_monitor", Value::Object(x.monitor.clone()));
+            put("axm_options", Value::Object(x.options.clone()));
+        }
+        _ => {
+            put("axm_actions", Value::Array(Vec::new()));
+            put("axm_monitor", Value::Object(Map::new()));
+            put("axm_options", Value::Object(Map::new()));
+        }
+    }
     put("axm_dynamic", Value::Object(Map::new()));
     put("created_at", n(p.created_at));
     put("pm_id", n(u64::from(p.pm_id)));

@@ -518,6 +518,21 @@ fn misc_options() {
 }
 
 #[test]
+fn cluster_group_option() {
+    let f = fx();
+    let group = |v: Value| ok(&f, json!({"script": "app.js", "cluster_group": v})).0.cluster_group;
+    assert_eq!(group(json!("chat")), Some("chat".to_string()));
+    assert_eq!(group(json!(false)), Some(String::new()));
+    assert_eq!(group(json!("false")), Some(String::new()));
+    assert_eq!(group(json!(true)), None);
+    assert_eq!(ok(&f, json!({"script": "app.js"})).0.cluster_group, None);
+    for bad in [json!(""), json!("a b"), json!(3), json!(["x"])] {
+        let e = err(&f, json!({"script": "app.js", "cluster_group": bad}));
+        assert!(e.to_string().contains("\"cluster_group\""), "{e}");
+    }
+}
+
+#[test]
 fn version_from_nearest_package_json() {
     let f = fx();
     f.write("package.json", r#"{"name": "x", "version": "1.2.3"}"#);

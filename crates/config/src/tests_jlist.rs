@@ -66,7 +66,7 @@ fn proc_of(app: AppSpec, pm_id: u32, instance: u32, home: &std::path::Path) -> P
         app,
         sticky: false,
         env_is_delta: false,
-        axm: Default::default(),
+        axm: None,
     }
 }
 
@@ -219,6 +219,8 @@ fn round_trip_through_a_dump() {
                "namespace": "front", "instance_var": "INST", "sticky": true, "sticky_port": 9001, "unknown_opt": [1],
                "vizion": false, "uid": "www", "filter_env": ["SECRET"]}),
         json!({"name": "sh", "script": "sleep 100"}),
+        json!({"name": "solo", "script": "app.js", "instances": 2, "cluster_group": false}),
+        json!({"name": "chat-eu", "script": "app.js", "instances": 2, "cluster_group": "chat"}),
         json!({"script": "app.js", "exec_mode": "fork", "instances": 3, "autostart": false, "disable_logs": true}),
     ];
     for (i, sv) in specs.into_iter().enumerate() {

@@ -1,10 +1,16 @@
 //! The Socket.IO sticky balancer on `PM2_PORT` (and per-app `sticky_port`s).
 //!
-//! Per connection: read the whole request (bounded head, body and time),
-//! route it by its Engine.IO `sid` (or to the least-loaded ready worker, with
-//! hand-offs in flight counted), then hand the TCP socket to that worker as
-//! `{type: 'sticky:connection', data: <every byte read>}` with the fd, and
-//! never touch it again.
+//! Per connection: read the request head (bounded size and time); answer at once a request for
+//! an Engine.IO session no worker has (as Engine.IO would, without buffering its body); read a
+//! small body whole (a large one is left in the socket for the worker); route by the `sid` (or to
+//! the least-loaded ready worker, with hand-offs in flight counted), then hand the TCP socket to
+//! that worker as `{type: 'sticky:connection', data: <every byte read>}` with the fd, and never
+//! touch it again.
+//!
+//! Under a flood, [`sticky::admission`] bounds the connections being read (well below the
+//! descriptor limit, so the control socket, log files and spawns always have descriptors) and
+//! the bytes they buffer, shedding the oldest first; once a flood has passed, freed memory is
+//! handed back to the system.
 //!
 //! Architecture invariant: after a successful hand-off the balancer has
 //! closed its copy of the socket; it never reads a socket it handed off.
@@ -12,23 +18,117 @@
 use crate::cluster::Registry;
 use crate::dlog;
 use crate::state::SharedRef;
-use crate::sticky::{self, HttpLimits, Reject, Route, WorkerId};
+use crate::sticky::{self, Admission, HttpLimits, Reject, Route, WorkerId};
 use node_ipc::{HandleOutcome, HandleType, Value};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
-/// Most connections being read at once; beyond, new ones wait in the
-/// kernel's backlog. Bounds memory under a flood of idle half-open sockets.
-const MAX_READING: usize = 20_000;
 /// How long a request waits for a ready worker before getting a 503.
 /// Long enough for a cold start or a crash restart of a Socket.IO app
 /// (Engine.IO clients wait 20 s for a handshake), short enough to answer.
 const NO_WORKER_WAIT: Duration = Duration::from_secs(10);
 /// Hand-off attempts per request when workers die under it.
 const MAX_ATTEMPTS: usize = 3;
+/// Bytes all connections being read may buffer together (`PM2_STICKY_BUFFER_BUDGET`).
+const BUFFER_BUDGET: usize = 64 * 1024 * 1024;
+
+/// The process-wide admission table: the descriptor limit is per process, so one table serves
+/// every sticky port.
+struct Gate {
+    table: Mutex<Admission<Arc<Notify>>>,
+    /// Fired whenever a connection leaves the table.
+    released: Notify,
+    /// Most descriptors the table may hold, shed connections still closing included.
+    ceiling: usize,
+}
+
+fn gate() -> &'static Gate {
+    static GATE: OnceLock<Gate> = OnceLock::new();
+    GATE.get_or_init(|| {
+        let num = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<usize>().ok());
+        let cap = num("PM2_STICKY_MAX_CONNECTIONS").unwrap_or_else(|| sticky::cap_for_fd_limit(fd_limit()));
+        let budget = num("PM2_STICKY_BUFFER_BUDGET").unwrap_or(BUFFER_BUDGET);
+        dlog::log(&format!(
+            "sticky balancer: reading at most {cap} connections and {budget} buffered bytes at once"
+        ));
+        Gate {
+            table: Mutex::new(Admission::new(cap, budget)),
+            released: Notify::new(),
+            ceiling: cap + cap / 4 + 16,
+        }
+    })
+}
+
+fn fd_limit() -> u64 {
+    // SAFETY: getrlimit only writes the struct we pass.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur
+        } else {
+            1024
+        }
+    }
+}
+
+impl Gate {
+    fn table(&self) -> std::sync::MutexGuard<'_, Admission<Arc<Notify>>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn wake(shed: Vec<Arc<Notify>>) {
+    for n in shed {
+        n.notify_one();
+    }
+}
+
+/// A connection's place in the admission table, given back on drop.
+struct Slot {
+    id: u64,
+    shed: Arc<Notify>,
+}
+
+impl Slot {
+    fn admit() -> Slot {
+        let shed = Arc::new(Notify::new());
+        let (id, others) = gate().table().admit(shed.clone());
+        wake(others);
+        Slot { id, shed }
+    }
+
+    fn charge(&self, n: usize) {
+        let shed = gate().table().charge(self.id, n);
+        wake(shed);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let g = gate();
+        let trim = g.table().release(self.id);
+        g.released.notify_waiters();
+        if trim {
+            give_back_memory();
+        }
+    }
+}
+
+/// After a flood, return the freed heap to the system: the buffers of thousands of connections
+/// were small allocations spread over the heap, which glibc keeps (RSS stays at its peak)
+/// unless asked.
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only releases free heap pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Makes sure the balancer listens on `port`. Returns the bind error (with
 /// the port's owner when it can be found) if it cannot, and logs it when it
@@ -181,7 +281,7 @@ fn accept_raw(fd: std::os::fd::RawFd) -> std::io::Result<std::net::TcpStream> {
 
 async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
     use std::os::fd::AsRawFd;
-    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_READING));
+    let gate = gate();
     let registered = listener.into_std().and_then(|l| {
         // SAFETY: the AsyncFd owns the std listener, so its fd stays open
         // and the same for the AsyncFd's whole life.
@@ -196,7 +296,17 @@ async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
         }
     };
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else { return };
+        // Past the cap the oldest connections are shed, not the new ones refused; only while
+        // shed connections are still closing do new ones wait in the kernel's backlog.
+        loop {
+            let released = gate.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if gate.table().in_use() < gate.ceiling {
+                break;
+            }
+            released.await;
+        }
         let mut guard = match listener.readable().await {
             Ok(g) => g,
             Err(e) => {
@@ -207,10 +317,8 @@ async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
         match guard.try_io(|l| accept_raw(l.get_ref().as_raw_fd())) {
             Ok(Ok(stream)) => {
                 let shared = shared.clone();
-                tokio::spawn(async move {
-                    connection(shared, port, Lazy(Conn::Std(stream))).await;
-                    drop(permit);
-                });
+                let slot = Slot::admit();
+                tokio::spawn(connection(shared, port, Lazy(Conn::Std(stream)), slot));
             }
             Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
             Ok(Err(e)) => {
@@ -227,7 +335,8 @@ async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
 
 /// Request limits, from the environment once (`PM2_STICKY_MAX_BODY` bytes,
 /// `PM2_STICKY_MAX_HEAD` bytes, `PM2_STICKY_HEAD_TIMEOUT_MS`,
-/// `PM2_STICKY_BODY_TIMEOUT_MS`), else Engine.IO's own defaults.
+/// `PM2_STICKY_BODY_TIMEOUT_MS`, `PM2_STICKY_STREAM_ABOVE` bytes), else Engine.IO's own
+/// defaults.
 fn limits() -> HttpLimits {
     static LIMITS: std::sync::OnceLock<HttpLimits> = std::sync::OnceLock::new();
     *LIMITS.get_or_init(|| {
@@ -244,6 +353,9 @@ fn limits() -> HttpLimits {
         }
         if let Some(v) = num("PM2_STICKY_BODY_TIMEOUT_MS") {
             l.body_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = num("PM2_STICKY_STREAM_ABOVE") {
+            l.stream_above = v as usize;
         }
         l
     })
@@ -264,33 +376,105 @@ fn owner_app(reg: &Registry, port: u16) -> Option<String> {
     reg.port_owner.get(&port).cloned()
 }
 
-async fn connection(shared: SharedRef, port: u16, mut stream: Lazy) {
-    let req = match sticky::read_request(&mut stream, &limits()).await {
-        Ok(r) => r,
-        Err(e) => {
+/// Writes `bytes` and closes, giving the client at most 2 s to take them.
+async fn answer(stream: Lazy, bytes: &[u8]) {
+    if let Some(mut s) = stream.into_tokio() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.write_all(bytes)).await;
+        let _ = s.shutdown().await;
+    }
+}
+
+/// `Date` header value (RFC 9110 IMF-fixdate), as Node's HTTP server writes it.
+fn http_date() -> String {
+    chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+async fn connection(shared: SharedRef, port: u16, mut stream: Lazy, slot: Slot) {
+    let limits = limits();
+    let mut data = Vec::new();
+    let mut charge = |n: usize| slot.charge(n);
+    let head = tokio::select! {
+        biased;
+        _ = slot.shed.notified() => None,
+        r = sticky::read_head(&mut stream, &limits, &mut data, &mut charge) => Some(r),
+    };
+    let head = match head {
+        None => return reject(stream, Reject::ServiceUnavailable).await,
+        Some(Ok(h)) => h,
+        Some(Err(e)) => {
             if let Some(r) = e.rejection() {
                 reject(stream, r).await;
             }
             return;
         }
     };
-    let Some((app, notify)) = ({
+    let Some((app, notify, socketio)) = ({
         let reg = shared.cluster();
-        owner_app(&reg, port).and_then(|a| reg.apps.get(&a).map(|sa| (a.clone(), sa.notify.clone())))
+        owner_app(&reg, port).and_then(|a| {
+            reg.apps.get(&a).map(|sa| (a.clone(), sa.notify.clone(), sa.enabled && !sa.disabled))
+        })
     }) else {
         reject(stream, Reject::ServiceUnavailable).await;
         return;
     };
+    let with_router = |f: &mut dyn FnMut(&mut sticky::Router) -> Route| {
+        let mut reg = shared.cluster();
+        reg.apps.get_mut(&app).map(|sa| f(&mut sa.router))
+    };
+
+    // A request for a session no worker has is answered now, as the worker would (Engine.IO's
+    // 400 "Session ID unknown"), instead of buffering its body first. A session that may be
+    // registering right now is waited for (the router's hold).
+    if let (Some(sid), true, true) = (head.sid.as_deref(), head.engine_io, socketio) {
+        let route = tokio::select! {
+            biased;
+            _ = slot.shed.notified() => None,
+            r = sticky::resolve_route(&notify, Some(sid), NO_WORKER_WAIT, with_router) => Some(r),
+        };
+        match route {
+            Some(Route::Worker(_)) => {
+                let known = {
+                    let reg = shared.cluster();
+                    reg.apps.get(&app).and_then(|sa| sa.router.owner(sid)).is_some()
+                };
+                if !known {
+                    answer(stream, &sticky::unknown_sid_response(head.upgrade, &http_date())).await;
+                    return;
+                }
+            }
+            _ => return reject(stream, Reject::ServiceUnavailable).await,
+        }
+    }
+
+    let req = tokio::select! {
+        biased;
+        _ = slot.shed.notified() => None,
+        r = sticky::read_body(&mut stream, &limits, head, data, &mut charge) => Some(r),
+    };
+    let req = match req {
+        None => return reject(stream, Reject::ServiceUnavailable).await,
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            if let Some(r) = e.rejection() {
+                reject(stream, r).await;
+            }
+            return;
+        }
+    };
+    // Handshakes pipelined behind the first request will each open a session on the worker
+    // that gets the connection.
+    let handshakes = sticky::count_handshakes(&req.data, &limits);
+    let extra = handshakes.saturating_sub(usize::from(req.sid.is_none() && req.engine_io));
     let Some(mut fd) = stream.into_fd() else { return };
     let msg = Value::object([("type", Value::from("sticky:connection")), ("data", Value::buffer(req.data))]);
     for _ in 0..MAX_ATTEMPTS {
-        let route = sticky::resolve_route(&notify, req.sid.as_deref(), NO_WORKER_WAIT, |f| {
-            let mut reg = shared.cluster();
-            reg.apps.get_mut(&app).map(|sa| f(&mut sa.router))
-        })
-        .await;
+        let route = tokio::select! {
+            biased;
+            _ = slot.shed.notified() => None,
+            r = sticky::resolve_route(&notify, req.sid.as_deref(), NO_WORKER_WAIT, with_router) => Some(r),
+        };
         let wid = match route {
-            Route::Worker(WorkerId(w)) => w,
+            Some(Route::Worker(WorkerId(w))) => w,
             _ => break,
         };
         let tx = {
@@ -299,6 +483,9 @@ async fn connection(shared: SharedRef, port: u16, mut stream: Lazy) {
             if tx.is_some() {
                 if let Some(sa) = reg.apps.get_mut(&app) {
                     sa.router.handoff_started(WorkerId(wid));
+                    if extra > 0 {
+                        sa.router.expect_sessions(WorkerId(wid), extra, std::time::Instant::now());
+                    }
                 }
             }
             tx

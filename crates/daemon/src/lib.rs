@@ -11,8 +11,10 @@ pub mod dlog;
 pub mod env;
 pub mod logs;
 pub mod monitor;
+pub mod multihost;
 pub mod paths;
 pub mod persist;
+pub mod pm2api;
 pub mod policy;
 pub mod portowner;
 pub mod privileges;
@@ -29,7 +31,7 @@ use paths::Home;
 use state::{Shared, SharedRef};
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -66,20 +68,28 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     raise_fd_limit();
     let home = Home::new(opts.pm2_home);
     home.ensure().with_context(|| format!("PM2_HOME {} is not writable", home.root.display()))?;
-    let sock = home.rpc_sock();
-    if sock.exists() {
-        if UnixStream::connect(&sock).await.is_ok() {
-            anyhow::bail!("a daemon is already running for PM2_HOME {}", home.root.display());
+    let sock = home.corral_sock();
+    // A live daemon on Corral's socket, or pm2's own daemon on rpc.sock,
+    // owns this home; files nobody listens on are leftovers of a crash.
+    for s in [sock.clone(), home.rpc_sock(), home.pub_sock()] {
+        if s.exists() {
+            if UnixStream::connect(&s).await.is_ok() {
+                anyhow::bail!(
+                    "a daemon is already running for PM2_HOME {} ({} answers)",
+                    home.root.display(),
+                    s.display()
+                );
+            }
+            std::fs::remove_file(&s)
+                .with_context(|| format!("cannot remove stale socket {}", s.display()))?;
         }
-        std::fs::remove_file(&sock)
-            .with_context(|| format!("cannot remove stale socket {}", sock.display()))?;
     }
-    let listener = UnixListener::bind(&sock).with_context(|| format!("cannot bind {}", sock.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot restrict {}", sock.display()))?;
-    }
+    // pm2's sockets first: once the CLI sees corral.sock, pm2's clients can
+    // connect too.
+    let pm2_listeners = pm2api::bind(&home.rpc_sock(), &home.pub_sock()).with_context(|| {
+        format!("cannot bind {} and {}", home.rpc_sock().display(), home.pub_sock().display())
+    })?;
+    let listener = pm2api::bind_private(&sock).with_context(|| format!("cannot bind {}", sock.display()))?;
     let pid_file = home.pid_file();
     std::fs::write(&pid_file, std::process::id().to_string())
         .with_context(|| format!("cannot write {}", pid_file.display()))?;
@@ -87,6 +97,7 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     let shared = Shared::new(home.clone());
     dlog::attach_bus(shared.bus.clone());
     banner(&shared);
+    start_bridge(&shared);
     tokio::spawn(detect_node_version(shared.clone()));
     tokio::spawn(worker_tick(shared.clone()));
     if std::process::id() == 1 {
@@ -95,6 +106,7 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
 
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(shared.clone(), listener, shutdown_tx.clone()));
+    let pm2_server = tokio::spawn(pm2api::serve(shared.clone(), pm2_listeners, shutdown_tx.clone()));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -111,12 +123,41 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
             _ = shutdown_rx.changed() => break,
         }
     }
+    pm2api::publish(
+        "pm2:kill",
+        &serde_json::json!({ "status": "killed", "msg": "pm2 has been killed via CLI" }),
+    );
     let _ = shutdown_tx.send(true);
     let _ = server.await;
-    let _ = std::fs::remove_file(&sock);
+    let _ = pm2_server.await;
+    for s in [&sock, &home.rpc_sock(), &home.pub_sock()] {
+        let _ = std::fs::remove_file(s);
+    }
     let _ = std::fs::remove_file(&pid_file);
     dlog::log("PM2 successfully stopped");
     Ok(())
+}
+
+/// Joins the other nodes when `PM2_CLUSTER_REDIS` is set. A bad setting is logged and the
+/// node runs alone: its apps must not go down because the cluster is misconfigured.
+fn start_bridge(shared: &SharedRef) {
+    let cfg = multihost::config::from_env(
+        |k| std::env::var(k).ok(),
+        || multihost::config::default_node_id(&hostname(), multihost::random_u32()),
+    );
+    match cfg {
+        Ok(None) => {}
+        Ok(Some(cfg)) => {
+            let local = std::sync::Arc::new(cluster::RemoteFrames(std::sync::Arc::downgrade(shared)));
+            let bridge = multihost::Bridge::start(cfg, local);
+            shared.cluster().bridge = Some(bridge);
+        }
+        Err(e) => dlog::error(&format!("Cluster: {e}; this node runs alone")),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
 async fn on_terminate(shared: &SharedRef) {
@@ -137,6 +178,8 @@ fn banner(shared: &SharedRef) {
     dlog::log(&format!("PM2 home             : {}", h.root.display()));
     dlog::log(&format!("PM2 PID file         : {}", h.pid_file().display()));
     dlog::log(&format!("RPC socket file      : {}", h.rpc_sock().display()));
+    dlog::log(&format!("BUS socket file      : {}", h.pub_sock().display()));
+    dlog::log(&format!("Corral socket file   : {}", h.corral_sock().display()));
     dlog::log(&format!("Application log path : {}", h.logs().display()));
     dlog::log(&format!("Process dump file    : {}", h.dump().display()));
     dlog::log("===============================================================================");

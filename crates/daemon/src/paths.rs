@@ -18,8 +18,17 @@ impl Home {
     pub fn pids(&self) -> PathBuf {
         self.root.join("pids")
     }
+    /// pm2's RPC socket (axon req/rep), for pm2's own clients.
     pub fn rpc_sock(&self) -> PathBuf {
         self.root.join("rpc.sock")
+    }
+    /// pm2's event bus socket (axon pub/sub).
+    pub fn pub_sock(&self) -> PathBuf {
+        self.root.join("pub.sock")
+    }
+    /// Corral's own control socket (the CLI's length-prefixed protocol).
+    pub fn corral_sock(&self) -> PathBuf {
+        self.root.join("corral.sock")
     }
     /// pm2's `PM2_PID_FILE_PATH` override, as `PM2_DUMP_FILE_PATH` for the
     /// dump.
@@ -33,17 +42,45 @@ impl Home {
         env_path("PM2_DUMP_FILE_PATH").unwrap_or_else(|| self.root.join("dump.pm2"))
     }
 
-    /// Creates the directories pm2 creates on every invocation.
+    /// Creates the directories pm2 creates on every invocation. A new home
+    /// is owner-only (0700): it holds the dump with every app's environment,
+    /// the logs and the control socket. An existing home keeps its mode.
     pub fn ensure(&self) -> std::io::Result<()> {
-        for d in [self.root.clone(), self.logs(), self.pids(), self.root.join("modules")] {
+        create_private_dir(&self.root)?;
+        for d in [self.logs(), self.pids(), self.root.join("modules")] {
             std::fs::create_dir_all(&d)?;
         }
         Ok(())
     }
 }
 
+/// `mkdir -p` whose last component, when it has to be created, is 0700.
 fn env_path(var: &str) -> Option<PathBuf> {
     std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
+/// Creates (or replaces the content of) an owner-only file and fsyncs it. A
+/// file that already existed with wider permissions is narrowed first.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    std::io::Write::write_all(&mut f, bytes)?;
+    f.sync_all()
 }
 
 /// pm2 replaces every character outside `[a-zA-Z0-9.-]` in file names.
@@ -77,5 +114,20 @@ mod tests {
         assert_eq!(with_id_suffix("/a/b/app.pid", 0), "/a/b/app-0.pid");
         assert_eq!(with_id_suffix("/a/noext", 1), "/a/noext-1");
         assert_eq!(sanitize("python3 -m http"), "python3--m-http");
+    }
+
+    #[test]
+    fn new_home_is_owner_only_existing_home_is_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let home = Home::new(d.path().join("a/b/.pm2"));
+        home.ensure().unwrap();
+        let mode = std::fs::metadata(&home.root).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(home.logs().is_dir() && home.pids().is_dir());
+        std::fs::set_permissions(&home.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        home.ensure().unwrap();
+        let mode = std::fs::metadata(&home.root).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
     }
 }

@@ -8,7 +8,6 @@ use crate::process::{self, Ctl};
 use crate::state::SharedRef;
 use corral_config::Context;
 use corral_proto::ProcInfo;
-use std::io::Write;
 use std::path::Path;
 use tokio::sync::oneshot;
 
@@ -37,20 +36,31 @@ pub fn save(shared: &SharedRef, force: bool, pretty: bool) -> Result<(String, us
     Ok((path_s, infos.len()))
 }
 
+/// Writes `bytes` to `path` atomically: a 0600 temporary file (the dump holds
+/// every app's environment, secrets included), fsynced, then renamed over the
+/// dump after the old dump was copied to `.bak` (also 0600). Whatever fails,
+/// no `.tmp` file is left behind and the old dump is untouched.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("pm2.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+    let result = write_atomic_via(path, &tmp, bytes);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
+    result
+}
+
+fn write_atomic_via(path: &Path, tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    crate::paths::write_private(tmp, bytes)?;
     if path.exists() {
         let bak = bak_path(path);
         let bak_tmp = bak.with_extension("bak.tmp");
-        std::fs::copy(path, &bak_tmp)?;
-        std::fs::rename(&bak_tmp, &bak)?;
+        let copied = std::fs::read(path).and_then(|old| crate::paths::write_private(&bak_tmp, &old));
+        if let Err(e) = copied.and_then(|()| std::fs::rename(&bak_tmp, &bak)) {
+            let _ = std::fs::remove_file(&bak_tmp);
+            return Err(e);
+        }
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(tmp, path)
 }
 
 fn bak_path(path: &Path) -> std::path::PathBuf {
@@ -125,6 +135,12 @@ pub async fn resurrect(shared: &SharedRef) -> Result<(Vec<String>, Vec<u32>), St
                 continue;
             }
         };
+        // A dump written before the size limits existed may hold an app that
+        // would break every reply: leave it in the file, do not load it.
+        if let Err(e) = app.check_limits() {
+            crate::dlog::error(&format!("resurrect: skipping an entry: {e}"));
+            continue;
+        }
         // An app saved with a uid/gid this daemon cannot apply must not
         // come back running as the daemon's user.
         if let Err(e) = crate::privileges::normalize(&mut app) {
@@ -154,4 +170,44 @@ pub async fn resurrect(shared: &SharedRef) -> Result<(Vec<String>, Vec<u32>), St
         let _ = w.await;
     }
     Ok((restored, ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn dump_and_backup_are_owner_only() {
+        let d = tempfile::tempdir().unwrap();
+        let dump = d.path().join("dump.pm2");
+        // An old dump written world-readable by an earlier version.
+        std::fs::write(&dump, b"[1]").unwrap();
+        std::fs::set_permissions(&dump, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&dump, b"[2]").unwrap();
+        assert_eq!(std::fs::read(&dump).unwrap(), b"[2]");
+        assert_eq!(mode(&dump), 0o600);
+        let bak = bak_path(&dump);
+        assert_eq!(std::fs::read(&bak).unwrap(), b"[1]");
+        assert_eq!(mode(&bak), 0o600);
+        assert!(!d.path().join("dump.pm2.tmp").exists());
+        assert!(!d.path().join("dump.pm2.bak.tmp").exists());
+    }
+
+    #[test]
+    fn failed_save_leaves_no_temporary_file() {
+        let d = tempfile::tempdir().unwrap();
+        // A dump path that cannot be replaced (a directory): the save fails
+        // after the temporary file was written.
+        let dump = d.path().join("dump.pm2");
+        std::fs::create_dir(&dump).unwrap();
+        assert!(write_atomic(&dump, b"[]").is_err());
+        assert!(!d.path().join("dump.pm2.tmp").exists());
+        assert!(!d.path().join("dump.pm2.bak.tmp").exists());
+        assert!(dump.is_dir());
+    }
 }

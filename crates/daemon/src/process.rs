@@ -477,7 +477,6 @@ impl Task {
             e.info.status = "launching".into();
             e.info.pm_uptime = now;
             e.info.env = env;
-            e.info.axm = Default::default();
             e.counters.pm_uptime = now;
             e.cpu_sample = None;
         });

@@ -1,4 +1,5 @@
-//! The control socket: `PM2_HOME/rpc.sock`, owner-only, peers of another uid
+//! The control socket: `PM2_HOME/corral.sock` (Corral's own CLI protocol;
+//! pm2's `rpc.sock` is served by `pm2api`), owner-only, peers of another uid
 //! refused (SO_PEERCRED). One task per connection; a bad frame is answered
 //! with an error and closes that connection only.
 
@@ -6,20 +7,57 @@ use crate::process::{self, Ctl};
 use crate::state::SharedRef;
 use crate::{dlog, monitor, persist};
 use corral_proto::{
-    read_frame, write_frame, FrameError, Hello, Op, ProcInfo, Reply, Request, Welcome, CORRAL_VERSION,
-    PROTOCOL_VERSION,
+    read_frame, read_frame_limited, write_frame, FrameError, Hello, Op, ProcInfo, Reply, Request, Welcome,
+    CORRAL_VERSION, MAX_HELLO, PROTOCOL_VERSION,
 };
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{oneshot, watch};
 
+/// Control connections open at once. More are answered with an error and
+/// closed: a runaway script must not hold the descriptors the daemon needs
+/// for its apps (each connection is one fd, counted in the balancer's
+/// reserve).
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long the client has to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may sit between requests. A CLI sends its requests
+/// back to back (and reconnects if it waited longer); log streams are not
+/// subject to it.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn idle_timeout() -> Duration {
+    static IDLE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *IDLE.get_or_init(|| {
+        std::env::var("PM2_CONTROL_IDLE_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(IDLE_TIMEOUT, Duration::from_millis)
+    })
+}
+
 pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::Sender<bool>) {
     let mut stop = shutdown.subscribe();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             acc = listener.accept() => match acc {
-                Ok((stream, _)) => {
-                    tokio::spawn(connection(shared.clone(), stream, shutdown.clone()));
+                Ok((mut stream, _)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        dlog::error(&format!("control socket: more than {MAX_CONNECTIONS} connections, refusing one"));
+                        tokio::spawn(async move {
+                            let busy = Reply::Error {
+                                message: format!("the daemon has {MAX_CONNECTIONS} control connections open; retry when some have ended"),
+                            };
+                            let _ = tokio::time::timeout(Duration::from_secs(2), write_frame(&mut stream, &busy)).await;
+                        });
+                        continue;
+                    };
+                    let (shared, shutdown) = (shared.clone(), shutdown.clone());
+                    tokio::spawn(async move {
+                        connection(shared, stream, shutdown).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -32,7 +70,7 @@ pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::S
     }
 }
 
-fn peer_allowed(stream: &UnixStream) -> bool {
+pub(crate) fn peer_allowed(stream: &UnixStream) -> bool {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     match stream.peer_cred() {
@@ -49,7 +87,7 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
         return;
     }
     let hello: Result<Result<Hello, FrameError>, _> =
-        tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream)).await;
+        tokio::time::timeout(HELLO_TIMEOUT, read_frame_limited(&mut stream, MAX_HELLO)).await;
     match hello {
         Ok(Ok(h)) if h.protocol == PROTOCOL_VERSION => {}
         Ok(Ok(h)) => {
@@ -80,15 +118,16 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
         return;
     }
     loop {
-        let req: Request = match read_frame(&mut stream).await {
-            Ok(r) => r,
-            Err(FrameError::Closed) => return,
-            Err(e @ (FrameError::Malformed(_) | FrameError::TooLarge(_))) => {
+        let req: Request = match tokio::time::timeout(idle_timeout(), read_frame(&mut stream)).await {
+            Ok(Ok(r)) => r,
+            Err(_idle) => return,
+            Ok(Err(FrameError::Closed)) => return,
+            Ok(Err(e @ (FrameError::Malformed(_) | FrameError::TooLarge(_)))) => {
                 let _ =
                     write_frame(&mut stream, &Reply::Error { message: format!("bad request: {e}") }).await;
                 return;
             }
-            Err(_) => return,
+            Ok(Err(_)) => return,
         };
         match req {
             Request::Logs { ids } => {
@@ -171,6 +210,14 @@ fn fill_node_version(t: &mut crate::state::Table, node: Option<&str>) {
 pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
     match req {
         Request::Ping => Reply::Pong,
+        Request::ClusterStatus => {
+            let bridge = shared.cluster().bridge.clone();
+            let v = match bridge {
+                Some(b) => b.status_json(),
+                None => serde_json::json!({ "enabled": false }),
+            };
+            Reply::Text { text: v.to_string() }
+        }
         Request::List => {
             let node = default_node_version(shared);
             let mut t = shared.table();
@@ -201,11 +248,23 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             text.push(']');
             Reply::Text { text }
         }
-        Request::Start { app } => match start_app(shared, app).await {
-            Ok(ids) => Reply::Procs { procs: infos(shared, &ids) },
+        Request::Start { app } => match app.check_limits().map_err(|e| format!("{e}; not started")) {
             Err(e) => err(e),
+            Ok(()) => match start_app(shared, app).await {
+                Ok(ids) => Reply::Procs { procs: infos(shared, &ids) },
+                Err(e) => err(e),
+            },
         },
+        Request::Scale { count, .. } if i64::from(count) > corral_proto::app::limits::MAX_INSTANCES => {
+            err(format!(
+                "cannot scale to {count} instances; the limit is {}",
+                corral_proto::app::limits::MAX_INSTANCES
+            ))
+        }
         Request::Op { op, id, mut update } => {
+            if let Some(Err(e)) = update.as_deref().map(corral_proto::AppSpec::check_limits) {
+                return err(e);
+            }
             let Some(ctl) = ctl_of(shared, id) else {
                 return err(format!("Process {id} not found"));
             };
@@ -338,24 +397,34 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             Err(e) => err(e),
         },
         Request::Flush { ids } => {
+            let mut refused = Vec::new();
             let t = shared.table();
             for e in t.procs.values() {
                 if ids.as_ref().is_none_or(|ids| ids.contains(&e.info.pm_id)) {
-                    truncate(&e.info.pm_out_log_path);
-                    truncate(&e.info.pm_err_log_path);
+                    truncate(&e.info.pm_out_log_path, &mut refused);
+                    truncate(&e.info.pm_err_log_path, &mut refused);
                     if let Some(p) = &e.info.pm_log_path {
-                        truncate(p);
+                        truncate(p, &mut refused);
                     }
                 }
             }
+            drop(t);
             if ids.is_none() {
-                truncate(&shared.home.daemon_log().to_string_lossy());
+                truncate(&shared.home.daemon_log().to_string_lossy(), &mut refused);
             }
-            Reply::Ok
+            if refused.is_empty() {
+                Reply::Ok
+            } else {
+                err(refused.join("\n"))
+            }
         }
         Request::ReloadLogs => {
             reload_logs(shared);
             Reply::Ok
+        }
+        Request::Trigger { target, action, param } => {
+            // Boxed: trigger sends through `handle` itself.
+            Box::pin(crate::pm2api::rpc::trigger(shared, &target, &action, param)).await
         }
         Request::Logs { .. } | Request::Kill => err("internal: handled by the connection"),
     }
@@ -373,10 +442,12 @@ pub fn reload_logs(shared: &SharedRef) {
     dlog::log("Reloading logs...");
 }
 
-fn truncate(path: &str) {
-    if path != "/dev/null" {
-        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
-            let _ = f.set_len(0);
+fn truncate(path: &str, refused: &mut Vec<String>) {
+    if let Err(e) = crate::logs::truncate_log(path) {
+        dlog::error(&format!("flush: {e}"));
+        let e = e.to_string();
+        if !refused.contains(&e) {
+            refused.push(e);
         }
     }
 }

@@ -14,7 +14,7 @@ impl Client {
     async fn connect(home: &Path) -> Client {
         let deadline = Instant::now() + Duration::from_secs(10);
         let s = loop {
-            match UnixStream::connect(home.join("rpc.sock")).await {
+            match UnixStream::connect(home.join("corral.sock")).await {
                 Ok(s) => break s,
                 Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
                 Err(e) => panic!("daemon never listened: {e}"),

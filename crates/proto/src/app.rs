@@ -99,6 +99,10 @@ pub struct AppSpec {
     /// workers announcing themselves (adapter heartbeat / sticky message).
     pub sticky: Option<bool>,
     pub sticky_port: Option<u16>,
+    /// The Socket.IO cluster this app joins across nodes (`PM2_CLUSTER_REDIS`):
+    /// `None` = its name; `Some("")` = this app stays on its node
+    /// (`cluster_group: false`); otherwise that group name.
+    pub cluster_group: Option<String>,
     /// `version` of the nearest package.json above the script, if any.
     pub version: Option<String>,
     /// Every `env_<name>` object and any unknown key from the ecosystem file,
@@ -151,6 +155,7 @@ impl Default for AppSpec {
             watch_delay: 0,
             sticky: None,
             sticky_port: None,
+            cluster_group: None,
             version: None,
             extra: BTreeMap::new(),
         }
@@ -164,4 +169,154 @@ impl AppSpec {
         let base = self.interpreter.rsplit('/').next().unwrap_or("");
         base == "node" || base.starts_with("node@") || base == "nodejs"
     }
+}
+
+/// Size limits an app must meet to enter the daemon. They follow what the
+/// kernel lets `execve` pass (each argument or `KEY=value` string at most
+/// `MAX_ARG_STRLEN`, 128 KiB; all of them within `ARG_MAX`, 2 MiB by default,
+/// shared with the daemon's own environment) and what a file name may be
+/// (`NAME_MAX` 255 bytes for the `<name>-out-<id>.log` files), so an app
+/// that passes would also start, and a huge name or environment is refused
+/// with a clear error instead of bloating every reply and the dump.
+pub mod limits {
+    /// App name and namespace (they become log and pid file names).
+    pub const MAX_NAME: usize = 200;
+    /// Script, cwd, interpreter and log/pid file paths (`PATH_MAX`).
+    pub const MAX_PATH: usize = 4096;
+    /// One argument, or one environment entry counted as `KEY=value`
+    /// (`MAX_ARG_STRLEN` less the terminating NUL).
+    pub const MAX_ARG: usize = 128 * 1024 - 1;
+    /// Arguments, node arguments and environment entries together: half of
+    /// the default `ARG_MAX`, the rest left for the inherited environment.
+    pub const MAX_ARGS_AND_ENV: usize = 1024 * 1024;
+    /// Everything else an ecosystem file carried (`extra`), serialized.
+    pub const MAX_EXTRA: usize = 1024 * 1024;
+    /// Processes one app (or one `scale`) may ask for.
+    pub const MAX_INSTANCES: i64 = 4096;
+    /// Watch paths and ignore patterns, each list.
+    pub const MAX_WATCH_ENTRIES: usize = 4096;
+}
+
+impl AppSpec {
+    /// Checks the app against [`limits`]; the error names the field, its
+    /// size and the limit.
+    pub fn check_limits(&self) -> Result<(), String> {
+        use limits::*;
+        let too_long = |what: &str, len: usize, max: usize| -> Result<(), String> {
+            if len > max {
+                Err(format!("{what} is {len} bytes long; the limit is {max} bytes"))
+            } else {
+                Ok(())
+            }
+        };
+        too_long("the app name", self.name.len(), MAX_NAME)?;
+        too_long("the namespace", self.namespace.len(), MAX_NAME)?;
+        let paths = [
+            ("the script path", Some(&self.script)),
+            ("the cwd", Some(&self.cwd)),
+            ("the interpreter", Some(&self.interpreter)),
+            ("out_file", self.out_file.as_ref()),
+            ("error_file", self.error_file.as_ref()),
+            ("log_file", self.log_file.as_ref()),
+            ("pid_file", self.pid_file.as_ref()),
+        ];
+        for (what, p) in paths {
+            if let Some(p) = p {
+                too_long(&format!("{what} of app {}", self.name), p.len(), MAX_PATH)?;
+            }
+        }
+        let mut total = 0usize;
+        for a in self.args.iter().chain(&self.node_args) {
+            too_long(&format!("an argument of app {}", self.name), a.len(), MAX_ARG)?;
+            total = total.saturating_add(a.len() + 1);
+        }
+        for (k, v) in &self.env {
+            let len = k.len() + 1 + v.len();
+            too_long(&format!("environment variable {} of app {}", short(k), self.name), len, MAX_ARG)?;
+            total = total.saturating_add(len + 1);
+        }
+        too_long(
+            &format!("the arguments and environment of app {} together", self.name),
+            total,
+            MAX_ARGS_AND_ENV,
+        )?;
+        if let Some(n) = self.instances {
+            if n.abs() > MAX_INSTANCES {
+                return Err(format!(
+                    "app {} asks for {n} instances; the limit is {MAX_INSTANCES}",
+                    self.name
+                ));
+            }
+        }
+        if self.watch_paths.len() > MAX_WATCH_ENTRIES || self.ignore_watch.len() > MAX_WATCH_ENTRIES {
+            return Err(format!(
+                "app {} has more than {MAX_WATCH_ENTRIES} watch or ignore_watch entries",
+                self.name
+            ));
+        }
+        if !self.extra.is_empty() {
+            let extra = serde_json::to_vec(&self.extra).map(|v| v.len()).unwrap_or(usize::MAX);
+            too_long(&format!("the other options of app {}", self.name), extra, MAX_EXTRA)?;
+        }
+        Ok(())
+    }
+}
+
+/// A name for an error message, cut to something readable.
+fn short(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn app() -> AppSpec {
+        AppSpec { name: "a".into(), script: "/x.js".into(), cwd: "/".into(), ..AppSpec::default() }
+    }
+
+    #[test]
+    fn a_normal_app_and_a_120_kb_variable_pass() {
+        let mut a = app();
+        a.env.insert("BIG".into(), "x".repeat(120 * 1024));
+        a.args = vec!["--port".into(), "80".into()];
+        assert_eq!(a.check_limits(), Ok(()));
+    }
+
+    #[test]
+    fn oversized_fields_are_named() {
+        let mut a = app();
+        a.name = "n".repeat(15_000_000);
+        let e = a.check_limits().unwrap_err();
+        assert!(e.contains("app name is 15000000 bytes") && e.contains("200"), "{e}");
+
+        let mut a = app();
+        a.env.insert("HUGE".into(), "x".repeat(200 * 1024));
+        let e = a.check_limits().unwrap_err();
+        assert!(e.contains("environment variable HUGE of app a"), "{e}");
+
+        let mut a = app();
+        for i in 0..10 {
+            a.env.insert(format!("V{i}"), "x".repeat(120 * 1024));
+        }
+        let e = a.check_limits().unwrap_err();
+        assert!(e.contains("together"), "{e}");
+
+        let mut a = app();
+        a.args = vec!["y".repeat(MAX_ARG_PLUS)];
+        assert!(a.check_limits().unwrap_err().contains("an argument"));
+
+        let mut a = app();
+        a.instances = Some(1_000_000_000);
+        assert!(a.check_limits().unwrap_err().contains("instances"));
+
+        let mut a = app();
+        a.out_file = Some("/".repeat(5000));
+        assert!(a.check_limits().unwrap_err().contains("out_file"));
+    }
+
+    const MAX_ARG_PLUS: usize = limits::MAX_ARG + 1;
 }

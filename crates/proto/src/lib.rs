@@ -2,16 +2,21 @@
 //! the frame format. This is the only crate whose types are serialized; every
 //! other crate converts to and from these types at its edge.
 //!
-//! Frame: `u32` big-endian payload length, then a UTF-8 JSON payload. The
-//! length is capped ([`MAX_FRAME`]); a peer that announces more is an error
-//! for that connection, never an allocation.
+//! Frame: `u32` big-endian payload length, then a UTF-8 JSON payload; a
+//! message larger than one fragment ([`MAX_FRAGMENT`]) is sent as several
+//! (see [`frame`]). What the daemon reads is capped per message
+//! ([`MAX_MESSAGE`]) and allocated as it arrives, never from the announced
+//! length.
 
 pub mod app;
 pub mod frame;
 pub mod msg;
 
 pub use app::{AppSpec, ExecMode};
-pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
+pub use frame::{
+    read_frame, read_frame_limited, read_frame_unbounded, write_frame, FrameError, MAX_FRAGMENT, MAX_FRAME,
+    MAX_HELLO, MAX_MESSAGE,
+};
 pub use msg::*;
 
 /// Bumped whenever a message changes shape incompatibly. The daemon refuses a
@@ -52,4 +57,12 @@ pub const DAEMON_SETTINGS: &[&str] = &[
     "PM2_NODE_OPTIONS",
     "PM2_DUMP_FILE_PATH",
     "EXP_BACKOFF_RESET_TIMER",
+    "PM2_CLUSTER_REDIS",
+    "PM2_CLUSTER_SECRET",
+    "PM2_CLUSTER_LISTEN",
+    "PM2_NODE_ID",
 ];
+
+/// The daemon settings that may hold a secret (the cluster secret, a Redis
+/// password): never printed, and a file that carries them is made 0600.
+pub const SECRET_SETTINGS: &[&str] = &["PM2_CLUSTER_SECRET", "PM2_CLUSTER_REDIS"];

@@ -134,6 +134,17 @@ pub enum Request {
     },
     /// Stop every process and exit the daemon (no save).
     Kill,
+    /// `pm2 trigger <target> <action> [param]`: run an action the app
+    /// declared with @pm2/io on every matching process (id, name,
+    /// namespace or `all`) and collect their `axm:reply` answers.
+    Trigger {
+        target: String,
+        action: String,
+        param: Option<serde_json::Value>,
+    },
+    /// The multi-host state (node id, Redis, peers, counters) as a JSON
+    /// object in `Reply::Text`; `{"enabled":false}` on a single host.
+    ClusterStatus,
 }
 
 /// A process as the daemon sees it. `jlist`/`prettylist`/`describe`/`list`
@@ -171,42 +182,27 @@ pub struct ProcInfo {
     /// `env` holds only the keys that differ from `app.env` (the `List`
     /// reply sends that to halve its size).
     pub env_is_delta: bool,
-    /// What `@pm2/io` inside the app reported (pm2_env.axm_*).
-    pub axm: Axm,
+    /// What the app declared with @pm2/io (pm2's `axm_*` pm2_env fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub axm: Option<Axm>,
 }
 
-/// `axm_monitor` / `axm_options` / `axm_actions` as pm2 keeps them from the
-/// app's `axm:monitor`, `axm:option:configuration` and `axm:action`
-/// messages. Cleared when the process is started again.
+/// An app's @pm2/io declarations over IPC, for the run with `pid` (a new
+/// run declares again from scratch): `axm:action` entries, the latest
+/// `axm:monitor` values and merged `axm:option:configuration`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 #[serde(default)]
 pub struct Axm {
+    pub pid: u32,
+    pub actions: Vec<serde_json::Value>,
     pub monitor: serde_json::Map<String, serde_json::Value>,
     pub options: serde_json::Map<String, serde_json::Value>,
-    pub actions: Vec<serde_json::Value>,
 }
 
-impl Axm {
-    /// Applies one message of type `ty` (`axm:monitor`, ...) with `data`.
-    pub fn apply(&mut self, ty: &str, data: serde_json::Value) {
-        match (ty, data) {
-            ("axm:monitor", serde_json::Value::Object(m)) => self.monitor.extend(m),
-            ("axm:option:configuration", serde_json::Value::Object(m)) => self.options.extend(m),
-            // Bounded: an app re-registering actions in a loop must not
-            // grow the daemon without limit.
-            ("axm:action", a @ serde_json::Value::Object(_)) if self.actions.len() < 256 => {
-                let name = a.get("action_name").cloned();
-                if !self.actions.iter().any(|x| x.get("action_name") == name.as_ref()) {
-                    self.actions.push(a);
-                }
-            }
-            _ => {}
-        }
-        // Same bound for metrics and options keys.
-        while self.monitor.len() > 512 {
-            let Some(k) = self.monitor.keys().next().cloned() else { break };
-            self.monitor.remove(&k);
-        }
+impl ProcInfo {
+    /// The @pm2/io declarations of the current run, if it made any.
+    pub fn current_axm(&self) -> Option<&Axm> {
+        self.axm.as_ref().filter(|a| a.pid == self.pid && self.pid != 0)
     }
 }
 
@@ -288,10 +284,25 @@ pub enum Reply {
     Text {
         text: String,
     },
+    /// `Trigger`: how many processes received the action, and the answers
+    /// that came back in time.
+    Triggered {
+        sent: usize,
+        replies: Vec<ActionReply>,
+    },
     /// `message` is shown to the user after `[PM2][ERROR] `.
     Error {
         message: String,
     },
+}
+
+/// One process's answer to a triggered action (`axm:reply`'s `return`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionReply {
+    pub pm_id: u32,
+    pub name: String,
+    pub namespace: String,
+    pub value: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -31,8 +31,12 @@ fn store(cli: &Cli, conf: &Map<String, Value>) -> Result<()> {
     serde::Serialize::serialize(conf, &mut ser)?;
     let p = path(cli);
     let tmp = p.with_extension("json.tmp");
-    std::fs::write(&tmp, &buf).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &p).with_context(|| format!("cannot write {}", p.display()))?;
+    corral_daemon::paths::write_private(&tmp, &buf)
+        .and_then(|()| std::fs::rename(&tmp, &p))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+        .with_context(|| format!("cannot write {}", p.display()))?;
     Ok(())
 }
 

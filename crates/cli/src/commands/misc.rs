@@ -102,6 +102,44 @@ fn node_version() -> String {
         .unwrap_or_else(|| "N/A".into())
 }
 
+/// The multi-host state, when the daemon is a node of a cluster.
+fn cluster_section(cli: &mut Cli, out: &mut Vec<String>) {
+    let Ok(client) = cli.client() else { return };
+    let Ok(corral_proto::Reply::Text { text }) = client.request(&corral_proto::Request::ClusterStatus) else {
+        return;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return };
+    if v["enabled"] != true {
+        return;
+    }
+    out.push(section("Cluster"));
+    let s = |k: &str| match &v[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    out.push(line("node id", s("node_id")));
+    out.push(line("redis", format!("{} (publisher {}, reader {})", s("redis"), s("publisher"), s("reader"))));
+    out.push(line("last redis error", s("last_error")));
+    let peers: Vec<String> = v["peers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["node"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    out.push(line("peers", if peers.is_empty() { "none".to_string() } else { peers.join(", ") }));
+    out.push(line(
+        "messages",
+        format!(
+            "published {}, delivered {}, dropped {}, lost {}, duplicates {}, refused {}",
+            s("published"),
+            s("delivered"),
+            s("dropped"),
+            s("lost"),
+            s("duplicates"),
+            s("refused")
+        ),
+    ));
+}
+
 /// `pm2 report`: versions, system, process table and the daemon's last log
 /// lines, fenced for pasting into an issue.
 pub fn report(cli: &mut Cli) -> Result<Code> {
@@ -114,6 +152,7 @@ pub fn report(cli: &mut Cli) -> Result<Code> {
     out.push(line("pid", welcome.pid));
     out.push(line("pm2 home", &welcome.pm2_home));
     out.push(line("protocol", welcome.protocol));
+    cluster_section(cli, &mut out);
     out.push(section("CLI"));
     out.push(line("local pm2", corral_proto::PM2_VERSION));
     out.push(line("corral version", CORRAL_VERSION));

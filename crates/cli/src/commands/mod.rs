@@ -7,6 +7,7 @@ pub mod misc;
 pub mod ops;
 pub mod start;
 pub mod state;
+pub mod trigger;
 
 use crate::args::Parsed;
 use crate::client::Client;

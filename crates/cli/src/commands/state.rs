@@ -22,7 +22,7 @@ fn do_save(cli: &mut Cli, force: bool) -> Result<Option<Code>> {
         // pm2 leaves an existing dump alone but creates an empty one.
         let dump = dump_path(cli);
         if !dump.exists() {
-            let _ = std::fs::write(&dump, "[]");
+            let _ = corral_daemon::paths::write_private(&dump, b"[]");
         }
         output::warn("PM2 is not managing any process, skipping save...");
         output::warn("To force saving use: pm2 save --force");
@@ -87,7 +87,7 @@ pub fn resurrect(cli: &mut Cli) -> Result<Code> {
 
 pub fn cleardump(cli: &mut Cli) -> Result<Code> {
     let p = dump_path(cli);
-    std::fs::write(&p, "[]")?;
+    corral_daemon::paths::write_private(&p, b"[]")?;
     output::info(&format!("Successfully created {}", p.display()));
     Ok(0)
 }

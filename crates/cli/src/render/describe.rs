@@ -68,6 +68,17 @@ pub fn rows(p: &ProcInfo, now_ms: i64) -> Vec<(String, String)> {
     rows
 }
 
+/// A JSON value as JS template literals print it (`${v}`).
+fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "null".into(),
+        serde_json::Value::Array(a) => a.iter().map(json_text).collect::<Vec<_>>().join(","),
+        serde_json::Value::Object(_) => "[object Object]".into(),
+        v => v.to_string(),
+    }
+}
+
 /// Variables of the app whose value differs from (or is absent in) the
 /// CLI's environment.
 fn divergent(p: &ProcInfo, local: &BTreeMap<String, String>) -> Vec<(String, String)> {
@@ -101,6 +112,39 @@ pub fn render(p: &ProcInfo, o: &DescribeOptions) -> String {
         .collect();
     let widths = auto_widths(&rows);
     out.push(BoxTable { widths, head: None, rows, color: o.color }.render());
+    if let Some(axm) = p.current_axm().filter(|_| p.status == "online") {
+        let one = |cells: Vec<Vec<Cell>>| {
+            let widths = auto_widths(&cells);
+            BoxTable { widths, head: None, rows: cells, color: o.color }.render()
+        };
+        let names: Vec<Vec<Cell>> = axm
+            .actions
+            .iter()
+            .filter_map(|a| a.get("action_name"))
+            .map(|n| vec![Cell::plain(json_text(n))])
+            .collect();
+        if !names.is_empty() {
+            out.push(paint_if(o.color, Color::Inverse, " Actions available "));
+            out.push(one(names));
+            out.push(format!(" Trigger via: pm2 trigger {} <action_name>\n", p.app.name));
+        }
+        if !axm.monitor.is_empty() {
+            out.push(paint_if(o.color, Color::Inverse, " Code metrics value "));
+            let rows = axm
+                .monitor
+                .iter()
+                .map(|(k, m)| {
+                    let value = m.get("value").unwrap_or(m);
+                    let unit = m.get("unit").map(json_text).unwrap_or_default();
+                    vec![
+                        Cell::colored(k.clone(), Color::Bold),
+                        Cell::plain(format!("{} {unit}", json_text(value))),
+                    ]
+                })
+                .collect();
+            out.push(one(rows));
+        }
+    }
     out.push(paint_if(o.color, Color::Inverse, " Divergent env variables from local env "));
     let div = divergent(p, o.local_env);
     if div.is_empty() {

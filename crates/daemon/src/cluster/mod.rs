@@ -67,6 +67,9 @@ pub struct StickyApp {
     /// `sticky: false`: never route to it, never relay.
     pub disabled: bool,
     pub port: u16,
+    /// The cross-node group it joins (`cluster_group`; its name by default),
+    /// `None` when it stays on this node.
+    pub group: Option<String>,
 }
 
 #[derive(Default)]
@@ -78,6 +81,8 @@ pub struct Registry {
     pub apps: HashMap<String, StickyApp>,
     /// Which app receives the connections of a sticky port.
     pub port_owner: HashMap<u16, String>,
+    /// The multi-host bridge (`PM2_CLUSTER_REDIS`), when configured.
+    pub bridge: Option<Arc<crate::multihost::Bridge>>,
     next_wid: u32,
 }
 
@@ -143,12 +148,18 @@ pub fn worker_spawned(
             notify: Arc::new(Notify::new()),
             enabled: false,
             disabled: false,
+            group: None,
             port,
         });
         sa.disabled = app.sticky == Some(false);
         sa.port = port;
         sa.router.add_worker(WorkerId(wid));
         sa.relay.add_worker(WorkerId(wid));
+        sa.group = match app.cluster_group.as_deref() {
+            None => Some(app.name.clone()),
+            Some("") => None,
+            Some(g) => Some(g.to_owned()),
+        };
         if app.sticky == Some(true) && !sa.enabled {
             sa.enabled = true;
             reg.port_owner.entry(port).or_insert_with(|| app.name.clone());
@@ -198,6 +209,12 @@ pub fn worker_gone(shared: &SharedRef, wid: u32, linger: bool) {
     sa.router.remove_worker(WorkerId(wid));
     let closes = sa.relay.remove_worker(WorkerId(wid));
     sa.notify.notify_waiters();
+    let group = sa.group.clone();
+    if let (Some(b), Some(group)) = (&reg.bridge, &group) {
+        // The other nodes' workers must stop counting it too.
+        b.local_closes(group, wid, &closes);
+    }
+    let Some(sa) = reg.apps.get_mut(&w.app) else { return };
     let survivors: Vec<u32> = sa.relay.workers().map(|w| w.0).collect();
     if survivors.is_empty() && !linger {
         let port = sa.port;
@@ -342,19 +359,17 @@ fn on_message(
             if let Some(t) = ty.as_deref().filter(|t| t.starts_with("sticky:")) {
                 let v = msg.decode().map_err(|e| e.to_string())?;
                 on_sticky(shared, wid, t, &v, events);
-            } else if let Some(t) = ty.as_deref().filter(|t| t.starts_with("axm:")) {
-                // @pm2/io's metrics, options and actions (pm2_env.axm_*).
-                let v = msg.decode().map_err(|e| e.to_string())?;
-                let data = v.get("data").map(|d| d.to_json()).unwrap_or(serde_json::Value::Null);
-                let pm_id = shared.cluster().workers.get(&wid).map(|w| w.pm_id);
-                if let Some(pm_id) = pm_id {
-                    shared.with_entry(pm_id, |e| e.info.axm.apply(t, data));
-                }
             } else if f.cmd.is_none() && ty.is_none() {
                 let v = msg.decode().map_err(|e| e.to_string())?;
                 if let Some(ver) = v.get("node_version").and_then(|v| v.as_str()) {
                     let _ = events.send(ChildEvent::NodeVersion(ver.to_string()));
+                } else {
+                    crate::pm2api::bus::worker_message(shared, wid, &v);
                 }
+            } else if f.cmd.is_none() {
+                // `{type, data}`: pm2's bus messages and @pm2/io's axm:*.
+                let v = msg.decode().map_err(|e| e.to_string())?;
+                crate::pm2api::bus::worker_message(shared, wid, &v);
             }
         }
         _ => {}
@@ -551,11 +566,65 @@ fn relay(
     let Some(app) = announce(&mut reg, wid, events) else { return };
     let Some(sa) = reg.apps.get_mut(&app) else { return };
     let targets = sa.relay.on_frame(WorkerId(wid), frame);
+    // A response whose requester is a local worker stays on this node.
+    let answered_here = frame.is_routed_response() && !targets.is_empty();
+    let group = sa.group.clone();
     for t in targets {
         if let Some(link) = reg.workers.get(&t.0) {
             // A worker that stopped reading loses relay traffic rather than
             // growing the daemon's memory without bound.
             let _ = link.tx.send_raw(payload);
+        }
+    }
+    if let (Some(b), false, Some(group)) = (&reg.bridge, answered_here, group) {
+        let json = reg.workers.get(&wid).is_some_and(|w| w.tx.mode() == Mode::Json);
+        b.local_frame(&group, wid, frame.kind, frame.uid, frame.nsp, frame.requester_uid, json, payload);
+    }
+}
+
+/// Delivers other nodes' adapter frames to this node's workers (the multi-host bridge).
+pub struct RemoteFrames(pub std::sync::Weak<crate::state::Shared>);
+
+impl crate::multihost::LocalWorkers for RemoteFrames {
+    fn inject(&self, group: &str, kind: Option<i64>, requester: Option<&str>, json: bool, frame: &[u8]) {
+        let Some(shared) = self.0.upgrade() else { return };
+        let reg = shared.cluster();
+        let routed = matches!(
+            kind,
+            Some(
+                sticky::relay::kind::FETCH_SOCKETS_RESPONSE | sticky::relay::kind::SERVER_SIDE_EMIT_RESPONSE
+            )
+        );
+        let src = if json { Mode::Json } else { Mode::Advanced };
+        // Usually one app per group on a node; several local apps may join one group.
+        for sa in reg.apps.values().filter(|sa| !sa.disabled && sa.group.as_deref() == Some(group)) {
+            let targets: Vec<WorkerId> = match (routed, requester) {
+                (true, Some(r)) => sa.relay.owner(r).into_iter().collect(),
+                (true, None) => Vec::new(),
+                (false, _) => sa.relay.workers().collect(),
+            };
+            for t in targets {
+                let Some(link) = reg.workers.get(&t.0) else { continue };
+                if link.tx.mode() == src {
+                    let _ = link.tx.send_raw(frame);
+                } else if let Ok(v) = node_ipc::decode_payload(frame, src) {
+                    // A worker with the other serialization: same value, its encoding.
+                    let _ = link.tx.send(&v);
+                }
+            }
+        }
+    }
+
+    fn close_remote(&self, group: &str, uid: &str, nsp: &str) {
+        let Some(shared) = self.0.upgrade() else { return };
+        let reg = shared.cluster();
+        let msg = Value::from(sticky::adapter_close_message(uid, nsp));
+        for sa in reg.apps.values().filter(|sa| sa.group.as_deref() == Some(group)) {
+            for w in sa.relay.workers() {
+                if let Some(link) = reg.workers.get(&w.0) {
+                    let _ = link.tx.send(&msg);
+                }
+            }
         }
     }
 }

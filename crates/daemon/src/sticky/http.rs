@@ -2,17 +2,22 @@
 //!
 //! The balancer must know the Engine.IO `sid` before it can pick a worker, and it must hand the
 //! worker every byte it consumed (`{type:"sticky:connection", data}`), because after the fd
-//! hand-off the worker's `@socket.io/sticky` `unshift()`s `data` in front of whatever is still in
-//! the kernel socket. We read the whole request (head and body) before the hand-off so the worker
-//! never depends on the daemon forwarding later chunks (incumbent flaw #3), and we never touch
-//! the socket again afterwards.
+//! hand-off the worker's `@socket.io/sticky` re-emits `data` in front of whatever is still in the
+//! kernel socket. The head is always read whole ([`read_head`]); a small body is read whole too
+//! ([`read_body`]) so a slow client costs the worker nothing, while a body larger than
+//! [`HttpLimits::stream_above`] is left in the kernel socket for the worker to read itself: the
+//! daemon never holds more than that per connection, and the balancer never reads the socket
+//! again once it stopped (the worker's HTTP parser continues where the bytes handed over end).
+//!
+//! Reads go through one scratch buffer per thread and only what arrived is kept, so a connection
+//! that sent 300 bytes holds 300 bytes, not a read buffer.
 //!
 //! Everything here is generic over [`AsyncRead`] so it can be driven by `tokio::io::duplex` or
 //! `tokio_test`-style mocks under paused time.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
 /// Limits applied to one request. Defaults follow Engine.IO's own server limits so a request the
@@ -29,6 +34,9 @@ pub struct HttpLimits {
     /// How long the body may take to arrive, counted from the end of the head. A
     /// `Content-Length` that promises more than the client sends ends here.
     pub body_timeout: Duration,
+    /// Bodies larger than this are not buffered: the request is handed off once its head (and
+    /// whatever part of the body came with it) is read, and the worker reads the rest.
+    pub stream_above: usize,
 }
 
 impl Default for HttpLimits {
@@ -38,12 +46,15 @@ impl Default for HttpLimits {
             max_body: 1_000_000,
             head_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            stream_above: 64 * 1024,
         }
     }
 }
 
-/// Most headers a request may carry. A fixed array keeps `httparse` allocation-free; a request
-/// with more is treated as an oversized head (`431`), like Node's own limit would.
+/// Headers parsed without allocating. A request with more is parsed again with room for as many
+/// headers as [`HttpLimits::max_head`] can hold (a header line takes at least 4 bytes), so only
+/// the head's size is ever a reason for `431`, as with Node (`--max-http-header-size`, 16 KiB by
+/// default; Node has no header-count limit that rejects: `maxHeadersCount` only truncates).
 const MAX_HEADERS: usize = 100;
 
 /// A chunk-size line or a trailer line longer than this is garbage, not a slow client.
@@ -54,7 +65,14 @@ const MAX_CHUNK_LINE: usize = 4096;
 const MAX_SID_LEN: usize = 256;
 
 /// How many bytes to ask the socket for at once.
-const READ_CHUNK: usize = 8 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// The one read buffer of the thread: a read lands here and only the bytes that arrived are
+    /// copied into the connection's own buffer.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
 
 /// One request, read in full (or as far as the client will send before waiting on us).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,10 +87,16 @@ pub struct Request {
     pub end: usize,
     /// Engine.IO session id, from the request-target's query string only (flaw #7).
     pub sid: Option<String>,
-    /// False only when the client sent `Expect: 100-continue` and is waiting for the interim
-    /// response before sending its body. The worker's HTTP server sends `100 Continue` itself and
-    /// reads the body from the socket, so the request is handed off without waiting for it.
+    /// False when the client sent `Expect: 100-continue` and is waiting for the interim
+    /// response before sending its body (the worker's HTTP server sends `100 Continue` itself),
+    /// or when the body is larger than [`HttpLimits::stream_above`]: the worker reads the rest of
+    /// the body from the socket.
     pub body_complete: bool,
+    /// The request-target is an Engine.IO request (`EIO=` and a `polling`/`websocket`
+    /// transport in its query).
+    pub engine_io: bool,
+    /// The request asks for a WebSocket upgrade.
+    pub upgrade: bool,
 }
 
 /// Why no request could be handed off. [`ReadError::rejection`] says whether the client gets a
@@ -80,7 +104,7 @@ pub struct Request {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The client sent nothing usable in time (stopped mid-request, or a lying
-    /// `Content-Length`). Closed without a response: it is not listening for one anyway.
+    /// `Content-Length`). Answered `408`, as Node's `headersTimeout`/`requestTimeout` do.
     #[error("request not received within the time limit")]
     Timeout,
     /// The client closed its side before the request was complete.
@@ -106,7 +130,8 @@ impl ReadError {
             ReadError::BadRequest(_) => Some(Reject::BadRequest),
             ReadError::HeadTooLarge(_) => Some(Reject::HeaderFieldsTooLarge),
             ReadError::BodyTooLarge(_) => Some(Reject::PayloadTooLarge),
-            ReadError::Timeout | ReadError::Closed | ReadError::Io(_) => None,
+            ReadError::Timeout => Some(Reject::RequestTimeout),
+            ReadError::Closed | ReadError::Io(_) => None,
         }
     }
 }
@@ -117,6 +142,7 @@ impl ReadError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {
     BadRequest,
+    RequestTimeout,
     PayloadTooLarge,
     HeaderFieldsTooLarge,
     ServiceUnavailable,
@@ -126,6 +152,7 @@ impl Reject {
     pub fn status(self) -> u16 {
         match self {
             Reject::BadRequest => 400,
+            Reject::RequestTimeout => 408,
             Reject::PayloadTooLarge => 413,
             Reject::HeaderFieldsTooLarge => 431,
             Reject::ServiceUnavailable => 503,
@@ -137,6 +164,9 @@ impl Reject {
         match self {
             Reject::BadRequest => {
                 b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            }
+            Reject::RequestTimeout => {
+                b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
             }
             Reject::PayloadTooLarge => {
                 b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
@@ -160,39 +190,75 @@ enum BodyKind {
 }
 
 /// What the head told us.
-#[derive(Debug)]
-struct Head {
-    len: usize,
-    sid: Option<String>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Length of the head (through the blank line).
+    pub len: usize,
+    /// Engine.IO session id, from the request-target's query only.
+    pub sid: Option<String>,
     body: BodyKind,
     expect_continue: bool,
+    /// See [`Request::engine_io`].
+    pub engine_io: bool,
+    /// See [`Request::upgrade`].
+    pub upgrade: bool,
 }
 
 /// Reads one request from `io`. Returns once the head and body are complete (plus whatever else
-/// the same reads brought in), or fails with the reason to close.
+/// the same reads brought in), or the body is left to the worker (see [`read_body`]), or fails
+/// with the reason to close.
 pub async fn read_request<R>(io: &mut R, limits: &HttpLimits) -> Result<Request, ReadError>
 where
     R: AsyncRead + Unpin,
 {
-    let mut data: Vec<u8> = Vec::with_capacity(READ_CHUNK.min(limits.max_head.max(1)));
+    let mut data = Vec::new();
+    let head = read_head(io, limits, &mut data, &mut |_| {}).await?;
+    read_body(io, limits, head, data, &mut |_| {}).await
+}
 
+/// Reads until `data` holds a complete head. `on_read` is told how many bytes each read added
+/// (the balancer's memory accounting).
+pub async fn read_head<R, F>(
+    io: &mut R,
+    limits: &HttpLimits,
+    data: &mut Vec<u8>,
+    on_read: &mut F,
+) -> Result<Head, ReadError>
+where
+    R: AsyncRead + Unpin,
+    F: FnMut(usize),
+{
     let head_deadline = Instant::now() + limits.head_timeout;
-    let head = loop {
+    loop {
         let before = data.len();
-        read_more(io, &mut data, head_deadline).await?;
+        read_more(io, data, head_deadline, on_read).await?;
         // Re-parse only when a line may have ended (or on the first read, so garbage is
         // rejected at once): a client dripping one byte at a time must not make us re-scan the
         // whole head per byte.
         if before == 0 || data[before..].contains(&b'\n') {
-            if let Some(head) = parse_head(&data, limits)? {
-                break head;
+            if let Some(head) = parse_head(data, limits)? {
+                return Ok(head);
             }
         }
         if data.len() >= limits.max_head {
             return Err(ReadError::HeadTooLarge(limits.max_head));
         }
-    };
+    }
+}
 
+/// Reads the body announced by `head` into `data` (which holds the head and whatever followed
+/// it), up to [`HttpLimits::stream_above`] bytes; a larger body is left for the worker to read.
+pub async fn read_body<R, F>(
+    io: &mut R,
+    limits: &HttpLimits,
+    head: Head,
+    mut data: Vec<u8>,
+    on_read: &mut F,
+) -> Result<Request, ReadError>
+where
+    R: AsyncRead + Unpin,
+    F: FnMut(usize),
+{
     let body_deadline = Instant::now() + limits.body_timeout;
     let end = match head.body {
         BodyKind::None => Some(head.len),
@@ -201,30 +267,25 @@ where
                 return Err(ReadError::BodyTooLarge(limits.max_body));
             }
             let end = head.len.saturating_add(n);
-            if head.expect_continue && data.len() < end {
+            if (head.expect_continue || n > limits.stream_above) && data.len() < end {
                 None
             } else {
                 while data.len() < end {
-                    read_more(io, &mut data, body_deadline).await?;
+                    read_more(io, &mut data, body_deadline, on_read).await?;
                 }
                 Some(end)
             }
         }
         BodyKind::Chunked => {
             let mut scanner = ChunkedScanner::default();
-            // Framing overhead is bounded too, so a body of one-byte chunks can't run on.
-            let raw_cap = limits.max_body.saturating_add(limits.max_head);
             loop {
                 let body = data.get(head.len..).unwrap_or_default();
                 match scanner.advance(body, limits.max_body)? {
                     Some(len) => break Some(head.len + len),
                     None if head.expect_continue && body.is_empty() => break None,
-                    None => {
-                        if body.len() > raw_cap {
-                            return Err(ReadError::BodyTooLarge(limits.max_body));
-                        }
-                        read_more(io, &mut data, body_deadline).await?;
-                    }
+                    // Large: the worker reads the rest, and enforces its own limit on it.
+                    None if body.len() > limits.stream_above => break None,
+                    None => read_more(io, &mut data, body_deadline, on_read).await?,
                 }
             }
         }
@@ -234,29 +295,74 @@ where
         Some(end) => (end, true),
         None => (data.len(), false),
     };
-    Ok(Request { data, head_len: head.len, end, sid: head.sid, body_complete })
+    Ok(Request {
+        data,
+        head_len: head.len,
+        end,
+        sid: head.sid,
+        body_complete,
+        engine_io: head.engine_io,
+        upgrade: head.upgrade,
+    })
 }
 
-/// One read into `data`, failing on EOF or when `deadline` passes.
-async fn read_more<R>(io: &mut R, data: &mut Vec<u8>, deadline: Instant) -> Result<(), ReadError>
+/// One read into `data`, failing on EOF or when `deadline` passes. The read lands in the
+/// thread's scratch buffer; `data` grows by what arrived only.
+async fn read_more<R, F>(
+    io: &mut R,
+    data: &mut Vec<u8>,
+    deadline: Instant,
+    on_read: &mut F,
+) -> Result<(), ReadError>
 where
     R: AsyncRead + Unpin,
+    F: FnMut(usize),
 {
-    data.reserve(READ_CHUNK);
-    let n = match tokio::time::timeout_at(deadline, io.read_buf(data)).await {
+    use std::task::Poll;
+    let read = std::future::poll_fn(|cx| {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut buf = ReadBuf::new(&mut scratch[..]);
+            match std::pin::Pin::new(&mut *io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {
+                    data.extend_from_slice(buf.filled());
+                    Poll::Ready(Ok(buf.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    });
+    let n = match tokio::time::timeout_at(deadline, read).await {
         Ok(r) => r?,
         Err(_) => return Err(ReadError::Timeout),
     };
     if n == 0 {
         return Err(ReadError::Closed);
     }
+    on_read(n);
     Ok(())
 }
 
 /// Parses the head if it is complete. `Ok(None)` means "need more bytes".
-fn parse_head(data: &[u8], limits: &HttpLimits) -> Result<Option<Head>, ReadError> {
+pub fn parse_head(data: &[u8], limits: &HttpLimits) -> Result<Option<Head>, ReadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
+    match parse_head_with(data, limits, &mut headers) {
+        Err(ReadError::HeadTooLarge(_)) if data.len() <= limits.max_head => {
+            // More than MAX_HEADERS headers: as many as the size limit allows.
+            let mut many = vec![httparse::EMPTY_HEADER; limits.max_head / 4 + 1];
+            parse_head_with(data, limits, &mut many)
+        }
+        other => other,
+    }
+}
+
+fn parse_head_with<'b>(
+    data: &'b [u8],
+    limits: &HttpLimits,
+    headers: &mut [httparse::Header<'b>],
+) -> Result<Option<Head>, ReadError> {
+    let mut req = httparse::Request::new(headers);
     let len = match req.parse(data) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -272,6 +378,7 @@ fn parse_head(data: &[u8], limits: &HttpLimits) -> Result<Option<Head>, ReadErro
     let mut chunked = false;
     let mut transfer_encoding = false;
     let mut expect_continue = false;
+    let mut upgrade = false;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = parse_content_length(h.value)?;
@@ -288,6 +395,8 @@ fn parse_head(data: &[u8], limits: &HttpLimits) -> Result<Option<Head>, ReadErro
             chunked = last_coding_is_chunked(h.value);
         } else if h.name.eq_ignore_ascii_case("expect") {
             expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = trim(h.value).eq_ignore_ascii_case(b"websocket");
         }
     }
     let body = match (transfer_encoding, content_length) {
@@ -297,7 +406,76 @@ fn parse_head(data: &[u8], limits: &HttpLimits) -> Result<Option<Head>, ReadErro
         (false, Some(0)) | (false, None) => BodyKind::None,
         (false, Some(n)) => BodyKind::Length(n),
     };
-    Ok(Some(Head { len, sid: sid_from_target(target), body, expect_continue }))
+    Ok(Some(Head {
+        len,
+        sid: sid_from_target(target),
+        body,
+        expect_continue,
+        engine_io: is_engine_io_target(target),
+        upgrade,
+    }))
+}
+
+/// An Engine.IO request: its query names the protocol (`EIO=`) and one of the transports a
+/// default Engine.IO server accepts. Only for such a request does a worker answer an unknown
+/// `sid` with Engine.IO's "Session ID unknown" (code 1), so only then may the balancer answer it
+/// in the worker's place.
+pub fn is_engine_io_target(target: &str) -> bool {
+    let Some((_, query)) = target.split_once('?') else { return false };
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    let mut eio = false;
+    let mut transport = false;
+    for pair in query.split('&') {
+        if let Some(v) = pair.strip_prefix("EIO=") {
+            eio = !v.is_empty();
+        } else if let Some(v) = pair.strip_prefix("transport=") {
+            transport = v == "polling" || v == "websocket";
+        }
+    }
+    eio && transport
+}
+
+/// The answer an Engine.IO server (`engine.io` 6, `abortRequest`/`abortUpgrade`) gives a
+/// request for a session it does not have, byte for byte but for `Connection: close` (the
+/// balancer closes the connection after it) and the `Date` it is given.
+pub fn unknown_sid_response(upgrade: bool, http_date: &str) -> Vec<u8> {
+    const MESSAGE: &str = "Session ID unknown";
+    if upgrade {
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-type: text/html\r\nContent-Length: {}\r\n\r\n{MESSAGE}",
+            MESSAGE.len()
+        )
+        .into_bytes()
+    } else {
+        let body = format!("{{\"code\":1,\"message\":\"{MESSAGE}\"}}");
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nDate: {http_date}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+/// Session-less Engine.IO requests (handshakes) among the requests pipelined in `data`, as far
+/// as their heads and bodies are complete. Each will create a session on the worker that gets
+/// the connection, so the router counts each as a pending registration.
+pub fn count_handshakes(data: &[u8], limits: &HttpLimits) -> usize {
+    let mut at = 0;
+    let mut count = 0;
+    // Bounded: a pipelined request takes at least a few bytes, `data` at most head + body limits.
+    while let Some(rest) = data.get(at..).filter(|r| !r.is_empty()) {
+        let Ok(Some(head)) = parse_head(rest, limits) else { break };
+        if head.engine_io && head.sid.is_none() {
+            count += 1;
+        }
+        let body = match head.body {
+            BodyKind::None => 0,
+            BodyKind::Length(n) => n,
+            BodyKind::Chunked => break,
+        };
+        at = at.saturating_add(head.len).saturating_add(body);
+    }
+    count
 }
 
 fn parse_content_length(value: &[u8]) -> Result<usize, ReadError> {
@@ -567,9 +745,41 @@ mod tests {
         let mut all = head.as_bytes().to_vec();
         all.extend_from_slice(&body);
         let parts: Vec<&[u8]> = all.chunks(70_000).collect();
-        let r = read_parts(&parts, limits()).await.unwrap();
+        let lim = HttpLimits { stream_above: 1_000_000, ..limits() };
+        let r = read_parts(&parts, lim).await.unwrap();
         assert_eq!(r.data, all);
         assert_eq!(r.end, all.len());
+        assert!(r.body_complete);
+    }
+
+    #[tokio::test]
+    async fn large_body_is_left_for_the_worker() {
+        // Beyond `stream_above` the balancer stops after the head (and what came with it): the
+        // rest stays in the socket for the worker, the daemon holds at most one read.
+        let body = vec![b'x'; 500_000];
+        let head = format!("POST /up HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
+        let (mut client, mut server) = tokio::io::duplex(1024 * 1024);
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.write_all(&body[..1000]).await.unwrap();
+        let r = read_request(&mut server, &limits()).await.unwrap();
+        assert!(!r.body_complete);
+        assert_eq!(r.end, r.data.len());
+        assert!(r.data.len() <= head.len() + 1000);
+        assert!(r.data.starts_with(head.as_bytes()));
+        // Chunked: the same once more than `stream_above` is buffered.
+        let lim = HttpLimits { stream_above: 100, ..limits() };
+        let mut req = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..10 {
+            req.extend_from_slice(b"40\r\n");
+            req.extend_from_slice(&[b'y'; 64]);
+            req.extend_from_slice(b"\r\n");
+        }
+        let (mut client, mut server) = tokio::io::duplex(1024 * 1024);
+        client.write_all(&req).await.unwrap();
+        let r = read_request(&mut server, &lim).await.unwrap();
+        assert!(!r.body_complete);
+        assert!(req.starts_with(&r.data));
+        drop(client);
     }
 
     #[tokio::test]
@@ -644,9 +854,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn too_many_headers_is_431() {
+    async fn header_count_is_limited_by_size_only_as_in_node() {
+        // Node accepts any number of headers within --max-http-header-size (16 KiB).
+        let mut req = String::from("GET /?sid=s HTTP/1.1\r\n");
+        for _ in 0..3000 {
+            req.push_str("X:\r\n");
+        }
+        req.push_str("\r\n");
+        assert!(req.len() < 16 * 1024);
+        let r = read_parts(&[req.as_bytes()], limits()).await.unwrap();
+        assert_eq!(r.end, req.len());
+        assert_eq!(r.sid.as_deref(), Some("s"));
+        // Past the size, 431 whatever the count.
         let mut req = String::from("GET / HTTP/1.1\r\n");
-        for i in 0..150 {
+        for i in 0..4000 {
             req.push_str(&format!("X-{i}: v\r\n"));
         }
         req.push_str("\r\n");
@@ -714,7 +935,7 @@ mod tests {
         let start = Instant::now();
         let e = read_request(&mut server, &limits()).await.unwrap_err();
         assert!(matches!(e, ReadError::Timeout), "{e:?}");
-        assert_eq!(e.rejection(), None);
+        assert_eq!(e.rejection(), Some(Reject::RequestTimeout));
         assert_eq!(start.elapsed(), limits().head_timeout);
         drop(client);
     }
@@ -752,6 +973,7 @@ mod tests {
     fn reject_responses_are_well_formed() {
         for r in [
             Reject::BadRequest,
+            Reject::RequestTimeout,
             Reject::PayloadTooLarge,
             Reject::HeaderFieldsTooLarge,
             Reject::ServiceUnavailable,
@@ -769,6 +991,40 @@ mod tests {
             assert!(names.contains(&("content-length".into(), b"0".to_vec())));
         }
         assert!(Reject::ServiceUnavailable.response().starts_with(b"HTTP/1.1 503 Service Unavailable\r\n"));
+    }
+
+    #[test]
+    fn engine_io_targets() {
+        assert!(is_engine_io_target("/socket.io/?EIO=4&transport=polling&sid=x"));
+        assert!(is_engine_io_target("/custom/?transport=websocket&EIO=3"));
+        assert!(!is_engine_io_target("/socket.io/?EIO=4&transport=carrier-pigeon"));
+        assert!(!is_engine_io_target("/api?sid=x&transport=polling"));
+        assert!(!is_engine_io_target("/socket.io/"));
+    }
+
+    #[test]
+    fn unknown_sid_answers_are_engine_io_s() {
+        let polling = unknown_sid_response(false, "Sun, 29 Nov 2026 09:00:00 GMT");
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut resp = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(n) = resp.parse(&polling).unwrap() else { panic!() };
+        assert_eq!(resp.code, Some(400));
+        assert_eq!(&polling[n..], br#"{"code":1,"message":"Session ID unknown"}"#);
+        let ws = unknown_sid_response(true, "");
+        assert!(ws.ends_with(b"\r\n\r\nSession ID unknown"));
+        assert!(ws.starts_with(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n"));
+    }
+
+    #[test]
+    fn pipelined_handshakes_are_counted() {
+        let hs = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\n\r\n";
+        let with_sid =
+            "POST /socket.io/?EIO=4&transport=polling&sid=a HTTP/1.1\r\nContent-Length: 2\r\n\r\n40";
+        let all =
+            format!("{hs}{with_sid}{}{}GET /x HTTP/1.1\r\n", hs.repeat(3), "GET /plain HTTP/1.1\r\n\r\n");
+        assert_eq!(count_handshakes(all.as_bytes(), &limits()), 4);
+        assert_eq!(count_handshakes(b"", &limits()), 0);
+        assert_eq!(count_handshakes(b"garbage\r\n\r\n", &limits()), 0);
     }
 
     #[test]

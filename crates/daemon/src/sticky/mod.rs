@@ -1,6 +1,8 @@
 //! Socket.IO sticky balancer and cluster-adapter relay: the part `@socket.io/pm2` adds to PM2.
 //!
 //! - [`http`] reads one request off a sticky-port connection (bounded) and finds its `sid`.
+//! - [`admission`] bounds the connections being read and their buffered bytes, shedding the
+//!   oldest under a flood.
 //! - [`router`] decides which worker of an app gets it (sessions, readiness, draining, the
 //!   registration-race hold, load spreading).
 //! - [`dispatch`] waits out the router's holds and a brief no-worker period for one connection.
@@ -34,12 +36,17 @@
 //!              send adapter_close_message(uid, nsp) to every w in relay.workers()
 //! ```
 
+pub mod admission;
 pub mod dispatch;
 pub mod http;
 pub mod relay;
 pub mod router;
 
+pub use admission::{cap_for_fd_limit, Admission};
 pub use dispatch::resolve_route;
-pub use http::{read_request, HttpLimits, ReadError, Reject, Request};
+pub use http::{
+    count_handshakes, read_body, read_head, read_request, unknown_sid_response, Head, HttpLimits, ReadError,
+    Reject, Request,
+};
 pub use relay::{adapter_close_message, AdapterFrame, Relay, ADAPTER_SOURCE};
 pub use router::{Policy, Route, Router, WorkerId, WorkerState};

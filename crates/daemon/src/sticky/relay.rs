@@ -79,7 +79,7 @@ impl<'a> AdapterFrame<'a> {
     }
 
     /// Whether this frame is a response addressed to one requester.
-    fn is_routed_response(&self) -> bool {
+    pub fn is_routed_response(&self) -> bool {
         self.uid.is_some()
             && matches!(self.kind, Some(kind::FETCH_SOCKETS_RESPONSE | kind::SERVER_SIDE_EMIT_RESPONSE))
     }

@@ -280,6 +280,21 @@ impl Router {
         }
     }
 
+    /// The connection just routed to `id` carries `extra` more session-less Engine.IO requests
+    /// pipelined behind the first (each will register a session there): count each as a pending
+    /// registration now, so the worker's load includes them before they register and their
+    /// registrations do not claim other connections' pending entries.
+    pub fn expect_sessions(&mut self, id: WorkerId, extra: usize, now: Instant) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            for _ in 0..extra.min(MAX_PENDING_PER_WORKER) {
+                if w.pending.len() >= MAX_PENDING_PER_WORKER {
+                    w.pending.pop_front();
+                }
+                w.pending.push_back(now);
+            }
+        }
+    }
+
     /// The daemon started handing a connection to the worker (fd queued on its channel).
     pub fn handoff_started(&mut self, id: WorkerId) {
         if let Some(w) = self.workers.get_mut(&id) {
@@ -330,6 +345,24 @@ impl Router {
             w.sids.remove(sid);
         }
         true
+    }
+
+    /// Checks the table's internal consistency (every session is in its owner's set and no
+    /// other; pending queues bounded). For fuzzing and tests.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        let counted: usize = self.workers.values().map(|w| w.sids.len()).sum();
+        if counted != self.sessions.len() {
+            return Err(format!("{counted} sids in workers, {} in the table", self.sessions.len()));
+        }
+        for (sid, owner) in &self.sessions {
+            if !self.workers.get(owner).is_some_and(|w| w.sids.contains(sid)) {
+                return Err(format!("session {sid} not in its owner {owner:?}"));
+            }
+        }
+        if self.workers.values().any(|w| w.pending.len() > MAX_PENDING_PER_WORKER) {
+            return Err("pending queue over its bound".into());
+        }
+        Ok(())
     }
 
     fn owner_alive(&self, sid: &str) -> Option<WorkerId> {
@@ -600,6 +633,29 @@ mod tests {
         r.handoff_started(W2);
         // W2: 1 + 2 + 2 = 5 > 4.
         assert_eq!(r.route(None, t), Route::Worker(W1));
+    }
+
+    #[test]
+    fn pipelined_handshakes_count_as_pending_registrations() {
+        let mut r = ready_router(Policy::LeastConnection, &[W1, W2]);
+        let t = Instant::now();
+        // One connection with 100 pipelined handshakes goes to W1 ...
+        assert_eq!(r.route(None, t), Route::Worker(W1));
+        r.expect_sessions(W1, 99, t);
+        // ... so the next connections go to W2 until it has as many.
+        for _ in 0..10 {
+            assert_eq!(r.route(None, t), Route::Worker(W2));
+        }
+        // Another client's handshake on W1 later, then W1's 100 registrations: the other
+        // client's pending entry is still there (its follow-up request may be held for it).
+        let t1 = t + ms(10);
+        r.expect_sessions(W1, 0, t1);
+        for i in 0..100 {
+            r.on_session(W1, &format!("p{i}"));
+        }
+        assert_eq!(r.session_count(W1), 100);
+        assert!(r.workers[&W1].pending.is_empty());
+        r.expect_sessions(WorkerId(9), 5, t);
     }
 
     #[test]

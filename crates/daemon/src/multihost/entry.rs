@@ -1,0 +1,244 @@
+//! One stream entry: an adapter frame a worker of this node sent, with what the other nodes
+//! need to route it without decoding it, signed with HMAC-SHA256 under the cluster secret.
+//!
+//! Fields (one-letter names keep entries small; every field is covered by the signature):
+//! `n` node id, `i` incarnation (random per daemon start), `q` per-node sequence number,
+//! `g` app group, `w` sending worker, `k` adapter message type, `u` uid, `s` namespace,
+//! `r` requesterUid, `t` the only node that should deliver it (responses), `m` the frame's
+//! encoding (`a` V8, `j` JSON), `f` the frame bytes, `h` the signature. Absent optional
+//! values are empty strings.
+
+use super::resp::Reply;
+
+/// What a node publishes for one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub node: String,
+    pub incarnation: String,
+    pub seq: u64,
+    pub group: String,
+    pub sender: u32,
+    pub kind: Option<i64>,
+    pub uid: Option<String>,
+    pub nsp: Option<String>,
+    pub requester: Option<String>,
+    pub to: Option<String>,
+    /// The frame is JSON (a worker spawned with JSON serialization), not V8.
+    pub json: bool,
+    pub frame: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EntryError {
+    #[error("malformed entry: {0}")]
+    Malformed(&'static str),
+    /// Signed with another secret, or altered: the node name is the claim, not a fact.
+    #[error("bad signature (claims node {0:?}; a different PM2_CLUSTER_SECRET?)")]
+    BadSignature(String),
+}
+
+const NAMES: [&str; 13] = ["n", "i", "q", "g", "w", "k", "u", "s", "r", "t", "m", "f", "h"];
+
+fn opt(s: &Option<String>) -> &[u8] {
+    s.as_deref().unwrap_or("").as_bytes()
+}
+
+impl Entry {
+    /// The signed fields in order, each as (name, value); the signature is computed over
+    /// their length-prefixed concatenation, so no two field sets sign the same bytes.
+    fn signed(&self) -> [(&'static str, Vec<u8>); 12] {
+        [
+            ("n", self.node.as_bytes().to_vec()),
+            ("i", self.incarnation.as_bytes().to_vec()),
+            ("q", self.seq.to_string().into_bytes()),
+            ("g", self.group.as_bytes().to_vec()),
+            ("w", self.sender.to_string().into_bytes()),
+            ("k", self.kind.map(|k| k.to_string()).unwrap_or_default().into_bytes()),
+            ("u", opt(&self.uid).to_vec()),
+            ("s", opt(&self.nsp).to_vec()),
+            ("r", opt(&self.requester).to_vec()),
+            ("t", opt(&self.to).to_vec()),
+            ("m", if self.json { b"j".to_vec() } else { b"a".to_vec() }),
+            ("f", self.frame.clone()),
+        ]
+    }
+
+    /// The XADD field/value arguments, signature last.
+    pub fn to_fields(&self, secret: &[u8]) -> Vec<Vec<u8>> {
+        let signed = self.signed();
+        let mac = sign(secret, signed.iter().map(|(_, v)| v.as_slice()));
+        let mut out = Vec::with_capacity(26);
+        for (k, v) in signed {
+            out.push(k.as_bytes().to_vec());
+            out.push(v);
+        }
+        out.push(b"h".to_vec());
+        out.push(hex(&mac).into_bytes());
+        out
+    }
+
+    /// Parses and verifies an entry's field/value list as XREAD returns it.
+    pub fn from_fields(fields: &[Reply], secret: &[u8]) -> Result<Entry, EntryError> {
+        let m = EntryError::Malformed;
+        if !fields.len().is_multiple_of(2) || fields.len() > 2 * NAMES.len() {
+            return Err(m("odd or too many fields"));
+        }
+        let mut vals: [Option<&[u8]>; 13] = [None; 13];
+        for pair in fields.chunks_exact(2) {
+            let k = pair[0].as_bytes().ok_or(m("field name is not a string"))?;
+            let v = pair[1].as_bytes().ok_or(m("field value is not a string"))?;
+            let i = NAMES.iter().position(|n| n.as_bytes() == k).ok_or(m("unknown field"))?;
+            if vals[i].replace(v).is_some() {
+                return Err(m("duplicate field"));
+            }
+        }
+        let [Some(n), Some(i), Some(q), Some(g), Some(w), Some(k), Some(u), Some(s), Some(r), Some(t), Some(mo), Some(f), Some(h)] =
+            vals
+        else {
+            return Err(m("missing field"));
+        };
+        let text = |b: &[u8]| std::str::from_utf8(b).map(str::to_owned).map_err(|_| m("field is not UTF-8"));
+        let node = text(n)?;
+        // Verified before anything else is believed.
+        let mac = sign(secret, [n, i, q, g, w, k, u, s, r, t, mo, f]);
+        if !ct_eq(hex(&mac).as_bytes(), h) {
+            return Err(EntryError::BadSignature(node.chars().take(64).collect()));
+        }
+        let num = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse::<u64>().ok());
+        let opt_text = |b: &[u8]| -> Result<Option<String>, EntryError> {
+            if b.is_empty() {
+                Ok(None)
+            } else {
+                text(b).map(Some)
+            }
+        };
+        Ok(Entry {
+            node,
+            incarnation: text(i)?,
+            seq: num(q).ok_or(m("bad sequence number"))?,
+            group: text(g)?,
+            sender: num(w).and_then(|w| u32::try_from(w).ok()).ok_or(m("bad sender"))?,
+            kind: if k.is_empty() {
+                None
+            } else {
+                Some(std::str::from_utf8(k).ok().and_then(|s| s.parse::<i64>().ok()).ok_or(m("bad type"))?)
+            },
+            uid: opt_text(u)?,
+            nsp: opt_text(s)?,
+            requester: opt_text(r)?,
+            to: opt_text(t)?,
+            json: match mo {
+                b"a" => false,
+                b"j" => true,
+                _ => return Err(m("bad encoding")),
+            },
+            frame: f.to_vec(),
+        })
+    }
+}
+
+fn sign<'a>(secret: &[u8], parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
+    let mut h = hmac_sha256::HMAC::new(secret);
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Constant-time comparison: how much of a forged signature matched must not leak.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        Entry {
+            node: "web-1".into(),
+            incarnation: "00ff".into(),
+            seq: 42,
+            group: "chat".into(),
+            sender: 3,
+            kind: Some(8),
+            uid: Some("59186b404b17233b".into()),
+            nsp: Some("/".into()),
+            requester: Some("aaaabbbbccccdddd".into()),
+            to: Some("web-2".into()),
+            json: false,
+            frame: vec![0xff, 0x0f, 0x6f, 0x00, 0x0d, 0x0a],
+        }
+    }
+
+    fn as_replies(fields: Vec<Vec<u8>>) -> Vec<Reply> {
+        fields.into_iter().map(Reply::Bulk).collect()
+    }
+
+    #[test]
+    fn round_trip() {
+        let e = sample();
+        let back = Entry::from_fields(&as_replies(e.to_fields(b"secret")), b"secret").unwrap();
+        assert_eq!(back, e);
+        let bare =
+            Entry { kind: None, uid: None, nsp: None, requester: None, to: None, json: true, ..sample() };
+        assert_eq!(Entry::from_fields(&as_replies(bare.to_fields(b"k")), b"k").unwrap(), bare);
+    }
+
+    #[test]
+    fn hmac_matches_rfc4231_case_2() {
+        let mac = hmac_sha256::HMAC::mac(b"what do ya want for nothing?", b"Jefe");
+        assert_eq!(hex(&mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[test]
+    fn wrong_secret_or_any_altered_field_is_refused() {
+        let fields = sample().to_fields(b"secret");
+        assert_eq!(
+            Entry::from_fields(&as_replies(fields.clone()), b"other"),
+            Err(EntryError::BadSignature("web-1".into()))
+        );
+        for i in (1..fields.len() - 2).step_by(2) {
+            let mut f = fields.clone();
+            f[i].push(b'0');
+            assert!(
+                matches!(Entry::from_fields(&as_replies(f), b"secret"), Err(EntryError::BadSignature(_))),
+                "field {}",
+                String::from_utf8_lossy(&fields[i - 1])
+            );
+        }
+        // Moving a byte from one field to the next changes the signed bytes too.
+        let mut f = fields.clone();
+        let last = f[1].pop().unwrap();
+        f[3].insert(0, last);
+        assert!(matches!(Entry::from_fields(&as_replies(f), b"secret"), Err(EntryError::BadSignature(_))));
+    }
+
+    #[test]
+    fn malformed_entries_are_errors() {
+        let fields = sample().to_fields(b"s");
+        let r = as_replies(fields.clone());
+        assert!(Entry::from_fields(&r[..r.len() - 1], b"s").is_err());
+        assert!(Entry::from_fields(&r[..r.len() - 2], b"s").is_err());
+        let mut dup = r.clone();
+        dup[2] = Reply::Bulk(b"n".to_vec());
+        assert!(Entry::from_fields(&dup, b"s").is_err());
+        let mut odd = r.clone();
+        odd[0] = Reply::Bulk(b"zz".to_vec());
+        assert!(Entry::from_fields(&odd, b"s").is_err());
+        let mut nested = r;
+        nested[1] = Reply::Array(vec![]);
+        assert!(Entry::from_fields(&nested, b"s").is_err());
+        assert!(Entry::from_fields(&[], b"s").is_err());
+        // Signed but nonsensical values are still refused.
+        let bad = Entry { seq: 1, ..sample() };
+        let mut f = bad.to_fields(b"s");
+        f[5] = b"x".to_vec();
+        assert!(Entry::from_fields(&as_replies(f), b"s").is_err());
+    }
+}

@@ -1,0 +1,665 @@
+//! Several Corral nodes form one Socket.IO cluster through Redis, for unchanged apps.
+//!
+//! Each daemon is its workers' cluster primary and relays their adapter frames to each other
+//! (`sticky::relay`). With `PM2_CLUSTER_REDIS` set, the bridge also publishes every frame a
+//! local worker sends to one Redis Stream shared by the nodes, and injects the frames other
+//! nodes published into the local workers of the same app (byte for byte: every node is
+//! Corral, so V8 frames need no transcoding). Workers then count, fetch and broadcast across
+//! nodes exactly as across local workers.
+//!
+//! Parts:
+//! - [`config`]: the settings, parsed into a typed value.
+//! - [`resp`], [`conn`]: a minimal Redis client (pure codec, thin connection, back-off).
+//! - [`entry`]: the signed stream entry; [`peers`]: what we know of the other nodes (pure);
+//!   [`outbox`]: the publisher's bounded queues (pure).
+//! - this module: the two tasks. The publisher owns one connection: `XADD` in order (so
+//!   each sender's order is kept), this node's heartbeat key, and a replay of its last
+//!   entries when Redis lost its data. The reader owns another: `XREAD BLOCK` from its last
+//!   position (a Redis blip loses nothing the stream still holds), the peers' heartbeat
+//!   checks, and delivery to local workers through [`LocalWorkers`].
+//!
+//! The glue with the cluster primary is three calls: [`Bridge::local_frame`] (a worker sent
+//! a frame), [`Bridge::local_closes`] (a worker died; its adapter closes go to the other
+//! nodes too) and the [`LocalWorkers`] implementation (deliver a remote frame).
+
+pub mod config;
+pub mod conn;
+pub mod entry;
+pub mod outbox;
+pub mod peers;
+pub mod resp;
+
+use crate::dlog;
+use crate::sticky::relay::kind;
+use config::ClusterConfig;
+use conn::{Backoff, Conn};
+use entry::{Entry, EntryError};
+use outbox::Outbox;
+use peers::{Close, Peers, Verdict};
+use resp::Reply;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// The stream every node publishes to and reads (one per Redis database).
+pub const STREAM_KEY: &str = "corral:adapter";
+/// Approximate stream bound: about 10 s of a busy cluster's adapter traffic; a node away
+/// longer than what the stream still holds counts the entries it lost.
+pub const STREAM_MAXLEN: u64 = 100_000;
+/// A marker whose change tells that Redis lost its data (restarted without persistence).
+const BOOT_KEY: &str = "corral:boot";
+/// How often a node refreshes its heartbeat key, and the key's lifetime: a node silent for
+/// [`HEARTBEAT_TTL`] is dead for the others, which check every [`CHECK_EVERY`].
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
+pub const HEARTBEAT_TTL: Duration = Duration::from_millis(2000);
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// After the reader (re)connects, peers get this long to refresh their keys (Redis may
+/// have restarted empty) before a missing key means a dead peer.
+const GRACE_AFTER_CONNECT: Duration = Duration::from_millis(5000);
+/// Frames handed to the publisher and not yet taken by it (it takes them at once unless
+/// the runtime is starved); past this they are dropped and counted.
+const MAX_QUEUED: usize = 100_000;
+/// Entries per XADD pipeline and per XREAD.
+const BATCH: usize = 256;
+const READ_COUNT: usize = 1024;
+const READ_BLOCK: Duration = Duration::from_millis(500);
+
+fn heartbeat_key(node: &str) -> String {
+    format!("corral:node:{node}")
+}
+
+/// Delivers what other nodes sent to this node's workers. Implemented by the cluster primary.
+pub trait LocalWorkers: Send + Sync {
+    /// A frame from another node for the workers of `group`: a routed response
+    /// (`requester` set, types 8 and 10) goes to the worker owning that uid only, anything
+    /// else to every worker of the group.
+    fn inject(&self, group: &str, kind: Option<i64>, requester: Option<&str>, json: bool, frame: &[u8]);
+    /// A uid of a dead node: every worker of `group` gets the adapter close for it.
+    fn close_remote(&self, group: &str, uid: &str, nsp: &str);
+}
+
+/// A frame waiting to be published.
+struct Outgoing {
+    group: String,
+    sender: u32,
+    kind: Option<i64>,
+    uid: Option<String>,
+    nsp: Option<String>,
+    requester: Option<String>,
+    to: Option<String>,
+    json: bool,
+    frame: Vec<u8>,
+}
+
+/// Counters and state for logs and `pm2 report`.
+#[derive(Debug, Default, Clone)]
+pub struct Status {
+    pub publisher_connected: bool,
+    pub reader_connected: bool,
+    pub last_error: Option<String>,
+    pub published: u64,
+    /// Frames dropped before publishing (Redis unreachable too long).
+    pub dropped: u64,
+    pub delivered: u64,
+    pub duplicates: u64,
+    /// Entries of other nodes that were trimmed or lost before we read them.
+    pub lost: u64,
+    /// Entries refused: bad signature or malformed.
+    pub refused: u64,
+    pub replayed: u64,
+}
+
+pub struct Bridge {
+    cfg: ClusterConfig,
+    incarnation: String,
+    out: mpsc::UnboundedSender<Outgoing>,
+    /// Frames queued to the publisher and not yet taken: bounds the unbounded channel.
+    queued: std::sync::atomic::AtomicUsize,
+    peers: Mutex<Peers>,
+    status: Mutex<Status>,
+}
+
+impl Bridge {
+    /// Starts the publisher and the reader on the current runtime.
+    pub fn start(cfg: ClusterConfig, local: Arc<dyn LocalWorkers>) -> Arc<Bridge> {
+        let incarnation = random_hex();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let bridge = Arc::new(Bridge {
+            peers: Mutex::new(Peers::new(&cfg.node_id, &incarnation)),
+            cfg,
+            incarnation,
+            out: tx,
+            queued: Default::default(),
+            status: Mutex::default(),
+        });
+        dlog::log(&format!(
+            "Cluster: node {} joins through {} (stream {STREAM_KEY})",
+            bridge.cfg.node_id, bridge.cfg.redis
+        ));
+        if let Some((h, p)) = &bridge.cfg.listen {
+            dlog::warn(&format!(
+                "Cluster: PM2_CLUSTER_LISTEN={h}:{p} is accepted but request forwarding between nodes is not implemented yet"
+            ));
+        }
+        tokio::spawn(publisher(bridge.clone(), rx));
+        tokio::spawn(reader(bridge.clone(), local));
+        bridge
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.cfg.node_id
+    }
+
+    pub fn status(&self) -> Status {
+        self.status_mut().clone()
+    }
+
+    /// Connected peers: (node id, entries read, entries lost).
+    pub fn peer_list(&self) -> Vec<(String, u64, u64)> {
+        self.peers_mut().peers().map(|(n, p)| (n.to_string(), p.entries, p.lost)).collect()
+    }
+
+    /// For `pm2 report`: who we are, Redis, the peers and the counters.
+    pub fn status_json(&self) -> serde_json::Value {
+        let st = self.status();
+        let state = |up: bool| if up { "connected" } else { "disconnected" };
+        let peers: Vec<serde_json::Value> = self
+            .peer_list()
+            .into_iter()
+            .map(
+                |(node, entries, lost)| serde_json::json!({ "node": node, "entries": entries, "lost": lost }),
+            )
+            .collect();
+        serde_json::json!({
+            "enabled": true,
+            "node_id": self.cfg.node_id,
+            "redis": self.cfg.redis.to_string(),
+            "publisher": state(st.publisher_connected),
+            "reader": state(st.reader_connected),
+            "last_error": st.last_error,
+            "peers": peers,
+            "published": st.published,
+            "delivered": st.delivered,
+            "dropped": st.dropped,
+            "lost": st.lost,
+            "duplicates": st.duplicates,
+            "refused": st.refused,
+            "replayed": st.replayed,
+        })
+    }
+
+    fn status_mut(&self) -> MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn peers_mut(&self) -> MutexGuard<'_, Peers> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A local worker of `group` sent an adapter frame; the local relay has delivered it
+    /// already. Routed responses whose requester is local must not come here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn local_frame(
+        &self,
+        group: &str,
+        sender: u32,
+        kind: Option<i64>,
+        uid: Option<&str>,
+        nsp: Option<&str>,
+        requester: Option<&str>,
+        json: bool,
+        frame: &[u8],
+    ) {
+        // A response for another node's requester is published for that node only.
+        let to = match (kind, requester) {
+            (Some(kind::FETCH_SOCKETS_RESPONSE | kind::SERVER_SIDE_EMIT_RESPONSE), Some(r)) => {
+                self.peers_mut().owner(r).map(str::to_owned)
+            }
+            _ => None,
+        };
+        self.enqueue(Outgoing {
+            group: group.to_owned(),
+            sender,
+            kind,
+            uid: uid.map(str::to_owned),
+            nsp: nsp.map(str::to_owned),
+            requester: requester.map(str::to_owned),
+            to,
+            json,
+            frame: frame.to_vec(),
+        });
+    }
+
+    /// A local worker of `group` exited: the other nodes' workers get the adapter close for
+    /// each `(uid, nsp)` it used, as the local survivors do.
+    pub fn local_closes(&self, group: &str, sender: u32, closes: &[(String, String)]) {
+        for (uid, nsp) in closes {
+            let msg = node_ipc::Value::from(crate::sticky::adapter_close_message(uid, nsp));
+            let Ok(frame) = node_ipc::encode_payload(&msg, node_ipc::Mode::Advanced) else { continue };
+            self.enqueue(Outgoing {
+                group: group.to_owned(),
+                sender,
+                kind: Some(kind::ADAPTER_CLOSE),
+                uid: Some(uid.clone()),
+                nsp: Some(nsp.clone()),
+                requester: None,
+                to: None,
+                json: false,
+                frame,
+            });
+        }
+    }
+
+    fn enqueue(&self, o: Outgoing) {
+        use std::sync::atomic::Ordering;
+        if self.queued.load(Ordering::Relaxed) >= MAX_QUEUED {
+            self.status_mut().dropped += 1;
+            return;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let _ = self.out.send(o);
+    }
+
+    fn set_error(&self, what: &str, e: &dyn std::fmt::Display) {
+        self.status_mut().last_error = Some(format!("{what}: {e}"));
+    }
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most len bytes into our buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        // Uniqueness is all that matters here: time and pid will do.
+        let t = crate::timefmt::now_ms() ^ ((std::process::id() as u64) << 40);
+        b = t.to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A random 24-bit suffix for the default node id.
+pub fn random_u32() -> u32 {
+    u32::from_str_radix(&random_hex()[..8], 16).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Publisher
+
+async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    let me = b.cfg.node_id.clone();
+    let mut seq: u64 = 0;
+    let mut outbox = Outbox::new(outbox::Limits::default());
+    let mut backoff = Backoff::default();
+    let mut conn: Option<Conn> = None;
+    let mut boot_marker: Option<Vec<u8>> = None;
+    let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut buf = Vec::with_capacity(BATCH);
+    let mut last_beat = Instant::now();
+    loop {
+        // Wait for work: frames, the heartbeat tick, or the time to retry Redis.
+        let retry = async {
+            match retry_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut beat_due = false;
+        tokio::select! {
+            n = rx.recv_many(&mut buf, BATCH) => {
+                if n == 0 {
+                    return;
+                }
+            }
+            _ = beat.tick() => beat_due = true,
+            _ = retry => {}
+        }
+        b.queued.fetch_sub(buf.len(), std::sync::atomic::Ordering::Relaxed);
+        let now = Instant::now();
+        let mut dropped = 0;
+        for o in buf.drain(..) {
+            let entry = Entry {
+                node: me.clone(),
+                incarnation: b.incarnation.clone(),
+                seq,
+                group: o.group,
+                sender: o.sender,
+                kind: o.kind,
+                uid: o.uid,
+                nsp: o.nsp,
+                requester: o.requester,
+                to: o.to,
+                json: o.json,
+                frame: o.frame,
+            };
+            seq += 1;
+            dropped += outbox.push(entry, now);
+        }
+        dropped += outbox.expire(now);
+        if dropped > 0 {
+            b.status_mut().dropped += dropped;
+            dlog::error(&format!(
+                "Cluster: dropped {dropped} adapter messages that could not reach Redis in time (the other nodes miss them)"
+            ));
+        }
+
+        if conn.is_none() {
+            if retry_at.is_some_and(|t| t > tokio::time::Instant::now()) {
+                continue;
+            }
+            match connect_publisher(&b, &mut boot_marker).await {
+                Ok((c, lost_data)) => {
+                    conn = Some(c);
+                    retry_at = None;
+                    backoff.reset();
+                    beat_due = true;
+                    if lost_data {
+                        // Redis came back empty: what we published just before may never have
+                        // been read. Readers drop what they already had.
+                        let n = outbox.replay_recent(Instant::now());
+                        if n > 0 {
+                            dlog::warn(&format!(
+                                "Cluster: Redis lost its data; publishing our last {n} entries again"
+                            ));
+                            b.status_mut().replayed += n as u64;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Logged once per outage, not once per retry.
+                    let first = {
+                        let mut st = b.status_mut();
+                        let first = st.publisher_connected || st.last_error.is_none();
+                        st.publisher_connected = false;
+                        first
+                    };
+                    if first {
+                        dlog::error(&format!(
+                            "Cluster: cannot reach Redis at {}: {e}; retrying",
+                            b.cfg.redis
+                        ));
+                    }
+                    b.set_error("publish", &e);
+                    retry_at = Some(tokio::time::Instant::now() + backoff.next_delay());
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let mut failed: Option<conn::ConnError> = None;
+        if beat_due {
+            failed = heartbeat(&b, c).await.err();
+            last_beat = Instant::now();
+        }
+        while failed.is_none() && !outbox.is_empty() {
+            // A long backlog (after an outage) must not starve the heartbeat, or the other
+            // nodes would take this one for dead while it catches up.
+            if last_beat.elapsed() >= HEARTBEAT_EVERY {
+                last_beat = Instant::now();
+                if let Err(e) = heartbeat(&b, c).await {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            let cmds: Vec<Vec<Vec<u8>>> = outbox
+                .batch(BATCH)
+                .map(|e| {
+                    let mut c: Vec<Vec<u8>> = vec![
+                        b"XADD".to_vec(),
+                        STREAM_KEY.as_bytes().to_vec(),
+                        b"MAXLEN".to_vec(),
+                        b"~".to_vec(),
+                        STREAM_MAXLEN.to_string().into_bytes(),
+                        b"*".to_vec(),
+                    ];
+                    c.extend(e.to_fields(&b.cfg.secret));
+                    c
+                })
+                .collect();
+            match c.pipeline(&cmds).await {
+                Ok(replies) => {
+                    if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
+                        // A refused XADD (wrong type at the key, out of memory): retried later
+                        // like a network error rather than dropped.
+                        failed = Some(conn::ConnError::Refused { cmd: "XADD".into(), msg: e.clone() });
+                        break;
+                    }
+                    outbox.published(cmds.len(), Instant::now());
+                    b.status_mut().published += cmds.len() as u64;
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            None => {
+                let mut st = b.status_mut();
+                if !st.publisher_connected {
+                    st.publisher_connected = true;
+                    drop(st);
+                    dlog::log(&format!("Cluster: publishing to Redis at {}", b.cfg.redis));
+                }
+            }
+            Some(e) => {
+                // Entries whose XADD may or may not have landed stay queued: published again
+                // after reconnecting, and readers drop the duplicates by sequence number.
+                dlog::error(&format!("Cluster: lost the Redis connection (publisher): {e}; reconnecting"));
+                b.status_mut().publisher_connected = false;
+                b.set_error("publish", &e);
+                conn = None;
+                retry_at = Some(tokio::time::Instant::now() + backoff.next_delay());
+            }
+        }
+    }
+}
+
+/// Refreshes this node's heartbeat key.
+async fn heartbeat(b: &Bridge, c: &mut Conn) -> Result<(), conn::ConnError> {
+    let key = heartbeat_key(&b.cfg.node_id);
+    let ttl = HEARTBEAT_TTL.as_millis().to_string();
+    match c.cmd(&["SET", key.as_str(), b.incarnation.as_str(), "PX", ttl.as_str()]).await? {
+        Reply::Error(msg) => Err(conn::ConnError::Refused { cmd: "SET".into(), msg }),
+        _ => Ok(()),
+    }
+}
+
+/// Connects the publisher; `true` when Redis lost its data since we last saw it.
+async fn connect_publisher(b: &Bridge, boot: &mut Option<Vec<u8>>) -> Result<(Conn, bool), conn::ConnError> {
+    let mut c = Conn::connect(&b.cfg.redis, &format!("corral-pub-{}", b.cfg.node_id)).await?;
+    let mine = random_hex();
+    c.cmd(&["SET", BOOT_KEY, mine.as_str(), "NX"]).await?;
+    let now = match c.cmd(&["GET", BOOT_KEY]).await? {
+        Reply::Bulk(v) => v,
+        _ => mine.into_bytes(),
+    };
+    let lost = boot.as_ref().is_some_and(|prev| *prev != now);
+    *boot = Some(now);
+    Ok((c, lost))
+}
+
+// ---------------------------------------------------------------------------------------
+// Reader
+
+async fn reader(b: Arc<Bridge>, local: Arc<dyn LocalWorkers>) {
+    let mut backoff = Backoff::default();
+    let mut last_id: Option<String> = None;
+    let mut warned_refused: u64 = 0;
+    loop {
+        let mut c = match Conn::connect(&b.cfg.redis, &format!("corral-sub-{}", b.cfg.node_id)).await {
+            Ok(c) => c,
+            Err(e) => {
+                if b.status_mut().reader_connected {
+                    dlog::error(&format!("Cluster: lost the Redis connection (reader): {e}; reconnecting"));
+                }
+                b.status_mut().reader_connected = false;
+                b.set_error("read", &e);
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        if last_id.is_none() {
+            // First start: read from the stream's end (older entries are history).
+            match c.cmd(&["XREVRANGE", STREAM_KEY, "+", "-", "COUNT", "1"]).await {
+                Ok(Reply::Array(a)) => {
+                    last_id = Some(
+                        a.first()
+                            .and_then(|e| e.as_array())
+                            .and_then(|e| e.first())
+                            .and_then(|id| id.as_str())
+                            .unwrap_or("0-0")
+                            .to_owned(),
+                    );
+                }
+                Ok(_) => last_id = Some("0-0".into()),
+                Err(e) => {
+                    b.set_error("read", &e);
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            }
+        }
+        backoff.reset();
+        b.status_mut().reader_connected = true;
+        dlog::log(&format!("Cluster: reading the adapter stream from Redis at {}", b.cfg.redis));
+        let connected_at = Instant::now();
+        let mut last_check = Instant::now();
+        let err = loop {
+            let from = last_id.clone().unwrap_or_else(|| "0-0".into());
+            let count = READ_COUNT.to_string();
+            let block = READ_BLOCK.as_millis().to_string();
+            let args = [
+                "XREAD",
+                "COUNT",
+                count.as_str(),
+                "BLOCK",
+                block.as_str(),
+                "STREAMS",
+                STREAM_KEY,
+                from.as_str(),
+            ];
+            let reply = match c.cmd_within(&args, READ_BLOCK + conn::COMMAND_TIMEOUT).await {
+                Ok(Reply::Error(e)) => break conn::ConnError::Refused { cmd: "XREAD".into(), msg: e },
+                Ok(r) => r,
+                Err(e) => break e,
+            };
+            if let Some(id) = deliver(&b, &*local, &reply, &mut warned_refused) {
+                last_id = Some(id);
+            }
+            if last_check.elapsed() >= CHECK_EVERY {
+                last_check = Instant::now();
+                if connected_at.elapsed() >= GRACE_AFTER_CONNECT {
+                    if let Err(e) = check_peers(&b, &*local, &mut c).await {
+                        break e;
+                    }
+                }
+            }
+        };
+        dlog::error(&format!("Cluster: lost the Redis connection (reader): {err}; reconnecting"));
+        b.status_mut().reader_connected = false;
+        b.set_error("read", &err);
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Handles one XREAD reply; returns the last entry id seen.
+fn deliver(b: &Bridge, local: &dyn LocalWorkers, reply: &Reply, warned: &mut u64) -> Option<String> {
+    // [[stream, [[id, [field, value, ...]], ...]]]
+    let streams = reply.as_array()?;
+    let mut last = None;
+    for s in streams {
+        let Some([_, entries]) =
+            s.as_array().and_then(|a| a.get(..2)).and_then(|a| <&[Reply; 2]>::try_from(a).ok())
+        else {
+            continue;
+        };
+        for e in entries.as_array().unwrap_or(&[]) {
+            let Some([id, fields]) = e.as_array().and_then(|a| <&[Reply; 2]>::try_from(a).ok()) else {
+                continue;
+            };
+            if let Some(id) = id.as_str() {
+                last = Some(id.to_owned());
+            }
+            let fields = fields.as_array().unwrap_or(&[]);
+            let entry = match Entry::from_fields(fields, &b.cfg.secret) {
+                Ok(e) => e,
+                Err(err) => {
+                    b.status_mut().refused += 1;
+                    *warned += 1;
+                    // The first refusal and then one in a thousand: a misconfigured node must
+                    // be visible without flooding the log.
+                    if *warned % 1000 == 1 {
+                        let what = match &err {
+                            EntryError::BadSignature(_) => "refused an entry",
+                            EntryError::Malformed(_) => "ignored an entry",
+                        };
+                        dlog::error(&format!("Cluster: {what}: {err} ({} so far)", *warned));
+                    }
+                    continue;
+                }
+            };
+            let known = entry.node == b.cfg.node_id || b.peers_mut().is_known(&entry.node);
+            let (verdict, closes) = b.peers_mut().on_entry(&entry);
+            if !known && b.peers_mut().is_known(&entry.node) {
+                dlog::log(&format!("Cluster: node {} joined", entry.node));
+            }
+            send_closes(local, &closes);
+            let lost = match verdict {
+                Verdict::Skip => {
+                    if entry.node != b.cfg.node_id {
+                        b.status_mut().duplicates += 1;
+                    }
+                    continue;
+                }
+                Verdict::NotForUs { lost } => lost,
+                Verdict::Deliver { lost } => {
+                    local.inject(
+                        &entry.group,
+                        entry.kind,
+                        entry.requester.as_deref(),
+                        entry.json,
+                        &entry.frame,
+                    );
+                    b.status_mut().delivered += 1;
+                    lost
+                }
+            };
+            if lost > 0 {
+                b.status_mut().lost += lost;
+                dlog::error(&format!(
+                    "Cluster: {lost} adapter messages of node {} were lost (trimmed from the stream or lost by Redis before this node read them)",
+                    entry.node
+                ));
+            }
+        }
+    }
+    last
+}
+
+fn send_closes(local: &dyn LocalWorkers, closes: &[Close]) {
+    for c in closes {
+        local.close_remote(&c.group, &c.uid, &c.nsp);
+    }
+}
+
+/// Reads every known peer's heartbeat key; a missing or changed one means that peer died.
+async fn check_peers(b: &Bridge, local: &dyn LocalWorkers, c: &mut Conn) -> Result<(), conn::ConnError> {
+    let nodes = b.peers_mut().nodes();
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    let cmds: Vec<Vec<Vec<u8>>> =
+        nodes.iter().map(|n| vec![b"GET".to_vec(), heartbeat_key(n).into_bytes()]).collect();
+    let replies = c.pipeline(&cmds).await?;
+    for (node, r) in nodes.iter().zip(replies) {
+        let current = r.as_str().map(str::to_owned);
+        let dead = b.peers_mut().on_heartbeat(node, current.as_deref());
+        if let Some(closes) = dead {
+            dlog::warn(&format!(
+                "Cluster: node {node} is gone (no heartbeat); its {} adapters are closed on this node's workers",
+                closes.len()
+            ));
+            send_closes(local, &closes);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! Several nodes, one Socket.IO cluster: two daemons on this machine (each its own
+//! PM2_HOME and sticky port) joined through a real `redis-server` the test starts on a free
+//! port, each running the socket.io fixture in 2 workers.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+const SECRET: &str = "a-long-enough-cluster-secret";
+
+fn node_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node")
+}
+
+/// A throwaway redis-server: no persistence, its own temp dir, killed on drop.
+struct Redis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let dir = tempfile::Builder::new().prefix("corral-redis-").tempdir().expect("tempdir");
+        let mut r = Redis { port: free_port(), dir, child: None };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed (scripts/test-all installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        poll("redis-server accepting connections", T, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn port_of(pm2: &Pm2) -> u16 {
+    pm2.envs.iter().find(|(k, _)| k == "PM2_PORT").and_then(|(_, v)| v.parse().ok()).expect("PM2_PORT")
+}
+
+fn node(redis: &Redis, id: &str, secret: &str) -> Pm2 {
+    let mut pm2 = Pm2::new();
+    pm2.cwd = node_dir();
+    pm2.envs.push(("PM2_CLUSTER_REDIS".into(), redis.url()));
+    pm2.envs.push(("PM2_CLUSTER_SECRET".into(), secret.into()));
+    pm2.envs.push(("PM2_NODE_ID".into(), id.into()));
+    pm2
+}
+
+fn start_app(pm2: &Pm2, workers: usize) {
+    let n = workers.to_string();
+    pm2.run(&["start", "sio_worker.js", "-i", &n, "--name", "chat"]).ok();
+    pm2.wait_for("workers online", T, |l| {
+        l.iter().filter(|p| p["name"] == "chat" && status(p) == "online").count() == workers
+    });
+}
+
+fn multi(args: &[String]) -> Value {
+    let out =
+        Command::new("node").arg("sio_multi.js").args(args).current_dir(node_dir()).output().expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+        panic!(
+            "sio_multi {args:?}: not JSON ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn assert_ok(v: &Value, a: &Pm2, b: &Pm2) {
+    assert_eq!(
+        v["ok"],
+        true,
+        "scenario failed: {v}\n--- log A:\n{}\n--- log B:\n{}",
+        a.daemon_log(),
+        b.daemon_log()
+    );
+}
+
+fn wait_log(pm2: &Pm2, what: &str) {
+    poll(&format!("{what:?} in pm2.log"), T, || pm2.daemon_log().contains(what).then_some(()));
+}
+
+#[test]
+fn two_nodes_form_one_socketio_cluster_and_a_dead_node_is_closed() {
+    let redis = Redis::start();
+    let a = node(&redis, "node-a", SECRET);
+    let b = node(&redis, "node-b", SECRET);
+    start_app(&a, 2);
+    start_app(&b, 2);
+    let (pa, pb) = (port_of(&a), port_of(&b));
+
+    let v = multi(&["cluster".into(), pa.to_string(), pb.to_string(), "4".into()]);
+    assert_ok(&v, &a, &b);
+    assert_eq!(v["fetchSocketsOnA"], 8, "{v}");
+    assert_eq!(v["sseResponses"], 3, "{v}");
+    wait_log(&a, "Cluster: node node-b joined");
+    let report = a.run(&["report"]).ok().stdout.clone();
+    let line_of = |k: &str| report.lines().find(|l| l.contains(k)).unwrap_or("").to_string();
+    assert!(line_of("node id").contains("node-a"), "{report}");
+    assert!(line_of("peers").contains("node-b"), "{report}");
+    assert!(line_of("redis").contains("publisher connected, reader connected"), "{report}");
+
+    // One of B's workers stops: A's workers stop counting it (the close B's survivors get
+    // is published too).
+    let first = b.jlist()[0]["pm_id"].as_u64().unwrap().to_string();
+    b.run(&["stop", &first]).ok();
+    let v = multi(&["count".into(), pa.to_string(), "0".into(), "3".into()]);
+    assert_ok(&v, &a, &b);
+
+    // kill -9 node B: its daemon and its workers, nothing gets to say goodbye.
+    let daemon: i32 = std::fs::read_to_string(b.home().join("pm2.pid")).unwrap().trim().parse().unwrap();
+    let workers: Vec<i32> = b.jlist().iter().map(|p| pid(p) as i32).filter(|&p| p > 0).collect();
+    for p in std::iter::once(daemon).chain(workers.iter().copied()) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    let v = multi(&["count".into(), pa.to_string(), "0".into(), "2".into()]);
+    assert_ok(&v, &a, &b);
+    eprintln!("serverCount on A dropped to 2 {} ms after B was killed (client poll included)", v["ms"]);
+    wait_log(&a, "node node-b is gone");
+}
+
+#[test]
+fn a_redis_restart_during_a_paced_broadcast_loses_and_duplicates_nothing() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "rs-a", SECRET);
+    let b = node(&redis, "rs-b", SECRET);
+    start_app(&a, 2);
+    start_app(&b, 2);
+    let (pa, pb) = (port_of(&a), port_of(&b));
+
+    let mut child = Command::new("node")
+        .args(["sio_multi.js", "paced", &pa.to_string(), &pb.to_string(), "300"])
+        .current_dir(node_dir())
+        .env("SIO_TIMEOUT_MS", "60000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let err = child.stderr.take().unwrap();
+    let lines = std::io::BufReader::new(err).lines();
+    let mut restarted = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in lines.map_while(Result::ok) {
+        assert!(Instant::now() < deadline, "paced run took too long");
+        let Some(i) = line.strip_prefix("progress ").and_then(|n| n.parse::<u32>().ok()) else {
+            eprintln!("sio_multi: {line}");
+            continue;
+        };
+        if i == 50 {
+            redis.stop();
+        }
+        // Down while about 100 messages are emitted.
+        if i == 150 && !restarted {
+            redis.spawn();
+            restarted = true;
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+    assert!(restarted);
+    assert_ok(&v, &a, &b);
+    assert_eq!(v["received"], 300, "{v}");
+    // Redis really went away under both nodes, and came back empty.
+    for (name, n) in [("A", &a), ("B", &b)] {
+        let log = n.daemon_log();
+        assert!(log.contains("lost the Redis connection"), "node {name} never lost Redis:\n{log}");
+        for l in log.lines().filter(|l| l.contains("Cluster:")) {
+            eprintln!("{name}: {l}");
+        }
+    }
+}
+
+#[test]
+fn a_node_with_the_wrong_secret_is_refused_and_logged() {
+    let redis = Redis::start();
+    let a = node(&redis, "good-a", SECRET);
+    let b = node(&redis, "good-b", SECRET);
+    let c = node(&redis, "intruder", "not-the-cluster-secret");
+    start_app(&a, 2);
+    start_app(&b, 2);
+    start_app(&c, 1);
+    let (pa, pb) = (port_of(&a), port_of(&b));
+    // A sees the intruder's entries and refuses them...
+    wait_log(&a, "bad signature (claims node \"intruder\"");
+    wait_log(&c, "bad signature");
+    // ...so its worker is never counted: the cluster is A's and B's 4 workers.
+    let v = multi(&["cluster".into(), pa.to_string(), pb.to_string(), "4".into()]);
+    assert_ok(&v, &a, &b);
+    assert!(!a.daemon_log().contains("node intruder joined"));
+}
+
+#[test]
+fn a_bad_cluster_setting_is_logged_and_the_node_runs_alone() {
+    let mut pm2 = Pm2::new();
+    pm2.cwd = node_dir();
+    pm2.envs.push(("PM2_CLUSTER_REDIS".into(), "rediss://127.0.0.1:1".into()));
+    start_app(&pm2, 2);
+    wait_log(&pm2, "not supported yet");
+    assert!(pm2.daemon_log().contains("this node runs alone"));
+}
+
+/// Starts `name` (2 workers of sio_worker.js) from an ecosystem file with the given
+/// `cluster_group` and its own sticky port; returns that port.
+fn start_grouped(pm2: &Pm2, name: &str, group: Value) -> u16 {
+    let port = free_port();
+    let eco = pm2.home().join(format!("{name}.config.json"));
+    let app = serde_json::json!({"apps": [{
+        "name": name, "script": node_dir().join("sio_worker.js"), "cwd": node_dir(),
+        "instances": 2, "exec_mode": "cluster", "sticky_port": port, "cluster_group": group,
+    }]});
+    std::fs::write(&eco, app.to_string()).unwrap();
+    pm2.run(&["start", eco.to_str().unwrap()]).ok();
+    pm2.wait_for("workers online", T, |l| {
+        l.iter().filter(|p| p["name"] == name && status(p) == "online").count() == 2
+    });
+    port
+}
+
+#[test]
+fn cluster_group_joins_apps_by_group_and_false_keeps_an_app_local() {
+    let redis = Redis::start();
+    let a = node(&redis, "grp-a", SECRET);
+    let b = node(&redis, "grp-b", SECRET);
+    let solo_a = start_grouped(&a, "solo", Value::Bool(false));
+    start_grouped(&b, "solo", Value::Bool(false));
+    // Different names, one group: one cluster of 4.
+    let chat_a = start_grouped(&a, "chat-eu", "chat".into());
+    let chat_b = start_grouped(&b, "chat-us", "chat".into());
+    let v = multi(&["cluster".into(), chat_a.to_string(), chat_b.to_string(), "4".into()]);
+    assert_ok(&v, &a, &b);
+    // The bridge works, yet the opted-out app only counts its own node's workers.
+    let v = multi(&["count".into(), solo_a.to_string(), "0".into(), "2".into()]);
+    assert_ok(&v, &a, &b);
+    assert_eq!(v["last"]["sockets"], 1, "{v}");
+}

@@ -1,0 +1,289 @@
+//! Reliability under bad input and bad luck: file permissions and symbolic
+//! links, the control socket's limits, the sticky port under floods.
+//! Every load here is bounded in count and time and stays on loopback.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777
+}
+
+#[test]
+fn new_home_is_private_and_dump_is_owner_only() {
+    let mut pm2 = Pm2::new();
+    let home = pm2.home().join("fresh/.pm2");
+    pm2.envs.push(("PM2_HOME".into(), home.to_string_lossy().into_owned()));
+    pm2.run(&["start", "forever.js", "--name", "svc"]).ok();
+    assert_eq!(mode(&home), 0o700);
+    assert_eq!(mode(&home.join("module_conf.json")), 0o600);
+    pm2.run(&["save"]).ok();
+    assert_eq!(mode(&home.join("dump.pm2")), 0o600);
+    pm2.run(&["save"]).ok();
+    assert_eq!(mode(&home.join("dump.pm2.bak")), 0o600);
+    assert!(!home.join("dump.pm2.tmp").exists());
+    pm2.run(&["set", "mod:key", "v"]).ok();
+    assert_eq!(mode(&home.join("module_conf.json")), 0o600);
+    pm2.run(&["kill"]).ok();
+}
+
+#[test]
+fn symlinked_log_file_is_refused_and_flush_spares_the_target() {
+    let pm2 = Pm2::new();
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = dir.path().join("app-out.log");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let out = link.to_string_lossy().into_owned();
+    let r = pm2.run(&["start", "forever.js", "--name", "linked", "--output", &out]);
+    let list =
+        pm2.wait_for("errored", T, |l| l.iter().any(|p| p["name"] == "linked" && status(p) == "errored"));
+    assert_eq!(pid(&list[0]), 0);
+    let said = format!("{}{}", r.all(), pm2.daemon_log());
+    assert!(said.contains("symbolic link"), "{said}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+
+    // A log that is a real file at start and swapped for a link later:
+    // `flush` refuses it and never truncates what it points to.
+    let real = dir.path().join("real-out.log");
+    let real_s = real.to_string_lossy().into_owned();
+    pm2.run(&["start", "forever.js", "--name", "real", "--output", &real_s]).ok();
+    pm2.wait_for("online", T, |l| l.iter().any(|p| p["name"] == "real" && status(p) == "online"));
+    std::fs::remove_file(&real).unwrap();
+    std::os::unix::fs::symlink(&victim, &real).unwrap();
+    let r = pm2.run(&["flush", "real"]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.all().contains("symbolic link"), "{}", r.all());
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+
+    // Streams behind a link (containers log to /dev/stdout) still work.
+    let r = pm2.run(&["start", "forever.js", "--name", "stream", "--output", "/dev/stdout"]);
+    r.ok();
+    pm2.wait_for("online", T, |l| l.iter().any(|p| p["name"] == "stream" && status(p) == "online"));
+}
+
+/// 72 apps with a 120 KB environment variable each: every reply that lists
+/// them is larger than one 16 MiB frame and is streamed.
+#[test]
+fn jlist_of_72_apps_with_120_kb_env_each() {
+    let pm2 = Pm2::new();
+    let dir = tempfile::tempdir().unwrap();
+    let big = "v".repeat(120 * 1024);
+    let apps: Vec<serde_json::Value> = (0..72)
+        .map(|i| {
+            serde_json::json!({
+                "name": format!("big{i}"),
+                "script": "/bin/sleep",
+                "args": "600",
+                "interpreter": "none",
+                "env": { "BIG_VAR": big },
+            })
+        })
+        .collect();
+    let eco = dir.path().join("eco.json");
+    std::fs::write(&eco, serde_json::to_vec(&serde_json::json!({ "apps": apps })).unwrap()).unwrap();
+    let r = pm2.run(&["start", &eco.to_string_lossy()]);
+    assert_eq!(r.code, 0, "pm2 start reported an error:\n{}", r.stderr);
+    let list = pm2.wait_for("72 apps online", Duration::from_secs(60), |l| {
+        l.len() == 72 && l.iter().all(|p| status(p) == "online")
+    });
+    let env = &list[71]["pm2_env"];
+    assert_eq!(env["env"]["BIG_VAR"].as_str().map(str::len), Some(120 * 1024), "{}", env["name"]);
+    let raw = pm2.run(&["jlist"]);
+    assert!(raw.stdout.len() > 16 * 1024 * 1024, "jlist is {} bytes", raw.stdout.len());
+    pm2.run(&["ls"]).ok();
+    pm2.run(&["describe", "big3"]).ok();
+    pm2.run(&["save"]).ok();
+    pm2.run(&["delete", "all"]).ok();
+    assert!(pm2.jlist().is_empty());
+}
+
+#[test]
+fn oversized_app_is_refused_at_the_door_and_the_daemon_stays_usable() {
+    let pm2 = Pm2::new();
+    let dir = tempfile::tempdir().unwrap();
+    let eco = dir.path().join("eco.json");
+    let name = "n".repeat(2 * 1024 * 1024);
+    let app = serde_json::json!({ "apps": [{ "name": name, "script": "/bin/sleep", "args": "600", "interpreter": "none" }] });
+    std::fs::write(&eco, serde_json::to_vec(&app).unwrap()).unwrap();
+    let r = pm2.run(&["start", &eco.to_string_lossy()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.all().contains("app name is 2097152 bytes long; the limit is 200 bytes"),
+        "{}",
+        &r.all()[..2000.min(r.all().len())]
+    );
+    assert!(pm2.jlist().is_empty());
+
+    let app = serde_json::json!({ "apps": [{ "name": "env", "script": "/bin/sleep", "args": "600", "interpreter": "none", "env": { "HUGE": "x".repeat(300 * 1024) } }] });
+    std::fs::write(&eco, serde_json::to_vec(&app).unwrap()).unwrap();
+    let r = pm2.run(&["start", &eco.to_string_lossy()]);
+    assert_ne!(r.code, 0);
+    assert!(r.all().contains("environment variable HUGE of app env"), "{}", r.all());
+    pm2.run(&["ls"]).ok();
+    pm2.run(&["save", "--force"]).ok();
+}
+
+fn control_hello(home: &std::path::Path) -> std::os::unix::net::UnixStream {
+    let mut s = std::os::unix::net::UnixStream::connect(home.join("rpc.sock")).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let hello = serde_json::to_vec(&serde_json::json!({"protocol": 1, "client_version": "test"})).unwrap();
+    s.write_all(&(hello.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(&hello).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut welcome = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut welcome).unwrap();
+    s
+}
+
+#[test]
+fn idle_control_connections_are_closed_and_counted() {
+    let mut pm2 = Pm2::new();
+    pm2.envs.push(("PM2_CONTROL_IDLE_TIMEOUT_MS".into(), "1500".into()));
+    pm2.run(&["ping"]).ok();
+    let home = pm2.home().to_path_buf();
+
+    // Idle after the hello: closed by the daemon.
+    let mut idle = control_hello(&home);
+    let t0 = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = idle.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the daemon wrote to an idle connection");
+    assert!(t0.elapsed() < T);
+
+    // An announced 16 MiB frame that never comes costs nothing and is cut
+    // off by the idle timeout too.
+    let mut liar = control_hello(&home);
+    liar.write_all(&[0x00, 0xff, 0xff, 0xff, b'{']).unwrap();
+    assert_eq!(liar.read(&mut buf).unwrap_or(0), 0);
+
+    // Past the cap, connections are refused with an error; the CLI works
+    // again as soon as they are gone.
+    let held: Vec<_> = (0..300)
+        .map(|_| {
+            let s = std::os::unix::net::UnixStream::connect(home.join("rpc.sock")).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let mut refused = std::collections::HashSet::new();
+    poll("connections past the cap refused", T, || {
+        for (i, mut s) in held.iter().enumerate() {
+            let mut b = [0u8; 256];
+            if let Ok(n) = s.read(&mut b) {
+                if String::from_utf8_lossy(&b[..n]).contains("control connections open") {
+                    refused.insert(i);
+                }
+            }
+        }
+        (refused.len() >= 300 - 256).then_some(())
+    });
+    drop(held);
+    poll("control socket usable again", T, || (pm2.run(&["ping"]).code == 0).then_some(()));
+    pm2.run(&["ls"]).ok();
+}
+
+fn raise_own_fd_limit(to: u64) {
+    // SAFETY: plain struct in/out.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max.min(to);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// One Engine.IO handshake on a new connection: the new sid, or what went wrong.
+fn handshake(port: u16) -> Result<String, String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).map_err(|e| e.to_string())?;
+    s.write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    if !text.starts_with("HTTP/1.1 200") {
+        return Err(text.chars().take(200).collect());
+    }
+    let at = text.find("\"sid\":\"").ok_or_else(|| text.to_string())? + 7;
+    Ok(text[at..].chars().take_while(|c| *c != '"').collect())
+}
+
+/// The daemon at a 4096-descriptor limit, flooded with 3000 partial requests (more than its
+/// cap of 2048 connections being read): the oldest are shed, fresh handshakes are served, and
+/// the control socket, `jlist` and a kill -9 + respawn keep working.
+#[test]
+fn partial_request_flood_at_the_fd_limit_leaves_the_daemon_working() {
+    const FLOOD: usize = 3000;
+    raise_own_fd_limit(FLOOD as u64 + 1024);
+    let mut pm2 = Pm2::new();
+    pm2.cwd = node_dir();
+    let port: u16 = pm2.envs.iter().find(|(k, _)| k == "PM2_PORT").and_then(|(_, v)| v.parse().ok()).unwrap();
+    let mut start = pm2.cmd(&["start", "sio_worker.js", "-i", "2", "--name", "sio"]);
+    // SAFETY: setrlimit is async-signal-safe; it only lowers this child's (and so the daemon's)
+    // descriptor limit.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        start.pre_exec(|| {
+            let r = libc::rlimit { rlim_cur: 4096, rlim_max: 4096 };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            Ok(())
+        });
+    }
+    assert!(start.status().unwrap().success());
+    pm2.wait_for("2 online workers", T, |l| l.iter().filter(|p| status(p) == "online").count() == 2);
+    poll("a first handshake", T, || handshake(port).ok());
+    let daemon: i32 = std::fs::read_to_string(pm2.home().join("pm2.pid")).unwrap().trim().parse().unwrap();
+    let rss_before = rss_kb(daemon);
+
+    let t0 = Instant::now();
+    let mut flood = Vec::with_capacity(FLOOD);
+    for _ in 0..FLOOD {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { break };
+        let _ = s.write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+        flood.push(s);
+        if t0.elapsed() > T {
+            break;
+        }
+    }
+    assert!(flood.len() >= 2500, "only {} flood connections", flood.len());
+
+    // Fresh clients are served: the oldest partial requests make room.
+    let sid = poll("a handshake during the flood", T, || handshake(port).ok());
+    assert!(!sid.is_empty());
+    // The control socket works, and so does a spawn.
+    let list = pm2.jlist();
+    assert_eq!(list.len(), 2);
+    let victim = pid(&list[0]);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    pm2.wait_for("the killed worker respawned", T, |l| {
+        l.len() == 2 && l.iter().all(|p| status(p) == "online" && pid(p) != victim && pid(p) > 0)
+    });
+    poll("a handshake after the respawn", T, || handshake(port).ok());
+    let rss_peak = rss_kb(daemon);
+    let shed = flood
+        .iter()
+        .filter(|s| {
+            let _ = s.set_nonblocking(true);
+            let mut b = [0u8; 64];
+            matches!((&mut &**s).read(&mut b), Ok(n) if n > 0 && b.starts_with(b"HTTP/1.1 503"))
+        })
+        .count();
+    drop(flood);
+    eprintln!(
+        "flood of {FLOOD} partial requests at a 4096-fd limit: {shed} shed with 503; daemon RSS {rss_before} kB -> {rss_peak} kB"
+    );
+    assert!(shed > 0, "no connection was shed");
+    pm2.run(&["ls"]).ok();
+}
