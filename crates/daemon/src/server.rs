@@ -365,9 +365,9 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
                     match (&*f).write_all(line.as_bytes()) {
                         Ok(()) => {
                             // Answer once the process has read the line (or
-                            // after 1 s), so `pm2 send` followed by a look at
+                            // after 3 s), so `pm2 send` followed by a look at
                             // the app's output sees its reaction.
-                            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+                            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
                             while crate::logs::unread_bytes(&f) > 0 && tokio::time::Instant::now() < deadline
                             {
                                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
