@@ -10,7 +10,7 @@ pub mod app;
 pub mod frame;
 pub mod msg;
 
-pub use app::{AppSpec, ExecMode};
+pub use app::{is_module, AppSpec, ExecMode};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 pub use msg::*;
 
