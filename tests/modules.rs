@@ -103,6 +103,12 @@ fn logrotate_module_installs_rotates_and_uninstalls() {
             && l.iter().filter(|p| p["name"] == "pm2-logrotate").count() == 1
     });
 
+    // `all` means the apps, as in pm2: the module stays.
+    pm2.run(&["stop", "all"]).ok();
+    let list = pm2.jlist();
+    let m = list.iter().find(|p| p["name"] == "pm2-logrotate").expect("module listed");
+    assert_eq!(common::status(m), "online");
+
     let r = pm2.run(&["uninstall", "pm2-logrotate"]);
     r.ok();
     assert!(!pm2.home().join("modules/pm2-logrotate").exists());
