@@ -320,6 +320,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn module_table() {
+        let p = proc(0, "pm2-logrotate", ExecMode::Fork, 16304, "online", 5 * 1024 * 1024, Some("3.0.0"));
+        let t = render_modules(&[p.clone()], &opts(0));
+        let want = "\
+┌────┬──────────────────────────────┬───────────────┬──────────┬──────────┬──────┬──────────┬──────────┬──────────┐
+│ id │ module                       │ version       │ pid      │ status   │ ↺    │ cpu      │ mem      │ user     │
+├────┼──────────────────────────────┼───────────────┼──────────┼──────────┼──────┼──────────┼──────────┼──────────┤
+│ 0  │ pm2-logrotate                │ 3.0.0         │ 16304    │ online   │ 0    │ 0%       │ 5.0mb    │ root     │
+└────┴──────────────────────────────┴───────────────┴──────────┴──────────┴──────┴──────────┴──────────┴──────────┘";
+        assert_eq!(t, want);
+        let t = render_modules(&[p], &ListOptions { now_ms: 0, columns: 100, sort: None, color: false });
+        assert!(t.contains("│ id │ name             │ status   │ cpu      │ mem      │"), "{t}");
+    }
+
+    #[test]
     fn condensed_when_narrow_and_truncates_status() {
         let p = proc(8, "crash", ExecMode::Fork, 0, "waiting restart", 0, None);
         let t = render_list(&[p], &ListOptions { now_ms: 0, columns: 100, sort: None, color: false });
