@@ -322,7 +322,7 @@ pub(crate) mod tests {
     #[test]
     fn module_table() {
         let p = proc(0, "pm2-logrotate", ExecMode::Fork, 16304, "online", 5 * 1024 * 1024, Some("3.0.0"));
-        let t = render_modules(&[p.clone()], &opts(0));
+        let t = render_modules(std::slice::from_ref(&p), &opts(0));
         let want = "\
 ┌────┬──────────────────────────────┬───────────────┬──────────┬──────────┬──────┬──────────┬──────────┬──────────┐
 │ id │ module                       │ version       │ pid      │ status   │ ↺    │ cpu      │ mem      │ user     │
