@@ -12,7 +12,7 @@ fn path(cli: &Cli) -> std::path::PathBuf {
     cli.home.join("module_conf.json")
 }
 
-fn load(cli: &Cli) -> Map<String, Value> {
+pub(crate) fn load(cli: &Cli) -> Map<String, Value> {
     std::fs::read_to_string(path(cli))
         .ok()
         .and_then(|s| serde_json::from_str::<Value>(&s).ok())
@@ -20,7 +20,7 @@ fn load(cli: &Cli) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-fn store(cli: &Cli, conf: &Map<String, Value>) -> Result<()> {
+pub(crate) fn store(cli: &Cli, conf: &Map<String, Value>) -> Result<()> {
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
@@ -56,7 +56,7 @@ fn show(v: &Value) -> String {
     }
 }
 
-fn print_module(name: &str, conf: &Map<String, Value>) {
+pub(crate) fn print_module(name: &str, conf: &Map<String, Value>) {
     output::out(&format!("=== {name} ==="));
     if let Some(Value::Object(m)) = conf.get(name) {
         for (k, v) in m {
@@ -66,14 +66,15 @@ fn print_module(name: &str, conf: &Map<String, Value>) {
 }
 
 /// Restarts the app named like the module so it sees its new settings
-/// (pm2 passes them as an env var named after the app).
+/// (pm2 passes each setting as a variable and the section as JSON in the
+/// variable named after the app).
 fn restart_module(cli: &mut Cli, module: &str, conf: &Map<String, Value>) -> Result<()> {
     let procs = cli.list()?;
-    let json = conf.get(module).map(|v| v.to_string()).unwrap_or_else(|| "{}".into());
+    let env = super::modules::module_env(module, conf);
     let mut restarted = false;
     for p in procs.iter().filter(|p| p.app.name == module) {
         let mut spec = p.app.clone();
-        spec.env.insert(module.to_string(), json.clone());
+        spec.env.extend(env.clone());
         let req = Request::Op { op: Op::Restart, id: p.pm_id, update: Some(Box::new(spec)) };
         if let Reply::Error { message } = cli.client()?.request(&req)? {
             output::error(&message);
