@@ -131,7 +131,7 @@ fn oversized_app_is_refused_at_the_door_and_the_daemon_stays_usable() {
 }
 
 fn control_hello(home: &std::path::Path) -> std::os::unix::net::UnixStream {
-    let mut s = std::os::unix::net::UnixStream::connect(home.join("rpc.sock")).unwrap();
+    let mut s = std::os::unix::net::UnixStream::connect(home.join("corral.sock")).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
     let hello = serde_json::to_vec(&serde_json::json!({"protocol": 1, "client_version": "test"})).unwrap();
     s.write_all(&(hello.len() as u32).to_be_bytes()).unwrap();
@@ -168,7 +168,7 @@ fn idle_control_connections_are_closed_and_counted() {
     // again as soon as they are gone.
     let held: Vec<_> = (0..300)
         .map(|_| {
-            let s = std::os::unix::net::UnixStream::connect(home.join("rpc.sock")).unwrap();
+            let s = std::os::unix::net::UnixStream::connect(home.join("corral.sock")).unwrap();
             s.set_nonblocking(true).unwrap();
             s
         })

@@ -92,12 +92,7 @@ const UNSUPPORTED: &[&str] = &[
     "register",
     "login",
     "logout",
-    "install",
-    "module:install",
-    "module:update",
     "module:generate",
-    "uninstall",
-    "module:uninstall",
     "package",
     "publish",
     "deploy",
@@ -123,10 +118,9 @@ fn unsupported_message(cmd: &str) -> String {
             "Command {cmd} is not supported by Corral: PM2 Plus (app.pm2.io) is not available. \
              Dashboards and exporters built on pm2's API (require('pm2'), launchBus) work against Corral's daemon."
         ),
-        "install" | "module:install" | "uninstall" | "module:uninstall" | "module:update" | "module:generate"
-        | "package" | "publish" => format!(
-            "Command {cmd} is not supported by Corral: pm2 modules cannot be installed. \
-             For log rotation see `pm2 logrotate` (a logrotate(8) configuration)."
+        "module:generate" | "package" | "publish" => format!(
+            "Command {cmd} is not supported by Corral: modules are installed from the npm registry \
+             (`pm2 install <module>[@version]`); publish them with npm."
         ),
         _ => format!("Command {cmd} is not supported by Corral"),
     }
@@ -254,6 +248,8 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "update" | "updatePM2" => state::update(cli),
         "sendSignal" => ops::send_signal(cli),
         "trigger" => commands::trigger::trigger(cli),
+        "install" | "module:install" | "module:update" => commands::modules::install(cli),
+        "uninstall" | "module:uninstall" => commands::modules::uninstall(cli),
         "scale" => ops::scale(cli),
         "monit" | "dashboard" | "dash" => monit::monit(cli),
         "monitor" => ops::monitor_state(cli, true),
@@ -284,6 +280,9 @@ fn required_args(cmd: &str) -> Option<(usize, &'static str)> {
         "startOrRestart" | "startOrReload" | "startOrGracefulReload" => (1, "json"),
         "set" => (2, "value"),
         "unset" => (1, "key"),
+        "install" | "module:install" => (1, "module|git:// url"),
+        "module:update" => (1, "module|git:// url"),
+        "uninstall" | "module:uninstall" => (1, "module"),
         _ => return None,
     })
 }
@@ -344,6 +343,11 @@ fn is_known(cmd: &str) -> bool {
             | "attach"
             | "serve"
             | "expose"
+            | "install"
+            | "module:install"
+            | "module:update"
+            | "uninstall"
+            | "module:uninstall"
     )
 }
 

@@ -97,7 +97,7 @@ pub fn paint(c: Color, s: &str) -> String {
     paint_if(color_out(), c, s)
 }
 
-fn paint_err(c: Color, s: &str) -> String {
+pub fn paint_err(c: Color, s: &str) -> String {
     paint_if(COLOR_ERR.load(Ordering::Relaxed), c, s)
 }
 

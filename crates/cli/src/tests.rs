@@ -312,13 +312,16 @@ fn usage_errors_need_no_daemon() {
     }
     let r = run(home, &["--version", "--verbose"]);
     assert_eq!(r.out, format!("6.0.14\nCorral {CORRAL_VERSION} (pm2 6.0.14 compatible)\n"));
-    // PM2 Plus and modules: a clear refusal, no daemon.
+    // PM2 Plus and module publishing: a clear refusal, no daemon.
     let r = run(home, &["link", "secret", "public"]);
     assert_eq!(r.code, 1);
     assert!(r.err.contains("Command link is not supported by Corral: PM2 Plus"), "{}", r.err);
-    let r = run(home, &["install", "pm2-logrotate"]);
+    let r = run(home, &["module:generate", "x"]);
     assert_eq!(r.code, 1);
-    assert!(r.err.contains("pm2 modules cannot be installed"), "{}", r.err);
+    assert!(r.err.contains("modules are installed from the npm registry"), "{}", r.err);
+    let r = run(home, &["install"]);
+    assert_eq!(r.code, 1);
+    assert!(r.err.contains("missing required argument `module|git:// url'"), "{}", r.err);
     let r = run(home, &["trigger", "app"]);
     assert_eq!(r.code, 1);
     assert!(r.err.contains("missing required argument `action_name'"), "{}", r.err);

@@ -76,6 +76,9 @@ const KEYS: &[(&str, &[&str])] = &[
     ("username", &[]),
     ("install_url", &[]),
     ("km_link", &[]),
+    ("log_max_size", &[]),
+    ("log_retain", &[]),
+    ("log_compress", &[]),
     ("sticky", &[]),
     ("sticky_port", &[]),
     ("cluster_group", &[]),
@@ -84,6 +87,10 @@ const KEYS: &[(&str, &[&str])] = &[
 /// Known keys that Corral accepts but does not model in `AppSpec`: they go
 /// to `extra` without a warning so `jlist`/`dump.pm2` show them.
 const KEPT_IN_EXTRA: &[&str] = &[
+    // Built-in log rotation, per app (the daemon reads them from `extra`).
+    "log_max_size",
+    "log_retain",
+    "log_compress",
     "watch_options",
     "port",
     "uid",

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod cron;
 pub mod dlog;
 pub mod env;
+pub mod logrotate;
 pub mod logs;
 pub mod monitor;
 pub mod multihost;
@@ -20,6 +21,7 @@ pub mod portowner;
 pub mod privileges;
 pub mod process;
 pub mod proctree;
+pub mod rotate;
 pub mod server;
 pub mod state;
 pub mod sticky;
@@ -100,6 +102,7 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     start_bridge(&shared);
     tokio::spawn(detect_node_version(shared.clone()));
     tokio::spawn(worker_tick(shared.clone()));
+    tokio::spawn(logrotate::run(shared.clone()));
     if std::process::id() == 1 {
         tokio::spawn(reap_orphans());
     }

@@ -10,7 +10,6 @@
 use crate::timefmt;
 use corral_proto::{Event, Stream};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use tokio::net::unix::pipe::Receiver;
 use tokio::sync::broadcast;
@@ -29,12 +28,14 @@ pub struct LogFiles {
     out: Option<File>,
     err: Option<File>,
     combined: Option<File>,
+    /// Rotation and failed-write accounting (logrotate.rs).
+    rot: crate::logrotate::Rotation,
     /// The user the app runs as (`uid`/`gid`): files are handed to it at
     /// every (re)open, so logs recreated by a rotation stay the app's.
     owner: Option<crate::privileges::Creds>,
 }
 
-fn open_append(path: &str) -> std::io::Result<Option<File>> {
+pub(crate) fn open_append(path: &str) -> std::io::Result<Option<File>> {
     if path == "/dev/null" {
         return Ok(None);
     }
@@ -110,8 +111,16 @@ pub fn truncate_log(path: &str) -> std::io::Result<()> {
 
 impl LogFiles {
     pub fn open(out_path: String, err_path: String, combined_path: Option<String>) -> std::io::Result<Self> {
-        let mut l =
-            LogFiles { out_path, err_path, combined_path, out: None, err: None, combined: None, owner: None };
+        let mut l = LogFiles {
+            out_path,
+            err_path,
+            combined_path,
+            out: None,
+            err: None,
+            combined: None,
+            rot: Default::default(),
+            owner: None,
+        };
         l.reopen()?;
         Ok(l)
     }
@@ -123,13 +132,20 @@ impl LogFiles {
             Some(p) => open_append(p)?,
             None => None,
         };
+        self.rot.opened(0, &self.out_path, self.out.as_ref());
+        self.rot.opened(1, &self.err_path, self.err.as_ref());
+        if let Some(p) = &self.combined_path {
+            self.rot.opened(2, p, self.combined.as_ref());
+        }
         self.give();
         Ok(())
     }
 
-    /// Hands the files to the app's user now and after every reopen.
+    /// Hands the files to the app's user now and after every reopen
+    /// (rotation's included).
     pub fn set_owner(&mut self, owner: Option<crate::privileges::Creds>) {
-        self.owner = owner;
+        self.owner = owner.clone();
+        self.rot.set_owner(owner);
         self.give();
     }
 
@@ -141,6 +157,21 @@ impl LogFiles {
             {
                 o.give(p);
             }
+        }
+    }
+
+    /// The app's own rotation keys (`log_max_size`...).
+    pub fn set_rotation(&mut self, app: crate::rotate::AppOverrides) {
+        self.rot.set_app(app);
+    }
+
+    /// `rotateInterval` fired: rotate every non-empty file.
+    pub fn force_rotate(&mut self) {
+        let LogFiles { out_path, err_path, combined_path, out, err, combined, rot, .. } = self;
+        rot.force(0, out_path, out);
+        rot.force(1, err_path, err);
+        if let Some(p) = combined_path {
+            rot.force(2, p, combined);
         }
     }
 
@@ -156,18 +187,17 @@ impl LogFiles {
         }
     }
 
+    /// A failing disk must not stop the pump (the child would block on a
+    /// full pipe): `rot.write` drops and counts the chunk, the next write
+    /// retries; it also rotates the file once it is due.
     fn write(&mut self, stream: &Stream, bytes: &[u8]) {
-        let file = match stream {
-            Stream::Out => self.out.as_mut(),
-            Stream::Err => self.err.as_mut().or(self.out.as_mut()),
-        };
-        // A failing disk must not stop the pump (the child would block on a
-        // full pipe): the bytes are dropped and the next write retries.
-        if let Some(f) = file {
-            let _ = f.write_all(bytes);
+        let LogFiles { out_path, err_path, combined_path, out, err, combined, rot, .. } = self;
+        match stream {
+            Stream::Err if err.is_some() => rot.write(1, err_path, err, bytes),
+            _ => rot.write(0, out_path, out, bytes),
         }
-        if let Some(f) = self.combined.as_mut() {
-            let _ = f.write_all(bytes);
+        if let Some(p) = combined_path {
+            rot.write(2, p, combined, bytes);
         }
     }
 }

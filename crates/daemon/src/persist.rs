@@ -12,7 +12,15 @@ use std::path::Path;
 use tokio::sync::oneshot;
 
 pub fn save(shared: &SharedRef, force: bool, pretty: bool) -> Result<(String, usize), String> {
-    let infos: Vec<ProcInfo> = shared.table().procs.values().map(|e| e.info.clone()).collect();
+    // Modules are not part of the saved list (as in pm2): the CLI starts
+    // them from module_conf.json whenever it starts a daemon.
+    let infos: Vec<ProcInfo> = shared
+        .table()
+        .procs
+        .values()
+        .filter(|e| !corral_proto::is_module(&e.info.app))
+        .map(|e| e.info.clone())
+        .collect();
     let path = shared.home.dump();
     let path_s = path.to_string_lossy().into_owned();
     if infos.is_empty() && !force {

@@ -357,6 +357,7 @@ impl Task {
             info.pm_log_path.clone(),
         ) {
             Ok(mut f) => {
+                f.set_rotation(crate::rotate::AppOverrides::from_extra(&app.extra));
                 f.set_owner(creds.clone());
                 Arc::new(Mutex::new(f))
             }

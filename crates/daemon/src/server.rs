@@ -431,6 +431,8 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
 }
 
 pub fn reload_logs(shared: &SharedRef) {
+    // `pm2 set pm2-logrotate:<key>` nudges us through here.
+    crate::logrotate::reload_config(&shared.home.root);
     let files: Vec<_> = shared.table().procs.values().filter_map(|e| e.files.clone()).collect();
     for f in files {
         if let Ok(mut f) = f.lock() {

@@ -270,6 +270,13 @@ fn short(s: &str) -> String {
     }
 }
 
+/// A pm2 module (`pm2 install`): flagged `pmx_module: true` as pm2 flags
+/// it. Modules get their own table in `pm2 ls` and are not saved in
+/// `dump.pm2`; the CLI starts them from `module_conf.json` instead.
+pub fn is_module(app: &AppSpec) -> bool {
+    matches!(app.extra.get("pmx_module"), Some(serde_json::Value::Bool(true)))
+}
+
 #[cfg(test)]
 mod limit_tests {
     use super::*;

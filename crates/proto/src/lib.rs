@@ -12,7 +12,7 @@ pub mod app;
 pub mod frame;
 pub mod msg;
 
-pub use app::{AppSpec, ExecMode};
+pub use app::{is_module, AppSpec, ExecMode};
 pub use frame::{
     read_frame, read_frame_limited, read_frame_unbounded, write_frame, FrameError, MAX_FRAGMENT, MAX_FRAME,
     MAX_HELLO, MAX_MESSAGE,

@@ -12,7 +12,7 @@ fn path(cli: &Cli) -> std::path::PathBuf {
     cli.home.join("module_conf.json")
 }
 
-fn load(cli: &Cli) -> Map<String, Value> {
+pub(crate) fn load(cli: &Cli) -> Map<String, Value> {
     load_at(&cli.home)
 }
 
@@ -24,7 +24,7 @@ fn load_at(home: &std::path::Path) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-fn store(cli: &Cli, conf: &Map<String, Value>) -> Result<()> {
+pub(crate) fn store(cli: &Cli, conf: &Map<String, Value>) -> Result<()> {
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
@@ -140,7 +140,7 @@ fn show(v: &Value) -> String {
     }
 }
 
-fn print_module(name: &str, conf: &Map<String, Value>) {
+pub(crate) fn print_module(name: &str, conf: &Map<String, Value>) {
     output::out(&format!("=== {name} ==="));
     if let Some(Value::Object(m)) = conf.get(name) {
         for (k, v) in m {
@@ -188,6 +188,13 @@ fn set_pairs(cli: &mut Cli, pairs: &[(String, String)]) -> Result<Code> {
     store(cli, &conf)?;
     for m in &modules {
         restart_module(cli, m)?;
+    }
+    if modules.iter().any(|m| m == "pm2-logrotate") {
+        // The daemon rotates logs itself: it re-reads its settings now
+        // rather than at its next check.
+        if let Ok(Some(mut c)) = crate::client::Client::connect_existing(&cli.home) {
+            let _ = c.request(&Request::ReloadLogs);
+        }
     }
     output::info("Setting changed");
     for m in &modules {
