@@ -51,3 +51,42 @@ fn runtime_streams_logs_and_exits_0_on_sigterm() {
     }
     assert_eq!(seen.matches("App [forever:0] online").count(), 1, "daemon lines printed once:\n{seen}");
 }
+
+#[test]
+fn json_output_carries_start_and_online_process_events() {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pm2-runtime"))
+        .args(["start", "forever.js", "--json"])
+        .current_dir(fixtures())
+        .env("PM2_HOME", home.path())
+        .env("PM2_PORT", free_port().to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = tx.send(all.clone());
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    while !(seen.contains("\"status\":\"start\"") && seen.contains("\"status\":\"online\"")) {
+        assert!(Instant::now() < deadline, "no start/online events:\n{seen}");
+        if let Ok(s) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen = s;
+        }
+    }
+    assert!(seen.find("\"status\":\"start\"") < seen.find("\"status\":\"online\""), "{seen}");
+    // SAFETY: plain kill of our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    poll("pm2-runtime to exit", Duration::from_secs(15), || child.try_wait().ok().flatten());
+}

@@ -143,6 +143,8 @@ const OPTIONS: &[OptDef] = &[
     f("v1", None),
     o("safe", None),
     f("rotate", None),
+    // Corral's own: `pm2 --version --verbose` also shows Corral's version.
+    f("verbose", None),
 ];
 
 fn by_long(name: &str) -> Option<&'static OptDef> {

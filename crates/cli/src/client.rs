@@ -202,6 +202,9 @@ impl Client {
                 welcome.daemon_version, CORRAL_VERSION
             ));
         }
+        if !spawned {
+            warn_settings(&welcome.settings);
+        }
         Ok(Client { rt, stream, home: home.to_path_buf(), welcome, spawned })
     }
 
@@ -377,6 +380,34 @@ pub async fn connect_async(home: &Path) -> Result<UnixStream> {
 pub async fn request_async(stream: &mut UnixStream, req: &Request) -> Result<Reply> {
     write_frame(stream, req).await.map_err(conn_err)?;
     read_frame::<_, Reply>(stream).await.map_err(conn_err)
+}
+
+/// A daemon setting given to this CLI call that differs from the running
+/// daemon's is ignored by it: say so (on stderr, `jlist` stays parseable).
+fn warn_settings(daemon: &std::collections::BTreeMap<String, String>) {
+    for d in settings_mismatch(daemon, |k| std::env::var(k).ok()) {
+        output::warn_err(&d);
+    }
+}
+
+/// The warnings for each setting of this environment (`get`) that the
+/// running daemon has with another value.
+pub fn settings_mismatch(
+    daemon: &std::collections::BTreeMap<String, String>,
+    get: impl Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for k in corral_proto::DAEMON_SETTINGS {
+        let Some(mine) = get(k) else { continue };
+        let theirs = daemon.get(*k).map(String::as_str);
+        if theirs != Some(mine.as_str()) {
+            out.push(format!(
+                "{k}={mine} is ignored: the running daemon was started with {}; run `pm2 kill` (or `pm2 update`) to apply it",
+                theirs.map(|t| format!("{k}={t}")).unwrap_or_else(|| format!("{k} unset"))
+            ));
+        }
+    }
+    out
 }
 
 /// Requests that only read or poke state get a deadline so a wedged daemon

@@ -29,6 +29,8 @@
 pub mod args;
 pub mod client;
 pub mod commands;
+pub mod help;
+pub mod initscripts;
 pub mod inspect;
 pub mod logs;
 pub mod monit;
@@ -43,7 +45,7 @@ pub mod timefmt;
 mod tests;
 
 use commands::{info, ops, start, state, Cli, Code};
-use corral_proto::{Op, CORRAL_VERSION};
+use corral_proto::Op;
 
 const DAEMON_MODE_ENV: &str = "CORRAL_DAEMON_MODE";
 
@@ -85,24 +87,15 @@ pub fn main_runtime() -> i32 {
 const UNSUPPORTED: &[&str] = &[
     "link",
     "unlink",
-    "monitor",
-    "unmonitor",
     "open",
     "plus",
     "register",
     "login",
     "logout",
-    "install",
-    "module:install",
-    "module:update",
     "module:generate",
-    "uninstall",
-    "module:uninstall",
     "package",
     "publish",
     "deploy",
-    "serve",
-    "expose",
     "pull",
     "forward",
     "backward",
@@ -115,33 +108,31 @@ const UNSUPPORTED: &[&str] = &[
     "inspect",
     "profile:cpu",
     "profile:mem",
-    "attach",
-    "send",
-    "completion",
-    "examples",
     "imonit",
 ];
 
 /// Why an unsupported command is unsupported, and what to use instead.
 fn unsupported_message(cmd: &str) -> String {
     match cmd {
-        "link" | "unlink" | "plus" | "register" | "login" | "logout" | "open" | "monitor" | "unmonitor" => format!(
+        "link" | "unlink" | "plus" | "register" | "login" | "logout" | "open" => format!(
             "Command {cmd} is not supported by Corral: PM2 Plus (app.pm2.io) is not available. \
              Dashboards and exporters built on pm2's API (require('pm2'), launchBus) work against Corral's daemon."
         ),
-        "install" | "module:install" | "uninstall" | "module:uninstall" | "module:update" | "module:generate"
-        | "package" | "publish" => format!(
-            "Command {cmd} is not supported by Corral: pm2 modules cannot be installed. \
-             For log rotation see `pm2 logrotate` (a logrotate(8) configuration)."
+        "module:generate" | "package" | "publish" => format!(
+            "Command {cmd} is not supported by Corral: modules are installed from the npm registry \
+             (`pm2 install <module>[@version]`); publish them with npm."
         ),
         _ => format!("Command {cmd} is not supported by Corral"),
     }
 }
 
 pub fn run_pm2(argv: Vec<String>) -> i32 {
-    // `-v` is answered before anything else, without a daemon.
-    if args::has_token_before_dashdash(&argv, &["-v"]) {
-        output::raw_out(&format!("{CORRAL_VERSION}\n"));
+    // `-v`, `-V` and `--version` are answered before anything else, without
+    // a daemon (pm2 answers `-v` so; its `--version` connects first, which
+    // buys nothing).
+    if args::has_token_before_dashdash(&argv, &["-v", "-V", "--version"]) {
+        let verbose = args::has_token_before_dashdash(&argv, &["--verbose"]);
+        output::raw_out(&corral_proto::version_text(verbose));
         return 0;
     }
     let silent = args::has_token_before_dashdash(&argv, &["-s", "--silent"]);
@@ -155,7 +146,11 @@ pub fn run_pm2(argv: Vec<String>) -> i32 {
         }
     };
     if parsed.has("help") {
-        output::out(&usage());
+        let text = match parsed.command.as_deref() {
+            Some(cmd) => help::command_help(cmd).unwrap_or_else(usage),
+            None => usage(),
+        };
+        output::out(&text);
         return 0;
     }
     if parsed.has("no-daemon") && parsed.command.as_deref() == Some("start") {
@@ -181,12 +176,6 @@ pub fn run_pm2(argv: Vec<String>) -> i32 {
 
 fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
     let Some(cmd) = cli.args.command.clone() else {
-        if cli.args.has("version") {
-            // `--version` is answered after connecting, as commander does.
-            cli.client()?;
-            output::out(CORRAL_VERSION);
-            return Ok(0);
-        }
         output::out(&usage());
         return Ok(1);
     };
@@ -198,6 +187,16 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "update" | "updatePM2" => return state::update(cli),
         "ecosystem" | "init" => return commands::misc::ecosystem(cli),
         "logrotate" => return startup::logrotate(cli),
+        "examples" => {
+            output::out(help::EXAMPLES);
+            return Ok(0);
+        }
+        "completion" => {
+            let bin =
+                std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "pm2".into());
+            output::raw_out(&help::completion_script(&bin));
+            return Ok(0);
+        }
         _ => {}
     }
     let known = is_known(&cmd);
@@ -220,10 +219,6 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
     }
     // pm2 connects (and spawns) before any command runs.
     cli.client()?;
-    if cli.args.has("version") {
-        output::out(CORRAL_VERSION);
-        return Ok(0);
-    }
     match cmd.as_str() {
         "start" => start::start(cli),
         "stop" | "restart" | "reload" | "delete" | "del" | "reset" => ops::run(cli, &cmd),
@@ -253,8 +248,15 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "update" | "updatePM2" => state::update(cli),
         "sendSignal" => ops::send_signal(cli),
         "trigger" => commands::trigger::trigger(cli),
+        "install" | "module:install" | "module:update" => commands::modules::install(cli),
+        "uninstall" | "module:uninstall" => commands::modules::uninstall(cli),
         "scale" => ops::scale(cli),
         "monit" | "dashboard" | "dash" => monit::monit(cli),
+        "monitor" => ops::monitor_state(cli, true),
+        "send" => ops::send_line(cli),
+        "serve" | "expose" => start::serve(cli),
+        "attach" => ops::attach(cli),
+        "unmonitor" => ops::monitor_state(cli, false),
         _ => {
             output::error("Command not found");
             Ok(1)
@@ -278,6 +280,9 @@ fn required_args(cmd: &str) -> Option<(usize, &'static str)> {
         "startOrRestart" | "startOrReload" | "startOrGracefulReload" => (1, "json"),
         "set" => (2, "value"),
         "unset" => (1, "key"),
+        "install" | "module:install" => (1, "module|git:// url"),
+        "module:update" => (1, "module|git:// url"),
+        "uninstall" | "module:uninstall" => (1, "module"),
         _ => return None,
     })
 }
@@ -332,64 +337,20 @@ fn is_known(cmd: &str) -> bool {
             | "unset"
             | "conf"
             | "config"
+            | "monitor"
+            | "unmonitor"
+            | "send"
+            | "attach"
+            | "serve"
+            | "expose"
+            | "install"
+            | "module:install"
+            | "module:update"
+            | "uninstall"
+            | "module:uninstall"
     )
 }
 
 pub fn usage() -> String {
-    let cmds: &[(&str, &str)] = &[
-        ("start [name|file|ecosystem|id...]", "start and daemonize an app"),
-        ("stop <id|name|namespace|all|json>", "stop a process"),
-        ("restart <id|name|namespace|all|json>", "restart a process"),
-        ("reload <id|name|namespace|all>", "reload processes (zero-downtime in cluster mode)"),
-        ("delete|del <id|name|namespace|all|json>", "stop and delete a process from pm2 process list"),
-        ("startOrRestart|startOrReload <json>", "start or restart/reload the apps of a file"),
-        ("list|ls|l|ps|status", "list all processes"),
-        ("jlist", "list all processes in JSON format"),
-        ("prettylist", "print json in a prettified JSON"),
-        ("describe|desc|info|show <name|id>", "describe all parameters of a process"),
-        ("env <id>", "list all environment variables of a process id"),
-        ("pid [app]", "return pid of [app] or all"),
-        ("id <name>", "get process id by name"),
-        ("logs [id|name|namespace]", "stream logs file. Default stream all logs"),
-        ("flush [api]", "flush logs"),
-        ("reloadLogs", "reload all logs"),
-        ("save|dump", "dump all processes for resurrecting them later"),
-        ("resurrect", "resurrect previously dumped processes"),
-        ("cleardump", "create empty dump file"),
-        ("reset <name|id|all>", "reset counters for process"),
-        ("sendSignal <signal> <pm2_id|name>", "send a system signal to the target process"),
-        ("trigger <id|name|namespace|all> <action_name> [params]", "trigger an @pm2/io action of an app"),
-        (
-            "scale <app_name> <number>",
-            "scale up/down a process in cluster mode depending on total_number param",
-        ),
-        ("monit|dashboard", "launch termcaps monitoring"),
-        ("startup [platform]", "enable the pm2 startup hook"),
-        ("unstartup [platform]", "disable the pm2 startup hook"),
-        ("logrotate", "copy default logrotate configuration (root)"),
-        ("ping", "ping pm2 daemon - if not up it will launch it"),
-        ("ecosystem|init [simple]", "generate a process conf file"),
-        ("report", "give a full pm2 report for issue reporting"),
-        ("set [key value]", "sets the specified config <key> <value> (module_conf.json)"),
-        ("get [key]", "get value for <key>"),
-        ("unset <key>", "clears config <key>"),
-        ("conf [key] [value]", "get / set module config values"),
-        ("update", "(alias) update in-memory PM2 with local PM2"),
-        ("kill", "kill daemon"),
-    ];
-    let mut s = String::from("\nUsage: pm2 [options] <command>\n\nCommands:\n\n");
-    for (c, d) in cmds {
-        s.push_str(&format!("    {c:<44} {d}\n"));
-    }
-    s.push_str("\nOptions:\n\n");
-    s.push_str("    -v, --version                                output the version number\n");
-    s.push_str("    -s, --silent                                 hide all messages\n");
-    s.push_str(
-        "    -n, --name <name>                            set a name for the process in the process list\n",
-    );
-    s.push_str("    -i, --instances <number>                     launch [number] instances (for networked app)(load balanced)\n");
-    s.push_str("    --no-color                                   skip colors\n");
-    s.push_str("    -h, --help                                   output usage information\n");
-    s.push_str(&format!("\nAccess pm2 files in {}\n", client::pm2_home().display()));
-    s
+    help::usage(&client::pm2_home())
 }

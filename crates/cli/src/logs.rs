@@ -179,7 +179,7 @@ pub fn attach(cli: &mut Cli, names: Vec<String>) -> Result<Code> {
 
 fn print_tails(cli: &Cli, target: &str, selected: &[&ProcInfo], n: usize, o: &Opts) {
     let plural = if target == "all" { "processes" } else { "process" };
-    output::out(&paint(
+    output::log_out(&paint(
         Color::Gray,
         &format!(
             "[TAILING] Tailing last {n} lines for [{target}] {plural} (change the value with --lines option)"
@@ -210,17 +210,17 @@ fn print_tails(cli: &Cli, target: &str, selected: &[&ProcInfo], n: usize, o: &Op
 }
 
 fn print_block(path: &Path, n: usize, label: &str, color: Color, raw: bool) {
-    output::out(&paint(Color::Gray, &format!("{} last {n} lines:", path.display())));
+    output::log_out(&paint(Color::Gray, &format!("{} last {n} lines:", path.display())));
     let lines = tail_lines(path, n);
     for l in &lines {
         if raw {
-            output::out(l);
+            output::log_out(l);
         } else {
-            output::out(&format!("{}{l}", paint(color, &tail_prefix(label))));
+            output::log_out(&format!("{}{l}", paint(color, &tail_prefix(label))));
         }
     }
     if !lines.is_empty() {
-        output::out("");
+        output::log_out("");
     }
 }
 
@@ -255,22 +255,22 @@ pub fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut
                     "process_id": pm_id,
                     "app_name": name,
                 });
-                output::out(&v.to_string());
+                output::log_out(&v.to_string());
                 return;
             }
             for line in data.split('\n').filter(|l| !l.is_empty()) {
                 let line = line.strip_suffix('\r').unwrap_or(line);
                 if o.format {
                     let t = timefmt::format(&timefmt::local(timefmt::now_ms()), "YYYY-MM-DD-HH:mm:ssZZ");
-                    output::out(&format!(
+                    output::log_out(&format!(
                         "timestamp={t} app={name} id={pm_id} type={} message={line}",
                         if is_err { "error" } else { "out" }
                     ));
                 } else if o.raw {
                     if is_err {
-                        output::err(line);
+                        output::log_err(line);
                     } else {
-                        output::out(line);
+                        output::log_out(line);
                     }
                 } else {
                     let marked;
@@ -284,7 +284,7 @@ pub fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut
                     let label = format!("{pm_id}|{name}");
                     *width = (*width).max(label.chars().count() + 1);
                     let prefix = format!("{label:<w$} | ", w = *width);
-                    output::out(&format!(
+                    output::log_out(&format!(
                         "{}{}{line}",
                         ts(),
                         paint(if is_err { Color::Red } else { Color::Green }, &prefix)
@@ -301,7 +301,7 @@ pub fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut
                     "status": event,
                     "app_name": name,
                 });
-                output::out(&v.to_string());
+                output::log_out(&v.to_string());
             }
         }
         Event::Daemon { data, .. } => {
@@ -311,11 +311,11 @@ pub fn print_event(ev: &Event, filter: &Filter, all: bool, o: &Opts, width: &mut
             for line in data.split('\n').filter(|l| !l.is_empty()) {
                 if o.format {
                     let t = timefmt::format(&timefmt::local(timefmt::now_ms()), "YYYY-MM-DD-HH:mm:ssZZ");
-                    output::out(&format!("timestamp={t} app=pm2 message={line}"));
+                    output::log_out(&format!("timestamp={t} app=pm2 message={line}"));
                 } else if o.raw {
-                    output::out(line);
+                    output::log_out(line);
                 } else {
-                    output::out(&format!("{}{}{line}", ts(), paint(Color::Blue, &tail_prefix("PM2"))));
+                    output::log_out(&format!("{}{}{line}", ts(), paint(Color::Blue, &tail_prefix("PM2"))));
                 }
             }
         }

@@ -13,6 +13,9 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static SILENT: AtomicBool = AtomicBool::new(false);
+/// `-s` / `--silent` given: pm2 then silences every `console.*` call, while
+/// `PM2_SILENT=true` only silences its `[PM2]` messages and tables.
+static SILENT_FLAG: AtomicBool = AtomicBool::new(false);
 static COLOR_OUT: AtomicBool = AtomicBool::new(false);
 static COLOR_ERR: AtomicBool = AtomicBool::new(false);
 
@@ -29,6 +32,7 @@ fn isatty(fd: i32) -> bool {
 pub fn init(silent: bool, no_color: bool) {
     let env_silent = std::env::var("PM2_SILENT").map(|v| v == "true" || v == "1").unwrap_or(false);
     SILENT.store(silent || env_silent, Ordering::Relaxed);
+    SILENT_FLAG.store(silent, Ordering::Relaxed);
     let env_off = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
         || std::env::var("TERM").map(|t| t == "dumb").unwrap_or(false);
     let allowed = !no_color && !env_off;
@@ -93,7 +97,7 @@ pub fn paint(c: Color, s: &str) -> String {
     paint_if(color_out(), c, s)
 }
 
-fn paint_err(c: Color, s: &str) -> String {
+pub fn paint_err(c: Color, s: &str) -> String {
     paint_if(COLOR_ERR.load(Ordering::Relaxed), c, s)
 }
 
@@ -153,6 +157,25 @@ pub fn out(line: &str) {
 /// A line on stderr (pm2 `console.error`), silenced by `-s`.
 pub fn err(line: &str) {
     if silent() || captured(false, &format!("{line}\n")) {
+        return;
+    }
+    let mut e = std::io::stderr().lock();
+    check(writeln!(e, "{line}"));
+}
+
+/// A streamed log line on stdout (`pm2 logs`): only `-s` silences it, not
+/// `PM2_SILENT` (pm2 prints log lines with `console.log` directly).
+pub fn log_out(line: &str) {
+    if SILENT_FLAG.load(Ordering::Relaxed) || captured(true, &format!("{line}\n")) {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    check(writeln!(o, "{line}"));
+}
+
+/// [`log_out`] for stderr.
+pub fn log_err(line: &str) {
+    if SILENT_FLAG.load(Ordering::Relaxed) || captured(false, &format!("{line}\n")) {
         return;
     }
     let mut e = std::io::stderr().lock();

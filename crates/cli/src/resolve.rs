@@ -52,10 +52,13 @@ fn ids_of<'a>(it: impl Iterator<Item = &'a ProcInfo>) -> Vec<u32> {
 /// Resolves one target string against the list.
 pub fn resolve(target: &str, procs: &[ProcInfo], cwd: &Path) -> Result<Target, ResolveError> {
     if target == "all" {
-        if procs.is_empty() {
+        // As in pm2, `all` leaves modules alone: they stop with
+        // `pm2 uninstall` (or by name), not with the apps.
+        let ids = ids_of(procs.iter().filter(|p| !corral_proto::is_module(&p.app)));
+        if ids.is_empty() {
             return Err(ResolveError::NoProcess);
         }
-        return Ok(Target::Ids(ids_of(procs.iter())));
+        return Ok(Target::Ids(ids));
     }
     if is_regex(target) {
         // pm2 strips every `/` before compiling.

@@ -11,7 +11,6 @@ use crate::output;
 use anyhow::{anyhow, Result};
 use corral_proto::{
     read_frame_unbounded as read_frame, write_frame, AppSpec, Event, FrameError, Reply, Request,
-    CORRAL_VERSION,
 };
 use std::path::Path;
 use std::sync::mpsc;
@@ -30,8 +29,9 @@ enum LogFormat {
 }
 
 pub fn run(argv: Vec<String>) -> i32 {
-    if args::has_token_before_dashdash(&argv, &["-v", "--version"]) {
-        output::raw_out(&format!("{CORRAL_VERSION}\n"));
+    if args::has_token_before_dashdash(&argv, &["-v", "-V", "--version"]) {
+        let verbose = args::has_token_before_dashdash(&argv, &["--verbose"]);
+        output::raw_out(&corral_proto::version_text(verbose));
         return 0;
     }
     output::init(args::has_token_before_dashdash(&argv, &["-s", "--silent"]), true);
@@ -166,6 +166,9 @@ async fn supervise(
     let mut control = connect_waiting(home, done).await?;
     let mut events = connect_async(home).await?;
     write_frame(&mut events, &Request::Logs { ids: None }).await.map_err(|e| anyhow!("{e}"))?;
+    // The daemon answers once subscribed: starting the apps only then means
+    // their first events (`start`, `online`) are on the stream.
+    read_frame::<_, serde_json::Value>(&mut events).await.map_err(|e| anyhow!("log stream: {e}"))?;
     for app in apps {
         let name = app.name.clone();
         match request_async(&mut control, &Request::Start { app }).await? {

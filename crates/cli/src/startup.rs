@@ -1,5 +1,6 @@
-//! `pm2 startup` / `pm2 unstartup`. systemd is generated in full;
-//! the other init systems are detected and reported as unsupported.
+//! `pm2 startup` / `pm2 unstartup`: the systemd unit here, the
+//! scripts of the other init systems pm2 supports (upstart/LSB, systemv,
+//! openrc, launchd, rcd, rcd-openbsd, smf) in [`crate::initscripts`].
 
 use crate::commands::{Cli, Code};
 use crate::output;
@@ -177,7 +178,15 @@ fn plan(cli: &Cli) -> Result<Option<Plan>> {
             }
         },
     };
-    output::info(&format!("Init System found: {platform}"));
+    let detected = detect();
+    output::info(&format!("Init System found: {}", detected.unwrap_or(platform)));
+    if let Some(d) = detected.filter(|d| *d != platform) {
+        output::out("-----------------------------------------------------------");
+        output::out(&format!(" PM2 detected {d} but you precised {platform}"));
+        output::out(" Please verify that your choice is indeed your init system");
+        output::out(" If you arent sure, just run : pm2 startup");
+        output::out("-----------------------------------------------------------");
+    }
     let user = cli.args.value("user").map(String::from).unwrap_or_else(|| {
         if is_root() {
             std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(whoami)
@@ -185,7 +194,11 @@ fn plan(cli: &Cli) -> Result<Option<Plan>> {
             whoami()
         }
     });
-    let service = cli.args.value("service-name").map(String::from).unwrap_or_else(|| format!("pm2-{user}"));
+    let service = cli
+        .args
+        .value("service-name")
+        .map(String::from)
+        .unwrap_or_else(|| crate::initscripts::default_service(platform, &user));
     let exe = std::env::current_exe().context("cannot find the pm2 executable")?;
     Ok(Some(Plan { platform, user, service, exe }))
 }
@@ -197,9 +210,13 @@ fn print_sudo(cli: &Cli, cmd: &str, p: &Plan) {
         .map(String::from)
         .or_else(|| std::env::var("HOME").ok())
         .unwrap_or_else(|| "/root".into());
-    output::info("To setup the Startup Script, copy/paste the following command:");
+    let mode = if cmd == "unstartup" { "unsetup" } else { "setup" };
+    output::info(&format!("To {mode} the Startup Script, copy/paste the following command:"));
+    // The absolute binary path, so the line works even where root's PATH
+    // lacks it; a custom service name is carried over.
+    let service = cli.args.value("service-name").map(|n| format!(" --service-name {n}")).unwrap_or_default();
     output::out(&format!(
-        "sudo env PATH=$PATH:{} {} {cmd} {} -u {} --hp {home}",
+        "sudo env PATH=$PATH:{} {} {cmd} {} -u {} --hp {home}{service}",
         node_dir(&p.exe),
         p.exe.display(),
         p.platform,
@@ -225,8 +242,44 @@ fn run_commands(cmds: &[String]) -> Result<bool> {
 }
 
 fn unsupported(platform: &str) -> Code {
-    output::error(&format!("Init system {platform} is not supported by Corral yet; use systemd"));
+    output::error(&format!("Unknown platform / init system name: {platform}"));
     1
+}
+
+fn user_home(cli: &Cli) -> String {
+    cli.args
+        .value("hp")
+        .map(String::from)
+        .or_else(|| std::env::var("HOME").ok())
+        .unwrap_or_else(|| "/root".into())
+}
+
+/// Writes `text` to `target` and runs `cmds`, printing what pm2 prints.
+fn install(platform: &str, text: &str, target: &str, cmds: &[String]) -> Result<Code> {
+    output::out(&format!("Platform {platform}"));
+    output::out("Template");
+    output::out(text);
+    output::out("Target path");
+    output::out(target);
+    output::out("Command list");
+    output::out(&crate::inspect::inspect(&serde_json::json!(cmds)));
+    output::info(&format!("Writing init configuration in {target}"));
+    if let Err(e) = std::fs::write(target, text) {
+        output::error("Failure when trying to write startup script");
+        output::err(&format!("Cannot write {target}: {e}"));
+        return Ok(1);
+    }
+    output::info("Making script booting at startup...");
+    if !run_commands(cmds)? {
+        return Ok(1);
+    }
+    output::out("+---------------------------------------+");
+    output::info("Freeze a process list on reboot via:");
+    output::out("$ pm2 save");
+    output::out("");
+    output::info("Remove init script via:");
+    output::out(&format!("$ pm2 unstartup {platform}"));
+    Ok(0)
 }
 
 pub fn startup(cli: &mut Cli) -> Result<Code> {
@@ -234,9 +287,6 @@ pub fn startup(cli: &mut Cli) -> Result<Code> {
     if !is_root() {
         print_sudo(cli, "startup", &p);
         return Ok(1);
-    }
-    if p.platform != "systemd" {
-        return Ok(unsupported(p.platform));
     }
     let home_path = match cli.args.value("hp") {
         Some(hp) => Path::new(hp).join(".pm2").display().to_string(),
@@ -250,6 +300,15 @@ pub fn startup(cli: &mut Cli) -> Result<Code> {
         format!("{path_env}:{nd}")
     };
     let exe = p.exe.display().to_string();
+    if p.platform != "systemd" {
+        let tmp = std::env::temp_dir().display().to_string();
+        let Some(setup) = crate::initscripts::setup(p.platform, &p.service, &user_home(cli), &tmp) else {
+            return Ok(unsupported(p.platform));
+        };
+        let text =
+            crate::initscripts::render(setup.template, &exe, &node_path, &p.user, &home_path, &p.service);
+        return install(p.platform, &text, &setup.destination, &setup.commands);
+    }
     let settings = crate::client::daemon_settings(Path::new(&home_path));
     let params = |settings| UnitParams {
         user: &p.user,
@@ -304,16 +363,16 @@ pub fn unstartup(cli: &mut Cli) -> Result<Code> {
         print_sudo(cli, "unstartup", &p);
         return Ok(1);
     }
-    if p.platform != "systemd" {
+    let Some(cmds) = crate::initscripts::teardown(p.platform, &p.service, &user_home(cli)) else {
         return Ok(unsupported(p.platform));
+    };
+    // pm2 runs them as one `&&` chain and reports the end result.
+    if run_commands(&cmds)? {
+        output::info("Init file disabled.");
+        Ok(0)
+    } else {
+        Ok(1)
     }
-    let target = format!("/etc/systemd/system/{}.service", p.service);
-    let cmds = vec![
-        format!("systemctl stop {}", p.service),
-        format!("systemctl disable {}", p.service),
-        format!("rm {target}"),
-    ];
-    Ok(if run_commands(&cmds)? { 0 } else { 1 })
 }
 
 /// The logrotate(8) rule `pm2 logrotate` installs.

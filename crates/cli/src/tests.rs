@@ -105,6 +105,7 @@ fn fake_daemon(home: &Path, initial: Vec<ProcInfo>) -> State {
                         daemon_version: CORRAL_VERSION.into(),
                         pid: 1,
                         pm2_home: home.display().to_string(),
+                        settings: Default::default(),
                     };
                     if write_frame(&mut s, &w).await.is_err() {
                         return;
@@ -305,14 +306,22 @@ fn usage_errors_need_no_daemon() {
     assert_eq!(r.code, 1);
     assert!(r.err.contains("error: missing required argument `id|name|namespace|all|json|stdin'"));
     let r = run(home, &["-v"]);
-    assert_eq!((r.code, r.out.as_str()), (0, format!("{CORRAL_VERSION}\n").as_str()));
-    // PM2 Plus and modules: a clear refusal, no daemon.
+    assert_eq!((r.code, r.out.as_str()), (0, "6.0.14\n"));
+    for flag in ["--version", "-V"] {
+        assert_eq!(run(home, &[flag]).out, "6.0.14\n");
+    }
+    let r = run(home, &["--version", "--verbose"]);
+    assert_eq!(r.out, format!("6.0.14\nCorral {CORRAL_VERSION} (pm2 6.0.14 compatible)\n"));
+    // PM2 Plus and module publishing: a clear refusal, no daemon.
     let r = run(home, &["link", "secret", "public"]);
     assert_eq!(r.code, 1);
     assert!(r.err.contains("Command link is not supported by Corral: PM2 Plus"), "{}", r.err);
-    let r = run(home, &["install", "pm2-logrotate"]);
+    let r = run(home, &["module:generate", "x"]);
     assert_eq!(r.code, 1);
-    assert!(r.err.contains("pm2 modules cannot be installed"), "{}", r.err);
+    assert!(r.err.contains("modules are installed from the npm registry"), "{}", r.err);
+    let r = run(home, &["install"]);
+    assert_eq!(r.code, 1);
+    assert!(r.err.contains("missing required argument `module|git:// url'"), "{}", r.err);
     let r = run(home, &["trigger", "app"]);
     assert_eq!(r.code, 1);
     assert!(r.err.contains("missing required argument `action_name'"), "{}", r.err);
@@ -346,4 +355,23 @@ fn start_of_a_number_or_all_is_a_restart() {
     };
     let r = run(&home2, &["start", "all"]);
     assert_eq!((r.code, r.err.as_str()), (1, "[PM2][WARN] No process found\n"));
+}
+
+#[test]
+fn daemon_setting_mismatch_is_reported() {
+    let daemon: std::collections::BTreeMap<String, String> =
+        [("PM2_PORT".to_string(), "8080".to_string())].into();
+    let same = |k: &str| (k == "PM2_PORT").then(|| "8080".to_string());
+    assert!(crate::client::settings_mismatch(&daemon, same).is_empty());
+    let other = |k: &str| (k == "PM2_PORT").then(|| "9090".to_string());
+    let w = crate::client::settings_mismatch(&daemon, other);
+    assert_eq!(w.len(), 1);
+    assert!(
+        w[0].starts_with("PM2_PORT=9090 is ignored: the running daemon was started with PM2_PORT=8080"),
+        "{w:?}"
+    );
+    let unset_there = |k: &str| (k == "PM2_STICKY_HOST").then(|| "0.0.0.0".to_string());
+    assert!(crate::client::settings_mismatch(&daemon, unset_there)[0].contains("PM2_STICKY_HOST unset"));
+    // Nothing given to this call: nothing to say.
+    assert!(crate::client::settings_mismatch(&daemon, |_| None).is_empty());
 }

@@ -171,6 +171,9 @@ pub(crate) struct Resolver<'c> {
     path_var: String,
 }
 
+/// Env values given as JSON numbers or booleans ([`AppSpec::env_typed`]).
+type TypedEnv = BTreeMap<String, Value>;
+
 pub(crate) fn resolve_app(
     obj: &Map<String, Value>,
     ctx: &Context,
@@ -468,7 +471,9 @@ impl Resolver<'_> {
             None => explicit_mode != Some(ExecMode::Cluster) && matches!(spec.instances, None | Some(0)),
         };
 
-        spec.env = self.env(&o, obj, base_env)?;
+        let (env, typed) = self.env(&o, obj, base_env)?;
+        spec.env = env;
+        spec.env_typed = typed;
 
         // Log and pid files.
         spec.out_file = self.file_path(&o, "out_file", &cwd)?;
@@ -719,7 +724,8 @@ impl Resolver<'_> {
         o: &Opts,
         obj: &Map<String, Value>,
         mut env: BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, String>, ConfigError> {
+    ) -> Result<(BTreeMap<String, String>, TypedEnv), ConfigError> {
+        let mut typed = BTreeMap::new();
         // filter_env: true drops the inherited env, strings drop inherited
         // names containing them.
         match o.get("filter_env") {
@@ -733,7 +739,7 @@ impl Resolver<'_> {
             }
         }
         if let Some((w, v)) = o.get("env") {
-            self.merge_env(&mut env, w, v)?;
+            self.merge_env(&mut env, &mut typed, w, v)?;
         }
         if let Some(name) = &self.ctx.env_name {
             let key = format!("env_{name}");
@@ -741,21 +747,32 @@ impl Resolver<'_> {
                 None | Some(Value::Null) => {
                     self.warnings.push(format!("Environment [{name}] is not defined in process file"))
                 }
-                Some(v) => self.merge_env(&mut env, &key, v)?,
+                Some(v) => self.merge_env(&mut env, &mut typed, &key, v)?,
             }
         }
         if let Some((w, v)) = o.get("port") {
             match v {
                 Value::Number(_) | Value::String(_) => {
                     env.insert("PORT".into(), env_string(v));
+                    if v.is_number() {
+                        typed.insert("PORT".into(), v.clone());
+                    } else {
+                        typed.remove("PORT");
+                    }
                 }
                 _ => return Err(self.invalid(w, format!("expected a port number, got {}", describe(v)))),
             }
         }
-        Ok(env)
+        Ok((env, typed))
     }
 
-    fn merge_env(&self, env: &mut BTreeMap<String, String>, key: &str, v: &Value) -> Result<(), ConfigError> {
+    fn merge_env(
+        &self,
+        env: &mut BTreeMap<String, String>,
+        typed: &mut BTreeMap<String, Value>,
+        key: &str,
+        v: &Value,
+    ) -> Result<(), ConfigError> {
         let parsed;
         let map = match v {
             Value::Object(m) => m,
@@ -778,6 +795,11 @@ impl Resolver<'_> {
         };
         for (k, val) in map {
             env.insert(k.clone(), env_string(val));
+            if matches!(val, Value::Number(_) | Value::Bool(_)) {
+                typed.insert(k.clone(), val.clone());
+            } else {
+                typed.remove(k);
+            }
         }
         Ok(())
     }

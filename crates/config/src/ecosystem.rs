@@ -121,6 +121,15 @@ pub fn from_document(doc: &Value, ctx: &Context) -> Result<Loaded, ConfigError> 
             .and_then(Value::as_object)
             .cloned()
     });
+    // A `static` section adds one static file server app per entry.
+    let mut list = list;
+    if let Some(Value::Array(statics)) = doc.get("static") {
+        for s in statics {
+            if let Value::Object(o) = s {
+                list.push(Value::Object(crate::serve::static_app(o)));
+            }
+        }
+    }
     let module_conf = read_module_conf(ctx);
     let mut warnings = Vec::new();
     let mut apps = Vec::with_capacity(list.len());
@@ -150,6 +159,25 @@ pub fn from_document(doc: &Value, ctx: &Context) -> Result<Loaded, ConfigError> 
                 &merged
             }
             _ => obj,
+        };
+        // `script: "serve"` names the built-in static file server.
+        let with_serve;
+        let obj = if obj.get("script").and_then(Value::as_str) == Some("serve")
+            && !ctx.cwd.join("serve").exists()
+        {
+            match crate::serve::ensure_script(&ctx.pm2_home) {
+                Ok(p) => {
+                    let mut o = obj.clone();
+                    o.insert("script".into(), Value::String(p.to_string_lossy().into_owned()));
+                    // It says `ready` once it listens.
+                    o.entry("wait_ready").or_insert(Value::Bool(true));
+                    with_serve = o;
+                    &with_serve
+                }
+                Err(_) => obj,
+            }
+        } else {
+            obj
         };
         match app_from_value(obj, ctx) {
             Ok((mut spec, w)) => {

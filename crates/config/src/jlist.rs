@@ -85,8 +85,7 @@ fn extra_or(a: &AppSpec, key: &str, default: bool) -> Value {
 pub fn pm2_env(p: &ProcInfo) -> Value {
     let a = &p.app;
     let d = AppSpec::default();
-    let full_env = p.effective_env();
-    let env = &*full_env;
+    let env = user_env(p);
     let mut m = Map::with_capacity(80 + env.len() + a.extra.len());
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);
@@ -106,7 +105,10 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     put("merge_logs", Value::Bool(a.merge_logs));
     put("args", strs(&a.args));
     put("name", s(&a.name));
-    put("node_args", strs(&a.node_args));
+    // `--node-args=null` on a restart removes the key, as pm2 does.
+    if !(a.node_args.is_empty() && a.extra.get("node_args").is_some_and(Value::is_null)) {
+        put("node_args", strs(&a.node_args));
+    }
     put("pm_exec_path", s(&a.script));
     put("pm_cwd", s(&a.cwd));
     put("exec_interpreter", s(&a.interpreter));
@@ -120,14 +122,16 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     }
     put("km_link", extra_or(a, "km_link", false));
     put("vizion_running", Value::Bool(false));
-    put("NODE_APP_INSTANCE", n(u64::from(p.instance)));
-    if a.instance_var != "NODE_APP_INSTANCE" {
-        put(&a.instance_var, n(u64::from(p.instance)));
-    }
+    // Only the configured name: pm2 sets `NODE_APP_INSTANCE` only when it is
+    // the instance_var.
+    put(&a.instance_var, n(u64::from(p.instance)));
 
     // Options, shown when set (differing from the default), as pm2 shows
     // the keys the user gave.
-    put("watch", if a.watch_paths.is_empty() { Value::Bool(a.watch) } else { strs(&a.watch_paths) });
+    put(
+        "watch",
+        if !a.watch || a.watch_paths.is_empty() { Value::Bool(a.watch) } else { strs(&a.watch_paths) },
+    );
     if !a.ignore_watch.is_empty() {
         put("ignore_watch", strs(&a.ignore_watch));
     }
@@ -203,11 +207,14 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     // env_<name> objects and other keys from the file; pm2's own fields
     // above win over them.
     for (k, v) in &a.extra {
+        if k == "node_args" && v.is_null() {
+            continue;
+        }
         m.entry(k.clone()).or_insert_with(|| v.clone());
     }
     // pm2 flattens the env into pm2_env; its own fields win.
-    for (k, v) in env {
-        m.entry(k.clone()).or_insert_with(|| s(v));
+    for (k, v) in &env {
+        m.entry(k.clone()).or_insert_with(|| v.clone());
     }
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);
@@ -243,15 +250,36 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     if let Some(ms) = p.prev_restart_delay {
         put("prev_restart_delay", n(ms));
     }
-    let mut env_obj = Map::with_capacity(env.len() + 1);
-    for (k, v) in env {
-        env_obj.insert(k.clone(), s(v));
-    }
+    let mut env_obj = env;
     if !p.unique_id.is_empty() {
         env_obj.entry("unique_id").or_insert_with(|| s(&p.unique_id));
     }
     put("env", Value::Object(env_obj));
     Value::Object(m)
+}
+
+/// The app's own environment as pm2 keeps it in `pm2_env.env` (and
+/// flattens into `pm2_env`): the stored env (the CLI's env at start, the
+/// file's `env`, module settings), values the user typed as numbers or
+/// booleans kept so, and the increment var with this instance's offset. The
+/// keys the daemon injects into the child's environment (`status`, `name`,
+/// `exec_mode`, log paths...) are not part of it: pm2 shows them once, as
+/// pm2_env fields.
+fn user_env(p: &ProcInfo) -> Map<String, Value> {
+    let a = &p.app;
+    let mut env = Map::with_capacity(a.env.len() + 1);
+    for (k, v) in &a.env {
+        let val = match a.env_typed.get(k) {
+            Some(t) if env_string(t) == *v => t.clone(),
+            _ => s(v),
+        };
+        env.insert(k.clone(), val);
+    }
+    if let Some(var) = &a.increment_var {
+        let base: i64 = a.env.get(var).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        env.insert(var.clone(), Value::from(base + i64::from(p.instance)));
+    }
+    env
 }
 
 /// pm2_env fields that describe a process's run, not its configuration:
@@ -324,12 +352,14 @@ fn is_default_path(p: &Path, home: &Path, dir: &str, name: &str, suffix: &str, e
         || mid.strip_prefix('-').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Removes a `-<digits>` pm2 inserted before the extension.
-fn strip_id(p: &str, ext: &str) -> String {
+/// Removes a `-<digits>` pm2 inserted before the extension (only
+/// `-<pm_id>` when the entry names its pm_id).
+fn strip_id(p: &str, ext: &str, pm_id: Option<u64>) -> String {
     if let Some(stem) = p.strip_suffix(ext) {
         if let Some(i) = stem.rfind('-') {
             let digits = &stem[i + 1..];
-            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            let ours = pm_id.is_none_or(|id| digits.parse::<u64>().ok() == Some(id));
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && ours {
                 return format!("{}{ext}", &stem[..i]);
             }
         }
@@ -416,7 +446,11 @@ pub fn app_from_pm2_env(v: &Value, ctx: &Context) -> Result<AppSpec, ConfigError
         let i = if i.starts_with('/') && !Path::new(i).exists() && i.ends_with("/node") { "node" } else { i };
         app.insert("exec_interpreter".into(), s(i));
     }
-    let merge = o.get("merge_logs").and_then(Value::as_bool).unwrap_or(true);
+    // pm2 inserts `-<pm_id>` into log paths unless merge_logs is true, and
+    // leaves merge_logs out of cluster entries it never set it on: only an
+    // explicit `true` means the paths carry no id.
+    let merge = o.get("merge_logs").and_then(Value::as_bool) == Some(true);
+    let pm_id = o.get("pm_id").and_then(Value::as_u64);
     let home = &ctx.pm2_home;
     let logs: [(&str, &str, &str, &str, &str); 3] = [
         ("out_file", "pm_out_log_path", "logs", "-out", ".log"),
@@ -435,7 +469,7 @@ pub fn app_from_pm2_env(v: &Value, ctx: &Context) -> Result<AppSpec, ConfigError
         }
         // pm2 inserts `-<pm_id>` in pid files always and in log files of
         // unmerged instances.
-        let p = if key == "pid_file" || (!merge && p != "/dev/null") { strip_id(&p, ext) } else { p };
+        let p = if key == "pid_file" || (!merge && p != "/dev/null") { strip_id(&p, ext, pm_id) } else { p };
         app.insert(key.into(), Value::String(p));
     }
     match (o.get("log_file"), o.get("pm_log_path")) {
@@ -444,7 +478,7 @@ pub fn app_from_pm2_env(v: &Value, ctx: &Context) -> Result<AppSpec, ConfigError
         }
         (_, Some(Value::String(p))) => {
             let p = expand(p);
-            let p = if merge { p } else { strip_id(&p, ".log") };
+            let p = if merge { p } else { strip_id(&p, ".log", pm_id) };
             app.insert("log_file".into(), Value::String(p));
         }
         _ => {}
@@ -478,6 +512,21 @@ pub fn app_from_pm2_env(v: &Value, ctx: &Context) -> Result<AppSpec, ConfigError
     };
     for (k, val) in kept_aside {
         spec.extra.insert(k, val);
+    }
+    if let Some(Value::Object(e)) = o.get("env") {
+        for (k, val) in e {
+            if !matches!(val, Value::Number(_) | Value::Bool(_)) {
+                continue;
+            }
+            if spec.env.get(k) == Some(&env_string(val)) {
+                spec.env_typed.insert(k.clone(), val.clone());
+            } else if spec.increment_var.as_deref() == Some(k.as_str()) {
+                // Saved with the instance offset added: the base keeps the type.
+                if let Some(base) = spec.env.get(k).and_then(|b| b.trim().parse::<i64>().ok()) {
+                    spec.env_typed.insert(k.clone(), Value::from(base));
+                }
+            }
+        }
     }
     // A dump holds one entry per instance: no fan-out on resurrect.
     spec.instances = None;

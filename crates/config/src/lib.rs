@@ -22,9 +22,10 @@ mod ecosystem;
 mod jlist;
 pub mod json5;
 mod paths;
+pub mod serve;
 
 pub use app::{canonical_key, check_cron, parse_cron, sanitize_log_name, TIME_FORMAT};
-pub use coerce::{parse_bytes, parse_duration_ms, split_args};
+pub use coerce::{env_string, parse_bytes, parse_duration_ms, split_args};
 pub use jlist::instance_from_pm2_env;
 
 use corral_proto::{AppSpec, ProcInfo};

@@ -127,10 +127,9 @@ fn jlist_shape_online() {
         ("custom_key", json!(7)),
         ("axm_actions", json!([])),
         ("axm_monitor", json!({})),
-        ("axm_options", json!({})),
         ("axm_dynamic", json!({})),
-        // Flattened env var.
-        ("BAR", json!("1")),
+        // Flattened env var, typed as in the file.
+        ("BAR", json!(1)),
     ] {
         assert_eq!(e[k], want, "pm2_env.{k}");
     }
@@ -140,9 +139,18 @@ fn jlist_shape_online() {
     assert!(e["pm_pid_path"].as_str().unwrap().ends_with("/pids/worker-2.pid"));
     assert!(e.get("pm_log_path").is_none());
     assert!(e.get("exit_code").is_none());
-    // env vars never shadow pm2's own fields, but stay in `env`.
-    assert_eq!(e["env"]["status"], "launching");
-    assert_eq!(e["env"]["BAR"], "1");
+    // env vars never shadow pm2's own fields, but stay in `env`; the keys
+    // the daemon injects into the child are not in `env` (pm2 shows them
+    // once), and numbers given in the file stay numbers.
+    assert_eq!(e["env"]["status"], "evil");
+    assert_eq!(e["env"]["name"], "evil");
+    for injected in ["exec_mode", "pm_exec_path", "instances", "vizion", "NODE_APP_INSTANCE", "pm_id"] {
+        assert!(e["env"].get(injected).is_none(), "env.{injected}");
+    }
+    assert_eq!(e["env"]["BAR"], 1);
+    // pm2 starts @pm2/io inside an app only when it is configured for it:
+    // nothing reports axm options by default.
+    assert_eq!(e["axm_options"], json!({}));
     assert_eq!(e["env"]["unique_id"], "bd2b20d7-35d5-4da8-97d5-fafd2cbf74a1");
     assert_eq!(e["env"]["SHELL_VAR"], "from-shell");
     assert_eq!(e["SHELL_VAR"], "from-shell");
@@ -186,7 +194,8 @@ fn pm2_env_cluster_and_options() {
     assert_eq!(e["exec_mode"], "cluster_mode");
     assert_eq!(e["instances"], 2);
     assert_eq!(e["merge_logs"], false);
-    assert_eq!(e["NODE_APP_INSTANCE"], 1);
+    // A custom instance_var replaces NODE_APP_INSTANCE, as in pm2.
+    assert!(e.get("NODE_APP_INSTANCE").is_none());
     assert_eq!(e["INSTANCE_ID"], 1);
     assert_eq!(e["vizion"], false);
     assert_eq!(e["log_date_format"], "YYYY-MM-DDTHH:mm:ss");
@@ -383,4 +392,46 @@ fn jlist_entry_text_matches_jlist_entry() {
         crate::jlist_entry_text(&p, &crate::pm2_env(&p).to_string(), &mut text);
         assert_eq!(text, serde_json::to_string(&crate::jlist_entry(&p)).unwrap());
     }
+}
+
+#[test]
+fn increment_var_and_typed_env_in_pm2_env() {
+    let f = fx();
+    let app = spec_of(
+        &f,
+        json!({"name": "inc", "script": "app.js", "instances": 2, "increment_var": "PORT",
+               "env": {"PORT": 3000, "FLAG": true, "S": "3000"}}),
+    );
+    let p = proc_of(app, 4, 1, &f.ctx.pm2_home);
+    let e = pm2_env(&p);
+    assert_eq!(e["PORT"], 3001);
+    assert_eq!(e["env"]["PORT"], 3001);
+    assert_eq!(e["env"]["FLAG"], true);
+    assert_eq!(e["env"]["S"], "3000");
+    // An --update-env that changed the value drops the type.
+    let mut p2 = p.clone();
+    p2.app.env.insert("FLAG".into(), "no".into());
+    assert_eq!(pm2_env(&p2)["env"]["FLAG"], "no");
+}
+
+#[test]
+fn pm2_cluster_entry_without_merge_logs_gets_no_doubled_suffix() {
+    let f = fx();
+    f.write("web.js", "");
+    let root = f.root().to_string_lossy().into_owned();
+    let entry = json!({"name": "web", "pm_id": 1, "exec_mode": "cluster_mode", "instances": 2,
+        "pm_exec_path": format!("{root}/web.js"), "pm_cwd": root,
+        "pm_out_log_path": "/var/log/web/web-out-1.log", "pm_err_log_path": "/var/log/web/web-err-1.log",
+        "pm_pid_path": "/var/run/web-1.pid", "env": {}});
+    let mut ctx = f.ctx.clone();
+    ctx.env.clear();
+    let app = app_from_pm2_env(&entry, &ctx).unwrap();
+    assert_eq!(app.out_file.as_deref(), Some("/var/log/web/web-out.log"));
+    assert_eq!(app.error_file.as_deref(), Some("/var/log/web/web-err.log"));
+    assert!(!app.merge_logs);
+    // A suffix that is not this entry's pm_id is part of the name.
+    let mut e2 = entry.clone();
+    e2["pm_out_log_path"] = json!("/var/log/web/web-out-2024.log");
+    let app = app_from_pm2_env(&e2, &ctx).unwrap();
+    assert_eq!(app.out_file.as_deref(), Some("/var/log/web/web-out-2024.log"));
 }

@@ -1,10 +1,11 @@
 //! Per-process log files and the pumps that fill them from the child's
 //! stdout/stderr.
 //!
-//! Lines are never torn: a pump writes only whole lines (it keeps a partial
-//! last line until its newline arrives, the buffer passes [`MAX_PARTIAL`],
-//! or the stream ends), and each write is a single `write` on an `O_APPEND`
-//! file, so several processes sharing a merged file interleave by line.
+//! Lines are not torn: a pump writes whole lines (it keeps a partial last
+//! line until its newline arrives, the buffer passes [`MAX_PARTIAL`], the
+//! stream ends, or nothing more comes for [`PARTIAL_FLUSH`]), and each write
+//! is a single `write` on an `O_APPEND` file, so several processes sharing a
+//! merged file interleave by line.
 
 use crate::logfile::{open_append, truncate_log};
 use crate::timefmt;
@@ -15,6 +16,9 @@ use tokio::net::unix::pipe::Receiver;
 use tokio::sync::broadcast;
 
 const MAX_PARTIAL: usize = 64 * 1024;
+/// How long a partial last line is held for its newline before it is
+/// written as is.
+const PARTIAL_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Where one process's output goes. Reopened by `reloadLogs`.
 #[derive(Debug)]
@@ -125,6 +129,34 @@ impl LogFiles {
     }
 }
 
+/// A child's stdin pipe as a non-blocking file: a write to an app that does
+/// not read its stdin fails with `WouldBlock` instead of stalling the daemon.
+pub fn nonblocking_file(fd: std::os::fd::OwnedFd) -> File {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own; no memory is involved.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+    File::from(fd)
+}
+
+/// Bytes written to a pipe and not read yet (`FIONREAD`, which Linux
+/// answers for either end); 0 when unknown.
+pub fn unread_bytes(f: &File) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into `n`, which we own.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r == 0 && n > 0 {
+        n as usize
+    } else {
+        0
+    }
+}
+
 /// Identity of the process a pump works for, for the events it publishes.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -171,7 +203,23 @@ pub async fn pump(
 ) {
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let n = read_some(&r, &mut buf).await.unwrap_or(0);
+        let n = if buf.is_empty() {
+            read_some(&r, &mut buf).await.unwrap_or(0)
+        } else {
+            // A partial line waits for its newline only briefly: output
+            // written without one (a prompt, `process.stderr.write('x')`)
+            // must reach the log as pm2 writes it, not sit here until the
+            // process exits. `read_some` only awaits readiness, so the
+            // timeout never loses data.
+            match tokio::time::timeout(PARTIAL_FLUSH, read_some(&r, &mut buf)).await {
+                Ok(n) => n.unwrap_or(0),
+                Err(_) => {
+                    emit(&buf, &stream, &files, &src, &bus);
+                    buf = Vec::new();
+                    continue;
+                }
+            }
+        };
         if n == 0 {
             if !buf.is_empty() {
                 buf.push(b'\n');
@@ -209,7 +257,11 @@ fn emit(
         for line in text.split_inclusive('\n') {
             let v = serde_json::json!({
                 "message": line,
-                "timestamp": timefmt::format_local(at, "YYYY-MM-DDTHH:mm:ss"),
+                // pm2: the log_date_format if set, else `toISOString()`.
+                "timestamp": match &src.date_format {
+                    Some(f) => timefmt::format_local(at, f),
+                    None => timefmt::iso_utc(at),
+                },
                 "type": match stream { Stream::Out => "out", Stream::Err => "err" },
                 "process_id": src.pm_id,
                 "app_name": src.name,
@@ -268,5 +320,34 @@ mod tests {
         drop(tx);
         pump(rx, Stream::Out, files.clone(), src, bus).await;
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\ntw\n");
+    }
+
+    #[tokio::test]
+    async fn a_partial_line_is_written_while_the_stream_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.log").to_string_lossy().into_owned();
+        let err = dir.path().join("e.log").to_string_lossy().into_owned();
+        let files = Arc::new(Mutex::new(LogFiles::open(out, err.clone(), None).unwrap()));
+        let (bus, _) = broadcast::channel(16);
+        let src = Source {
+            pm_id: 0,
+            name: "a".into(),
+            namespace: "default".into(),
+            date_format: None,
+            json: false,
+            disabled: false,
+        };
+        let (mut tx, rx) = tokio::net::unix::pipe::pipe().unwrap();
+        let task = tokio::spawn(pump(rx, Stream::Err, files.clone(), src, bus));
+        tokio::io::AsyncWriteExt::write_all(&mut tx, b"errwrite").await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::read_to_string(&err).unwrap_or_default() != "errwrite" {
+            assert!(std::time::Instant::now() < deadline, "partial chunk never written");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tokio::io::AsyncWriteExt::write_all(&mut tx, b"errwrite\n").await.unwrap();
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(std::fs::read_to_string(&err).unwrap(), "errwriteerrwrite\n");
     }
 }

@@ -41,3 +41,19 @@ pub fn refresh(t: &mut Table) {
         e.cpu_sample = Some((ticks, now));
     }
 }
+
+/// `node --version` of the daemon's PATH, asked once, at the first report
+/// (rare), rather than at every daemon start.
+pub fn node_version() -> String {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().trim_start_matches('v').to_string())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "N/A".into())
+    })
+    .clone()
+}

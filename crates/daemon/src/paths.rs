@@ -32,8 +32,10 @@ impl Home {
     pub fn corral_sock(&self) -> PathBuf {
         self.root.join("corral.sock")
     }
+    /// pm2's `PM2_PID_FILE_PATH` override, as `PM2_DUMP_FILE_PATH` for the
+    /// dump.
     pub fn pid_file(&self) -> PathBuf {
-        self.root.join("pm2.pid")
+        env_path("PM2_PID_FILE_PATH").unwrap_or_else(|| self.root.join("pm2.pid"))
     }
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("pm2.log")
@@ -52,6 +54,10 @@ impl Home {
         }
         Ok(())
     }
+}
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 /// `mkdir -p` whose last component, when it has to be created, is 0700.

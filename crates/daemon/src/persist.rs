@@ -12,7 +12,15 @@ use corral_proto::ProcInfo;
 use std::path::Path;
 
 pub fn save(shared: &SharedRef, force: bool, pretty: bool) -> Result<(String, usize), DaemonError> {
-    let infos: Vec<ProcInfo> = shared.table().procs.values().map(|e| e.info.clone()).collect();
+    // Modules are not part of the saved list (as in pm2): the CLI starts
+    // them from module_conf.json whenever it starts a daemon.
+    let infos: Vec<ProcInfo> = shared
+        .table()
+        .procs
+        .values()
+        .filter(|e| !corral_proto::is_module(&e.info.app))
+        .map(|e| e.info.clone())
+        .collect();
     let path = shared.home.dump();
     let path_s = path.to_string_lossy().into_owned();
     if infos.is_empty() && !force {
@@ -71,21 +79,46 @@ fn bak_path(path: &Path) -> std::path::PathBuf {
 }
 
 /// Reads the dump, falling back to `.bak` when the dump is missing or does
-/// not parse. Unlike pm2, a dump that fails to parse is kept for the user to
-/// inspect, never deleted.
+/// not parse. pm2 deletes a dump that fails to parse; Corral moves it aside
+/// to `dump.pm2.bad` for the user to inspect (so the broken file is no
+/// longer where the next resurrect looks, as with pm2, and nothing is lost).
 fn read_dump(shared: &SharedRef) -> Result<Vec<serde_json::Value>, DaemonError> {
     let path = shared.home.dump();
     let mut last_err = format!("No processes saved; DUMP file doesn't exist ({})", path.display());
+    let mut broken_main = false;
     for p in [path.clone(), bak_path(&path)] {
         match std::fs::read(&p) {
             Ok(bytes) => match serde_json::from_slice::<Vec<serde_json::Value>>(&bytes) {
-                Ok(v) => return Ok(v),
-                Err(e) => last_err = format!("{} is not a valid process list: {e}", p.display()),
+                Ok(v) => {
+                    if broken_main {
+                        move_aside(&path);
+                    }
+                    return Ok(v);
+                }
+                Err(e) => {
+                    broken_main |= p == path;
+                    last_err = format!("{} is not a valid process list: {e}", p.display());
+                }
             },
             Err(_) => continue,
         }
     }
     Err(DaemonError::Dump(last_err))
+}
+
+/// `dump.pm2` -> `dump.pm2.bad` (replacing an older one).
+fn move_aside(path: &Path) {
+    let mut bad = path.as_os_str().to_owned();
+    bad.push(".bad");
+    let bad = std::path::PathBuf::from(bad);
+    match std::fs::rename(path, &bad) {
+        Ok(()) => crate::dlog::log(&format!(
+            "{} could not be parsed: moved to {}, resurrected from the backup",
+            path.display(),
+            bad.display()
+        )),
+        Err(e) => crate::dlog::error(&format!("cannot move {} aside: {e}", path.display())),
+    }
 }
 
 pub async fn resurrect(shared: &SharedRef) -> Result<(Vec<String>, Vec<u32>), DaemonError> {

@@ -105,8 +105,10 @@ pub fn signal(pid: i32, sig: i32) -> bool {
     pid > 0 && unsafe { libc::kill(pid, sig) } == 0
 }
 
-/// Signals the main pid, its process group (it is a session leader: we
-/// spawn with setsid) and every descendant that left the group.
+/// Signals the main pid's process group (it is a session leader: we spawn
+/// with setsid) and every descendant that left the group, each process
+/// once: an app that counts its SIGINTs (or logs each) must see one, as
+/// under pm2.
 pub fn signal_tree(pid: i32, sig: i32, treekill: bool, known: &[i32]) {
     if !treekill {
         signal(pid, sig);
@@ -118,12 +120,22 @@ pub fn signal_tree(pid: i32, sig: i32, treekill: bool, known: &[i32]) {
             all.push(k);
         }
     }
-    signal(pid, sig);
     // SAFETY: as above; a negative pid addresses the process group.
-    unsafe { libc::kill(-pid, sig) };
-    for p in all {
-        signal(p, sig);
+    let group_sent = pid > 0 && unsafe { libc::kill(-pid, sig) } == 0;
+    if !group_sent || !in_group(pid, pid) {
+        signal(pid, sig);
     }
+    for p in all {
+        if !(group_sent && in_group(p, pid)) {
+            signal(p, sig);
+        }
+    }
+}
+
+/// Is `p` (still) in process group `pgid`?
+fn in_group(p: i32, pgid: i32) -> bool {
+    // SAFETY: getpgid has no memory-safety preconditions.
+    p > 0 && unsafe { libc::getpgid(p) } == pgid
 }
 
 /// Resident memory in bytes and total CPU ticks (utime + stime).

@@ -110,6 +110,10 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
         daemon_version: CORRAL_VERSION.into(),
         pid: std::process::id(),
         pm2_home: shared.home.root.to_string_lossy().into_owned(),
+        settings: corral_proto::DAEMON_SETTINGS
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect(),
     };
     if write_frame(&mut stream, &welcome).await.is_err() {
         return;
@@ -187,6 +191,24 @@ fn handle_of(shared: &SharedRef, id: u32) -> Option<ProcessHandle> {
     shared.table().procs.get(&id).map(|e| e.handle.clone())
 }
 
+fn default_node_version(_shared: &SharedRef) -> Option<String> {
+    let v = crate::monitor::node_version();
+    (v != "N/A").then_some(v)
+}
+
+/// A node app that did not report its version (fork mode reports none) is
+/// shown with the version of `node` on the daemon's PATH, as pm2 shows its
+/// own node's.
+fn fill_node_version(t: &mut crate::state::Table, node: Option<&str>) {
+    let Some(v) = node else { return };
+    for e in t.procs.values_mut() {
+        if e.info.node_version.is_none() && e.info.app.is_node() {
+            e.info.node_version = Some(v.to_string());
+            e.touch();
+        }
+    }
+}
+
 pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
     match req {
         Request::Ping => Reply::Pong,
@@ -199,13 +221,17 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             Reply::Text { text: v.to_string() }
         }
         Request::List => {
+            let node = default_node_version(shared);
             let mut t = shared.table();
             monitor::refresh(&mut t);
+            fill_node_version(&mut t, node.as_deref());
             Reply::Procs { procs: t.procs.values().map(|e| e.info.with_env_delta()).collect() }
         }
         Request::Jlist => {
+            let node = default_node_version(shared);
             let mut t = shared.table();
             monitor::refresh(&mut t);
+            fill_node_version(&mut t, node.as_deref());
             let mut text = String::with_capacity(t.procs.len() * 4096 + 2);
             text.push('[');
             for (i, e) in t.procs.values_mut().enumerate() {
@@ -250,7 +276,14 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
                 }
             }
             let r = match op {
-                Op::Stop => h.stop().await,
+                Op::Stop => {
+                    // The CLI sends `watch: false` with a stop (pm2 turns the
+                    // watcher off); nothing else of a stop's spec applies.
+                    if let Some(spec) = &update {
+                        shared.with_entry(id, |e| e.info.app.watch = spec.watch);
+                    }
+                    h.stop().await
+                }
                 Op::Delete => {
                     let before = infos(shared, &[id]);
                     let _ = h.delete().await;
@@ -284,6 +317,45 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
                 Some(true) => Reply::Ok,
                 Some(false) => err(format!("Process {id}: its IPC channel is closed")),
                 None => err(format!("Process {id} has no IPC channel (not running, or not a node app)")),
+            }
+        }
+        Request::SendLine { id, line } => {
+            let found = shared.with_entry(id, |e| (e.info.app.exec_mode, e.info.status, e.stdin.clone()));
+            match found {
+                None => err(format!("Process with ID <{id}> unknown.")),
+                Some((corral_proto::ExecMode::Cluster, _, _)) => {
+                    err("Cannot send line to processes in cluster mode".to_string())
+                }
+                Some((_, st, _)) if st != "online" && st != "launching" => {
+                    err(format!("Process with ID <{id}> offline."))
+                }
+                Some((_, _, None)) => err(format!("Process with ID <{id}> has no stdin")),
+                Some((_, _, Some(f))) => {
+                    use std::io::Write;
+                    match (&*f).write_all(line.as_bytes()) {
+                        Ok(()) => {
+                            // Answer once the process has read the line (or
+                            // after 3 s), so `pm2 send` followed by a look at
+                            // the app's output sees its reaction.
+                            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+                            while crate::logs::unread_bytes(&f) > 0 && tokio::time::Instant::now() < deadline
+                            {
+                                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                            }
+                            Reply::Ok
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            err(format!("Process with ID <{id}> does not read its stdin (pipe full)"))
+                        }
+                        Err(e) => err(format!("cannot write to the stdin of process {id}: {e}")),
+                    }
+                }
+            }
+        }
+        Request::Annotate { id, key, value } => {
+            match shared.with_entry(id, |e| e.info.app.extra.insert(key, value)) {
+                Some(_) => Reply::Ok,
+                None => err(format!("Process {id} not found")),
             }
         }
         Request::Save { force } => match persist::save(shared, force, true) {

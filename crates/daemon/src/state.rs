@@ -20,6 +20,9 @@ pub struct Entry {
     pub cpu_sample: Option<(u64, u64)>,
     /// Open log files of the current run, reopened by `reloadLogs`.
     pub files: Option<Arc<Mutex<crate::logs::LogFiles>>>,
+    /// Write end of a fork-mode process's stdin (non-blocking), for
+    /// `pm2 send` / `pm2 attach`.
+    pub stdin: Option<Arc<std::fs::File>>,
     /// Bumped by every change to `info` except the monit sample (`touch`).
     pub rev: u64,
     /// `pm2_env` of this process as JSON, at revision `.0`.

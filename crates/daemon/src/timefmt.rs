@@ -146,6 +146,11 @@ fn token(t: &Tm, tok: &str) -> String {
     }
 }
 
+/// `Date.prototype.toISOString()` of epoch milliseconds (UTC, ms, `Z`).
+pub fn iso_utc(ms: u64) -> String {
+    iso(ms as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

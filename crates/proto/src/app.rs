@@ -53,6 +53,13 @@ pub struct AppSpec {
     /// then `env`, then `env_<name>`. pm2's injected keys are added by the
     /// daemon at spawn time and are not stored here.
     pub env: BTreeMap<String, String>,
+    /// Env values the user gave as JSON numbers or booleans (an ecosystem
+    /// file's `env: {PORT: 3000}`), keyed like `env`. The process gets the
+    /// string form from `env`; `jlist`/`prettylist` show these typed, as pm2
+    /// keeps them. An entry only counts while `env` still holds its string
+    /// form (a later `--update-env` with another value wins).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_typed: BTreeMap<String, serde_json::Value>,
     /// `out_file`, `error_file`: absolute paths, `None` = pm2's default under
     /// `PM2_HOME/logs`; `"/dev/null"` disables the stream.
     pub out_file: Option<String>,
@@ -116,6 +123,7 @@ impl Default for AppSpec {
             exec_mode: ExecMode::Fork,
             instances: None,
             env: BTreeMap::new(),
+            env_typed: BTreeMap::new(),
             out_file: None,
             error_file: None,
             log_file: None,
@@ -309,6 +317,13 @@ fn short(s: &str) -> String {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_string(),
     }
+}
+
+/// A pm2 module (`pm2 install`): flagged `pmx_module: true` as pm2 flags
+/// it. Modules get their own table in `pm2 ls` and are not saved in
+/// `dump.pm2`; the CLI starts them from `module_conf.json` instead.
+pub fn is_module(app: &AppSpec) -> bool {
+    matches!(app.extra.get("pmx_module"), Some(serde_json::Value::Bool(true)))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ pub mod app;
 pub mod frame;
 pub mod msg;
 
-pub use app::{AppSpec, ExecMode, INJECTED_ENV_KEYS};
+pub use app::{is_module, AppSpec, ExecMode, INJECTED_ENV_KEYS};
 pub use frame::{
     read_frame, read_frame_limited, read_frame_unbounded, write_frame, FrameError, MAX_FRAGMENT, MAX_FRAME,
     MAX_HELLO, MAX_MESSAGE,
@@ -23,8 +23,23 @@ pub use msg::*;
 /// client whose version differs and says which versions both sides speak.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The version reported by `pm2 -v` and stored as `_pm2_version`.
+/// Corral's own version (daemon handshake, `pm2 report`,
+/// `pm2 --version --verbose`).
 pub const CORRAL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The pm2 release whose command line, files and output Corral follows:
+/// what `pm2 -v` prints, since scripts compare it (`pm2 -v` >= 5).
+pub const PM2_VERSION: &str = "6.0.14";
+
+/// `pm2 -v` / `-V` / `--version`: the pm2 version, and with `--verbose`
+/// Corral's own on a second line.
+pub fn version_text(verbose: bool) -> String {
+    if verbose {
+        format!("{PM2_VERSION}\nCorral {CORRAL_VERSION} (pm2 {PM2_VERSION} compatible)\n")
+    } else {
+        format!("{PM2_VERSION}\n")
+    }
+}
 
 /// Environment variables that configure the daemon itself (not an app): the
 /// daemon reads them once at start, and whatever re-creates a daemon later

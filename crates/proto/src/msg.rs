@@ -24,6 +24,11 @@ pub struct Welcome {
     pub daemon_version: String,
     pub pid: u32,
     pub pm2_home: String,
+    /// The daemon-level settings it was started with
+    /// ([`crate::DAEMON_SETTINGS`] that were set), so a CLI call given other values can say they do not
+    /// apply to a daemon already running.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
 }
 
 /// What a per-id operation does. Names follow pm2's RPC methods so the CLI
@@ -97,6 +102,19 @@ pub enum Request {
     SendData {
         id: u32,
         data: serde_json::Value,
+    },
+    /// Write `line` to the stdin of a fork-mode process (pm2
+    /// `sendLineToStdin`, behind `pm2 send` and `pm2 attach`).
+    SendLine {
+        id: u32,
+        line: String,
+    },
+    /// Set a pm2_env field that does not change how the process runs
+    /// (`pm2 monitor` / `unmonitor` set `_km_monitored`). Replies `Ok`.
+    Annotate {
+        id: u32,
+        key: String,
+        value: serde_json::Value,
     },
     /// Write `dump.pm2` (atomic, previous kept as `.bak`).
     Save {

@@ -12,15 +12,19 @@ fn path(cli: &Cli) -> std::path::PathBuf {
     cli.home.join("module_conf.json")
 }
 
-fn load(cli: &Cli) -> Map<String, Value> {
-    std::fs::read_to_string(path(cli))
+pub(crate) fn load(cli: &Cli) -> Map<String, Value> {
+    load_at(&cli.home)
+}
+
+fn load_at(home: &std::path::Path) -> Map<String, Value> {
+    std::fs::read_to_string(home.join("module_conf.json"))
         .ok()
         .and_then(|s| serde_json::from_str::<Value>(&s).ok())
         .and_then(|v| v.as_object().cloned())
         .unwrap_or_default()
 }
 
-fn store(cli: &Cli, conf: &Map<String, Value>) -> Result<()> {
+pub(crate) fn store(cli: &Cli, conf: &Map<String, Value>) -> Result<()> {
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
@@ -36,9 +40,50 @@ fn store(cli: &Cli, conf: &Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
+/// pm2's `splitKey`: `module:key`, `module.key` (or deeper, `a.b.c`), or a
+/// plain top-level `key`.
+fn levels(k: &str) -> Vec<&str> {
+    let sep = if k.contains('.') {
+        '.'
+    } else if k.contains(':') {
+        ':'
+    } else {
+        return vec![k];
+    };
+    k.split(sep).filter(|l| !l.is_empty()).collect()
+}
+
 /// `module:key` or `module.key`.
 fn split_key(k: &str) -> Option<(&str, &str)> {
     k.split_once(':').or_else(|| k.split_once('.')).filter(|(m, k)| !m.is_empty() && !k.is_empty())
+}
+
+/// Sets `value` at the path `levels` (objects created or replaced on the
+/// way, as pm2 does).
+fn set_path(conf: &mut Map<String, Value>, levels: &[&str], value: Value) {
+    let Some((last, parents)) = levels.split_last() else { return };
+    let mut cur = conf;
+    for l in parents {
+        let slot = cur.entry(l.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(Map::new());
+        }
+        let Value::Object(next) = slot else { return };
+        cur = next;
+    }
+    cur.insert(last.to_string(), value);
+}
+
+fn unset_path(conf: &mut Map<String, Value>, levels: &[&str]) {
+    let Some((last, parents)) = levels.split_last() else { return };
+    let mut cur = conf;
+    for l in parents {
+        match cur.get_mut(*l) {
+            Some(Value::Object(next)) => cur = next,
+            _ => return,
+        }
+    }
+    cur.remove(*last);
 }
 
 fn parse_value(v: &str) -> Value {
@@ -49,6 +94,45 @@ fn parse_value(v: &str) -> Value {
     }
 }
 
+/// pm2's `Modularizer.getAdditionalConf(name)`: what a start or a restart
+/// by name adds to the app's env: each setting of `module_conf.json[name]`
+/// (as a string), and a variable named after the app holding them all as
+/// JSON (`{}` when there are none; pm2 shows that one as an object).
+pub fn module_env(home: &std::path::Path, name: &str) -> Vec<(String, String, Option<Value>)> {
+    let conf = load_at(home);
+    let mut out = Vec::new();
+    match conf.get(name) {
+        Some(Value::Object(m)) if !m.is_empty() => {
+            for (k, v) in m {
+                out.push((k.clone(), corral_config::env_string(v), None));
+            }
+            out.push((name.to_string(), Value::Object(m.clone()).to_string(), None));
+        }
+        _ => out.push((name.to_string(), "{}".into(), Some(Value::Object(Map::new())))),
+    }
+    out
+}
+
+/// Merges [`module_env`] into `spec`'s env; true if anything changed.
+pub fn apply_module_env(spec: &mut corral_proto::AppSpec, home: &std::path::Path) -> bool {
+    let mut changed = false;
+    for (k, v, typed) in module_env(home, &spec.name.clone()) {
+        if spec.env.get(&k) != Some(&v) {
+            spec.env.insert(k.clone(), v);
+            changed = true;
+        }
+        match typed {
+            Some(t) => {
+                spec.env_typed.insert(k, t);
+            }
+            None => {
+                spec.env_typed.remove(&k);
+            }
+        }
+    }
+    changed
+}
+
 fn show(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -56,7 +140,7 @@ fn show(v: &Value) -> String {
     }
 }
 
-fn print_module(name: &str, conf: &Map<String, Value>) {
+pub(crate) fn print_module(name: &str, conf: &Map<String, Value>) {
     output::out(&format!("=== {name} ==="));
     if let Some(Value::Object(m)) = conf.get(name) {
         for (k, v) in m {
@@ -67,13 +151,12 @@ fn print_module(name: &str, conf: &Map<String, Value>) {
 
 /// Restarts the app named like the module so it sees its new settings
 /// (pm2 passes them as an env var named after the app).
-fn restart_module(cli: &mut Cli, module: &str, conf: &Map<String, Value>) -> Result<()> {
+fn restart_module(cli: &mut Cli, module: &str) -> Result<()> {
     let procs = cli.list()?;
-    let json = conf.get(module).map(|v| v.to_string()).unwrap_or_else(|| "{}".into());
     let mut restarted = false;
     for p in procs.iter().filter(|p| p.app.name == module) {
         let mut spec = p.app.clone();
-        spec.env.insert(module.to_string(), json.clone());
+        apply_module_env(&mut spec, &cli.home);
         let req = Request::Op { op: Op::Restart, id: p.pm_id, update: Some(Box::new(spec)) };
         if answered(cli.client()?.request(&req)?).is_ok() {
             restarted = true;
@@ -89,24 +172,20 @@ fn set_pairs(cli: &mut Cli, pairs: &[(String, String)]) -> Result<Code> {
     let mut conf = load(cli);
     let mut modules = Vec::new();
     for (k, v) in pairs {
-        let Some((module, key)) = split_key(k) else {
-            output::error(&format!("Invalid key {k}: use <module>:<key>"));
+        let lv = levels(k);
+        if lv.is_empty() {
+            output::error(&format!("Invalid key {k}"));
             return Ok(1);
-        };
-        let entry = conf.entry(module.to_string()).or_insert_with(|| Value::Object(Map::new()));
-        if !entry.is_object() {
-            *entry = Value::Object(Map::new());
         }
-        if let Some(m) = entry.as_object_mut() {
-            m.insert(key.to_string(), parse_value(v));
-        }
-        if !modules.iter().any(|m: &String| m == module) {
-            modules.push(module.to_string());
+        set_path(&mut conf, &lv, parse_value(v));
+        // `app.key`: the app named so is restarted to see it.
+        if lv.len() > 1 && !modules.iter().any(|m: &String| m == lv[0]) {
+            modules.push(lv[0].to_string());
         }
     }
     store(cli, &conf)?;
     for m in &modules {
-        restart_module(cli, m, &conf)?;
+        restart_module(cli, m)?;
     }
     if modules.iter().any(|m| m == "pm2-logrotate") {
         // The daemon rotates logs itself: it re-reads its settings now
@@ -184,15 +263,10 @@ pub fn unset(cli: &mut Cli) -> Result<Code> {
         return Ok(1);
     };
     let mut conf = load(cli);
-    match split_key(&k) {
-        Some((m, key)) => {
-            if let Some(Value::Object(o)) = conf.get_mut(m) {
-                o.remove(key);
-            }
-        }
-        None => {
-            conf.remove(&k);
-        }
+    if k == "all" {
+        conf.clear();
+    } else {
+        unset_path(&mut conf, &levels(&k));
     }
     store(cli, &conf)?;
     output::info("Setting changed");
@@ -217,6 +291,20 @@ mod tests {
         assert_eq!(split_key("pm2-logrotate:max_size"), Some(("pm2-logrotate", "max_size")));
         assert_eq!(split_key("mod.key"), Some(("mod", "key")));
         assert_eq!(split_key("nokey"), None);
+        assert_eq!(levels("key1"), vec!["key1"]);
+        assert_eq!(levels("a.b.c"), vec!["a", "b", "c"]);
+        assert_eq!(levels("m:k"), vec!["m", "k"]);
+        let mut c = Map::new();
+        set_path(&mut c, &["key1"], Value::String("val1".into()));
+        set_path(&mut c, &["echo", "config_var"], Value::Bool(false));
+        set_path(&mut c, &["echo", "probes"], Value::Bool(true));
+        assert_eq!(
+            Value::Object(c.clone()),
+            serde_json::json!({"key1": "val1", "echo": {"config_var": false, "probes": true}})
+        );
+        unset_path(&mut c, &["echo", "probes"]);
+        unset_path(&mut c, &["key1"]);
+        assert_eq!(Value::Object(c), serde_json::json!({"echo": {"config_var": false}}));
         assert_eq!(parse_value("true"), Value::Bool(true));
         assert_eq!(parse_value("10M"), Value::String("10M".into()));
     }

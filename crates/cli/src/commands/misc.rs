@@ -2,7 +2,7 @@
 
 use super::{Cli, Code};
 use crate::output;
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use corral_proto::CORRAL_VERSION;
 use std::time::Duration;
 
@@ -42,12 +42,30 @@ pub fn ecosystem(cli: &mut Cli) -> Result<Code> {
     let simple = cli.args.positionals.first().is_some_and(|m| m == "simple");
     let path = cli.cwd.join("ecosystem.config.js");
     if path.exists() {
-        output::error(&format!("File {} already exists", path.display()));
-        return Ok(1);
+        // pm2 overwrites silently. At a terminal Corral asks first; in a
+        // script it overwrites as pm2 does, but keeps the old file as
+        // `.bak` so a hand-written config is never lost.
+        use std::io::IsTerminal;
+        if std::io::stdin().is_terminal() && !cli.args.has("force") && !confirm_overwrite(&path) {
+            output::error(&format!("File {} already exists, not overwritten", path.display()));
+            return Ok(1);
+        }
+        let bak = path.with_extension("js.bak");
+        std::fs::copy(&path, &bak).with_context(|| format!("cannot back up {}", path.display()))?;
+        output::warn(&format!("File {} exists: previous content kept in {}", path.display(), bak.display()));
     }
     std::fs::write(&path, if simple { SIMPLE_TEMPLATE } else { FULL_TEMPLATE })?;
     output::out(&format!("File {} generated", path.display()));
     Ok(0)
+}
+
+fn confirm_overwrite(path: &std::path::Path) -> bool {
+    use std::io::{BufRead, Write};
+    print!("File {} already exists. Overwrite it? (y/N) ", path.display());
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes" | "Yes")
 }
 
 /// `pm2 ls --watch`: redraw every 0.9 s until interrupted.
@@ -136,7 +154,8 @@ pub fn report(cli: &mut Cli) -> Result<Code> {
     out.push(line("protocol", welcome.protocol));
     cluster_section(cli, &mut out);
     out.push(section("CLI"));
-    out.push(line("local pm2", CORRAL_VERSION));
+    out.push(line("local pm2", corral_proto::PM2_VERSION));
+    out.push(line("corral version", CORRAL_VERSION));
     out.push(line("node version", node_version()));
     out.push(line(
         "binary",

@@ -4,6 +4,7 @@
 pub mod conf;
 pub mod info;
 pub mod misc;
+pub mod modules;
 pub mod ops;
 pub mod start;
 pub mod state;
@@ -12,7 +13,7 @@ pub mod trigger;
 use crate::args::Parsed;
 use crate::client::Client;
 use crate::output;
-use crate::render::table::{render_list, render_mini, ListOptions};
+use crate::render::table::{render_list, render_mini, render_modules, ListOptions};
 use crate::timefmt::now_ms;
 use anyhow::Result;
 use corral_proto::{ProcInfo, Reply, Request};
@@ -72,6 +73,11 @@ impl Cli {
             self.client = Some(c);
             if let (true, Some(pid)) = (spawned, died) {
                 self.restore_after_crash(pid)?;
+            }
+            // pm2 starts the installed modules whenever it starts a daemon
+            // (they are not in dump.pm2).
+            if spawned && self.args.command.as_deref() != Some("kill") {
+                modules::launch_all(self);
             }
         }
         // Set just above; the Option only defers the connection.
@@ -146,7 +152,15 @@ impl Cli {
         }
         let opts =
             ListOptions { now_ms: now_ms(), columns: terminal_columns(), sort, color: output::color_out() };
-        output::out(&render_list(procs, &opts));
+        // Modules get pm2's separate table below the apps.
+        let (modules, apps): (Vec<ProcInfo>, Vec<ProcInfo>) =
+            procs.iter().cloned().partition(|p| corral_proto::is_module(&p.app));
+        output::out(&render_list(&apps, &opts));
+        if !modules.is_empty() {
+            let title = if modules.len() > 1 { "Modules" } else { "Module" };
+            output::out(&output::paint_if(opts.color, output::Color::Bold, title));
+            output::out(&render_modules(&modules, &opts));
+        }
     }
 }
 

@@ -82,28 +82,84 @@ pub fn run(cli: &mut Cli, cmd: &str) -> Result<Code> {
 
 /// The spec to send with a restart/reload/stop: the current env merged in
 /// with `--update-env`, watch toggled/disabled with `--watch`.
-fn update_for(cli: &Cli, op: Op, p: &ProcInfo) -> Option<Box<AppSpec>> {
+fn update_for(cli: &Cli, op: Op, p: &ProcInfo, by_name: bool) -> Option<Box<AppSpec>> {
     let mut spec = p.app.clone();
     let mut changed = false;
+    // pm2's _operate: a restart/reload by name merges the app's module
+    // settings (`pm2 set <app>.<key> <value>`) into its env.
+    if by_name && matches!(op, Op::Restart | Op::Reload) {
+        changed |= super::conf::apply_module_env(&mut spec, &cli.home);
+    }
     if matches!(op, Op::Restart | Op::Reload) && cli.args.has("update-env") {
         // Merging only adds/overwrites, as pm2 does.
         spec.env.extend(super::local_env());
         changed = true;
     }
-    if cli.args.has("watch") {
-        match op {
-            Op::Restart => {
-                spec.watch = !spec.watch;
-                changed = true;
-            }
-            Op::Stop => {
-                spec.watch = false;
-                changed = true;
-            }
-            _ => {}
-        }
+    if matches!(op, Op::Restart | Op::Reload) {
+        changed |= apply_cli_options(&cli.args, &mut spec);
+    }
+    // pm2's stopProcessId always turns the watcher off (a stopped app must
+    // not be brought back by a file change); `restart --watch` toggles it.
+    if op == Op::Stop && spec.watch {
+        spec.watch = false;
+        changed = true;
+    }
+    if cli.args.has("watch") && op == Op::Restart {
+        spec.watch = !spec.watch;
+        changed = true;
     }
     changed.then(|| Box::new(spec))
+}
+
+/// pm2's `_handleAttributeUpdate`: options given to `restart` / `reload`
+/// (or `start` of an existing app) are merged into the stored config; a
+/// value of `null` removes the option. True if anything changed.
+pub fn apply_cli_options(a: &crate::args::Parsed, spec: &mut AppSpec) -> bool {
+    let before = spec.clone();
+    if let Some(n) = a.value("name").filter(|n| !n.is_empty()) {
+        spec.name = n.to_string();
+    }
+    if let Some(v) = a.value("node-args").or_else(|| a.value("interpreter-args")) {
+        if v == "null" {
+            spec.node_args.clear();
+            // Shown as absent, not as an empty list.
+            spec.extra.insert("node_args".into(), serde_json::Value::Null);
+        } else {
+            spec.node_args = corral_config::split_args(v);
+            spec.extra.remove("node_args");
+        }
+    }
+    if !a.app_args.is_empty() {
+        spec.args = a.app_args.clone();
+    }
+    if let Some(b) = a.value("max-memory-restart").and_then(corral_config::parse_bytes) {
+        spec.max_memory_restart = Some(b);
+    }
+    if let Some(ms) = a.value("kill-timeout").and_then(|v| v.trim().parse().ok()) {
+        spec.kill_timeout = ms;
+    }
+    if let Some(ms) = a.value("restart-delay").and_then(|v| v.trim().parse().ok()) {
+        spec.restart_delay = ms;
+    }
+    if let Some(n) = a.value("max-restarts").and_then(|v| v.trim().parse().ok()) {
+        spec.max_restarts = n;
+    }
+    if let Some(c) = a.value("cron").or_else(|| a.value("cron-restart")) {
+        spec.cron_restart = if c == "null" || c.is_empty() { None } else { Some(c.to_string()) };
+    }
+    if a.has("no-autorestart") {
+        spec.autorestart = false;
+    }
+    // Options set through the environment (pm2 reads it on every action).
+    if deep_monitoring() {
+        spec.extra.insert("deep_monitoring".into(), serde_json::Value::Bool(true));
+    }
+    *spec != before
+}
+
+/// `PM2_DEEP_MONITORING` set in the CLI's environment.
+pub fn deep_monitoring() -> bool {
+    std::env::var_os("PM2_DEEP_MONITORING").is_some_and(|v| !v.is_empty())
 }
 
 /// How many ids are acted on at once: `--parallel`, else
@@ -163,6 +219,7 @@ pub fn apply(
     ids: &[u32],
     procs: &[ProcInfo],
     updates: Option<&AppSpec>,
+    by_name: bool,
 ) -> Result<Code> {
     let jobs: Vec<Job> = ids
         .iter()
@@ -170,7 +227,7 @@ pub fn apply(
             let p = procs.iter().find(|p| p.pm_id == *id);
             let update = match (updates, p) {
                 (Some(spec), _) => Some(Box::new(spec.clone())),
-                (None, Some(p)) => update_for(cli, op, p),
+                (None, Some(p)) => update_for(cli, op, p, by_name),
                 (None, None) => None,
             };
             Job {
@@ -242,11 +299,12 @@ pub fn operate_target(cli: &mut Cli, op: Op, t: &str) -> Result<Code> {
         }
         Ok(Target::Ids(ids)) => {
             print_applying(op.pm2_method(), t, &ids_display(&ids));
-            apply(cli, op, &ids, &procs, None)
+            let by_name = t != "all" && !t.starts_with('/') && procs.iter().any(|p| p.app.name == t);
+            apply(cli, op, &ids, &procs, None, by_name)
         }
         Ok(Target::Id(id)) => {
             print_applying(op.pm2_method(), t, &inspect(&serde_json::json!([t])));
-            apply(cli, op, &[id], &procs, None)
+            apply(cli, op, &[id], &procs, None, false)
         }
     }
 }
@@ -454,7 +512,11 @@ pub fn kill_by_signal(home: &std::path::Path) -> Result<Code> {
 }
 
 pub fn daemon_pid(home: &std::path::Path) -> Option<i32> {
-    std::fs::read_to_string(home.join("pm2.pid")).ok()?.trim().parse().ok()
+    let path = std::env::var_os("PM2_PID_FILE_PATH")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| home.join("pm2.pid"));
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 pub fn wait_pid_gone(pid: Option<i32>, timeout: Duration) {
@@ -500,4 +562,110 @@ impl Drop for ReloadLock {
     fn drop(&mut self) {
         let _ = std::fs::write(&self.path, "");
     }
+}
+
+/// `pm2 monitor|unmonitor <id|name|all>`: sets `_km_monitored` on each
+/// process (the flag PM2 Plus reads to pick the processes it monitors); the
+/// processes keep running untouched.
+pub fn monitor_state(cli: &mut Cli, monitor: bool) -> Result<Code> {
+    let Some(target) = cli.args.positionals.first().cloned() else {
+        output::error("Please specify an <app_name|pm_id>");
+        return Ok(1);
+    };
+    let procs = cli.list()?;
+    let ids: Vec<u32> = if target == "all" {
+        procs.iter().map(|p| p.pm_id).collect()
+    } else if let Ok(id) = target.parse::<u32>() {
+        vec![id]
+    } else {
+        procs.iter().filter(|p| p.app.name == target).map(|p| p.pm_id).collect()
+    };
+    if ids.is_empty() {
+        output::error(&format!("Process {target} not found"));
+        return Ok(1);
+    }
+    for id in ids {
+        let req =
+            Request::Annotate { id, key: "_km_monitored".into(), value: serde_json::Value::Bool(monitor) };
+        if let Reply::Error { message } = cli.client()?.request(&req)? {
+            output::error(&message);
+            return Ok(1);
+        }
+    }
+    cli.print_list()?;
+    Ok(0)
+}
+
+/// The single process `t` names (a pm_id, or an app with one process).
+fn one_id(procs: &[ProcInfo], t: &str) -> Option<u32> {
+    if let Ok(id) = t.parse::<u32>() {
+        return procs.iter().any(|p| p.pm_id == id).then_some(id);
+    }
+    let mut it = procs.iter().filter(|p| p.app.name == t);
+    match (it.next(), it.next()) {
+        (Some(p), None) => Some(p.pm_id),
+        _ => None,
+    }
+}
+
+/// `pm2 send <pm_id> <line>`: writes `line` and a newline to the stdin of
+/// a fork-mode process.
+pub fn send_line(cli: &mut Cli) -> Result<Code> {
+    let (target, line) = match cli.args.positionals.as_slice() {
+        [t, l, ..] => (t.clone(), l.clone()),
+        _ => {
+            output::err("\n  error: missing required argument `line'\n");
+            return Ok(1);
+        }
+    };
+    let procs = cli.list()?;
+    let Some(id) = one_id(&procs, &target) else {
+        output::error(&format!("Process with ID <{target}> unknown."));
+        return Ok(1);
+    };
+    match cli.client()?.request(&Request::SendLine { id, line: format!("{line}\n") })? {
+        Reply::Error { message } => {
+            output::error(&message);
+            Ok(1)
+        }
+        _ => {
+            cli.print_list()?;
+            Ok(0)
+        }
+    }
+}
+
+/// `pm2 attach <pm_id> [separator]`: shows the process's output and sends
+/// each line typed on stdin to its stdin (ended with `separator`, default a
+/// newline), until Ctrl-C or end of input.
+pub fn attach(cli: &mut Cli) -> Result<Code> {
+    let Some(target) = cli.args.positionals.first().cloned() else {
+        output::err("\n  error: missing required argument `pm_id'\n");
+        return Ok(1);
+    };
+    let separator = cli.args.positionals.get(1).cloned().unwrap_or_else(|| "\n".into());
+    if target.parse::<u32>().is_err() {
+        output::error("pm_id must be a process number (not a process name)");
+        return Ok(1);
+    }
+    let procs = cli.list()?;
+    let Some(id) = one_id(&procs, &target) else {
+        output::error(&format!("Process with ID <{target}> unknown."));
+        return Ok(1);
+    };
+    let home = cli.home.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let Ok(Some(mut c)) = crate::client::Client::connect_existing(&home) else { return };
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if let Ok(Reply::Error { message }) =
+                c.request(&Request::SendLine { id, line: format!("{line}{separator}") })
+            {
+                output::error(&message);
+            }
+        }
+    });
+    let name = procs.iter().find(|p| p.pm_id == id).map(|p| p.app.name.clone()).unwrap_or_default();
+    crate::logs::attach(cli, vec![name])
 }

@@ -127,6 +127,9 @@ pub fn cli_app_object(a: &crate::args::Parsed, script: &str) -> Map<String, Valu
     if !a.app_args.is_empty() {
         o.insert("args".into(), json!(a.app_args));
     }
+    if ops::deep_monitoring() {
+        o.insert("deep_monitoring".into(), json!(true));
+    }
     o
 }
 
@@ -238,23 +241,83 @@ fn start_one(cli: &mut Cli, x: &str) -> Result<Code> {
     start_script(cli, x, &procs)
 }
 
+/// pm2 announces a cron restart when it reads an app's config.
+fn announce_cron(spec: &AppSpec) {
+    if let Some(c) = &spec.cron_restart {
+        output::info(&format!("cron restart at {c}"));
+    }
+}
+
 fn print_config_error(e: &ConfigError) {
     output::error(&e.to_string());
 }
 
 fn start_script(cli: &mut Cli, script: &str, procs: &[ProcInfo]) -> Result<Code> {
     let obj = cli_app_object(&cli.args, script);
+    start_object(cli, &obj, procs)
+}
+
+/// `pm2 serve [path] [port]`: starts the built-in static file server as an
+/// app named `static-page-server-<port>` (or `--name`).
+pub fn serve(cli: &mut Cli) -> Result<Code> {
+    let pos = cli.args.positionals.clone();
+    let port = std::env::var("PM2_SERVE_PORT")
+        .ok()
+        .or_else(|| pos.get(1).cloned())
+        .or_else(|| cli.args.value("port").map(String::from))
+        .unwrap_or_else(|| "8080".into());
+    let dir =
+        std::env::var("PM2_SERVE_PATH").ok().or_else(|| pos.first().cloned()).unwrap_or_else(|| ".".into());
+    let dir = crate::resolve::normalize(&cli.cwd.join(dir));
+    let script = match corral_config::serve::ensure_script(&cli.home) {
+        Ok(p) => p,
+        Err(e) => {
+            output::error(&format!("Error while trying to serve : cannot write the server script: {e}"));
+            return Ok(1);
+        }
+    };
+    let mut obj = cli_app_object(&cli.args, &script.to_string_lossy());
+    if !cli.args.has("name") {
+        obj.insert("name".into(), json!(format!("static-page-server-{port}")));
+    }
+    obj.insert("cwd".into(), json!(dir.to_string_lossy()));
+    // The server says `ready` once it listens: `pm2 serve` returns then.
+    obj.insert("wait_ready".into(), json!(true));
+    let mut env = Map::new();
+    env.insert("PM2_SERVE_PORT".into(), num_or_str(&port));
+    env.insert("PM2_SERVE_PATH".into(), json!(dir.to_string_lossy()));
+    env.insert("PM2_SERVE_SPA".into(), json!(if cli.args.has("spa") { "true" } else { "false" }));
+    if let (Some(u), Some(p)) = (cli.args.value("basic-auth-username"), cli.args.value("basic-auth-password"))
+    {
+        env.insert("PM2_SERVE_BASIC_AUTH".into(), json!("true"));
+        env.insert("PM2_SERVE_BASIC_AUTH_USERNAME".into(), json!(u));
+        env.insert("PM2_SERVE_BASIC_AUTH_PASSWORD".into(), json!(p));
+    }
+    obj.insert("env".into(), Value::Object(env));
+    let procs = cli.list()?;
+    let code = start_object(cli, &obj, &procs)?;
+    if code != 0 {
+        return Ok(code);
+    }
+    output::info(&format!("Serving {} on port {port}", dir.display()));
+    cli.print_list()?;
+    Ok(0)
+}
+
+fn start_object(cli: &mut Cli, obj: &Map<String, Value>, procs: &[ProcInfo]) -> Result<Code> {
     let ctx = config_context(cli, "<cli>");
-    let (spec, warnings) = match corral_config::app_from_value(&obj, &ctx) {
+    let (mut spec, warnings) = match corral_config::app_from_value(obj, &ctx) {
         Ok(r) => r,
         Err(e) => {
             print_config_error(&e);
             return Ok(1);
         }
     };
+    super::conf::apply_module_env(&mut spec, &cli.home);
     for w in &warnings {
         output::warn(w);
     }
+    announce_cron(&spec);
     let same: Vec<&ProcInfo> =
         procs.iter().filter(|p| p.app.script == spec.script && p.app.name == spec.name).collect();
     // pm2: a stopped copy is restarted (even with -f); a running one needs
@@ -362,6 +425,8 @@ pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
             Ok(mut spec) => {
                 if only.as_ref().is_none_or(|o| o.contains(&spec.name)) {
                     apply_cli_overrides(&cli.args, &mut spec);
+                    announce_cron(&spec);
+                    super::conf::apply_module_env(&mut spec, &cli.home);
                     apps.push(spec);
                 }
             }
@@ -405,7 +470,7 @@ pub fn ecosystem(cli: &mut Cli, file: &str, mode: FileMode) -> Result<Code> {
             print_applying(op.pm2_method(), &app.name, &ids_display(&ids));
         }
         let update = matches!(op, Op::Restart | Op::Reload).then_some(app);
-        code = code.max(ops::apply(cli, op, &ids, &procs, update)?);
+        code = code.max(ops::apply(cli, op, &ids, &procs, update, false)?);
     }
     if starts_missing && !missing.is_empty() {
         let names: Vec<&str> = missing.iter().map(|a| a.name.as_str()).collect();

@@ -150,6 +150,51 @@ pub fn render_list(procs: &[ProcInfo], opts: &ListOptions) -> String {
         .render()
 }
 
+/// pm2's "Module" table for the processes flagged `pmx_module` (no
+/// trailing newline): module name, version, pid, status, restarts, cpu,
+/// memory and user, or the condensed columns on a narrow terminal.
+pub fn render_modules(procs: &[ProcInfo], opts: &ListOptions) -> String {
+    let mut procs = procs.to_vec();
+    sort_procs(&mut procs, opts.sort);
+    let id_w = procs.iter().map(|p| p.pm_id.to_string().len() + 2).max().unwrap_or(0).max(4);
+    let name_w = procs.iter().map(|p| width(&p.app.name)).max().unwrap_or(0) + 5;
+    let condensed = opts.columns < CONDENSED_BELOW;
+    let (head, widths): (Vec<&str>, Vec<usize>) = if condensed {
+        (vec!["id", "name", "status", "cpu", "mem"], vec![id_w, name_w.min(20), 10, 10, 10])
+    } else {
+        (
+            vec!["id", "module", "version", "pid", "status", "↺", "cpu", "mem", "user"],
+            vec![id_w, 30, 15, 10, 10, 6, 10, 10, 10],
+        )
+    };
+    let rows = procs
+        .iter()
+        .map(|p| {
+            let id = Cell::colored(p.pm_id.to_string(), Color::BoldCyan);
+            let name = Cell::plain(p.app.name.clone());
+            let status = Cell::colored(p.status.to_string(), status_color(p.status.as_str()));
+            let mem = Cell::plain(bytes_to_size(p.memory));
+            if condensed {
+                vec![id, name, status, Cell::plain(cpu(p)), mem]
+            } else {
+                vec![
+                    id,
+                    name,
+                    Cell::plain(p.app.version.clone().unwrap_or_else(|| "N/A".into())),
+                    Cell::plain(pid(p)),
+                    status,
+                    Cell::plain(p.restart_time.to_string()),
+                    Cell::plain(cpu(p)),
+                    mem,
+                    Cell::colored(user(p), Color::Bold),
+                ]
+            }
+        })
+        .collect();
+    BoxTable { widths, head: Some(head.into_iter().map(Cell::plain).collect()), rows, color: opts.color }
+        .render()
+}
+
 /// `pm2 ls -m`.
 pub fn render_mini(procs: &[ProcInfo], now_ms: i64, sort: Option<&str>) -> String {
     let mut procs = procs.to_vec();
@@ -272,6 +317,21 @@ pub(crate) mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[1].starts_with("│ id │ name      │"));
+    }
+
+    #[test]
+    fn module_table() {
+        let p = proc(0, "pm2-logrotate", ExecMode::Fork, 16304, "online", 5 * 1024 * 1024, Some("3.0.0"));
+        let t = render_modules(std::slice::from_ref(&p), &opts(0));
+        let want = "\
+┌────┬──────────────────────────────┬───────────────┬──────────┬──────────┬──────┬──────────┬──────────┬──────────┐
+│ id │ module                       │ version       │ pid      │ status   │ ↺    │ cpu      │ mem      │ user     │
+├────┼──────────────────────────────┼───────────────┼──────────┼──────────┼──────┼──────────┼──────────┼──────────┤
+│ 0  │ pm2-logrotate                │ 3.0.0         │ 16304    │ online   │ 0    │ 0%       │ 5.0mb    │ root     │
+└────┴──────────────────────────────┴───────────────┴──────────┴──────────┴──────┴──────────┴──────────┴──────────┘";
+        assert_eq!(t, want);
+        let t = render_modules(&[p], &ListOptions { now_ms: 0, columns: 100, sort: None, color: false });
+        assert!(t.contains("│ id │ name             │ status   │ cpu      │ mem      │"), "{t}");
     }
 
     #[test]

@@ -90,8 +90,17 @@ async fn subscriber(shared: SharedRef, stream: UnixStream, rx: Receivers, mut st
             },
             // On shutdown, let `pm2:kill` (already queued) go out first.
             _ = stop.changed() => {
-                while let Ok(f) = own.try_recv() {
-                    let _ = wr.write_all(&f).await;
+                // Stopping every app queues many events before `pm2:kill`;
+                // a lagged receiver skips the oldest and goes on, so the
+                // announcement (the newest) is always written.
+                loop {
+                    match own.try_recv() {
+                        Ok(f) => {
+                            let _ = wr.write_all(&f).await;
+                        }
+                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    }
                 }
                 return;
             }

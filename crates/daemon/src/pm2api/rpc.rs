@@ -472,7 +472,7 @@ async fn send_data(shared: &SharedRef, packet: Value) -> Outcome {
 fn report(shared: &SharedRef) -> Value {
     let env: serde_json::Map<String, Value> =
         shared.config.env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-    let node = node_version();
+    let node = crate::monitor::node_version();
     // SAFETY: geteuid/getegid have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     json!({
@@ -488,20 +488,4 @@ fn report(shared: &SharedRef) -> Value {
         "managed_apps": shared.table().procs.len(),
         "started_at": super::topics::started_at(),
     })
-}
-
-/// `node --version` of the daemon's PATH, asked once, at the first report
-/// (rare), rather than at every daemon start.
-fn node_version() -> String {
-    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    V.get_or_init(|| {
-        std::process::Command::new("node")
-            .arg("--version")
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().trim_start_matches('v').to_string())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "N/A".into())
-    })
-    .clone()
 }

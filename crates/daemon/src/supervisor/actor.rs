@@ -72,7 +72,15 @@ pub fn register(shared: &SharedRef, app: AppSpec, instance: Option<u32>) -> Proc
         let info = new_info(shared, id, instance, app);
         t.procs.insert(
             id,
-            Entry { info, handle: handle.clone(), cpu_sample: None, files: None, rev: 0, jlist_cache: None },
+            Entry {
+                info,
+                handle: handle.clone(),
+                cpu_sample: None,
+                files: None,
+                stdin: None,
+                rev: 0,
+                jlist_cache: None,
+            },
         );
     }
     tokio::spawn(run(shared.clone(), handle.clone(), rx));
@@ -152,6 +160,7 @@ async fn run(shared: SharedRef, me: ProcessHandle, ctl_rx: mpsc::UnboundedReceiv
             },
                         _ = sleep_until_opt(t.restart_at) => {
                 t.restart_at = None;
+                t.shared.with_entry(t.id, |e| e.info.restart_time += 1);
                 t.launch();
             }
             _ = sleep_until_opt(t.ready_deadline) => {
@@ -197,6 +206,12 @@ impl Task {
             }
             Ctl::Stop { done } => {
                 self.stop().await;
+                // `pm2 stop` turns watching off (the server stored
+                // `watch: false` before asking): a change must not restart
+                // a stopped app.
+                if !self.info().is_some_and(|i| i.app.watch) {
+                    self.watcher = None;
+                }
                 let _ = done.send(Ok(()));
             }
             Ctl::Reload { update, done }
@@ -319,7 +334,9 @@ impl Task {
             .current_dir(&app.cwd)
             .env_clear()
             .envs(&env)
-            .stdin(Stdio::null())
+            // A fork-mode app gets a stdin pipe as under pm2 (`pm2 send`);
+            // cluster workers none.
+            .stdin(if app.exec_mode == ExecMode::Cluster { Stdio::null() } else { Stdio::piped() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // Node apps get a channel as with pm2: JSON in fork mode (so
@@ -397,12 +414,19 @@ impl Task {
         if let Some(err) = child.stderr.take().and_then(|e| pipe(e.into_owned_fd())) {
             tokio::spawn(logs::pump(err, Stream::Err, files.clone(), src, self.shared.bus.clone()));
         }
-        self.shared.with_entry(self.id, |e| e.files = Some(files));
+        let stdin = child.stdin.take().and_then(|i| i.into_owned_fd().ok()).map(logs::nonblocking_file);
+        self.shared.with_entry(self.id, |e| {
+            e.files = Some(files);
+            e.stdin = stdin.map(Arc::new);
+        });
         let _ = std::fs::write(&info.pm_pid_path, pid.to_string());
         if let Some(c) = &creds {
             c.give(&info.pm_pid_path);
         }
         self.run = Some(Running { child, pid, wid, events: ev_rx, _events_tx: ev_tx });
+        // pm2's `process:event` "start", sent for every launch before
+        // "online" (pm2-runtime --json shows it).
+        self.publish("start");
         let now = now_ms();
         self.shared.with_entry(self.id, |e| {
             e.info.pid = pid as u32;
@@ -478,11 +502,9 @@ impl Task {
             let mut counters = policy::Counters::of(&e.info);
             let d = policy::on_exit(&e.info.app, &mut counters, now, code, stopping);
             counters.store(&mut e.info);
-            // pm2 counts every unexpected exit as a restart, the one that
-            // ends in `errored` included (its crash loop shows ↺ 16).
-            if matches!(d, Decision::Restart { .. } | Decision::Errored { .. }) {
-                e.info.restart_time += 1;
-            }
+            // restart_time counts restarts when they run (the restart_at
+            // branch of the actor's loop), as pm2: not the exit that ends in
+            // `errored`, nor a delayed restart still waiting.
             d
         });
         if let Some(i) = self.info() {
