@@ -110,15 +110,7 @@ impl Cli {
             output::warn(&format!("Stopped {stopped} app process(es) the dead daemon left running"));
         }
         let Some(c) = self.client.as_mut() else { return Ok(()) };
-        match c.request(&Request::Resurrect)? {
-            Reply::Resurrected { restored, .. } => {
-                for r in restored {
-                    output::info(&format!("Process {r} restored"));
-                }
-            }
-            Reply::Error { message } => output::error(&message),
-            _ => {}
-        }
+        state::print_resurrected(c.request(&Request::Resurrect)?);
         Ok(())
     }
 

@@ -66,7 +66,14 @@ fn do_resurrect(cli: &mut Cli) -> Result<()> {
             return Ok(());
         }
     }
-    match cli.client()?.request(&Request::Resurrect)? {
+    let reply = cli.client()?.request(&Request::Resurrect)?;
+    print_resurrected(reply);
+    Ok(())
+}
+
+/// pm2's lines for what a resurrect brought back (or why it failed).
+pub(crate) fn print_resurrected(reply: Reply) {
+    match reply {
         Reply::Resurrected { restored, .. } => {
             for r in restored {
                 output::info(&format!("Process {r} restored"));
@@ -75,7 +82,6 @@ fn do_resurrect(cli: &mut Cli) -> Result<()> {
         Reply::Error { message } => output::error(&message),
         _ => {}
     }
-    Ok(())
 }
 
 /// Exits 0 even when nothing could be restored, as pm2 does.
