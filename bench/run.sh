@@ -134,7 +134,7 @@ bin_of() { case "$1" in incumbent) echo "$INCUMBENT_BIN" ;; classic) echo "$CLAS
     pinned="$(jq -r .version "$WORK/classic/node_modules/pm2/package.json")"
     echo "classic=pm2 $pinned (repetition 1 only)$([ -n "$newest7" ] && [ "$newest7" != "$pinned" ] && echo "; note: newest 7.x on npm is $newest7, update targets/classic")"
   fi
-  echo "corral=$CORRAL_SRC ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet HEAD -- crates src Cargo.toml 2>/dev/null || echo ', dirty tree'))"
+  echo "corral=${CORRAL_SRC#"$ROOT"/} ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet HEAD -- crates src Cargo.toml 2>/dev/null || echo ', dirty tree'))"
   echo "socket.io=$(jq -r .version "$BENCH/node_modules/socket.io/package.json"), socket.io-client $(jq -r .version "$BENCH/node_modules/socket.io-client/package.json"), @socket.io/sticky $(jq -r .version "$BENCH/node_modules/@socket.io/sticky/package.json"), @socket.io/cluster-adapter $(jq -r .version "$BENCH/node_modules/@socket.io/cluster-adapter/package.json")"
   echo "cli_timer=$([ "$HAVE_HYPERFINE" = 1 ] && hyperfine --version || echo 'node loop (lg.js timeit)')"
   echo "plain_generator=$([ "$HAVE_WRK" = 1 ] && wrk -v 2>&1 | head -1 | awk '{print $1, $2}' || echo 'node (lg.js plain)')"
