@@ -300,6 +300,18 @@ fn emit(
 mod tests {
     use super::*;
 
+    /// The log source of one test process.
+    fn test_source() -> Source {
+        Source {
+            pm_id: 0,
+            name: "a".into(),
+            namespace: "default".into(),
+            date_format: None,
+            json: false,
+            disabled: false,
+        }
+    }
+
     #[tokio::test]
     async fn pump_writes_whole_lines_and_flushes_partial_at_eof() {
         let dir = tempfile::tempdir().unwrap();
@@ -307,14 +319,7 @@ mod tests {
         let err = dir.path().join("e.log").to_string_lossy().into_owned();
         let files = Arc::new(Mutex::new(LogFiles::open(out.clone(), err, None).unwrap()));
         let (bus, _) = broadcast::channel(16);
-        let src = Source {
-            pm_id: 0,
-            name: "a".into(),
-            namespace: "default".into(),
-            date_format: None,
-            json: false,
-            disabled: false,
-        };
+        let src = test_source();
         let (mut tx, rx) = tokio::net::unix::pipe::pipe().unwrap();
         tokio::io::AsyncWriteExt::write_all(&mut tx, b"one\ntw").await.unwrap();
         drop(tx);
@@ -329,14 +334,7 @@ mod tests {
         let err = dir.path().join("e.log").to_string_lossy().into_owned();
         let files = Arc::new(Mutex::new(LogFiles::open(out, err.clone(), None).unwrap()));
         let (bus, _) = broadcast::channel(16);
-        let src = Source {
-            pm_id: 0,
-            name: "a".into(),
-            namespace: "default".into(),
-            date_format: None,
-            json: false,
-            disabled: false,
-        };
+        let src = test_source();
         let (mut tx, rx) = tokio::net::unix::pipe::pipe().unwrap();
         let task = tokio::spawn(pump(rx, Stream::Err, files.clone(), src, bus));
         tokio::io::AsyncWriteExt::write_all(&mut tx, b"errwrite").await.unwrap();
