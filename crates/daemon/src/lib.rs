@@ -73,6 +73,7 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     raise_fd_limit();
     // The one read of the environment.
     let config = settings::DaemonConfig::from_env();
+    balancer::configure(&config);
     let mut home = Home::new(opts.pm2_home);
     home.dump_file = config.dump_file.clone();
     home.ensure().with_context(|| format!("PM2_HOME {} is not writable", home.root.display()))?;
