@@ -132,13 +132,9 @@ impl Drop for Slot {
 
 /// After a flood, return the freed heap to the system: the buffers of thousands of connections
 /// were small allocations spread over the heap, which glibc keeps (RSS stays at its peak)
-/// unless asked.
+/// unless asked. The trim runs once the daemon has been quiet for a moment.
 fn give_back_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim has no preconditions; it only releases free heap pages.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::trim::activity();
 }
 
 /// Makes sure the balancer listens on `port`. Returns the bind error (with

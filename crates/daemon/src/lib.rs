@@ -28,6 +28,7 @@ pub mod state;
 pub mod sticky;
 pub mod supervisor;
 pub mod timefmt;
+pub mod trim;
 pub mod watcher;
 
 use anyhow::Context as _;
@@ -120,6 +121,10 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     banner(&shared);
     start_bridge(&shared);
     tokio::spawn(worker_tick(shared.clone()));
+    // What start-up touched is given back once the daemon has been quiet
+    // for two seconds, and again after every later burst of commands.
+    tokio::spawn(trim::run(std::time::Duration::from_secs(2)));
+    trim::activity();
     {
         let (a, b) = (shared.clone(), shared.clone());
         tokio::spawn(logrotate::run(

@@ -129,6 +129,7 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
                 return;
             }
             other => {
+                crate::trim::activity();
                 let changes = other.changes_process_list();
                 let reply = handle(&shared, other).await;
                 if changes {
