@@ -67,6 +67,7 @@ fn proc_of(app: AppSpec, pm_id: u32, instance: u32, home: &std::path::Path) -> P
         sticky: false,
         env_is_delta: false,
         axm: None,
+        health: None,
     }
 }
 
