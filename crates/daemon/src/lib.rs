@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod cron;
 pub mod dlog;
 pub mod error;
+pub mod health;
 pub mod logfile;
 pub mod logrotate;
 pub mod logs;

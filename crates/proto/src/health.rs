@@ -116,6 +116,13 @@ impl HealthSpec {
         self.notify || self.watchdog_ms.is_some() || self.has_probes()
     }
 
+    /// A new process is not ready until its checks say so (a startup or
+    /// readiness probe, or `READY=1`); a liveness probe or a watchdog alone
+    /// does not hold it back.
+    pub fn gates_readiness(&self) -> bool {
+        self.startup.is_some() || self.readiness.is_some() || self.notify
+    }
+
     /// The app must say `READY=1` before it is ready.
     pub fn waits_for_notify(&self) -> bool {
         self.notify

@@ -51,6 +51,10 @@ pub struct WorkerLink {
     /// Set with `draining`: a replacement follows (restart, reload), so the
     /// listeners it closes stay open for it.
     pub replaced: bool,
+    /// Its health checks say it is not ready: no new connections or
+    /// sessions while another worker is ready (its supervisor decides, by
+    /// `WorkerHost::set_ready`).
+    pub unready: bool,
 }
 
 /// Socket.IO state of one app.
@@ -213,6 +217,31 @@ impl WorkerHost for Primary {
             ExitRequest::Disconnect => send_disconnect(self, wid),
         }
     }
+
+    fn set_ready(&self, wid: u32, ready: bool) {
+        set_worker_ready(self, wid, ready)
+    }
+}
+
+/// Readiness from a worker's health checks, published by its supervisor:
+/// its listeners and its app's router stop (or resume) giving it new
+/// connections and sessions.
+fn set_worker_ready(p: &Primary, wid: u32, ready: bool) {
+    let mut reg = p.reg();
+    let Some(w) = reg.workers.get_mut(&wid) else { return };
+    w.unready = !ready;
+    let app = w.app.clone();
+    for lid in w.listeners.clone() {
+        if let Some(l) = reg.listeners.get(&lid) {
+            let _ = l.tx.send(listener::LCtl::Ready(wid, ready));
+        }
+    }
+    if let Some(sa) = reg.apps.get_mut(&app) {
+        sa.router.set_healthy(WorkerId(wid), ready);
+        if ready {
+            sa.notify.notify_waiters();
+        }
+    }
 }
 
 /// Registers a freshly spawned worker. Cluster workers of an app that may
@@ -229,6 +258,8 @@ fn worker_spawned(p: &Primary, wid: u32, pm_id: u32, pid: i32, app: &corral_prot
             listeners: Vec::new(),
             draining: false,
             replaced: false,
+            // An app whose health checks gate readiness starts not ready.
+            unready: app.health.as_ref().is_some_and(|h| h.gates_readiness()),
         },
     );
     if app.exec_mode == corral_proto::ExecMode::Cluster {
@@ -245,6 +276,9 @@ fn worker_spawned(p: &Primary, wid: u32, pm_id: u32, pid: i32, app: &corral_prot
         sa.disabled = app.sticky == Some(false);
         sa.port = port;
         sa.router.add_worker(WorkerId(wid));
+        if app.health.as_ref().is_some_and(|h| h.gates_readiness()) {
+            sa.router.set_healthy(WorkerId(wid), false);
+        }
         sa.relay.add_worker(WorkerId(wid));
         sa.group = match app.cluster_group.as_deref() {
             None => Some(app.name.clone()),
@@ -622,9 +656,13 @@ fn query_server(p: &Primary, wid: u32, label: &str, v: &Value) -> Result<(), Dae
             // The reply is queued before the worker joins the listener, so
             // no newconn can overtake it on the channel.
             let _ = tx.send(&cluster_msg(fields));
+            let unready = reg.workers.get(&wid).is_some_and(|w| w.unready);
             if let Some(l) = reg.listeners.get_mut(&lid) {
                 l.members.insert(wid);
                 let _ = l.tx.send(listener::LCtl::Add(wid, tx));
+                if unready {
+                    let _ = l.tx.send(listener::LCtl::Ready(wid, false));
+                }
             }
             if let Some(w) = reg.workers.get_mut(&wid) {
                 if !w.listeners.contains(&lid) {

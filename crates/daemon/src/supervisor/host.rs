@@ -88,6 +88,13 @@ pub trait WorkerHost: Send + Sync {
     /// Asks the worker to exit on its own; false if the request could not
     /// be sent.
     fn ask_exit(&self, wid: u32, how: ExitRequest) -> bool;
+    /// The worker's health checks say it is ready (or no longer): a worker
+    /// that is not ready gets no new connections or sessions while another
+    /// one is ready; its existing sessions keep reaching it. A worker whose
+    /// app gates readiness (`AppSpec::health`) starts not ready.
+    fn set_ready(&self, wid: u32, ready: bool) {
+        let _ = (wid, ready);
+    }
 }
 
 /// A host that ignores every channel: the worker sees its channel close
