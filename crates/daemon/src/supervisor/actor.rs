@@ -661,8 +661,8 @@ impl Task {
                 ev = next_health(&mut new.health) => {
                     let Some(h) = new.health.as_mut() else { continue };
                     let out = h.apply(ev, now_ms());
-                    let info = h.machine().info().clone();
-                    self.shared.with_entry(self.id, |e| e.info.health = Some(info));
+                    let hinfo = h.machine().info().clone();
+                    self.shared.with_entry(self.id, |e| e.info.health = Some(hinfo));
                     if let Some(why) = out.restart {
                         let msg = format!(
                             "reload of app [{label}] failed: the new worker's {why}; the old worker keeps serving"
