@@ -22,7 +22,7 @@ pub mod wire;
 use crate::dlog;
 use crate::error::DaemonError;
 use crate::sticky::{self, AdapterFrame, Relay, Router, WorkerId};
-use crate::supervisor::host::{ExitRequest, Retirement, WorkerEvent, WorkerHost, WorkerInfo};
+use crate::supervisor::host::{ExitRequest, ProbeConnect, Retirement, WorkerEvent, WorkerHost, WorkerInfo};
 use node_ipc::{FieldValue, Incoming, Mode, Receiver, Sender, TopLevel, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -221,6 +221,41 @@ impl WorkerHost for Primary {
     fn set_ready(&self, wid: u32, ready: bool) {
         set_worker_ready(self, wid, ready)
     }
+
+    fn connect_probe(&self, wid: u32, port: u16) -> Option<ProbeConnect> {
+        probe_connection(self, wid, port)
+    }
+}
+
+/// A loopback TCP connection whose server side is handed to `wid` as if its
+/// listener on `port` had accepted it (`newconn` with the listener's key),
+/// so a health probe reaches exactly that worker. Its `accepted` reply is
+/// ignored by the listener task (an unknown seq).
+fn probe_connection(p: &Primary, wid: u32, port: u16) -> Option<ProbeConnect> {
+    let reg = p.reg();
+    let w = reg.workers.get(&wid)?;
+    let lid = w.listeners.iter().find(|lid| {
+        reg.listeners.get(*lid).and_then(|l| l.sockname.as_ref()).is_some_and(|(_, _, p)| *p == port)
+    })?;
+    let key = lid.1.clone();
+    let tx = w.tx.clone();
+    drop(reg);
+    Some(Box::pin(async move {
+        // Loopback connect completes from the backlog at once: no wait here.
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        let client = std::net::TcpStream::connect(l.local_addr()?)?;
+        let (server, _) = l.accept()?;
+        let msg = Value::object([
+            ("cmd", Value::from("NODE_CLUSTER")),
+            ("act", Value::from("newconn")),
+            ("key", Value::from(key)),
+            ("seq", Value::from(wire::next_seq())),
+        ]);
+        match tx.send_handle(&msg, node_ipc::HandleType::NetNative, server.into()).await {
+            node_ipc::HandleOutcome::Acked(_) => Ok(client),
+            _ => Err(std::io::Error::other("the worker did not take the probe's connection")),
+        }
+    }))
 }
 
 /// Readiness from a worker's health checks, published by its supervisor:

@@ -81,11 +81,12 @@ impl HealthRun {
         pid: i32,
         env: &BTreeMap<String, String>,
         cwd: &str,
+        connect: Option<probe::Connector>,
     ) -> HealthRun {
         let (tx, rx) = mpsc::unbounded_channel();
         let machine = Machine::new(spec, expects_signal);
         let port = env.get("PORT").and_then(|p| p.trim().parse::<u16>().ok()).filter(|p| *p > 0);
-        let target = probe::Target { port, cwd: cwd.to_string(), env: env.clone() };
+        let target = probe::Target { port, cwd: cwd.to_string(), env: env.clone(), connect };
         let launched = Instant::now();
         let probes = spec
             .has_probes()

@@ -13,13 +13,44 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+/// Makes a connection to the process's server on a port itself (cluster
+/// workers, whose listeners the daemon owns and shares); `None` from it: the
+/// worker has no listener on that port. Without a connector, probes connect
+/// to 127.0.0.1:port.
+pub type Connector = std::sync::Arc<
+    dyn Fn(
+            u16,
+        ) -> Option<
+            std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<std::net::TcpStream>> + Send>>,
+        > + Send
+        + Sync,
+>;
+
 /// Where and how the probes of one run reach the process.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     /// The process's `PORT`, for probes without a port of their own.
     pub port: Option<u16>,
     pub cwd: String,
     pub env: BTreeMap<String, String>,
+    pub connect: Option<Connector>,
+}
+
+/// A connection to the process's server on `port`.
+async fn connect(target: &Target, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(connector) = &target.connect else {
+        return tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+    };
+    // Never the shared port: it could be another worker answering.
+    let Some(fut) = connector(port) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "the worker does not listen on it (yet)",
+        ));
+    };
+    let s = fut.await?;
+    s.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(s)
 }
 
 /// The probe task of one run: dropping it stops the probes.
@@ -115,7 +146,7 @@ pub async fn check(probe: &Probe, target: &Target) -> (bool, String) {
     let port = probe.check.port().or(target.port);
     let r = match &probe.check {
         ProbeCheck::Http { path, status, .. } => match port {
-            Some(port) => tokio::time::timeout(timeout, http(port, path, *status)).await,
+            Some(port) => tokio::time::timeout(timeout, http(target, port, path, *status)).await,
             None => return (false, "no port (set the probe's port or PORT in the app's env)".into()),
         },
         ProbeCheck::Tcp { .. } => match port {
@@ -136,8 +167,8 @@ pub async fn check(probe: &Probe, target: &Target) -> (bool, String) {
 }
 
 /// `GET path` over plain HTTP/1.1 on 127.0.0.1; only the status line is read.
-async fn http(port: u16, path: &str, expect: Option<u16>) -> (bool, String) {
-    let mut s = match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+async fn http(target: &Target, port: u16, path: &str, expect: Option<u16>) -> (bool, String) {
+    let mut s = match connect(target, port).await {
         Ok(s) => s,
         Err(e) => return (false, format!("port {port}: {e}")),
     };
@@ -237,7 +268,7 @@ mod tests {
     }
 
     fn target() -> Target {
-        Target { port: None, cwd: "/".into(), env: BTreeMap::new() }
+        Target { port: None, cwd: "/".into(), env: BTreeMap::new(), connect: None }
     }
 
     #[tokio::test]

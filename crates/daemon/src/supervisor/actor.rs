@@ -459,7 +459,13 @@ impl Task {
             c.give(&info.pm_pid_path);
         }
         let health = app.health.as_ref().map(|h| {
-            HealthRun::start(h, h.notify || app.wait_ready, &self.shared.notify, pid, &env, &app.cwd)
+            // Probes of a worker whose listeners the host owns go to that
+            // worker, not to whichever worker the shared port picks.
+            let connect: Option<health::probe::Connector> = wid.filter(|_| cluster_mode).map(|wid| {
+                let host = self.host.clone();
+                std::sync::Arc::new(move |port| host.connect_probe(wid, port)) as health::probe::Connector
+            });
+            HealthRun::start(h, h.notify || app.wait_ready, &self.shared.notify, pid, &env, &app.cwd, connect)
         });
         let health_info = health.as_ref().map(|h| h.machine().info().clone());
         if health.as_ref().is_some_and(|h| !h.is_ready()) {
