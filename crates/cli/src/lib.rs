@@ -239,7 +239,7 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
 fn run_command(cli: &mut Cli, cmd: &str) -> anyhow::Result<Code> {
     match cmd {
         "start" => start::start(cli),
-        "stop" | "restart" | "reload" | "delete" | "del" | "reset" => ops::run(cli, &cmd),
+        "stop" | "restart" | "reload" | "delete" | "del" | "reset" => ops::run(cli, cmd),
         "startOrRestart" => start::start_or(cli, Op::Restart),
         "startOrReload" | "startOrGracefulReload" => start::start_or(cli, Op::Reload),
         "list" | "ls" | "l" | "ps" | "status" if cli.args.has("watch") => commands::misc::list_watch(cli),
