@@ -150,6 +150,15 @@ fn a_reload_whose_new_worker_never_becomes_ready_keeps_the_old_one() {
     pm2.run(&["reload", "hreload"]).ok();
     let after = pids(&pm2);
     assert!(after.iter().all(|p| !before.contains(p)), "{before:?} -> {after:?}");
+
+    // A restart (one worker at a time) waits for each new worker to be ready, and says so
+    // when it never is; the processes run on, unready.
+    std::fs::write(tmp.path().join("unready-new"), "").expect("flag");
+    let r = pm2.run(&["restart", "hreload"]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.all().contains("is running but not ready yet (last readiness probe: HTTP 503)"), "{}", r.all());
+    let list = pm2.jlist();
+    assert!(list.iter().all(|p| status(p) == "online" && health(p) == "starting"), "{list:?}");
 }
 
 #[test]

@@ -11,12 +11,14 @@
 //! readiness changes to the cluster primary (routing) by calling
 //! `WorkerHost::set_ready`, and nothing else writes them.
 
+pub mod input;
 pub mod machine;
 pub mod notify;
 pub mod probe;
 
+pub use input::{Input, Notice};
 pub use machine::{Kind, Machine, Outcome};
-pub use notify::{Notice, NotifyHub};
+pub use notify::NotifyHub;
 
 use corral_proto::HealthSpec;
 use std::collections::BTreeMap;
@@ -24,13 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-/// What reaches a run's health from outside the actor.
-#[derive(Debug)]
-pub enum Input {
-    Probe { kind: Kind, ok: bool, detail: String },
-    Notify(Notice),
-}
 
 /// Something for the actor to feed to [`HealthRun::apply`].
 #[derive(Debug)]

@@ -13,20 +13,12 @@
 //! The socket is bound the first time an app that wants it is launched, so
 //! a daemon whose apps do not use it has no socket and no task.
 
-use super::Input;
+use super::input::{Input, Notice};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
-
-/// A parsed notification (unknown assignments are ignored, as systemd does).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Notice {
-    pub ready: bool,
-    pub status: Option<String>,
-    pub watchdog: bool,
-}
 
 /// Datagrams are small; systemd reads at most one page.
 const MAX_DATAGRAM: usize = 4096;

@@ -4,8 +4,8 @@
 //! startup probe runs until the actor says the start is over; then readiness
 //! and liveness. The task ends when the actor drops its [`ProbeTask`].
 
+use super::input::Input;
 use super::machine::Kind;
-use super::Input;
 use corral_proto::{HealthSpec, Probe, ProbeCheck};
 use std::collections::BTreeMap;
 use std::time::Duration;
