@@ -39,11 +39,7 @@ pub enum Event {
 pub struct HealthRun {
     machine: Machine,
     rx: mpsc::UnboundedReceiver<Input>,
-    tx: mpsc::UnboundedSender<Input>,
     probes: Option<probe::ProbeTask>,
-    spec: HealthSpec,
-    target: probe::Target,
-    launched: Instant,
     _notify: Option<notify::Registration>,
     /// `(interval, next deadline)` once the app has a watchdog.
     watchdog: Option<(Duration, Instant)>,
@@ -83,15 +79,14 @@ impl HealthRun {
         let port = env.get("PORT").and_then(|p| p.trim().parse::<u16>().ok()).filter(|p| *p > 0);
         let target = probe::Target { port, cwd: cwd.to_string(), env: env.clone(), connect };
         let launched = Instant::now();
-        let probes = spec
-            .has_probes()
-            .then(|| probe::spawn(spec, target.clone(), launched, machine.probing(), tx.clone()));
+        let probes =
+            spec.has_probes().then(|| probe::spawn(spec, target, launched, machine.probing(), tx.clone()));
         let notify = spec.offers_notify().then(|| hub.register(pid, tx.clone()));
         let watchdog = spec.watchdog_ms.map(|ms| {
             let d = Duration::from_millis(ms.max(1));
             (d, launched + d)
         });
-        HealthRun { machine, rx, tx, probes, spec: spec.clone(), target, launched, _notify: notify, watchdog }
+        HealthRun { machine, rx, probes, _notify: notify, watchdog }
     }
 
     pub fn machine(&self) -> &Machine {
@@ -161,19 +156,5 @@ impl HealthRun {
     pub fn stop_probes(&mut self) {
         self.probes = None;
         self.watchdog = None;
-    }
-
-    /// Restarts the probes (after [`HealthRun::stop_probes`], for a worker a
-    /// reload keeps after all).
-    pub fn resume_probes(&mut self) {
-        if self.probes.is_none() && self.spec.has_probes() {
-            self.probes = Some(probe::spawn(
-                &self.spec,
-                self.target.clone(),
-                self.launched,
-                self.machine.probing(),
-                self.tx.clone(),
-            ));
-        }
     }
 }
