@@ -281,3 +281,41 @@ fn bad_probe_configs_are_clear_errors() {
     );
     assert!(pm2.jlist().is_empty(), "nothing started");
 }
+
+#[test]
+fn readiness_changes_reach_pm2s_event_bus() {
+    let pm2 = Pm2::new();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let flag = tmp.path().join("unready");
+    let probe = json!({ "exec": format!("test ! -f {}", flag.display()), "periodSeconds": 0.2, "failureThreshold": 1 })
+        .to_string();
+    pm2.run(&["start", "forever.js", "--name", "busy", "--readiness", &probe, "--wait"]).ok();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pm2api");
+    if !dir.join("node_modules/pm2").is_dir() {
+        let st = Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir).status();
+        assert!(st.is_ok_and(|s| s.success()), "npm ci in {} failed", dir.display());
+    }
+    let mut bus = Command::new("node")
+        .arg("health_bus.js")
+        .arg("busy")
+        .current_dir(&dir)
+        .env("PM2_HOME", pm2.home())
+        .env_remove("PM2_USAGE")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let mut out = BufReader::new(bus.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read");
+    assert_eq!(line.trim(), "subscribed");
+    std::fs::write(&flag, "").expect("flag");
+    pm2.wait_for("unready", T, |l| l.iter().any(|p| health(p) == "unready"));
+    std::fs::remove_file(&flag).expect("unflag");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("bus output");
+    let st = bus.wait().expect("wait");
+    assert!(
+        st.success() && rest.contains("event unready unready") && rest.contains("event ready ready"),
+        "{rest}"
+    );
+}
