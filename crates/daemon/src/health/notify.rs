@@ -199,7 +199,7 @@ fn recv_with_pid(fd: i32, buf: &mut [u8]) -> std::io::Result<(usize, Option<i32>
                 pid = Some(cred.pid);
             } else if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
                 // Descriptors nobody asked for: close them.
-                let len = h.cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let len = (h.cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
                 let data = libc::CMSG_DATA(c).cast::<i32>();
                 for i in 0..len / std::mem::size_of::<i32>() {
                     libc::close(std::ptr::read_unaligned(data.add(i)));
