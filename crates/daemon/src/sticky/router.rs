@@ -12,6 +12,10 @@
 //! `sticky:*` message or `ready`; a registered session also counts (see [`Router::on_session`]).
 //! A draining worker gets no new sessions but keeps serving the sids it owns while it is alive.
 //!
+//! Health is a separate flag ([`Router::set_healthy`], from the worker's readiness checks): an
+//! unhealthy ready worker keeps its sids but gets no new sessions while a healthy ready worker
+//! exists; with none, health is ignored so traffic is never black-holed.
+//!
 //! # The hold rule (the registration race)
 //!
 //! An Engine.IO session is born when a worker answers a session-less handshake. The worker
