@@ -81,6 +81,13 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("--instance-var <name>", "name of the variable holding the instance number (default NODE_APP_INSTANCE)"),
     ("--increment-var <name>", "variable incremented for each instance (e.g. PORT)"),
     ("--sticky", "route Socket.IO clients to one worker (sticky sessions on PM2_PORT)"),
+    ("--readiness <probe>", "readiness probe: http:[port]/path, tcp:port, exec:<cmd> or a JSON probe object"),
+    ("--liveness <probe>", "liveness probe (restarts the app when it fails): same forms as --readiness"),
+    ("--startup-probe <probe>", "startup probe (readiness and liveness wait for it): same forms"),
+    ("--notify", "give the app NOTIFY_SOCKET and wait for its sd_notify READY=1"),
+    ("--watchdog <ms>", "WATCHDOG_USEC: restart the app when its WATCHDOG=1 pings stop"),
+    ("--wait", "start/restart/reload: exit once the apps are ready (non-zero if they are not)"),
+    ("--wait-timeout <s>", "how long --wait waits (default 60)"),
     ("--verbose", "with --version, also print Corral's own version"),
     ("-h --help", "output usage information"),
 ];

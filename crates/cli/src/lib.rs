@@ -219,9 +219,27 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
     }
     // pm2 connects (and spawns) before any command runs.
     cli.client()?;
-    match cmd.as_str() {
+    // `--wait`: after the command, wait for what it (re)started to be ready.
+    let waits = cli.args.has("wait")
+        && matches!(
+            cmd.as_str(),
+            "start" | "restart" | "reload" | "startOrRestart" | "startOrReload" | "startOrGracefulReload"
+        );
+    if waits {
+        let before = commands::wait::snapshot(&cli.list()?);
+        let code = run_command(cli, &cmd)?;
+        if code != 0 {
+            return Ok(code);
+        }
+        return commands::wait::wait(cli, &before);
+    }
+    run_command(cli, &cmd)
+}
+
+fn run_command(cli: &mut Cli, cmd: &str) -> anyhow::Result<Code> {
+    match cmd {
         "start" => start::start(cli),
-        "stop" | "restart" | "reload" | "delete" | "del" | "reset" => ops::run(cli, &cmd),
+        "stop" | "restart" | "reload" | "delete" | "del" | "reset" => ops::run(cli, cmd),
         "startOrRestart" => start::start_or(cli, Op::Restart),
         "startOrReload" | "startOrGracefulReload" => start::start_or(cli, Op::Reload),
         "list" | "ls" | "l" | "ps" | "status" if cli.args.has("watch") => commands::misc::list_watch(cli),

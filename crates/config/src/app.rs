@@ -82,6 +82,11 @@ const KEYS: &[(&str, &[&str])] = &[
     ("sticky", &[]),
     ("sticky_port", &[]),
     ("cluster_group", &[]),
+    ("readiness_probe", &["readiness"]),
+    ("liveness_probe", &["liveness"]),
+    ("startup_probe", &[]),
+    ("notify", &[]),
+    ("watchdog", &[]),
 ];
 
 /// Known keys that Corral accepts but does not model in `AppSpec`: they go
@@ -632,6 +637,7 @@ impl Resolver<'_> {
             }
         }
 
+        spec.health = self.health(&o, &spec.env)?;
         spec.version =
             if script_path.is_file() { script_path.parent().and_then(paths::package_version) } else { None };
         spec.extra = extra;
@@ -844,6 +850,50 @@ impl Resolver<'_> {
             }
             other => one(other),
         }
+    }
+
+    /// The health checks, `None` when the app has none.
+    fn health(
+        &self,
+        o: &Opts,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Option<corral_proto::HealthSpec>, ConfigError> {
+        let mut h = corral_proto::HealthSpec::default();
+        for (key, which) in
+            [("startup_probe", "startup"), ("readiness_probe", "readiness"), ("liveness_probe", "liveness")]
+        {
+            let Some((w, v)) = o.get(key) else { continue };
+            if v == &Value::Bool(false) {
+                continue;
+            }
+            let p = crate::health::probe(v, which).map_err(|e| self.invalid(w, e))?;
+            // A probe without a port of its own uses the app's PORT: it must
+            // have one now (an instance may still get PORT+i from
+            // increment_var at spawn).
+            if p.check.needs_port() && p.check.port().is_none() {
+                let ok = env.get("PORT").is_some_and(|s| s.trim().parse::<u16>().is_ok_and(|n| n > 0));
+                if !ok {
+                    return Err(self.invalid(
+                        w,
+                        "the probe has no port and the app has no PORT in its env: give the probe a port",
+                    ));
+                }
+            }
+            match which {
+                "startup" => h.startup = Some(p),
+                "readiness" => h.readiness = Some(p),
+                _ => h.liveness = Some(p),
+            }
+        }
+        if let Some(b) = self.boolean(o, "notify")? {
+            h.notify = b;
+        }
+        if let Some((w, v)) = o.get("watchdog") {
+            if v != &Value::Bool(false) && v != &Value::from(0) {
+                h.watchdog_ms = Some(crate::health::watchdog(v).map_err(|e| self.invalid(w, e))?);
+            }
+        }
+        Ok((h != corral_proto::HealthSpec::default()).then_some(h))
     }
 
     fn cron(&self, o: &Opts) -> Result<Option<String>, ConfigError> {

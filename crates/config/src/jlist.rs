@@ -204,6 +204,23 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
         Some("") => put("cluster_group", Value::Bool(false)),
         Some(g) => put("cluster_group", s(g)),
     }
+    if let Some(h) = &a.health {
+        for (key, probe) in [
+            ("startup_probe", &h.startup),
+            ("readiness_probe", &h.readiness),
+            ("liveness_probe", &h.liveness),
+        ] {
+            if let Some(p) = probe {
+                put(key, crate::health::probe_value(p));
+            }
+        }
+        if h.notify {
+            put("notify", Value::Bool(true));
+        }
+        if let Some(ms) = h.watchdog_ms {
+            put("watchdog", n(ms));
+        }
+    }
     // env_<name> objects and other keys from the file; pm2's own fields
     // above win over them.
     for (k, v) in &a.extra {
@@ -236,6 +253,10 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
         }
     }
     put("axm_dynamic", Value::Object(Map::new()));
+    // Health of the current run, for apps with health checks.
+    if let Some(h) = &p.health {
+        put("health", serde_json::to_value(h).unwrap_or(Value::Null));
+    }
     put("created_at", n(p.created_at));
     put("pm_id", n(u64::from(p.pm_id)));
     put("restart_time", n(u64::from(p.restart_time)));
@@ -304,6 +325,7 @@ const RUNTIME: &[&str] = &[
     "axm_monitor",
     "axm_options",
     "axm_dynamic",
+    "health",
     "vizion_running",
     "_pm2_version",
     "node_version",

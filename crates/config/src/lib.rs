@@ -19,6 +19,7 @@
 mod app;
 mod coerce;
 mod ecosystem;
+pub mod health;
 mod jlist;
 pub mod json5;
 mod paths;

@@ -67,6 +67,7 @@ fn proc_of(app: AppSpec, pm_id: u32, instance: u32, home: &std::path::Path) -> P
         sticky: false,
         env_is_delta: false,
         axm: None,
+        health: None,
     }
 }
 
@@ -222,6 +223,9 @@ fn round_trip_through_a_dump() {
         json!({"name": "solo", "script": "app.js", "instances": 2, "cluster_group": false}),
         json!({"name": "chat-eu", "script": "app.js", "instances": 2, "cluster_group": "chat"}),
         json!({"script": "app.js", "exec_mode": "fork", "instances": 3, "autostart": false, "disable_logs": true}),
+        json!({"name": "probed", "script": "app.js", "env": {"PORT": 4000}, "notify": true, "watchdog": "30s",
+               "readinessProbe": {"httpGet": {"path": "/ready", "status": 204}, "periodSeconds": 0.5},
+               "liveness_probe": "tcp:4001", "startup_probe": {"exec": ["test", "-f", "/tmp/x"], "failureThreshold": 30}}),
     ];
     for (i, sv) in specs.into_iter().enumerate() {
         let app = spec_of(&f, sv);

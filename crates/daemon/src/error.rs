@@ -28,6 +28,10 @@ pub enum DaemonError {
     /// old worker keeps serving.
     #[error("{0}")]
     ReloadFailed(String),
+    /// The process runs but its health checks did not say it is ready in
+    /// time (`restart` of an app whose health checks gate readiness).
+    #[error("{0}")]
+    NotReady(String),
     /// The sticky balancer's port could not be bound.
     #[error("{0}")]
     StickyPort(String),

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod cron;
 pub mod dlog;
 pub mod error;
+pub mod health;
 pub mod logfile;
 pub mod logrotate;
 pub mod logs;
@@ -174,7 +175,7 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = server.await;
     let _ = pm2_server.await;
-    for s in [&sock, &home.rpc_sock(), &home.pub_sock()] {
+    for s in [&sock, &home.rpc_sock(), &home.pub_sock(), &home.notify_sock()] {
         let _ = std::fs::remove_file(s);
     }
     let _ = std::fs::remove_file(&pid_file);

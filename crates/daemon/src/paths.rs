@@ -29,6 +29,11 @@ impl Home {
         self.root.join("pub.sock")
     }
     /// Corral's own control socket (the CLI's length-prefixed protocol).
+    /// `NOTIFY_SOCKET` of apps that use sd_notify (bound on first use).
+    pub fn notify_sock(&self) -> PathBuf {
+        self.root.join("notify.sock")
+    }
+
     pub fn corral_sock(&self) -> PathBuf {
         self.root.join("corral.sock")
     }

@@ -80,6 +80,9 @@ pub struct Shared {
     pub cluster: Arc<crate::cluster::Primary>,
     /// Sticky ports bound so far (port -> bind error, if binding failed).
     pub sticky_ports: Mutex<BTreeMap<u16, Option<String>>>,
+    /// `NOTIFY_SOCKET` (sd_notify) of apps with health checks; bound on
+    /// first use.
+    pub notify: Arc<crate::health::NotifyHub>,
 }
 
 pub type SharedRef = Arc<Shared>;
@@ -88,6 +91,7 @@ impl Shared {
     pub fn new(home: Home, config: DaemonConfig) -> SharedRef {
         let (bus, _) = broadcast::channel(1024);
         let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let notify = crate::health::NotifyHub::new(home.notify_sock());
         Arc::new(Shared {
             home,
             table: Mutex::new(Table::default()),
@@ -97,6 +101,7 @@ impl Shared {
             username: current_username(&config.env),
             cluster: crate::cluster::Primary::new(config.pm2_port, config.graceful_timeout),
             sticky_ports: Mutex::new(BTreeMap::new()),
+            notify,
             config,
         })
     }

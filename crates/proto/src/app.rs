@@ -103,6 +103,9 @@ pub struct AppSpec {
     /// `None` = its name; `Some("")` = this app stays on its node
     /// (`cluster_group: false`); otherwise that group name.
     pub cluster_group: Option<String>,
+    /// Startup / readiness / liveness probes and sd_notify (`None`: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::HealthSpec>,
     /// `version` of the nearest package.json above the script, if any.
     pub version: Option<String>,
     /// Every `env_<name>` object and any unknown key from the ecosystem file,
@@ -156,6 +159,7 @@ impl Default for AppSpec {
             sticky: None,
             sticky_port: None,
             cluster_group: None,
+            health: None,
             version: None,
             extra: BTreeMap::new(),
         }

@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod frame;
+pub mod health;
 pub mod msg;
 
 pub use app::{is_module, AppSpec, ExecMode, INJECTED_ENV_KEYS};
@@ -17,6 +18,7 @@ pub use frame::{
     read_frame, read_frame_limited, read_frame_unbounded, write_frame, FrameError, MAX_FRAGMENT, MAX_FRAME,
     MAX_HELLO, MAX_MESSAGE,
 };
+pub use health::{HealthInfo, HealthSpec, HealthStatus, Probe, ProbeCheck, ProbeResult};
 pub use msg::*;
 
 /// Bumped whenever a message changes shape incompatibly. The daemon refuses a

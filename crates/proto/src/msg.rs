@@ -252,6 +252,10 @@ pub struct ProcInfo {
     /// What the app declared with @pm2/io (pm2's `axm_*` pm2_env fields).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub axm: Option<Axm>,
+    /// Health of the current run (`pm2_env.health`), for apps with health
+    /// checks or sd_notify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::HealthInfo>,
 }
 
 /// An app's @pm2/io declarations over IPC, for the run with `pid` (a new
@@ -327,6 +331,7 @@ impl ProcInfo {
             sticky: self.sticky,
             env_is_delta: self.env_is_delta,
             axm: self.axm.clone(),
+            health: self.health.clone(),
         }
     }
 }

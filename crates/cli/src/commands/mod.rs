@@ -9,6 +9,7 @@ pub mod ops;
 pub mod start;
 pub mod state;
 pub mod trigger;
+pub mod wait;
 
 use crate::args::Parsed;
 use crate::client::Client;

@@ -123,6 +123,13 @@ pub fn cli_app_object(a: &crate::args::Parsed, script: &str) -> Map<String, Valu
         o.insert("filter_env".into(), if v.is_empty() { json!(true) } else { json!(v) });
     }
     b(&mut o, "sticky", "sticky", true);
+    // Health checks: a short form (`http:/health`, `tcp:3000`, `exec:cmd`)
+    // or a probe object as JSON, read like the ecosystem keys.
+    s(&mut o, "readiness", "readiness_probe");
+    s(&mut o, "liveness", "liveness_probe");
+    s(&mut o, "startup-probe", "startup_probe");
+    b(&mut o, "notify", "notify", true);
+    s(&mut o, "watchdog", "watchdog");
     b(&mut o, "force", "force", true);
     if !a.app_args.is_empty() {
         o.insert("args".into(), json!(a.app_args));

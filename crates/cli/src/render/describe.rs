@@ -58,6 +58,51 @@ pub fn rows(p: &ProcInfo, now_ms: i64) -> Vec<(String, String)> {
             if p.created_at > 0 { timefmt::iso(p.created_at as i64) } else { "N/A".into() },
         ),
     ];
+    // Health checks, when the app has any (after pm2's rows).
+    if let Some(h) = &a.health {
+        let st = p.health.as_ref().map(|i| i.status.as_str()).unwrap_or("unknown");
+        rows.push(("health".into(), st.into()));
+        for (k, probe) in [
+            ("startup probe", &h.startup),
+            ("readiness probe", &h.readiness),
+            ("liveness probe", &h.liveness),
+        ] {
+            if let Some(pr) = probe {
+                rows.push((
+                    k.into(),
+                    format!(
+                        "{} every {}ms, timeout {}ms, {}/{} to pass/fail, start period {}ms",
+                        pr.check.describe(),
+                        pr.period_ms,
+                        pr.timeout_ms,
+                        pr.success_threshold,
+                        pr.failure_threshold,
+                        pr.initial_delay_ms
+                    ),
+                ));
+            }
+        }
+        if h.notify || h.watchdog_ms.is_some() {
+            let wd = h.watchdog_ms.map(|ms| format!(", watchdog {ms}ms")).unwrap_or_default();
+            rows.push((
+                "sd_notify".into(),
+                format!("{}{wd}", if h.notify { "waits for READY=1" } else { "offered" }),
+            ));
+        }
+        if let Some(i) = &p.health {
+            if let Some(l) = &i.last {
+                let when = if l.at > 0 { timefmt::iso(l.at as i64) } else { "N/A".into() };
+                rows.push((
+                    "last probe".into(),
+                    format!("{} {}: {} ({when})", l.probe, if l.ok { "ok" } else { "failed" }, l.detail),
+                ));
+            }
+            rows.push(("probe failures".into(), i.failures.to_string()));
+            if let Some(st) = &i.notify_status {
+                rows.push(("notify status".into(), st.clone()));
+            }
+        }
+    }
     // pm2 splices these in after building the list, log path first.
     if let Some(l) = &p.pm_log_path {
         rows.insert(6, ("entire log path".into(), l.clone()));

@@ -113,6 +113,14 @@ pub fn render_list(procs: &[ProcInfo], opts: &ListOptions) -> String {
             vec![id_w, name_w, 13, 9, 9, 10, 8, 6, 11, 10, 10, 10, 10],
         )
     };
+    // A health column only when some app has health checks: the default
+    // table stays pm2's for scripts that parse it.
+    let show_health = procs.iter().any(|p| p.app.health.is_some());
+    let (mut head, mut widths) = (head, widths);
+    if show_health {
+        head.push("health");
+        widths.push(10);
+    }
     let rows = procs
         .iter()
         .map(|p| {
@@ -121,33 +129,69 @@ pub fn render_list(procs: &[ProcInfo], opts: &ListOptions) -> String {
             let restarts = Cell::plain(p.restart_time.to_string());
             let status = Cell::colored(p.status.to_string(), status_color(p.status.as_str()));
             let mem = Cell::plain(bytes_to_size(p.memory));
-            if condensed {
-                vec![id, name, mode(p), restarts, status, Cell::plain(cpu(p)), mem]
-            } else {
-                vec![
-                    id,
-                    name,
-                    Cell::plain(p.app.namespace.clone()),
-                    Cell::plain(p.app.version.clone().unwrap_or_else(|| "N/A".into())),
-                    mode(p),
-                    Cell::plain(pid(p)),
-                    Cell::plain(uptime(p, opts.now_ms)),
-                    restarts,
-                    status,
-                    Cell::plain(cpu(p)),
-                    mem,
-                    Cell::colored(user(p), Color::Bold),
-                    if p.app.watch {
-                        Cell::colored("enabled", Color::Green)
-                    } else {
-                        Cell::colored("disabled", Color::Gray)
-                    },
-                ]
+            let mut row = row_cells(p, opts, condensed, id, name, restarts, status, mem);
+            if show_health {
+                row.push(health_cell(p));
             }
+            row
         })
         .collect();
     BoxTable { widths, head: Some(head.into_iter().map(Cell::plain).collect()), rows, color: opts.color }
         .render()
+}
+
+/// The health column: the run's health status for apps with health checks.
+fn health_cell(p: &ProcInfo) -> Cell {
+    if p.app.health.is_none() {
+        return Cell::colored("-", Color::Gray);
+    }
+    let st = match (&p.health, p.status.as_str()) {
+        (Some(h), "online" | "launching") => h.status.as_str(),
+        _ => "unknown",
+    };
+    let color = match st {
+        "ready" => Color::Green,
+        "starting" => Color::Yellow,
+        "unready" => Color::Red,
+        _ => Color::Gray,
+    };
+    Cell::colored(st, color)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row_cells(
+    p: &ProcInfo,
+    opts: &ListOptions,
+    condensed: bool,
+    id: Cell,
+    name: Cell,
+    restarts: Cell,
+    status: Cell,
+    mem: Cell,
+) -> Vec<Cell> {
+    if condensed {
+        vec![id, name, mode(p), restarts, status, Cell::plain(cpu(p)), mem]
+    } else {
+        vec![
+            id,
+            name,
+            Cell::plain(p.app.namespace.clone()),
+            Cell::plain(p.app.version.clone().unwrap_or_else(|| "N/A".into())),
+            mode(p),
+            Cell::plain(pid(p)),
+            Cell::plain(uptime(p, opts.now_ms)),
+            restarts,
+            status,
+            Cell::plain(cpu(p)),
+            mem,
+            Cell::colored(user(p), Color::Bold),
+            if p.app.watch {
+                Cell::colored("enabled", Color::Green)
+            } else {
+                Cell::colored("disabled", Color::Gray)
+            },
+        ]
+    }
 }
 
 /// pm2's "Module" table for the processes flagged `pmx_module` (no

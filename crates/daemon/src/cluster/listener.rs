@@ -32,6 +32,8 @@ pub enum LCtl {
         linger: bool,
     },
     Drain(u32),
+    /// The worker's health checks pass or not (`ListenerState::set_ready`).
+    Ready(u32, bool),
     /// The worker's `accepted` reply to a `newconn`.
     Reply {
         wid: u32,
@@ -156,6 +158,7 @@ impl Listener {
                 self.state.remove(wid, linger.then(|| Instant::now().into_std() + LINGER));
             }
             LCtl::Drain(wid) => self.state.drain(wid),
+            LCtl::Ready(wid, ready) => self.state.set_ready(wid, ready),
             LCtl::Reply { wid, seq, accepted } => self.state.reply(wid, seq, accepted),
         }
     }

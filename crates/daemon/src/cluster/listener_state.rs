@@ -28,6 +28,8 @@ struct Slot<C> {
     wid: u32,
     busy: Option<Offer<C>>,
     draining: bool,
+    /// Its health checks say it is not ready (see [`ListenerState::set_ready`]).
+    unready: bool,
 }
 
 /// A connection to hand to a worker now (as `newconn` with sequence `seq`).
@@ -79,7 +81,7 @@ impl<C> ListenerState<C> {
     pub fn add(&mut self, wid: u32) {
         self.linger_until = None;
         if !self.slots.iter().any(|s| s.wid == wid) {
-            self.slots.push(Slot { wid, busy: None, draining: false });
+            self.slots.push(Slot { wid, busy: None, draining: false, unready: false });
         }
     }
 
@@ -108,6 +110,16 @@ impl<C> ListenerState<C> {
     pub fn drain(&mut self, wid: u32) {
         if let Some(s) = self.slots.iter_mut().find(|s| s.wid == wid) {
             s.draining = true;
+        }
+    }
+
+    /// The worker's health checks pass (`true`) or not. A worker that is
+    /// not ready gets no connections while another worker that is ready
+    /// could take them (even if that one is busy now: they wait for it);
+    /// when none is ready, readiness is ignored, as without health checks.
+    pub fn set_ready(&mut self, wid: u32, ready: bool) {
+        if let Some(s) = self.slots.iter_mut().find(|s| s.wid == wid) {
+            s.unready = !ready;
         }
     }
 
@@ -173,11 +185,12 @@ impl<C> ListenerState<C> {
         mut next_seq: impl FnMut() -> u64,
     ) -> Vec<Handout<C>> {
         let mut out = Vec::new();
+        let ready_only = self.slots.iter().any(|s| !s.draining && !s.unready && usable(s.wid));
         while !self.pending.is_empty() {
             let n = self.slots.len();
             let Some(i) = (0..n).map(|k| (self.next + k) % n).find(|&i| {
                 let s = &self.slots[i];
-                s.busy.is_none() && !s.draining && usable(s.wid)
+                s.busy.is_none() && !s.draining && !(ready_only && s.unready) && usable(s.wid)
             }) else {
                 break;
             };
@@ -289,6 +302,34 @@ mod tests {
         l.acked(h.seq, h.conn);
         l.remove(3, None);
         assert_eq!(l.queued(), 1);
+    }
+
+    #[test]
+    fn unready_workers_get_nothing_while_a_ready_one_exists() {
+        let mut l = ListenerState::new(16);
+        l.add(1);
+        l.add(2);
+        l.set_ready(1, false);
+        let mut seq = 0;
+        let mut next = || {
+            seq += 1;
+            seq
+        };
+        for c in 0..3 {
+            assert!(l.connection(c).is_none());
+        }
+        let h = l.dispatch(|_| true, &mut next);
+        assert_eq!(h.iter().map(|h| h.wid).collect::<Vec<_>>(), vec![2]);
+        // Worker 2 is busy: the rest waits for it rather than go to 1.
+        assert!(l.dispatch(|_| true, &mut next).is_empty());
+        l.reply(2, h[0].seq, true);
+        l.acked(h[0].seq, h[0].conn);
+        assert_eq!(l.dispatch(|_| true, &mut next).iter().map(|h| h.wid).collect::<Vec<_>>(), vec![2]);
+        // Nobody ready: readiness is ignored, as without health checks.
+        l.set_ready(2, false);
+        l.drain(2);
+        assert_eq!(l.dispatch(|_| true, &mut next).iter().map(|h| h.wid).collect::<Vec<_>>(), vec![1]);
+        l.set_ready(7, true);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod wire;
 use crate::dlog;
 use crate::error::DaemonError;
 use crate::sticky::{self, AdapterFrame, Relay, Router, WorkerId};
-use crate::supervisor::host::{ExitRequest, Retirement, WorkerEvent, WorkerHost, WorkerInfo};
+use crate::supervisor::host::{ExitRequest, ProbeConnect, Retirement, WorkerEvent, WorkerHost, WorkerInfo};
 use node_ipc::{FieldValue, Incoming, Mode, Receiver, Sender, TopLevel, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -51,6 +51,10 @@ pub struct WorkerLink {
     /// Set with `draining`: a replacement follows (restart, reload), so the
     /// listeners it closes stay open for it.
     pub replaced: bool,
+    /// Its health checks say it is not ready: no new connections or
+    /// sessions while another worker is ready (its supervisor decides, by
+    /// `WorkerHost::set_ready`).
+    pub unready: bool,
 }
 
 /// Socket.IO state of one app.
@@ -213,6 +217,66 @@ impl WorkerHost for Primary {
             ExitRequest::Disconnect => send_disconnect(self, wid),
         }
     }
+
+    fn set_ready(&self, wid: u32, ready: bool) {
+        set_worker_ready(self, wid, ready)
+    }
+
+    fn connect_probe(&self, wid: u32, port: u16) -> Option<ProbeConnect> {
+        probe_connection(self, wid, port)
+    }
+}
+
+/// A loopback TCP connection whose server side is handed to `wid` as if its
+/// listener on `port` had accepted it (`newconn` with the listener's key),
+/// so a health probe reaches exactly that worker. Its `accepted` reply is
+/// ignored by the listener task (an unknown seq).
+fn probe_connection(p: &Primary, wid: u32, port: u16) -> Option<ProbeConnect> {
+    let reg = p.reg();
+    let w = reg.workers.get(&wid)?;
+    let lid = w.listeners.iter().find(|lid| {
+        reg.listeners.get(*lid).and_then(|l| l.sockname.as_ref()).is_some_and(|(_, _, p)| *p == port)
+    })?;
+    let key = lid.1.clone();
+    let tx = w.tx.clone();
+    drop(reg);
+    Some(Box::pin(async move {
+        // Loopback connect completes from the backlog at once: no wait here.
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        let client = std::net::TcpStream::connect(l.local_addr()?)?;
+        let (server, _) = l.accept()?;
+        let msg = Value::object([
+            ("cmd", Value::from("NODE_CLUSTER")),
+            ("act", Value::from("newconn")),
+            ("key", Value::from(key)),
+            ("seq", Value::from(wire::next_seq())),
+        ]);
+        match tx.send_handle(&msg, node_ipc::HandleType::NetNative, server.into()).await {
+            node_ipc::HandleOutcome::Acked(_) => Ok(client),
+            _ => Err(std::io::Error::other("the worker did not take the probe's connection")),
+        }
+    }))
+}
+
+/// Readiness from a worker's health checks, published by its supervisor:
+/// its listeners and its app's router stop (or resume) giving it new
+/// connections and sessions.
+fn set_worker_ready(p: &Primary, wid: u32, ready: bool) {
+    let mut reg = p.reg();
+    let Some(w) = reg.workers.get_mut(&wid) else { return };
+    w.unready = !ready;
+    let app = w.app.clone();
+    for lid in w.listeners.clone() {
+        if let Some(l) = reg.listeners.get(&lid) {
+            let _ = l.tx.send(listener::LCtl::Ready(wid, ready));
+        }
+    }
+    if let Some(sa) = reg.apps.get_mut(&app) {
+        sa.router.set_healthy(WorkerId(wid), ready);
+        if ready {
+            sa.notify.notify_waiters();
+        }
+    }
 }
 
 /// Registers a freshly spawned worker. Cluster workers of an app that may
@@ -229,6 +293,8 @@ fn worker_spawned(p: &Primary, wid: u32, pm_id: u32, pid: i32, app: &corral_prot
             listeners: Vec::new(),
             draining: false,
             replaced: false,
+            // An app whose health checks gate readiness starts not ready.
+            unready: app.health.as_ref().is_some_and(|h| h.gates_readiness()),
         },
     );
     if app.exec_mode == corral_proto::ExecMode::Cluster {
@@ -245,6 +311,9 @@ fn worker_spawned(p: &Primary, wid: u32, pm_id: u32, pid: i32, app: &corral_prot
         sa.disabled = app.sticky == Some(false);
         sa.port = port;
         sa.router.add_worker(WorkerId(wid));
+        if app.health.as_ref().is_some_and(|h| h.gates_readiness()) {
+            sa.router.set_healthy(WorkerId(wid), false);
+        }
         sa.relay.add_worker(WorkerId(wid));
         sa.group = match app.cluster_group.as_deref() {
             None => Some(app.name.clone()),
@@ -622,9 +691,13 @@ fn query_server(p: &Primary, wid: u32, label: &str, v: &Value) -> Result<(), Dae
             // The reply is queued before the worker joins the listener, so
             // no newconn can overtake it on the channel.
             let _ = tx.send(&cluster_msg(fields));
+            let unready = reg.workers.get(&wid).is_some_and(|w| w.unready);
             if let Some(l) = reg.listeners.get_mut(&lid) {
                 l.members.insert(wid);
                 let _ = l.tx.send(listener::LCtl::Add(wid, tx));
+                if unready {
+                    let _ = l.tx.send(listener::LCtl::Ready(wid, false));
+                }
             }
             if let Some(w) = reg.workers.get_mut(&wid) {
                 if !w.listeners.contains(&lid) {

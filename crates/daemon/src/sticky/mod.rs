@@ -30,6 +30,7 @@
 //!   {source:'_sio_adapter', ..}                 targets = relay.on_frame(W, &frame);
 //!                                               forward the frame's bytes verbatim to each target
 //! spawn W: router.add_worker(W); relay.add_worker(W)
+//! health checks of W (not) ready: router.set_healthy(W, ready)   (its sids still route to it)
 //! reload/stop W: router.set_draining(W) before signalling it
 //! exit W:  router.remove_worker(W); notify.notify_waiters();
 //!          for (uid, nsp) in relay.remove_worker(W):

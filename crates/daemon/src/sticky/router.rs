@@ -12,6 +12,10 @@
 //! `sticky:*` message or `ready`; a registered session also counts (see [`Router::on_session`]).
 //! A draining worker gets no new sessions but keeps serving the sids it owns while it is alive.
 //!
+//! Health is a separate flag ([`Router::set_healthy`], from the worker's readiness checks): an
+//! unhealthy ready worker keeps its sids but gets no new sessions while a healthy ready worker
+//! exists; with none, health is ignored so traffic is never black-holed.
+//!
 //! # The hold rule (the registration race)
 //!
 //! An Engine.IO session is born when a worker answers a session-less handshake. The worker
@@ -100,6 +104,9 @@ struct Worker {
     in_flight: usize,
     /// Routing times of session-less hand-offs not yet matched by a registration. Oldest first.
     pending: VecDeque<Instant>,
+    /// Its health checks say it is not ready: no new sessions while another ready worker is
+    /// healthy. Orthogonal to `state` (see [`Router::set_healthy`]).
+    unhealthy: bool,
 }
 
 impl Worker {
@@ -161,7 +168,23 @@ impl Router {
             sids: HashSet::new(),
             in_flight: 0,
             pending: VecDeque::new(),
+            unhealthy: false,
         });
+    }
+
+    /// The worker's health checks (readiness probe, startup, `READY=1`) pass or not. An
+    /// unhealthy worker gets no new sessions as long as some ready worker is healthy; its own
+    /// sessions still route to it. When no ready worker is healthy, routing ignores health (as
+    /// without health checks) rather than turn every new client away.
+    pub fn set_healthy(&mut self, id: WorkerId, healthy: bool) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.unhealthy = !healthy;
+        }
+    }
+
+    /// Whether the worker's health checks pass (unknown workers: false).
+    pub fn is_healthy(&self, id: WorkerId) -> bool {
+        self.workers.get(&id).is_some_and(|w| !w.unhealthy)
     }
 
     /// The worker can take sticky traffic. Ignored for draining or unknown workers: draining is
@@ -398,15 +421,18 @@ impl Router {
     }
 
     fn pick_new(&mut self) -> Option<WorkerId> {
+        // Healthy ready workers if there is one, else any ready worker.
+        let healthy_only = self.workers.values().any(|w| w.state == State::Ready && !w.unhealthy);
+        let takes = move |w: &Worker| w.state == State::Ready && !(healthy_only && w.unhealthy);
         let picked = match self.policy {
             Policy::LeastConnection => {
-                let min =
-                    self.workers.values().filter(|w| w.state == State::Ready).map(Worker::load).min()?;
-                self.next_round_robin(|w| w.load() == min)
+                let min = self.workers.values().filter(|w| takes(w)).map(Worker::load).min()?;
+                self.next_round_robin(|w| takes(w) && w.load() == min)
             }
-            Policy::RoundRobin => self.next_round_robin(|_| true),
+            Policy::RoundRobin => self.next_round_robin(takes),
             Policy::Random => {
-                let ready: Vec<WorkerId> = self.ready_ids().collect();
+                let ready: Vec<WorkerId> =
+                    self.ready_ids().filter(|id| self.workers.get(id).is_some_and(takes)).collect();
                 if ready.is_empty() {
                     None
                 } else {
@@ -543,6 +569,39 @@ mod tests {
         r.set_draining(W2);
         assert_eq!(r.route(None, t + ms(1000)), Route::NoWorker);
         assert_eq!(r.route(Some("old"), t), Route::Worker(W1));
+    }
+
+    #[test]
+    fn unhealthy_worker_gets_no_new_sessions_but_keeps_its_own() {
+        for policy in [Policy::LeastConnection, Policy::RoundRobin, Policy::Random] {
+            let mut r = ready_router(policy, &[W1, W2]);
+            let t = Instant::now();
+            r.on_session(W1, "old");
+            r.set_healthy(W1, false);
+            assert!(!r.is_healthy(W1));
+            for i in 0..20u64 {
+                assert_eq!(r.route(None, t + ms(i * 1000)), Route::Worker(W2), "{policy:?}");
+            }
+            // Its existing session still goes to it.
+            assert_eq!(r.route(Some("old"), t), Route::Worker(W1));
+            // No healthy worker left: health is ignored rather than refusing everyone.
+            r.set_healthy(W2, false);
+            let picks: std::collections::BTreeSet<WorkerId> =
+                (0..40u64).map(|i| worker(r.route(None, t + ms(i * 1000)))).collect();
+            assert_eq!(picks.len(), 2, "{policy:?}");
+            // Healthy again: back in rotation.
+            r.set_healthy(W1, true);
+            for i in 0..5u64 {
+                assert_eq!(r.route(None, t + ms(i * 1000)), Route::Worker(W1), "{policy:?}");
+            }
+            // A draining worker never comes back through health.
+            r.set_draining(W1);
+            r.set_healthy(W1, true);
+            assert_eq!(r.route(None, t), Route::Worker(W2));
+        }
+        let mut r = Router::new(Policy::RoundRobin);
+        r.set_healthy(WorkerId(5), false);
+        assert!(!r.is_healthy(WorkerId(5)));
     }
 
     #[test]

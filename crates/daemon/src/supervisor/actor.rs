@@ -13,6 +13,7 @@ use super::ladder;
 use super::spawn::{self, command_line, fill_paths};
 use crate::dlog;
 use crate::error::DaemonError;
+use crate::health::{self, HealthRun};
 use crate::logs::{self, LogFiles, Source};
 use crate::policy::{self, Decision};
 use crate::proctree;
@@ -36,11 +37,22 @@ struct Running {
     events: mpsc::UnboundedReceiver<WorkerEvent>,
     /// Held so the channel stays open while the child lives.
     _events_tx: mpsc::UnboundedSender<WorkerEvent>,
+    /// Health checks of this run (apps with `AppSpec::health` only).
+    health: Option<HealthRun>,
 }
 
 enum Sig {
     Exit(Option<std::process::ExitStatus>),
     Event(WorkerEvent),
+    Health(health::Event),
+}
+
+/// The next health event of a run; pending forever without health checks.
+async fn next_health(h: &mut Option<HealthRun>) -> health::Event {
+    match h {
+        Some(h) => h.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_signal(run: &mut Option<Running>) -> Sig {
@@ -49,6 +61,7 @@ async fn next_signal(run: &mut Option<Running>) -> Sig {
         Some(r) => tokio::select! {
             st = r.child.wait() => Sig::Exit(st.ok()),
             Some(ev) = r.events.recv() => Sig::Event(ev),
+            ev = next_health(&mut r.health) => Sig::Health(ev),
         },
     }
 }
@@ -113,6 +126,10 @@ struct Task {
     /// Answered when the process becomes online (wait_ready).
     pending_online: Vec<Done>,
     ready_deadline: Option<Instant>,
+    /// Restarts of an app whose health checks gate readiness: answered when
+    /// the new run is ready, or with an error at `health_deadline`.
+    pending_ready: Vec<Done>,
+    health_deadline: Option<Instant>,
     /// File watcher (`watch`), started at the first launch, dropped with the
     /// task (delete).
     watcher: Option<crate::watcher::WatchHandle>,
@@ -143,6 +160,8 @@ async fn run(shared: SharedRef, me: ProcessHandle, ctl_rx: mpsc::UnboundedReceiv
         restart_at: None,
         pending_online: Vec::new(),
         ready_deadline: None,
+        pending_ready: Vec::new(),
+        health_deadline: None,
         watcher: None,
         cron: None,
         ctl_rx,
@@ -157,6 +176,7 @@ async fn run(shared: SharedRef, me: ProcessHandle, ctl_rx: mpsc::UnboundedReceiv
             sig = next_signal(&mut t.run) => match sig {
                 Sig::Exit(st) => t.on_exit(st),
                 Sig::Event(ev) => t.on_event(ev),
+                Sig::Health(ev) => t.on_health(ev).await,
             },
                         _ = sleep_until_opt(t.restart_at) => {
                 t.restart_at = None;
@@ -164,9 +184,15 @@ async fn run(shared: SharedRef, me: ProcessHandle, ctl_rx: mpsc::UnboundedReceiv
                 t.launch();
             }
             _ = sleep_until_opt(t.ready_deadline) => {
-                // pm2 marks the app online anyway when listen_timeout passes.
+                // pm2 marks the app online anyway when listen_timeout passes
+                // (and, for wait_ready, takes that as its ready signal).
                 t.ready_deadline = None;
                 t.set_online();
+                t.wait_ready_signal().await;
+            }
+            _ = sleep_until_opt(t.health_deadline) => {
+                t.health_deadline = None;
+                t.not_ready_in_time();
             }
         }
     }
@@ -245,7 +271,13 @@ impl Task {
                         e.info.pm_pid_path = info.pm_pid_path;
                     });
                 }
-                self.pending_online.push(done);
+                if self.info().is_some_and(|i| gated(&i.app)) {
+                    // Answered once the new run is ready (a cluster app
+                    // restarted one by one keeps serving meanwhile).
+                    self.pending_ready.push(done);
+                } else {
+                    self.pending_online.push(done);
+                }
                 self.launch();
                 self.publish("restart");
             }
@@ -311,6 +343,9 @@ impl Task {
         let mut env = spawn::build(&self.shared, &info);
         if let Some(c) = &creds {
             c.apply_env(&mut env);
+        }
+        if let Some(h) = &app.health {
+            health::child_env(h, &self.shared.notify, &mut env);
         }
         let files = match LogFiles::open(
             info.pm_out_log_path.clone(),
@@ -423,7 +458,23 @@ impl Task {
         if let Some(c) = &creds {
             c.give(&info.pm_pid_path);
         }
-        self.run = Some(Running { child, pid, wid, events: ev_rx, _events_tx: ev_tx });
+        let health = app.health.as_ref().map(|h| {
+            // Probes of a worker whose listeners the host owns go to that
+            // worker, not to whichever worker the shared port picks.
+            let connect: Option<health::probe::Connector> = wid.filter(|_| cluster_mode).map(|wid| {
+                let host = self.host.clone();
+                std::sync::Arc::new(move |port| host.connect_probe(wid, port)) as health::probe::Connector
+            });
+            HealthRun::start(h, h.notify || app.wait_ready, &self.shared.notify, pid, &env, &app.cwd, connect)
+        });
+        let health_info = health.as_ref().map(|h| h.machine().info().clone());
+        if health.as_ref().is_some_and(|h| !h.is_ready()) {
+            let budget =
+                app.health.as_ref().map_or(app.listen_timeout, |h| h.ready_budget_ms(app.listen_timeout));
+            self.health_deadline = Some(Instant::now() + Duration::from_millis(budget));
+        }
+        self.shared.with_entry(self.id, |e| e.info.health = health_info);
+        self.run = Some(Running { child, pid, wid, events: ev_rx, _events_tx: ev_tx, health });
         // pm2's `process:event` "start", sent for every launch before
         // "online" (pm2-runtime --json shows it).
         self.publish("start");
@@ -475,7 +526,16 @@ impl Task {
                 self.shared.with_entry(self.id, |e| e.info.node_version = Some(v));
                 false
             }
-            WorkerEvent::Ready => true,
+            WorkerEvent::Ready => {
+                if info.app.wait_ready {
+                    let out = self.run.as_mut().and_then(|r| r.health.as_mut()).map(|h| h.signal());
+                    if let Some(out) = out {
+                        self.record_health();
+                        self.ready_changed(out.ready_changed);
+                    }
+                }
+                true
+            }
             WorkerEvent::Online => !info.app.wait_ready,
             WorkerEvent::Listening | WorkerEvent::Serving => false,
         };
@@ -515,10 +575,16 @@ impl Task {
             self.host.detach(wid, linger);
         }
         self.publish("exit");
-        for d in self.pending_online.drain(..) {
+        for d in self.pending_online.drain(..).chain(self.pending_ready.drain(..)) {
             let _ = d.send(Err(DaemonError::ExitedBeforeReady(label.clone())));
         }
         self.ready_deadline = None;
+        self.health_deadline = None;
+        self.shared.with_entry(self.id, |e| {
+            if let Some(h) = e.info.health.as_mut() {
+                h.status = corral_proto::HealthStatus::Unknown;
+            }
+        });
         match decision {
             None | Some(Decision::Stop) => {}
             Some(Decision::Errored { unstable }) => {
@@ -558,11 +624,32 @@ impl Task {
                 "the replacement of app [{label}] failed to start"
             )));
         };
-        let deadline = Instant::now() + Duration::from_millis(app.listen_timeout);
+        // An app whose health checks gate readiness: the new worker must be
+        // ready (its checks, not only `listening`) within its budget, or the
+        // reload fails and the old worker keeps serving.
+        let strict = gated(&app);
+        self.health_deadline = None;
+        let budget = match &app.health {
+            Some(h) if strict => h.ready_budget_ms(app.listen_timeout),
+            _ => app.listen_timeout,
+        };
+        let deadline = Instant::now() + Duration::from_millis(budget);
         loop {
             tokio::select! {
                 ev = new.events.recv() => match ev {
+                    Some(WorkerEvent::Ready) if strict => {
+                        if app.wait_ready {
+                            if let Some(h) = new.health.as_mut() {
+                                let out = h.signal();
+                                self.shared.with_entry(self.id, |e| e.info.health = Some(h.machine().info().clone()));
+                                if out.ready_changed == Some(true) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
                     Some(WorkerEvent::Ready) => break,
+                    Some(WorkerEvent::Listening | WorkerEvent::Serving) if strict => {}
                     Some(WorkerEvent::Listening | WorkerEvent::Serving) if !app.wait_ready => break,
                     Some(WorkerEvent::NodeVersion(v)) => {
                         self.shared.with_entry(self.id, |e| e.info.node_version = Some(v));
@@ -577,7 +664,35 @@ impl Task {
                 st = new.child.wait() => {
                     return self.reload_failed(old, new, st.ok(), &label);
                 }
+                ev = next_health(&mut new.health) => {
+                    let Some(h) = new.health.as_mut() else { continue };
+                    let out = h.apply(ev, now_ms());
+                    let hinfo = h.machine().info().clone();
+                    self.shared.with_entry(self.id, |e| e.info.health = Some(hinfo));
+                    if let Some(why) = out.restart {
+                        let msg = format!(
+                            "reload of app [{label}] failed: the new worker's {why}; the old worker keeps serving"
+                        );
+                        return self.reload_not_ready(old, new, app, info.pm_uptime, msg);
+                    }
+                    if out.ready_changed == Some(true) {
+                        break;
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => {
+                    if strict {
+                        let last = new
+                            .health
+                            .as_ref()
+                            .and_then(|h| h.machine().last_detail())
+                            .map(|d| format!(" (last {d})"))
+                            .unwrap_or_default();
+                        let msg = format!(
+                            "reload of app [{label}] failed: the new worker was not ready within {budget}ms{last}; \
+                             it was stopped and the old worker keeps serving"
+                        );
+                        return self.reload_not_ready(old, new, app, info.pm_uptime, msg);
+                    }
                     dlog::log(&format!("App [{label}] did not listen within {}ms, reloading anyway", app.listen_timeout));
                     break;
                 }
@@ -602,15 +717,143 @@ impl Task {
                 },
             }
         }
+        if let (Some(wid), Some(h)) = (new.wid, new.health.as_ref()) {
+            self.host.set_ready(wid, h.is_ready());
+            if h.is_ready() {
+                self.publish("ready");
+            }
+        }
         self.run = Some(new);
         self.shared.with_entry(self.id, |e| e.info.restart_time += 1);
         self.set_online();
         if let Some(wid) = old.wid {
             self.host.drain(wid, true);
         }
+        let mut old = old;
+        if let Some(h) = old.health.as_mut() {
+            h.stop_probes();
+        }
         tokio::spawn(retire(self.host.clone(), old, app, label, self.shared.config.kill_signal));
         self.publish("reload");
         Ok(())
+    }
+
+    /// The new worker of a reload never became ready (or its startup probe
+    /// failed): it is stopped, the old worker is the process again.
+    fn reload_not_ready(
+        &mut self,
+        old: Running,
+        mut new: Running,
+        app: AppSpec,
+        old_uptime: u64,
+        msg: String,
+    ) -> Result<(), DaemonError> {
+        self.ready_deadline = None;
+        if let Some(h) = new.health.as_mut() {
+            h.stop_probes();
+        }
+        if let Some(wid) = new.wid {
+            self.host.drain(wid, true);
+        }
+        let label = format!("{}:{}", app.name, self.id);
+        tokio::spawn(retire(self.host.clone(), new, app, label, self.shared.config.kill_signal));
+        let old_pid = old.pid;
+        let old_health = old.health.as_ref().map(|h| h.machine().info().clone());
+        self.run = Some(old);
+        self.shared.with_entry(self.id, |e| {
+            e.info.pid = old_pid as u32;
+            e.info.pm_uptime = old_uptime;
+            e.info.status = Status::Online;
+            e.info.health = old_health;
+        });
+        dlog::error(&msg);
+        self.publish("reload failed");
+        Err(DaemonError::ReloadFailed(msg))
+    }
+
+    /// Publishes the current run's health to the table.
+    fn record_health(&self) {
+        let info = self.run.as_ref().and_then(|r| r.health.as_ref()).map(|h| h.machine().info().clone());
+        if info.is_some() {
+            self.shared.with_entry(self.id, |e| e.info.health = info);
+        }
+    }
+
+    /// The current run turned ready or not ready: routing follows, the
+    /// event bus and pm2.log say so, a restart waiting for it is answered.
+    fn ready_changed(&mut self, changed: Option<bool>) {
+        let Some(ready) = changed else { return };
+        let Some(run) = self.run.as_ref() else { return };
+        if let Some(wid) = run.wid {
+            self.host.set_ready(wid, ready);
+        }
+        let label = self.label();
+        if ready {
+            dlog::log(&format!("App [{label}] ready"));
+            self.publish("ready");
+            self.health_deadline = None;
+            for d in self.pending_ready.drain(..) {
+                let _ = d.send(Ok(()));
+            }
+        } else {
+            let why = run.health.as_ref().and_then(|h| h.machine().last_detail()).unwrap_or_default();
+            dlog::log(&format!("App [{label}] not ready ({why}): no new connections"));
+            self.publish("unready");
+        }
+    }
+
+    /// A probe result, a notification or a missed watchdog for the current run.
+    async fn on_health(&mut self, ev: health::Event) {
+        let Some(h) = self.run.as_mut().and_then(|r| r.health.as_mut()) else { return };
+        let out = h.apply(ev, now_ms());
+        self.record_health();
+        self.ready_changed(out.ready_changed);
+        if let Some(why) = out.restart {
+            self.health_restart(&why).await;
+        }
+    }
+
+    /// `wait_ready`'s `listen_timeout` passed: pm2 counts the app as started.
+    async fn wait_ready_signal(&mut self) {
+        let wait_ready = self.info().is_some_and(|i| i.app.wait_ready);
+        let out = match self.run.as_mut().and_then(|r| r.health.as_mut()) {
+            Some(h) if wait_ready && !h.machine().is_ready() => h.signal(),
+            _ => return,
+        };
+        self.record_health();
+        self.ready_changed(out.ready_changed);
+    }
+
+    /// A restart waiting for readiness gave up: the process keeps running.
+    fn not_ready_in_time(&mut self) {
+        let label = self.label();
+        let last = self
+            .run
+            .as_ref()
+            .and_then(|r| r.health.as_ref())
+            .and_then(|h| h.machine().last_detail())
+            .map(|d| format!(" (last {d})"))
+            .unwrap_or_default();
+        let msg = format!("App [{label}] is running but not ready yet{last}");
+        if !self.pending_ready.is_empty() {
+            dlog::log(&msg);
+        }
+        for d in self.pending_ready.drain(..) {
+            let _ = d.send(Err(DaemonError::NotReady(msg.clone())));
+        }
+    }
+
+    /// A liveness (or startup, or watchdog) failure past its threshold:
+    /// restart the process, counted in restart_time like pm2's restarts.
+    async fn health_restart(&mut self, why: &str) {
+        let label = self.label();
+        dlog::log(&format!("App [{label}] {why}: restarting"));
+        if self.run.is_some() {
+            self.stop_with(true).await;
+        }
+        self.shared.with_entry(self.id, |e| e.info.restart_time += 1);
+        self.launch();
+        self.publish("restart");
     }
 
     /// A stop or delete arrived while the replacement was not ready yet:
@@ -682,6 +925,12 @@ impl Task {
     /// keep queueing connections meanwhile instead of closing.
     async fn stop_with(&mut self, linger: bool) {
         self.ready_deadline = None;
+        self.health_deadline = None;
+        let label = self.label();
+        for d in self.pending_ready.drain(..) {
+            let _ =
+                d.send(Err(DaemonError::NotReady(format!("App [{label}] was stopped before it was ready"))));
+        }
         let Some(mut run) = self.run.take() else {
             let st = self.info().map(|i| i.status).unwrap_or_default();
             if st != Status::Errored || self.restart_at.is_some() {
@@ -731,6 +980,9 @@ impl Task {
             e.info.pid = 0;
             e.info.status = Status::Stopped;
             e.info.exit_code = code.or(Some(0));
+            if let Some(h) = e.info.health.as_mut() {
+                h.status = corral_proto::HealthStatus::Unknown;
+            }
         });
         self.publish("stop");
     }
@@ -792,6 +1044,11 @@ impl ladder::Child for Tree<'_> {
     fn pid(&self) -> i32 {
         self.run.pid
     }
+}
+
+/// The app's health checks decide when a new run is ready.
+fn gated(app: &AppSpec) -> bool {
+    app.health.as_ref().is_some_and(|h| h.gates_readiness())
 }
 
 /// What a manual restart/reload does to the counters (pm2's

@@ -88,7 +88,27 @@ pub trait WorkerHost: Send + Sync {
     /// Asks the worker to exit on its own; false if the request could not
     /// be sent.
     fn ask_exit(&self, wid: u32, how: ExitRequest) -> bool;
+    /// The worker's health checks say it is ready (or no longer): a worker
+    /// that is not ready gets no new connections or sessions while another
+    /// one is ready; its existing sessions keep reaching it. A worker whose
+    /// app gates readiness (`AppSpec::health`) starts not ready.
+    fn set_ready(&self, wid: u32, ready: bool) {
+        let _ = (wid, ready);
+    }
+    /// A connection to this worker's server on `port`, for a health probe:
+    /// `None` when the worker has no listener on that port through the host.
+    /// Cluster workers share their listeners (a reload briefly has two
+    /// workers on one port), so a probe connecting to the port could reach
+    /// another worker; the host hands this one connection to `wid` itself.
+    fn connect_probe(&self, wid: u32, port: u16) -> Option<ProbeConnect> {
+        let _ = (wid, port);
+        None
+    }
 }
+
+/// A probe connection being made (see [`WorkerHost::connect_probe`]).
+pub type ProbeConnect =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<std::net::TcpStream>> + Send>>;
 
 /// A host that ignores every channel: the worker sees its channel close
 /// at once. For tests of processes that need no IPC.
