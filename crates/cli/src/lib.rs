@@ -101,13 +101,8 @@ const UNSUPPORTED: &[&str] = &[
     "backward",
     "deepUpdate",
     "sysmonit",
-    "slist",
-    "sysinfos",
     "create",
     "autoinstall",
-    "inspect",
-    "profile:cpu",
-    "profile:mem",
     "imonit",
 ];
 
@@ -257,6 +252,10 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         "serve" | "expose" => start::serve(cli),
         "attach" => ops::attach(cli),
         "unmonitor" => ops::monitor_state(cli, false),
+        "inspect" => commands::profile::inspect(cli),
+        "profile:cpu" => commands::profile::profile(cli, corral_daemon::inspector::Profile::Cpu),
+        "profile:mem" => commands::profile::profile(cli, corral_daemon::inspector::Profile::Mem),
+        "slist" | "sysinfos" => commands::profile::slist(cli),
         _ => {
             output::error("Command not found");
             Ok(1)
@@ -277,6 +276,7 @@ fn required_args(cmd: &str) -> Option<(usize, &'static str)> {
         "sendSignal" => (2, "pm2_id|name"),
         "trigger" => (2, "action_name"),
         "scale" => (2, "number"),
+        "inspect" => (1, "name"),
         "startOrRestart" | "startOrReload" | "startOrGracefulReload" => (1, "json"),
         "set" => (2, "value"),
         "unset" => (1, "key"),
@@ -348,6 +348,11 @@ fn is_known(cmd: &str) -> bool {
             | "module:update"
             | "uninstall"
             | "module:uninstall"
+            | "inspect"
+            | "profile:cpu"
+            | "profile:mem"
+            | "slist"
+            | "sysinfos"
     )
 }
 

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod cron;
 pub mod dlog;
 pub mod error;
+pub mod inspector;
 pub mod logfile;
 pub mod logrotate;
 pub mod logs;
@@ -27,6 +28,7 @@ pub mod settings;
 pub mod state;
 pub mod sticky;
 pub mod supervisor;
+pub mod sysinfo;
 pub mod timefmt;
 pub mod watcher;
 

@@ -6,6 +6,7 @@ pub mod info;
 pub mod misc;
 pub mod modules;
 pub mod ops;
+pub mod profile;
 pub mod start;
 pub mod state;
 pub mod trigger;
