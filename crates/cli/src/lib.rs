@@ -82,8 +82,8 @@ pub fn main_runtime() -> i32 {
     runtime::run(argv)
 }
 
-/// Commands pm2 has that Corral does not implement (PM2 Plus, modules,
-/// deploy, ...): a clear message and exit 1 rather than "Command not found".
+/// Commands pm2 has that Corral does not implement (PM2 Plus, module
+/// publishing, ...): a clear message and exit 1 rather than "Command not found".
 const UNSUPPORTED: &[&str] = &[
     "link",
     "unlink",
@@ -95,7 +95,6 @@ const UNSUPPORTED: &[&str] = &[
     "module:generate",
     "package",
     "publish",
-    "deploy",
     "pull",
     "forward",
     "backward",
@@ -181,6 +180,8 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         // Connects itself: it must also cope with a daemon it cannot talk to.
         "update" | "updatePM2" => return state::update(cli),
         "ecosystem" | "init" => return commands::misc::ecosystem(cli),
+        // Runs locally (git, ssh): no daemon needed.
+        "deploy" => return commands::deploy::deploy(cli),
         "logrotate" => return startup::logrotate(cli),
         "examples" => {
             output::out(help::EXAMPLES);

@@ -2,6 +2,7 @@
 //! is printed as `[PM2][ERROR] ...` and exits 1.
 
 pub mod conf;
+pub mod deploy;
 pub mod info;
 pub mod misc;
 pub mod modules;
