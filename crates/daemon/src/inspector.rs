@@ -588,7 +588,10 @@ pub async fn profile(pid: i32, kind: Profile, duration: Duration, out: &Path) ->
     let profile = result?;
     let text =
         serde_json::to_vec(&profile).map_err(|e| InspectError::Protocol { pid, msg: e.to_string() })?;
-    std::fs::write(out, text).map_err(|err| InspectError::Write { path: out.display().to_string(), err })
+    // Off the event loop: a heap profile can be large.
+    tokio::fs::write(out, text)
+        .await
+        .map_err(|err| InspectError::Write { path: out.display().to_string(), err })
 }
 
 async fn record(s: &mut Session, kind: Profile, duration: Duration) -> Result<Value, InspectError> {
