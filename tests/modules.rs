@@ -117,3 +117,26 @@ fn logrotate_module_installs_rotates_and_uninstalls() {
     assert!(list.iter().all(|p| p["name"] != "pm2-logrotate"), "{list:?}");
     assert!(list.iter().any(|p| p["name"] == "chatty"));
 }
+
+/// pm2-server-monit bundles @pm2/io 2.x, which sends metrics only once
+/// initialised (pm2 does it for every process it starts): its metrics show
+/// in jlist and describe, and its actions answer.
+#[test]
+fn server_monit_module_shows_its_metrics() {
+    let pm2 = Pm2::new();
+    let r = pm2.run(&["install", "pm2-server-monit@3.0.0"]);
+    r.ok();
+    let has_metrics = |l: &[Value]| {
+        l.iter().any(|p| {
+            p["name"] == "pm2-server-monit"
+                && p["pm2_env"]["axm_monitor"]["CPU usage"]["value"].is_number()
+                && p["pm2_env"]["axm_monitor"].get("Free memory").is_some()
+        })
+    };
+    pm2.wait_for("pm2-server-monit metrics", Duration::from_secs(60), has_metrics);
+    let d = pm2.run(&["describe", "pm2-server-monit"]);
+    d.ok();
+    assert!(d.stdout.contains(" Code metrics value ") && d.stdout.contains("CPU usage"), "{}", d.stdout);
+    assert!(d.stdout.contains(" Actions available "), "{}", d.stdout);
+    pm2.run(&["uninstall", "pm2-server-monit"]).ok();
+}

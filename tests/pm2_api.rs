@@ -224,3 +224,40 @@ fn the_library_kills_the_daemon() {
         assert!(!pm2.home().join(f).exists(), "{f} left behind");
     }
 }
+
+#[test]
+fn system_data_stdin_and_profiles_over_the_api() {
+    let pm2 = Pm2::new();
+    // Its own inspector port (0: any free one), not node's shared 9229.
+    pm2.run(&["start", "stdin_echo.js", "--name", "echo", "--node-args=--inspect-port=0"]).ok();
+    pm2.wait_for("echo online", T, |l| l.first().is_some_and(|p| status(p) == "online"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("api.cpuprofile");
+    let r = node(&pm2, &format!("extra.js 0 {}", file.display()));
+    let line =
+        r.stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).unwrap_or_else(|| panic!("{}", r.all()));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    // pm2's host metrics shape, real values.
+    let sys = &v["sys"]["r"];
+    assert!(sys["RAM Total"]["value"].as_u64().is_some_and(|n| n > 0), "{v}");
+    assert_eq!(sys["CPU Usage"]["unit"], "%", "{v}");
+    assert_eq!(sys["CPU Usage"]["type"], "metric", "{v}");
+    // sendLineToStdin answers {pm_id, line} and the app gets the line.
+    assert_eq!(v["line"]["err"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["line"]["r"]["line"], "from-library\n", "{v}");
+    assert_eq!(v["lineMissing"]["err"], "pm_id or line field missing", "{v}");
+    let out = pm2.proc("echo").unwrap()["pm2_env"]["pm_out_log_path"].as_str().unwrap().to_string();
+    poll("the app to echo the line", T, || {
+        std::fs::read_to_string(&out).ok().filter(|s| s.contains("got from-library"))
+    });
+    // Without an app: pm2's {error} answer; with one: {file}.
+    assert!(v["cpuNoApp"]["r"]["error"].as_str().is_some_and(|e| e.contains("not a Node.js process")), "{v}");
+    assert_eq!(v["cpu"]["r"]["file"], file.display().to_string(), "{v}");
+    let cpu: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    for k in ["nodes", "startTime", "endTime", "samples", "timeDeltas"] {
+        assert!(cpu.get(k).is_some(), "cpuprofile lacks {k}");
+    }
+    let mem: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("api.cpuprofile.mem")).unwrap()).unwrap();
+    assert!(mem.get("head").is_some() && mem.get("samples").is_some(), "heapprofile: {mem}");
+}

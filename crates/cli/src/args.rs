@@ -61,6 +61,8 @@ const OPTIONS: &[OptDef] = &[
     o("log", Some('l')),
     v("log-date-format", None),
     f("time", None),
+    // `slist -t`: a command option in pm2, harmless as a global flag.
+    f("tree", Some('t')),
     v("log-type", None),
     f("merge-logs", None),
     f("disable-logs", None),

@@ -2,7 +2,11 @@
 //! (whose unit lives in `startup.rs`): where each goes, the commands that
 //! enable and disable it, and its text. Placeholders, as in the systemd
 //! unit: `%PM2_PATH%`, `%NODE_PATH%` (the PATH the daemon gets), `%USER%`,
-//! `%HOME_PATH%` (its PM2_HOME) and `%SERVICE_NAME%`.
+//! `%HOME_PATH%` (its PM2_HOME) and `%SERVICE_NAME%`; the daemon settings
+//! (`PM2_PORT`...) the running daemon has, which the booted one must have
+//! too, go where each format sets variables: `%SETTINGS_EXPORT%` (shell
+//! `export` lines), `%SETTINGS_ENV%` (more `K='v'` words of an `env` command
+//! inside a double-quoted `su -c`), `%SETTINGS_PLIST%`, `%SETTINGS_SMF%`.
 //!
 //! Every script runs `pm2 resurrect` at boot and `pm2 kill` at shutdown, as
 //! the user given with `-u`, like pm2's.
@@ -28,12 +32,12 @@ PM2=%PM2_PATH%
 RUN_AS=%USER%
 export PATH=%NODE_PATH%:$PATH
 export PM2_HOME="%HOME_PATH%"
-
+%SETTINGS_EXPORT%
 pm2_as_user() {
     if [ "$RUN_AS" = "root" ]; then
         "$PM2" "$@"
     else
-        su - "$RUN_AS" -c "env PATH='$PATH' PM2_HOME='$PM2_HOME' '$PM2' $*"
+        su - "$RUN_AS" -c "env PATH='$PATH' PM2_HOME='$PM2_HOME'%SETTINGS_ENV% '$PM2' $*"
     fi
 }
 
@@ -79,7 +83,7 @@ depend() {
 }
 
 pm2_as_user() {
-    su - "$RUN_AS" -s /bin/sh -c "env PATH='%NODE_PATH%':\$PATH PM2_HOME='%HOME_PATH%' '$PM2' $*"
+    su - "$RUN_AS" -s /bin/sh -c "env PATH='%NODE_PATH%':\$PATH PM2_HOME='%HOME_PATH%'%SETTINGS_ENV% '$PM2' $*"
 }
 
 start() {
@@ -126,7 +130,7 @@ const LAUNCHD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
         <string>%NODE_PATH%</string>
         <key>PM2_HOME</key>
         <string>%HOME_PATH%</string>
-    </dict>
+%SETTINGS_PLIST%    </dict>
     <key>StandardOutPath</key>
     <string>/tmp/%SERVICE_NAME%.out.log</string>
     <key>StandardErrorPath</key>
@@ -154,7 +158,7 @@ reload_cmd="pm2_reload"
 status_cmd="pm2_status"
 
 pm2_as_user() {
-    su -m "%USER%" -c "env PATH='%NODE_PATH%':\$PATH PM2_HOME='%HOME_PATH%' '%PM2_PATH%' $*"
+    su -m "%USER%" -c "env PATH='%NODE_PATH%':\$PATH PM2_HOME='%HOME_PATH%'%SETTINGS_ENV% '%PM2_PATH%' $*"
 }
 pm2_start() { pm2_as_user resurrect; }
 pm2_stop() { pm2_as_user kill; }
@@ -179,7 +183,7 @@ rc_bg=NO
 rc_reload=YES
 
 pm2_cmd() {
-    ${rcexec} "env PATH='%NODE_PATH%':\$PATH PM2_HOME='%HOME_PATH%' ${daemon} $*"
+    ${rcexec} "env PATH='%NODE_PATH%':\$PATH PM2_HOME='%HOME_PATH%'%SETTINGS_ENV% ${daemon} $*"
 }
 
 rc_start() { pm2_cmd resurrect; }
@@ -207,7 +211,7 @@ const SMF: &str = r#"<?xml version="1.0"?>
       <method_environment>
         <envvar name="PATH" value="%NODE_PATH%"/>
         <envvar name="PM2_HOME" value="%HOME_PATH%"/>
-      </method_environment>
+%SETTINGS_SMF%      </method_environment>
     </method_context>
     <exec_method type="method" name="start" exec="%PM2_PATH% resurrect" timeout_seconds="60"/>
     <exec_method type="method" name="refresh" exec="%PM2_PATH% reload all" timeout_seconds="60"/>
@@ -344,13 +348,49 @@ pub fn render(
     user: &str,
     home_path: &str,
     service: &str,
+    settings: &[(String, String)],
 ) -> String {
+    let mut export = String::new();
+    let mut env = String::new();
+    let mut plist = String::new();
+    let mut smf = String::new();
+    for (k, v) in settings {
+        export.push_str(&format!("export {k}={}\n", sh_quote(v)));
+        env.push_str(&format!(" {k}={}", dq_escape(&sh_quote(v))));
+        plist.push_str(&format!("        <key>{}</key>\n        <string>{}</string>\n", xml(k), xml(v)));
+        smf.push_str(&format!("        <envvar name=\"{}\" value=\"{}\"/>\n", xml(k), xml(v)));
+    }
     template
+        .replace("%SETTINGS_EXPORT%", &export)
+        .replace("%SETTINGS_ENV%", &env)
+        .replace("%SETTINGS_PLIST%", &plist)
+        .replace("%SETTINGS_SMF%", &smf)
         .replace("%PM2_PATH%", pm2)
         .replace("%NODE_PATH%", node_path)
         .replace("%USER%", user)
         .replace("%HOME_PATH%", home_path)
         .replace("%SERVICE_NAME%", service)
+}
+
+/// One shell word: single-quoted, a `'` as `'\''`.
+fn sh_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "'\\''"))
+}
+
+/// Text that stays itself inside a shell double-quoted string.
+fn dq_escape(v: &str) -> String {
+    let mut out = String::new();
+    for c in v.chars() {
+        if matches!(c, '\\' | '"' | '$' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn xml(v: &str) -> String {
+    v.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -362,7 +402,8 @@ mod tests {
         for p in ["upstart", "systemv", "launchd", "rcd", "rcd-openbsd", "openrc", "smf"] {
             let svc = default_service(p, "web");
             let s = setup(p, &svc, "/home/web", "/tmp").unwrap_or_else(|| panic!("{p}"));
-            let text = render(s.template, "/usr/bin/pm2", "/usr/bin:/bin", "web", "/home/web/.pm2", &svc);
+            let text =
+                render(s.template, "/usr/bin/pm2", "/usr/bin:/bin", "web", "/home/web/.pm2", &svc, &[]);
             assert!(!text.contains('%'), "{p}: placeholder left in\n{text}");
             assert!(text.contains("/usr/bin/pm2") && text.contains("resurrect"), "{p}");
             assert!(text.contains("/home/web/.pm2"), "{p}");
@@ -383,7 +424,39 @@ mod tests {
         assert_eq!(s.commands.last().unwrap(), "update-rc.d abcdef defaults");
         let s = setup("launchd", "pm2.u", "/Users/u", "/tmp").unwrap();
         assert_eq!(s.destination, "/Users/u/Library/LaunchAgents/pm2.u.plist");
-        let lsb = render(LSB, "/p", "/n", "u", "/h", "svc");
+        let lsb = render(LSB, "/p", "/n", "u", "/h", "svc", &[]);
         assert!(lsb.starts_with("#!/bin/sh\n### BEGIN INIT INFO\n# Provides:          svc\n"));
+    }
+
+    #[test]
+    fn every_script_carries_the_daemon_settings() {
+        let settings = vec![("PM2_PORT".to_string(), "9100".to_string())];
+        for p in ["upstart", "systemv", "launchd", "rcd", "rcd-openbsd", "openrc", "smf"] {
+            let svc = default_service(p, "web");
+            let s = setup(p, &svc, "/home/web", "/tmp").unwrap_or_else(|| panic!("{p}"));
+            let text = render(s.template, "/usr/bin/pm2", "/usr/bin", "web", "/h/.pm2", &svc, &settings);
+            let want: &[&str] = match p {
+                "launchd" => &["<key>PM2_PORT</key>\n        <string>9100</string>"],
+                "smf" => &["<envvar name=\"PM2_PORT\" value=\"9100\"/>"],
+                "upstart" | "systemv" => &["export PM2_PORT='9100'\n", " PM2_PORT='9100' '$PM2' $*"],
+                _ => &[" PM2_PORT='9100' "],
+            };
+            for w in want {
+                assert!(text.contains(w), "{p} lacks {w:?}:\n{text}");
+            }
+        }
+    }
+
+    /// A value with quotes, `$`, backticks and spaces survives both shells:
+    /// the outer double-quoted `su -c` string and the inner `env` words.
+    #[test]
+    fn settings_survive_nested_shell_quoting() {
+        let v = "a b'c\"d$HOME`x`\\e";
+        let inner = dq_escape(&sh_quote(v));
+        // The outer shell turns the double-quoted text into the inner command.
+        let cmd = format!("sh -c \"env V={inner} sh -c 'printf %s \\\"\\$V\\\"'\"");
+        let out = std::process::Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), v, "{cmd}");
+        assert_eq!(xml("a<&\">"), "a&lt;&amp;&quot;&gt;");
     }
 }

@@ -82,8 +82,8 @@ pub fn main_runtime() -> i32 {
     runtime::run(argv)
 }
 
-/// Commands pm2 has that Corral does not implement (PM2 Plus, modules,
-/// deploy, ...): a clear message and exit 1 rather than "Command not found".
+/// Commands pm2 has that Corral does not implement (PM2 Plus, module
+/// publishing, ...): a clear message and exit 1 rather than "Command not found".
 const UNSUPPORTED: &[&str] = &[
     "link",
     "unlink",
@@ -95,19 +95,13 @@ const UNSUPPORTED: &[&str] = &[
     "module:generate",
     "package",
     "publish",
-    "deploy",
     "pull",
     "forward",
     "backward",
     "deepUpdate",
     "sysmonit",
-    "slist",
-    "sysinfos",
     "create",
     "autoinstall",
-    "inspect",
-    "profile:cpu",
-    "profile:mem",
     "imonit",
 ];
 
@@ -186,6 +180,8 @@ fn dispatch(cli: &mut Cli) -> anyhow::Result<Code> {
         // Connects itself: it must also cope with a daemon it cannot talk to.
         "update" | "updatePM2" => return state::update(cli),
         "ecosystem" | "init" => return commands::misc::ecosystem(cli),
+        // Runs locally (git, ssh): no daemon needed.
+        "deploy" => return commands::deploy::deploy(cli),
         "logrotate" => return startup::logrotate(cli),
         "examples" => {
             output::out(help::EXAMPLES);
@@ -275,6 +271,10 @@ fn run_command(cli: &mut Cli, cmd: &str) -> anyhow::Result<Code> {
         "serve" | "expose" => start::serve(cli),
         "attach" => ops::attach(cli),
         "unmonitor" => ops::monitor_state(cli, false),
+        "inspect" => commands::profile::inspect(cli),
+        "profile:cpu" => commands::profile::profile(cli, corral_daemon::inspector::Profile::Cpu),
+        "profile:mem" => commands::profile::profile(cli, corral_daemon::inspector::Profile::Mem),
+        "slist" | "sysinfos" => commands::profile::slist(cli),
         _ => {
             output::error("Command not found");
             Ok(1)
@@ -295,6 +295,7 @@ fn required_args(cmd: &str) -> Option<(usize, &'static str)> {
         "sendSignal" => (2, "pm2_id|name"),
         "trigger" => (2, "action_name"),
         "scale" => (2, "number"),
+        "inspect" => (1, "name"),
         "startOrRestart" | "startOrReload" | "startOrGracefulReload" => (1, "json"),
         "set" => (2, "value"),
         "unset" => (1, "key"),
@@ -366,6 +367,11 @@ fn is_known(cmd: &str) -> bool {
             | "module:update"
             | "uninstall"
             | "module:uninstall"
+            | "inspect"
+            | "profile:cpu"
+            | "profile:mem"
+            | "slist"
+            | "sysinfos"
     )
 }
 

@@ -58,17 +58,24 @@ pub fn systemd_unit(p: &UnitParams) -> String {
 /// Writes the unit; one holding a secret is 0600 before its content lands
 /// (an existing 0644 unit is restricted first).
 fn write_unit(target: &Path, unit: &str, secret: bool) -> std::io::Result<()> {
+    if secret {
+        write_private(target, unit, 0o600)
+    } else {
+        std::fs::write(target, unit)
+    }
+}
+
+/// Writes `text` with `mode`, restricting an existing file first so the
+/// secret never lands in a readable file.
+fn write_private(target: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if !secret {
-        return std::fs::write(target, unit);
-    }
     if target.exists() {
-        std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))?;
     }
     let mut f =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(target)?;
-    f.write_all(unit.as_bytes())
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(target)?;
+    f.write_all(text.as_bytes())
 }
 
 /// `Environment=` lines, quoted as systemd.exec(5) wants when a value holds
@@ -254,17 +261,28 @@ fn user_home(cli: &Cli) -> String {
         .unwrap_or_else(|| "/root".into())
 }
 
-/// Writes `text` to `target` and runs `cmds`, printing what pm2 prints.
-fn install(platform: &str, text: &str, target: &str, cmds: &[String]) -> Result<Code> {
+/// Writes `text` to `target` and runs `cmds`, printing what pm2 prints
+/// (`shown`: the text with secrets masked). A script holding a secret is
+/// written owner-only (0700: init runs it as root).
+fn install(
+    platform: &str,
+    text: &str,
+    shown: &str,
+    secret: bool,
+    target: &str,
+    cmds: &[String],
+) -> Result<Code> {
     output::out(&format!("Platform {platform}"));
     output::out("Template");
-    output::out(text);
+    output::out(shown);
     output::out("Target path");
     output::out(target);
     output::out("Command list");
     output::out(&crate::inspect::inspect(&serde_json::json!(cmds)));
     output::info(&format!("Writing init configuration in {target}"));
-    if let Err(e) = std::fs::write(target, text) {
+    let written =
+        if secret { write_private(Path::new(target), text, 0o700) } else { std::fs::write(target, text) };
+    if let Err(e) = written {
         output::error("Failure when trying to write startup script");
         output::err(&format!("Cannot write {target}: {e}"));
         return Ok(1);
@@ -300,26 +318,8 @@ pub fn startup(cli: &mut Cli) -> Result<Code> {
         format!("{path_env}:{nd}")
     };
     let exe = p.exe.display().to_string();
-    if p.platform != "systemd" {
-        let tmp = std::env::temp_dir().display().to_string();
-        let Some(setup) = crate::initscripts::setup(p.platform, &p.service, &user_home(cli), &tmp) else {
-            return Ok(unsupported(p.platform));
-        };
-        let text =
-            crate::initscripts::render(setup.template, &exe, &node_path, &p.user, &home_path, &p.service);
-        return install(p.platform, &text, &setup.destination, &setup.commands);
-    }
     let settings = crate::client::daemon_settings(Path::new(&home_path));
-    let params = |settings| UnitParams {
-        user: &p.user,
-        node_path: &node_path,
-        home_path: &home_path,
-        pm2_path: &exe,
-        wait_ip: cli.args.has("wait-ip"),
-        settings,
-    };
-    let unit = systemd_unit(&params(&settings));
-    // The cluster secret and a Redis password are not printed, and the unit
+    // The cluster secret and a Redis password are not printed, and the file
     // that holds them is readable by root only.
     let has_secret = settings.iter().any(|(k, _)| corral_proto::SECRET_SETTINGS.contains(&k.as_str()));
     let masked: Vec<(String, String)> = settings
@@ -329,6 +329,34 @@ pub fn startup(cli: &mut Cli) -> Result<Code> {
             (k.clone(), if secret { "***".to_string() } else { v.clone() })
         })
         .collect();
+    if p.platform != "systemd" {
+        let tmp = std::env::temp_dir().display().to_string();
+        let Some(setup) = crate::initscripts::setup(p.platform, &p.service, &user_home(cli), &tmp) else {
+            return Ok(unsupported(p.platform));
+        };
+        let render = |settings: &[(String, String)]| {
+            crate::initscripts::render(
+                setup.template,
+                &exe,
+                &node_path,
+                &p.user,
+                &home_path,
+                &p.service,
+                settings,
+            )
+        };
+        let (text, shown) = (render(&settings), render(&masked));
+        return install(p.platform, &text, &shown, has_secret, &setup.destination, &setup.commands);
+    }
+    let params = |settings| UnitParams {
+        user: &p.user,
+        node_path: &node_path,
+        home_path: &home_path,
+        pm2_path: &exe,
+        wait_ip: cli.args.has("wait-ip"),
+        settings,
+    };
+    let unit = systemd_unit(&params(&settings));
     let shown = systemd_unit(&params(&masked));
     let target = format!("/etc/systemd/system/{}.service", p.service);
     let cmds = vec![format!("systemctl enable {}", p.service)];

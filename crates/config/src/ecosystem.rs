@@ -54,6 +54,13 @@ try {
 const NODE_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn load(path: &Path, ctx: &Context) -> Result<Loaded, ConfigError> {
+    let doc = load_raw(path, ctx)?;
+    let ctx = Context { source: path.to_string_lossy().into_owned(), ..ctx.clone() };
+    from_document(&doc, &ctx)
+}
+
+/// The whole document an ecosystem file evaluates to (apps, `deploy`...).
+pub fn load_raw(path: &Path, ctx: &Context) -> Result<Value, ConfigError> {
     let abs = paths::resolve(&ctx.cwd, &path.to_string_lossy());
     let shown = path.to_string_lossy().into_owned();
     if !abs.is_file() {
@@ -83,8 +90,7 @@ pub fn load(path: &Path, ctx: &Context) -> Result<Loaded, ConfigError> {
     } else {
         run_node(LOADER, &abs, ctx).map_err(malformed)?
     };
-    let ctx = Context { source: shown.clone(), ..ctx.clone() };
-    from_document(&doc, &ctx)
+    Ok(doc)
 }
 
 /// Splits a parsed document into apps and resolves each one.

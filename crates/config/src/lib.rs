@@ -93,6 +93,12 @@ pub fn load_ecosystem(path: &Path, ctx: &Context) -> Result<Loaded, ConfigError>
     ecosystem::load(path, ctx)
 }
 
+/// The whole document an ecosystem file evaluates to, unvalidated (`pm2
+/// deploy` reads its `deploy` section).
+pub fn load_ecosystem_document(path: &Path, ctx: &Context) -> Result<serde_json::Value, ConfigError> {
+    ecosystem::load_raw(path, ctx)
+}
+
 /// Same as [`load_ecosystem`] for an already parsed document (`pm2 start -`
 /// reads JSON from stdin).
 pub fn load_document(doc: &serde_json::Value, ctx: &Context) -> Result<Loaded, ConfigError> {

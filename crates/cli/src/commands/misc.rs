@@ -23,6 +23,20 @@ const FULL_TEMPLATE: &str = r#"module.exports = {
       },
     },
   ],
+
+  // `pm2 deploy production setup`, then `pm2 deploy production`.
+  deploy: {
+    production: {
+      user: 'SSH_USERNAME',
+      host: 'SSH_HOSTMACHINE',
+      ref: 'origin/master',
+      repo: 'GIT_REPOSITORY',
+      path: 'DESTINATION_PATH',
+      'pre-deploy-local': '',
+      'post-deploy': 'npm install && pm2 reload ecosystem.config.js --env production',
+      'pre-setup': '',
+    },
+  },
 };
 "#;
 

@@ -2,10 +2,12 @@
 //! is printed as `[PM2][ERROR] ...` and exits 1.
 
 pub mod conf;
+pub mod deploy;
 pub mod info;
 pub mod misc;
 pub mod modules;
 pub mod ops;
+pub mod profile;
 pub mod start;
 pub mod state;
 pub mod trigger;

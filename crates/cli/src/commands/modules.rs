@@ -263,12 +263,69 @@ fn start_module(cli: &mut Cli, name: &str) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("module {name} cannot be started: {e}"))?;
         spec.env.extend(env.clone());
         spec.extra.insert("pmx_module".into(), Value::Bool(true));
+        if legacy_io(&dir, &cli.home) {
+            match ensure_module_io(&cli.home) {
+                Ok(p) => spec.node_args.push(format!("--require={}", p.display())),
+                Err(e) => output::warn(&format!("module {name}: its metrics will not show ({e})")),
+            }
+        }
         say(&format!("Starting NPM module {name}"));
         if let Reply::Error { message } = cli.client()?.request(&Request::Start { app: spec })? {
             anyhow::bail!("module {name} cannot be started: {message}");
         }
     }
     Ok(())
+}
+
+/// Initialises a module's own @pm2/io before the module runs.
+///
+/// pm2 loads its @pm2/io into every process it starts, and every copy of
+/// @pm2/io hands out the first instance created in the process (a global
+/// symbol), so a module's `require('@pm2/io')` gets pm2's, already
+/// initialised. @pm2/io 2.x and 3.x, which older modules bundle
+/// (pm2-server-monit 3.0.0 among them), send no metrics until something
+/// calls `init()`: under pm2 that something is pm2. Corral injects nothing
+/// into apps; for such a module it preloads this script, which initialises
+/// the module's own copy (resolved from its script), as pm2's would be.
+const MODULE_IO_JS: &str = "'use strict';
+// Written by Corral for pm2 modules bundling @pm2/io 2.x/3.x: pm2 initialises
+// @pm2/io in every process it starts, and those versions rely on it.
+try {
+  const path = require('path');
+  const from = [process.argv[1] ? path.dirname(process.argv[1]) : process.cwd(), process.cwd()];
+  const io = require(require.resolve('@pm2/io', { paths: from }));
+  if (io && typeof io.init === 'function') io.init();
+} catch (e) {
+  // No @pm2/io after all: the module runs without metrics, as it would anyway.
+}
+";
+
+/// The module at `dir` resolves an @pm2/io older than 4 (Node's lookup:
+/// `node_modules` of `dir` and its parents, up to `home`).
+fn legacy_io(dir: &Path, home: &Path) -> bool {
+    for d in dir.ancestors() {
+        let pj = d.join("node_modules/@pm2/io/package.json");
+        if let Ok(text) = std::fs::read_to_string(&pj) {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let major = v["version"].as_str().and_then(|s| s.split('.').next()?.parse::<u32>().ok());
+            return major.is_some_and(|m| m < 4);
+        }
+        if d == home {
+            break;
+        }
+    }
+    false
+}
+
+/// Writes the preload under `home` (when missing or different).
+fn ensure_module_io(home: &Path) -> std::io::Result<PathBuf> {
+    let p = home.join("module-io.js");
+    if std::fs::read_to_string(&p).ok().as_deref() != Some(MODULE_IO_JS) {
+        let tmp = home.join(format!(".module-io.js.{}", std::process::id()));
+        std::fs::write(&tmp, MODULE_IO_JS)?;
+        std::fs::rename(&tmp, &p)?;
+    }
+    Ok(p)
 }
 
 /// Deletes the module processes named `name` (apps of that name are left).

@@ -237,7 +237,11 @@ async fn call(
         "ping" => Ok_(json!({ "msg": "pong" })),
         "getVersion" => Ok_(Value::from(corral_proto::CORRAL_VERSION)),
         "getReport" => Ok_(report(shared)),
-        "getSystemData" => Ok_(json!({})),
+        // Sampled on demand (up to 250 ms), off the event loop.
+        "getSystemData" => match tokio::task::spawn_blocking(crate::sysinfo::system_data).await {
+            Ok(v) => Ok_(v),
+            Err(e) => Fail(format!("getSystemData failed: {e}")),
+        },
         "getMonitorData" => match server::handle(shared, Request::Jlist).await {
             Reply::Text { text } => Outcome::Text(text),
             _ => Fail("could not list processes".into()),
@@ -326,8 +330,9 @@ async fn call(
             }
             Err(e) => Fail(e),
         },
-        "sendLineToStdin" => Fail("sendLineToStdin is not supported by Corral (apps have no stdin)".into()),
-        "profileCPU" | "profileMEM" => Fail(format!("{method} is not supported by Corral")),
+        "sendLineToStdin" => send_line(shared, arg).await,
+        "profileCPU" => profile(shared, crate::inspector::Profile::Cpu, arg).await,
+        "profileMEM" => profile(shared, crate::inspector::Profile::Mem, arg).await,
         "notifyByProcessId" => {
             let Some(p) = id_of(&arg).and_then(|id| info(shared, id)) else {
                 return Fail("process id doesnt exists".into());
@@ -467,6 +472,53 @@ async fn send_data(shared: &SharedRef, packet: Value) -> Outcome {
     match server::handle(shared, Request::SendData { id, data: packet.clone() }).await {
         Reply::Error { message } => Fail(message),
         _ => Ok_(json!({ "success": true, "data": packet })),
+    }
+}
+
+/// pm2's `sendLineToStdin`: `{pm_id, line}` written as given (the client
+/// adds the separator); answered `{pm_id, line}`.
+async fn send_line(shared: &SharedRef, packet: Value) -> Outcome {
+    let line = packet.get("line").and_then(Value::as_str).filter(|l| !l.is_empty());
+    let (Some(raw_id), Some(line)) = (packet.get("pm_id").filter(|v| !v.is_null()), line) else {
+        return Fail("pm_id or line field missing".into());
+    };
+    let Some(id) = id_of(&json!({ "id": raw_id })) else {
+        return Fail(format!("Process with ID <{}> unknown.", js_string(raw_id)));
+    };
+    match server::handle(shared, Request::SendLine { id, line: line.to_string() }).await {
+        Reply::Error { message } => Fail(message),
+        _ => Ok_(json!({ "pm_id": raw_id, "line": line })),
+    }
+}
+
+/// pm2's `profileCPU` / `profileMEM` (`{pwd, timeout}`) profile pm2's own
+/// Node daemon; Corral's is native, so there is nothing to profile unless
+/// the caller names an app process (`id`, Corral's addition), which is then
+/// profiled through its inspector. Answered as pm2's daemon answers:
+/// `{file}` on success, `{error}` (not an RPC error) on failure.
+async fn profile(shared: &SharedRef, kind: crate::inspector::Profile, msg: Value) -> Outcome {
+    let Some(pwd) = msg.get("pwd").and_then(Value::as_str).filter(|p| !p.is_empty()) else {
+        return Ok_(json!({ "error": "pwd (the profile file to write) missing" }));
+    };
+    let Some(id) = msg.get("id").filter(|v| !v.is_null()).and_then(|v| id_of(&json!({ "id": v }))) else {
+        return Ok_(json!({
+            "error": "Corral's daemon is not a Node.js process and has no heap or CPU profile; \
+                      pass the id of an app process (`id`) to profile that app"
+        }));
+    };
+    let Some(p) = info(shared, id) else { return Ok_(json!({ "error": format!("{id} id unknown") })) };
+    if !is_up(&p) || p.pid == 0 {
+        return Ok_(json!({ "error": format!("Process with ID <{id}> offline.") }));
+    }
+    let ms = match msg.get("timeout") {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(5000.0),
+        Some(Value::String(s)) => s.trim().parse().unwrap_or(5000.0),
+        _ => 5000.0,
+    };
+    let duration = Duration::from_millis(ms.clamp(0.0, 3_600_000.0) as u64);
+    match crate::inspector::profile(p.pid as i32, kind, duration, std::path::Path::new(pwd)).await {
+        Ok(()) => Ok_(json!({ "file": pwd })),
+        Err(e) => Ok_(json!({ "error": e.to_string() })),
     }
 }
 
