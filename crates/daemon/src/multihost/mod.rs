@@ -12,6 +12,9 @@
 //! - [`resp`], [`conn`]: a minimal Redis client (pure codec, thin connection, back-off).
 //! - [`entry`]: the signed stream entry; [`peers`]: what we know of the other nodes (pure);
 //!   [`outbox`]: the publisher's bounded queues (pure).
+//! - [`sids`] (who owns a session, pure), [`forward`] (the node-to-node header, pure) and
+//!   [`link`] (the session book, the forwarding and the node-to-node listener): any node
+//!   takes any request.
 //! - this module: the two tasks. The publisher owns one connection: `XADD` in order (so
 //!   each sender's order is kept), this node's heartbeat key, and a replay of its last
 //!   entries when Redis lost its data. The reader owns another: `XREAD BLOCK` from its last
@@ -25,9 +28,12 @@
 pub mod config;
 pub mod conn;
 pub mod entry;
+pub mod forward;
+pub mod link;
 pub mod outbox;
 pub mod peers;
 pub mod resp;
+pub mod sids;
 
 use crate::dlog;
 use crate::sticky::relay::kind;
@@ -40,6 +46,8 @@ use resp::Reply;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+pub use link::take_unknown_sid;
 
 /// The stream every node publishes to and reads (one per Redis database).
 pub const STREAM_KEY: &str = "corral:adapter";
@@ -76,6 +84,18 @@ pub trait LocalWorkers: Send + Sync {
     fn inject(&self, group: &str, kind: Option<i64>, requester: Option<&str>, json: bool, frame: &[u8]);
     /// A uid of a dead node: every worker of `group` gets the adapter close for it.
     fn close_remote(&self, group: &str, uid: &str, nsp: &str);
+    /// Who serves session `sid` of `group` on this node (a request forwarded by another node).
+    fn session_owner(&self, group: &str, sid: &str) -> SessionOwner;
+}
+
+/// The answer of [`LocalWorkers::session_owner`].
+pub enum SessionOwner {
+    /// The channel of the worker that owns the session.
+    Worker(node_ipc::Sender),
+    /// An app of that group runs here, but no worker has the session (any more).
+    NoSession,
+    /// No app of that group runs here.
+    UnknownGroup,
 }
 
 /// A frame waiting to be published.
@@ -117,6 +137,11 @@ pub struct Bridge {
     queued: std::sync::atomic::AtomicUsize,
     peers: Mutex<Peers>,
     status: Mutex<Status>,
+    /// The session book's queue: records to write (only with a node-to-node listener).
+    sid_ops: Option<mpsc::UnboundedSender<link::SidOp>>,
+    /// The same queue for lookups (every node forwards, listener or not).
+    lookups: Option<mpsc::UnboundedSender<link::SidOp>>,
+    forwarding: link::Forwarding,
 }
 
 impl Bridge {
@@ -124,24 +149,33 @@ impl Bridge {
     pub fn start(cfg: ClusterConfig, local: Arc<dyn LocalWorkers>) -> Arc<Bridge> {
         let incarnation = random_hex();
         let (tx, rx) = mpsc::unbounded_channel();
+        let (sid_tx, sid_rx) = mpsc::unbounded_channel();
+        let listen = cfg.listen.clone();
         let bridge = Arc::new(Bridge {
             peers: Mutex::new(Peers::new(&cfg.node_id, &incarnation)),
+            sid_ops: listen.as_ref().map(|_| sid_tx.clone()),
+            lookups: Some(sid_tx),
             cfg,
             incarnation,
             out: tx,
             queued: Default::default(),
             status: Mutex::default(),
+            forwarding: link::Forwarding::default(),
         });
         dlog::log(&format!(
             "Cluster: node {} joins through {} (stream {STREAM_KEY})",
             bridge.cfg.node_id, bridge.cfg.redis
         ));
-        if let Some((h, p)) = &bridge.cfg.listen {
-            dlog::warn(&format!(
-                "Cluster: PM2_CLUSTER_LISTEN={h}:{p} is accepted but request forwarding between nodes is not implemented yet"
-            ));
-        }
         tokio::spawn(publisher(bridge.clone(), rx));
+        tokio::spawn(link::session_book(bridge.clone(), sid_rx));
+        match listen {
+            Some((h, p)) => {
+                tokio::spawn(link::listen(bridge.clone(), local.clone(), h, p));
+            }
+            None => dlog::log(
+                "Cluster: no PM2_CLUSTER_LISTEN: this node forwards requests for other nodes' sessions but takes none",
+            ),
+        }
         tokio::spawn(reader(bridge.clone(), local));
         bridge
     }
@@ -185,6 +219,7 @@ impl Bridge {
             "duplicates": st.duplicates,
             "refused": st.refused,
             "replayed": st.replayed,
+            "forwarding": self.forwarding_json(),
         })
     }
 
@@ -265,7 +300,7 @@ impl Bridge {
     }
 }
 
-fn random_hex() -> String {
+pub(crate) fn random_hex() -> String {
     let mut b = [0u8; 8];
     // SAFETY: getrandom writes at most len bytes into our buffer.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
