@@ -277,3 +277,65 @@ fn cluster_group_joins_apps_by_group_and_false_keeps_an_app_local() {
     assert_ok(&v, &a, &b);
     assert_eq!(v["last"]["sockets"], 1, "{v}");
 }
+
+/// A node whose sticky port and node-to-node listener are on their own loopback address,
+/// as separate machines would be. Returns the node, its sticky and its listener address.
+fn node_on(redis: &Redis, id: &str, ip: &str) -> (Pm2, String, String) {
+    let mut pm2 = node(redis, id, SECRET);
+    let listen = format!("{ip}:{}", free_port());
+    pm2.envs.retain(|(k, _)| k != "PM2_STICKY_HOST");
+    pm2.envs.push(("PM2_STICKY_HOST".into(), ip.into()));
+    pm2.envs.push(("PM2_CLUSTER_LISTEN".into(), listen.clone()));
+    let sticky = format!("{ip}:{}", port_of(&pm2));
+    (pm2, sticky, listen)
+}
+
+fn forward_driver(args: &[&str]) -> Value {
+    let out =
+        Command::new("node").arg("sio_forward.js").args(args).current_dir(node_dir()).output().expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+        panic!(
+            "sio_forward {args:?}: not JSON ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn any_node_takes_any_request_and_the_node_port_refuses_strangers() {
+    let redis = Redis::start();
+    let (a, sticky_a, listen_a) = node_on(&redis, "fw-a", "127.0.0.2");
+    let (b, sticky_b, _listen_b) = node_on(&redis, "fw-b", "127.0.0.3");
+    start_app(&a, 2);
+    start_app(&b, 2);
+    wait_log(&a, "taking requests forwarded by other nodes on 127.0.0.2:");
+    wait_log(&b, "taking requests forwarded by other nodes on 127.0.0.3:");
+
+    // Garbage on A's node-to-node port closes those connections only...
+    let v = forward_driver(&["garbage", &listen_a]);
+    assert_ok(&v, &a, &b);
+    wait_log(&a, "refused a node-to-node connection from");
+    // ...and a forward signed with another secret is refused and logged.
+    let v = forward_driver(&["forge", &listen_a, "not-the-cluster-secret", "chat", "AAAAAAAAAAAAAAAAAAAA"]);
+    assert_ok(&v, &a, &b);
+    wait_log(&a, "bad signature (claims node \"intruder\"");
+
+    // A session handshaken on A, then every request alternating B and A, the websocket
+    // upgrade on B: B forwards to A each time, A's listener still serves.
+    let v = forward_driver(&["alternate", &sticky_a, &sticky_b, "10"]);
+    assert_ok(&v, &a, &b);
+    assert_eq!(v["sessionIdUnknown"], 0, "{v}");
+    assert_eq!(v["upgraded"], true, "{v}");
+    eprintln!("alternating session: {v}");
+    // Every request to B went to A through B's forwarding (none answered locally by B).
+    let forwarded = |pm2: &Pm2, what: &str| -> u64 {
+        let report = pm2.run(&["report"]).ok().stdout.clone();
+        let line = report.lines().find(|l| l.contains("forwarded out")).unwrap_or_else(|| panic!("{report}"));
+        let after = line.split(what).nth(1).unwrap_or("");
+        after.trim().split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    let requests_to_b = v["requests"]["B"].as_u64().unwrap() + 2; // + the connect POST and the upgrade
+    assert!(forwarded(&b, "forwarded out") >= requests_to_b, "{v}");
+    assert!(forwarded(&a, "forwarded in") >= requests_to_b, "{v}");
+}

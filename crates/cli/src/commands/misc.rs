@@ -138,6 +138,31 @@ fn cluster_section(cli: &mut Cli, out: &mut Vec<String>) {
             s("refused")
         ),
     ));
+    let f = &v["forwarding"];
+    let fs = |k: &str| match &f[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    out.push(line(
+        "node listener",
+        match &f["listen"] {
+            serde_json::Value::String(l) => format!("{l} (advertised as {})", fs("advertise")),
+            _ => "none (this node forwards, takes no forwarded requests)".to_string(),
+        },
+    ));
+    out.push(line(
+        "sessions",
+        format!(
+            "{} owned here (records: redis {}), forwarded out {}, forwarded in {}, failed out {}, refused in {}",
+            fs("sessions_owned"),
+            fs("sessions_redis"),
+            fs("forwarded_out"),
+            fs("forwarded_in"),
+            fs("failed_out"),
+            fs("refused_in")
+        ),
+    ));
 }
 
 /// `pm2 report`: versions, system, process table and the daemon's last log

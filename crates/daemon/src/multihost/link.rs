@@ -472,18 +472,25 @@ async fn read_forward(b: &Bridge, s: &mut TcpStream) -> Result<(Header, Vec<u8>)
 }
 
 async fn serve(b: Arc<Bridge>, local: Arc<dyn LocalWorkers>, mut s: TcpStream, peer: SocketAddr) {
-    let refused = |why: String| {
+    // Rate-limited per kind, so a flood of garbage cannot hide a wrong secret.
+    let refused = |kind: &'static str, why: String| {
         b.fwd().refused_in.fetch_add(1, Ordering::Relaxed);
         b.fwd()
             .log_limit
-            .warn("forward-in", || format!("Cluster: refused a node-to-node connection from {peer}: {why}"));
+            .warn(kind, || format!("Cluster: refused a node-to-node connection from {peer}: {why}"));
     };
     let (h, data) = match tokio::time::timeout(READ_TIMEOUT, read_forward(&b, &mut s)).await {
-        Err(_) => return refused("nothing valid within 10 s".into()),
+        Err(_) => return refused("in-timeout", "nothing valid within 10 s".into()),
         Ok(Err(ServeError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return refused("closed before a complete forward".into())
+            return refused("in-eof", "closed before a complete forward".into())
         }
-        Ok(Err(e)) => return refused(e.to_string()),
+        Ok(Err(ServeError::Forward(e @ ForwardError::BadSignature(_)))) => {
+            return refused("in-signature", e.to_string())
+        }
+        Ok(Err(ServeError::Forward(e @ ForwardError::Garbage(_)))) => {
+            return refused("in-garbage", e.to_string())
+        }
+        Ok(Err(e)) => return refused("in-other", e.to_string()),
         Ok(Ok(v)) => v,
     };
     let tx = match local.session_owner(&h.group, &h.sid) {
@@ -494,10 +501,13 @@ async fn serve(b: Arc<Bridge>, local: Arc<dyn LocalWorkers>, mut s: TcpStream, p
             return;
         }
         SessionOwner::UnknownGroup => {
-            return refused(format!(
-                "node {} forwarded a request for app group {:?}, which this node does not run",
-                h.node, h.group
-            ));
+            return refused(
+                "in-group",
+                format!(
+                    "node {} forwarded a request for app group {:?}, which this node does not run",
+                    h.node, h.group
+                ),
+            );
         }
     };
     if s.write_all(forward::ACCEPTED).await.is_err() {
