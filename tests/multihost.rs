@@ -64,6 +64,17 @@ impl Redis {
         }
     }
 
+    /// One command in Redis's inline form; the raw reply's first line.
+    fn cmd(&self, line: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("redis");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string()
+    }
+
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
@@ -141,6 +152,20 @@ fn two_nodes_form_one_socketio_cluster_and_a_dead_node_is_closed() {
     assert!(line_of("node id").contains("node-a"), "{report}");
     assert!(line_of("peers").contains("node-b"), "{report}");
     assert!(line_of("redis").contains("publisher connected, reader connected"), "{report}");
+    // `pm2 ls` and `jlist` say it too.
+    let ls = a.run(&["ls"]).ok().stdout.clone();
+    assert!(
+        ls.contains("Cluster node node-a: Redis redis://127.0.0.1:")
+            && ls.contains("connected, peers: node-b"),
+        "{ls}"
+    );
+    let entry = &a.jlist()[0]["corral_cluster"];
+    assert_eq!(
+        (entry["node_id"].as_str(), entry["redis"].as_str()),
+        (Some("node-a"), Some("connected")),
+        "{entry}"
+    );
+    assert_eq!(entry["peers"], serde_json::json!(["node-b"]), "{entry}");
 
     // One of B's workers stops: A's workers stop counting it (the close B's survivors get
     // is published too).
@@ -335,6 +360,12 @@ fn any_node_takes_any_request_and_the_node_port_refuses_strangers() {
         let after = line.split(what).nth(1).unwrap_or("");
         after.trim().split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or(0)
     };
+    // The session's record named its owner while it lived, and goes when it ends (the
+    // websocket was closed).
+    let sid = v["sid"].as_str().unwrap();
+    poll("the ended session's record deleted", T, || {
+        (redis.cmd(&format!("EXISTS corral:sid:chat:{sid}")) == ":0").then_some(())
+    });
     let requests_to_b = v["requests"]["B"].as_u64().unwrap() + 2; // + the connect POST and the upgrade
     assert!(forwarded(&b, "forwarded out") >= requests_to_b, "{v}");
     assert!(forwarded(&a, "forwarded in") >= requests_to_b, "{v}");

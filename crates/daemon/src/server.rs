@@ -233,6 +233,9 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             monitor::refresh(&mut t);
             fill_node_version(&mut t, node.as_deref());
             let mut text = String::with_capacity(t.procs.len() * 4096 + 2);
+            // On a node of a multi-host cluster every entry also says which node it runs on,
+            // the Redis state and the peers (`corral_cluster`, a key pm2's readers ignore).
+            let cluster = shared.cluster.reg().bridge.clone().map(|b| b.summary_json().to_string());
             text.push('[');
             for (i, e) in t.procs.values_mut().enumerate() {
                 if i > 0 {
@@ -245,6 +248,12 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
                     _ => corral_config::pm2_env(&e.info).to_string(),
                 };
                 corral_config::jlist_entry_text(&e.info, &cached, &mut text);
+                if let (Some(c), Some(b'}')) = (&cluster, text.as_bytes().last()) {
+                    text.pop();
+                    text.push_str(",\"corral_cluster\":");
+                    text.push_str(c);
+                    text.push('}');
+                }
                 e.jlist_cache = Some((e.rev, cached));
             }
             text.push(']');

@@ -223,6 +223,18 @@ impl Bridge {
         })
     }
 
+    /// The short form for `jlist`: node id, Redis state, peers.
+    pub fn summary_json(&self) -> serde_json::Value {
+        let st = self.status();
+        let up = st.publisher_connected && st.reader_connected;
+        let peers: Vec<String> = self.peer_list().into_iter().map(|(n, _, _)| n).collect();
+        serde_json::json!({
+            "node_id": self.cfg.node_id,
+            "redis": if up { "connected" } else { "disconnected" },
+            "peers": peers,
+        })
+    }
+
     fn status_mut(&self) -> MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
