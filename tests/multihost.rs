@@ -369,4 +369,29 @@ fn any_node_takes_any_request_and_the_node_port_refuses_strangers() {
     let requests_to_b = v["requests"]["B"].as_u64().unwrap() + 2; // + the connect POST and the upgrade
     assert!(forwarded(&b, "forwarded out") >= requests_to_b, "{v}");
     assert!(forwarded(&a, "forwarded in") >= requests_to_b, "{v}");
+
+    // A session of A that is still open, then A dies (kill -9, records left in Redis and in
+    // B's cache): B answers its requests as an unknown session at once, it does not hang.
+    let v = forward_driver(&["open", &sticky_a]);
+    assert_ok(&v, &a, &b);
+    let sid = v["sid"].as_str().unwrap().to_string();
+    let daemon: i32 = std::fs::read_to_string(a.home().join("pm2.pid")).unwrap().trim().parse().unwrap();
+    let workers: Vec<i32> = a.jlist().iter().map(|p| pid(p) as i32).filter(|&p| p > 0).collect();
+    for p in std::iter::once(daemon).chain(workers) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    let answer = raw_get(&sticky_b, &format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("Session ID unknown"), "{answer}");
+}
+
+/// One GET on a new connection; the whole answer (the server closes after it).
+fn raw_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -8,6 +8,8 @@
 //       owner's worker must see that address in X-Forwarded-For (it reports what it saw).
 //   node tests/node/sio_forward.js forge <host:port> <secret> <group> <sid>
 //       A node-to-node forward signed with <secret>: the listener must close it unanswered.
+//   node tests/node/sio_forward.js open <host:port>
+//       Opens a polling session there and leaves it open (prints its sid).
 //   node tests/node/sio_forward.js garbage <host:port>
 //       Bytes that are no forward (an HTTP request, then random bytes): each connection must
 //       be closed.
@@ -245,7 +247,19 @@ async function garbage() {
   result.ok = result.errors.length === 0;
 }
 
-const scenarios = { alternate, forge, garbage };
+// Opens a polling session (handshake and Socket.IO connect) on one node and leaves it open.
+async function open() {
+  const A = hostPort(args[0]);
+  const base = "/socket.io/?EIO=4&transport=polling";
+  const hs = await request(A, "GET", base);
+  if (hs.status !== 200) return fail(`handshake: ${hs.status} ${hs.body}`);
+  result.sid = JSON.parse(hs.body.slice(1)).sid;
+  const r = await request(A, "POST", `${base}&sid=${encodeURIComponent(result.sid)}`, "40");
+  if (r.status !== 200) fail(`connect: ${r.status} ${r.body}`);
+  result.ok = result.errors.length === 0;
+}
+
+const scenarios = { alternate, forge, garbage, open };
 const run = scenarios[scenario];
 if (!run) {
   fail(`unknown scenario ${scenario}`);
