@@ -397,8 +397,13 @@ async fn connection(shared: SharedRef, port: u16, mut stream: Lazy, slot: Slot) 
                     // Several machines: another node may own the session; then it is relayed
                     // there, else answered here as before.
                     let Some(s) = stream.into_tokio() else { return };
-                    let taken =
-                        crate::multihost::take_unknown_sid(&shared.cluster, &app, sid, head.len, &data, s);
+                    let taken = crate::multihost::take_unknown_sid(
+                        shared.cluster.bridge_for(&app),
+                        sid,
+                        head.len,
+                        &data,
+                        s,
+                    );
                     if let Some(s) = taken.await {
                         answer(
                             Lazy(Conn::Tokio(s)),

@@ -154,6 +154,12 @@ impl Primary {
         link.map(|(_, w)| w.tx.send(v).is_ok())
     }
 
+    /// The multi-host bridge and the group of `app`, when it joins other nodes.
+    pub fn bridge_for(&self, app: &str) -> Option<(Arc<crate::multihost::link::Link>, String)> {
+        let reg = self.reg();
+        reg.bridge.as_ref().map(|b| b.link()).zip(reg.apps.get(app).and_then(|sa| sa.group.clone()))
+    }
+
     /// Sets where apps' own messages go.
     pub fn set_app_message_sink(&self, f: AppMessageSink) {
         let _ = self.app_messages.set(f);
@@ -692,6 +698,28 @@ fn relay(
 /// Delivers other nodes' adapter frames to this node's workers (the multi-host bridge).
 pub struct RemoteFrames(pub Weak<Primary>);
 
+impl crate::multihost::LocalSessions for RemoteFrames {
+    fn session_owner(&self, group: &str, sid: &str) -> crate::multihost::SessionOwner {
+        use crate::multihost::SessionOwner;
+        let Some(p) = self.0.upgrade() else { return SessionOwner::UnknownGroup };
+        let reg = p.reg();
+        let mut known = false;
+        for sa in
+            reg.apps.values().filter(|sa| sa.enabled && !sa.disabled && sa.group.as_deref() == Some(group))
+        {
+            known = true;
+            if let Some(link) = sa.router.owner(sid).and_then(|w| reg.workers.get(&w.0)) {
+                return SessionOwner::Worker(link.tx.clone());
+            }
+        }
+        if known {
+            SessionOwner::NoSession
+        } else {
+            SessionOwner::UnknownGroup
+        }
+    }
+}
+
 impl crate::multihost::LocalWorkers for RemoteFrames {
     fn inject(&self, group: &str, kind: Option<i64>, requester: Option<&str>, json: bool, frame: &[u8]) {
         let Some(p) = self.0.upgrade() else { return };
@@ -719,26 +747,6 @@ impl crate::multihost::LocalWorkers for RemoteFrames {
                     let _ = link.tx.send(&v);
                 }
             }
-        }
-    }
-
-    fn session_owner(&self, group: &str, sid: &str) -> crate::multihost::SessionOwner {
-        use crate::multihost::SessionOwner;
-        let Some(p) = self.0.upgrade() else { return SessionOwner::UnknownGroup };
-        let reg = p.reg();
-        let mut known = false;
-        for sa in
-            reg.apps.values().filter(|sa| sa.enabled && !sa.disabled && sa.group.as_deref() == Some(group))
-        {
-            known = true;
-            if let Some(link) = sa.router.owner(sid).and_then(|w| reg.workers.get(&w.0)) {
-                return SessionOwner::Worker(link.tx.clone());
-            }
-        }
-        if known {
-            SessionOwner::NoSession
-        } else {
-            SessionOwner::UnknownGroup
         }
     }
 

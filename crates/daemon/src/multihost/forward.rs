@@ -34,6 +34,23 @@ pub const FRESH_MS: u64 = 30_000;
 /// refused until old ones expire, never accepted unchecked.
 pub const MAX_NONCES: usize = 500_000;
 
+/// 16 random hex digits, unique per forward.
+pub fn nonce() -> String {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most len bytes into our buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        // Uniqueness is what matters: time, pid and a counter will do.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        b = (t ^ (u64::from(std::process::id()) << 40) ^ c.rotate_left(20)).to_le_bytes();
+    }
+    hex(&b)
+}
+
 /// One forwarded request's header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {

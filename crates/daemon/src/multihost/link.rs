@@ -13,9 +13,9 @@
 //!   session exactly as the balancer hands a client's (`sticky:connection` with the bytes
 //!   already read), never reading it again. A forwarded request is never forwarded again.
 
+use super::config::ClusterConfig;
 use super::forward::{self, ForwardError, Header, ReplayGuard};
 use super::sids::{self, Cached, Owner};
-use super::{Bridge, LocalWorkers, SessionOwner};
 use crate::dlog;
 use node_ipc::{HandleOutcome, HandleType, Value};
 use std::collections::HashMap;
@@ -44,21 +44,25 @@ const REFRESH_BATCH: usize = 1000;
 /// Sessions this node keeps records for at most (the router bounds sessions long before).
 const MAX_OWNED: usize = 1_000_000;
 
-pub(super) enum SidOp {
+pub enum SidOp {
     Own(String, String),
     Gone(String),
     Lookup(String, oneshot::Sender<Lookup>),
 }
 
-pub(super) enum Lookup {
+pub enum Lookup {
     Found(Vec<u8>),
     Missing,
     Unavailable,
 }
 
 /// Forwarding state and counters, owned by the bridge.
-#[derive(Default)]
-pub struct Forwarding {
+pub struct Link {
+    pub(super) cfg: ClusterConfig,
+    /// The session book's queue: records to write (only with a node-to-node listener).
+    sid_ops: Option<mpsc::UnboundedSender<SidOp>>,
+    /// The same queue for lookups (every node forwards, listener or not).
+    lookups: mpsc::UnboundedSender<SidOp>,
     pub(super) cache: Mutex<sids::Cache>,
     pub(super) replay: Mutex<ReplayGuard>,
     pub forwarded_out: AtomicU64,
@@ -94,9 +98,59 @@ impl LogLimit {
     }
 }
 
-impl Bridge {
-    fn fwd(&self) -> &Forwarding {
-        &self.forwarding
+/// Who serves a session on this node. Implemented by the cluster primary.
+pub trait LocalSessions: Send + Sync {
+    /// Who serves session `sid` of `group` on this node (a request forwarded by another node).
+    fn session_owner(&self, group: &str, sid: &str) -> SessionOwner;
+}
+
+/// The answer of [`LocalSessions::session_owner`].
+pub enum SessionOwner {
+    /// The channel of the worker that owns the session.
+    Worker(node_ipc::Sender),
+    /// An app of that group runs here, but no worker has the session (any more).
+    NoSession,
+    /// No app of that group runs here.
+    UnknownGroup,
+}
+
+impl Link {
+    /// The forwarding half of a bridge; [`Link::start`] starts its tasks.
+    pub fn new(cfg: ClusterConfig) -> (Arc<Link>, mpsc::UnboundedReceiver<SidOp>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Link {
+            sid_ops: cfg.listen.as_ref().map(|_| tx.clone()),
+            lookups: tx,
+            cfg,
+            cache: Default::default(),
+            replay: Default::default(),
+            forwarded_out: Default::default(),
+            forwarded_in: Default::default(),
+            failed_out: Default::default(),
+            refused_in: Default::default(),
+            owned: Default::default(),
+            book_connected: Default::default(),
+            listening: Default::default(),
+            log_limit: Default::default(),
+        };
+        (Arc::new(link), rx)
+    }
+
+    /// Starts the session book and, with `PM2_CLUSTER_LISTEN`, the node-to-node listener.
+    pub fn start(self: &Arc<Self>, rx: mpsc::UnboundedReceiver<SidOp>, local: Arc<dyn LocalSessions>) {
+        tokio::spawn(session_book(self.clone(), rx));
+        match self.cfg.listen.clone() {
+            Some((h, p)) => {
+                tokio::spawn(listen(self.clone(), local, h, p));
+            }
+            None => dlog::log(
+                "Cluster: no PM2_CLUSTER_LISTEN: this node forwards requests for other nodes' sessions but takes none",
+            ),
+        }
+    }
+
+    fn fwd(&self) -> &Link {
+        self
     }
 
     /// A local worker of `group` confirmed session `sid`: other nodes may now forward its
@@ -115,7 +169,7 @@ impl Bridge {
 
     /// The node that owns `sid` of `group`, if another node does.
     pub async fn find_owner(&self, group: &str, sid: &str) -> Option<Owner> {
-        let ops = self.lookups.as_ref()?;
+        let ops = &self.lookups;
         match self.fwd().cache.lock().unwrap_or_else(|p| p.into_inner()).get(group, sid, Instant::now()) {
             Cached::Owner(o) => return Some(o),
             Cached::Nobody => return None,
@@ -157,7 +211,7 @@ impl Bridge {
         owner
     }
 
-    pub(super) fn forwarding_json(&self) -> serde_json::Value {
+    pub fn status_json(&self) -> serde_json::Value {
         let f = self.fwd();
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         serde_json::json!({
@@ -176,7 +230,7 @@ impl Bridge {
 // ---------------------------------------------------------------------------------------
 // The session book
 
-pub(super) async fn session_book(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<SidOp>) {
+async fn session_book(b: Arc<Link>, mut rx: mpsc::UnboundedReceiver<SidOp>) {
     use super::conn::{Backoff, Conn};
     use super::resp::Reply;
     let ttl = sids::RECORD_TTL.as_millis().to_string();
@@ -307,22 +361,18 @@ pub(super) async fn session_book(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver
 // The forwarding side
 
 /// The balancer's hook for an Engine.IO request whose sid no local worker has (after the
-/// router's hold). Returns the stream when the request stays here (no cluster, nobody else
+/// router's hold); `target` is the bridge's link and the app's group (`Primary::bridge_for`).
+/// Returns the stream when the request stays here (no cluster, nobody else
 /// owns the sid, the owner could not be reached): the caller answers it as before. `None`:
 /// the request went to its owner node, and the client's connection is relayed to it by a
 /// task of its own.
 pub async fn take_unknown_sid(
-    primary: &crate::cluster::Primary,
-    app: &str,
+    target: Option<(Arc<Link>, String)>,
     sid: &str,
     head_len: usize,
     data: &[u8],
     stream: TcpStream,
 ) -> Option<TcpStream> {
-    let target = {
-        let reg = primary.reg();
-        reg.bridge.clone().zip(reg.apps.get(app).and_then(|sa| sa.group.clone()))
-    };
     let Some((b, group)) = target else { return Some(stream) };
     let Some(owner) = b.find_owner(&group, sid).await else { return Some(stream) };
     let Ok(client) = stream.peer_addr() else { return Some(stream) };
@@ -364,7 +414,7 @@ enum SendError {
 }
 
 async fn send_forward(
-    b: &Bridge,
+    b: &Link,
     owner: &Owner,
     group: &str,
     sid: &str,
@@ -384,7 +434,7 @@ async fn send_forward(
         sid: sid.to_owned(),
         client: client.ip().to_string(),
         ts_ms: crate::timefmt::now_ms(),
-        nonce: super::random_hex(),
+        nonce: forward::nonce(),
         len: data.len(),
     };
     let mut frame = h.encode(&b.cfg.secret);
@@ -420,7 +470,7 @@ async fn relay_both_ways(mut client: TcpStream, mut upstream: TcpStream) {
 
 /// Binds the node-to-node listener and serves it. A bind failure is logged: this node then
 /// takes no forwarded requests, everything else works.
-pub(super) async fn listen(b: Arc<Bridge>, local: Arc<dyn LocalWorkers>, host: String, port: u16) {
+async fn listen(b: Arc<Link>, local: Arc<dyn LocalSessions>, host: String, port: u16) {
     let l = match TcpListener::bind((host.as_str(), port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -457,7 +507,7 @@ enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-async fn read_forward(b: &Bridge, s: &mut TcpStream) -> Result<(Header, Vec<u8>), ServeError> {
+async fn read_forward(b: &Link, s: &mut TcpStream) -> Result<(Header, Vec<u8>), ServeError> {
     let mut prefix = [0u8; 6];
     s.read_exact(&mut prefix).await?;
     let n = Header::header_len(&prefix)?;
@@ -471,7 +521,7 @@ async fn read_forward(b: &Bridge, s: &mut TcpStream) -> Result<(Header, Vec<u8>)
     Ok((h, data))
 }
 
-async fn serve(b: Arc<Bridge>, local: Arc<dyn LocalWorkers>, mut s: TcpStream, peer: SocketAddr) {
+async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: TcpStream, peer: SocketAddr) {
     // Rate-limited per kind, so a flood of garbage cannot hide a wrong secret.
     let refused = |kind: &'static str, why: String| {
         b.fwd().refused_in.fetch_add(1, Ordering::Relaxed);

@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-pub use link::take_unknown_sid;
+pub use link::{take_unknown_sid, LocalSessions, SessionOwner};
 
 /// The stream every node publishes to and reads (one per Redis database).
 pub const STREAM_KEY: &str = "corral:adapter";
@@ -77,25 +77,13 @@ fn heartbeat_key(node: &str) -> String {
 }
 
 /// Delivers what other nodes sent to this node's workers. Implemented by the cluster primary.
-pub trait LocalWorkers: Send + Sync {
+pub trait LocalWorkers: LocalSessions + Send + Sync {
     /// A frame from another node for the workers of `group`: a routed response
     /// (`requester` set, types 8 and 10) goes to the worker owning that uid only, anything
     /// else to every worker of the group.
     fn inject(&self, group: &str, kind: Option<i64>, requester: Option<&str>, json: bool, frame: &[u8]);
     /// A uid of a dead node: every worker of `group` gets the adapter close for it.
     fn close_remote(&self, group: &str, uid: &str, nsp: &str);
-    /// Who serves session `sid` of `group` on this node (a request forwarded by another node).
-    fn session_owner(&self, group: &str, sid: &str) -> SessionOwner;
-}
-
-/// The answer of [`LocalWorkers::session_owner`].
-pub enum SessionOwner {
-    /// The channel of the worker that owns the session.
-    Worker(node_ipc::Sender),
-    /// An app of that group runs here, but no worker has the session (any more).
-    NoSession,
-    /// No app of that group runs here.
-    UnknownGroup,
 }
 
 /// A frame waiting to be published.
@@ -137,11 +125,8 @@ pub struct Bridge {
     queued: std::sync::atomic::AtomicUsize,
     peers: Mutex<Peers>,
     status: Mutex<Status>,
-    /// The session book's queue: records to write (only with a node-to-node listener).
-    sid_ops: Option<mpsc::UnboundedSender<link::SidOp>>,
-    /// The same queue for lookups (every node forwards, listener or not).
-    lookups: Option<mpsc::UnboundedSender<link::SidOp>>,
-    forwarding: link::Forwarding,
+    /// Any node takes any request: session records, forwarding, the node-to-node listener.
+    link: Arc<link::Link>,
 }
 
 impl Bridge {
@@ -149,33 +134,22 @@ impl Bridge {
     pub fn start(cfg: ClusterConfig, local: Arc<dyn LocalWorkers>) -> Arc<Bridge> {
         let incarnation = random_hex();
         let (tx, rx) = mpsc::unbounded_channel();
-        let (sid_tx, sid_rx) = mpsc::unbounded_channel();
-        let listen = cfg.listen.clone();
+        let (link, sid_rx) = link::Link::new(cfg.clone());
         let bridge = Arc::new(Bridge {
             peers: Mutex::new(Peers::new(&cfg.node_id, &incarnation)),
-            sid_ops: listen.as_ref().map(|_| sid_tx.clone()),
-            lookups: Some(sid_tx),
+            link,
             cfg,
             incarnation,
             out: tx,
             queued: Default::default(),
             status: Mutex::default(),
-            forwarding: link::Forwarding::default(),
         });
         dlog::log(&format!(
             "Cluster: node {} joins through {} (stream {STREAM_KEY})",
             bridge.cfg.node_id, bridge.cfg.redis
         ));
         tokio::spawn(publisher(bridge.clone(), rx));
-        tokio::spawn(link::session_book(bridge.clone(), sid_rx));
-        match listen {
-            Some((h, p)) => {
-                tokio::spawn(link::listen(bridge.clone(), local.clone(), h, p));
-            }
-            None => dlog::log(
-                "Cluster: no PM2_CLUSTER_LISTEN: this node forwards requests for other nodes' sessions but takes none",
-            ),
-        }
+        bridge.link.start(sid_rx, local.clone());
         tokio::spawn(reader(bridge.clone(), local));
         bridge
     }
@@ -219,8 +193,24 @@ impl Bridge {
             "duplicates": st.duplicates,
             "refused": st.refused,
             "replayed": st.replayed,
-            "forwarding": self.forwarding_json(),
+            "forwarding": self.link.status_json(),
         })
+    }
+
+    /// A local worker of `group` confirmed session `sid`: other nodes may now forward its
+    /// requests here (a no-op without a node-to-node listener).
+    pub fn sid_owned(&self, group: &str, sid: &str) {
+        self.link.sid_owned(group, sid);
+    }
+
+    /// The session ended (or its worker exited).
+    pub fn sid_gone(&self, group: &str, sid: &str) {
+        self.link.sid_gone(group, sid);
+    }
+
+    /// The forwarding half, for the balancer's hook ([`take_unknown_sid`]).
+    pub fn link(&self) -> Arc<link::Link> {
+        self.link.clone()
     }
 
     /// The short form for `jlist`: node id, Redis state, peers.
