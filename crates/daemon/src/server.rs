@@ -229,13 +229,15 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
         }
         Request::Jlist => {
             let node = default_node_version(shared);
+            // On a node of a multi-host cluster every entry also says which node it runs on,
+            // the Redis state and the peers (`corral_cluster`, a key pm2's readers ignore).
+            // Taken before the table: no registry lock under the table's.
+            let bridge = shared.cluster.reg().bridge.clone();
+            let cluster = bridge.map(|b| b.summary_json().to_string());
             let mut t = shared.table();
             monitor::refresh(&mut t);
             fill_node_version(&mut t, node.as_deref());
             let mut text = String::with_capacity(t.procs.len() * 4096 + 2);
-            // On a node of a multi-host cluster every entry also says which node it runs on,
-            // the Redis state and the peers (`corral_cluster`, a key pm2's readers ignore).
-            let cluster = shared.cluster.reg().bridge.clone().map(|b| b.summary_json().to_string());
             text.push('[');
             for (i, e) in t.procs.values_mut().enumerate() {
                 if i > 0 {
