@@ -64,6 +64,17 @@ impl Redis {
         }
     }
 
+    /// One command in Redis's inline form; the raw reply's first line.
+    fn cmd(&self, line: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("redis");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string()
+    }
+
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
@@ -141,6 +152,20 @@ fn two_nodes_form_one_socketio_cluster_and_a_dead_node_is_closed() {
     assert!(line_of("node id").contains("node-a"), "{report}");
     assert!(line_of("peers").contains("node-b"), "{report}");
     assert!(line_of("redis").contains("publisher connected, reader connected"), "{report}");
+    // `pm2 ls` and `jlist` say it too.
+    let ls = a.run(&["ls"]).ok().stdout.clone();
+    assert!(
+        ls.contains("Cluster node node-a: Redis redis://127.0.0.1:")
+            && ls.contains("connected, peers: node-b"),
+        "{ls}"
+    );
+    let entry = &a.jlist()[0]["corral_cluster"];
+    assert_eq!(
+        (entry["node_id"].as_str(), entry["redis"].as_str()),
+        (Some("node-a"), Some("connected")),
+        "{entry}"
+    );
+    assert_eq!(entry["peers"], serde_json::json!(["node-b"]), "{entry}");
 
     // One of B's workers stops: A's workers stop counting it (the close B's survivors get
     // is published too).
@@ -276,4 +301,97 @@ fn cluster_group_joins_apps_by_group_and_false_keeps_an_app_local() {
     let v = multi(&["count".into(), solo_a.to_string(), "0".into(), "2".into()]);
     assert_ok(&v, &a, &b);
     assert_eq!(v["last"]["sockets"], 1, "{v}");
+}
+
+/// A node whose sticky port and node-to-node listener are on their own loopback address,
+/// as separate machines would be. Returns the node, its sticky and its listener address.
+fn node_on(redis: &Redis, id: &str, ip: &str) -> (Pm2, String, String) {
+    let mut pm2 = node(redis, id, SECRET);
+    let listen = format!("{ip}:{}", free_port());
+    pm2.envs.retain(|(k, _)| k != "PM2_STICKY_HOST");
+    pm2.envs.push(("PM2_STICKY_HOST".into(), ip.into()));
+    pm2.envs.push(("PM2_CLUSTER_LISTEN".into(), listen.clone()));
+    let sticky = format!("{ip}:{}", port_of(&pm2));
+    (pm2, sticky, listen)
+}
+
+fn forward_driver(args: &[&str]) -> Value {
+    let out =
+        Command::new("node").arg("sio_forward.js").args(args).current_dir(node_dir()).output().expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+        panic!(
+            "sio_forward {args:?}: not JSON ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn any_node_takes_any_request_and_the_node_port_refuses_strangers() {
+    let redis = Redis::start();
+    let (a, sticky_a, listen_a) = node_on(&redis, "fw-a", "127.0.0.2");
+    let (b, sticky_b, _listen_b) = node_on(&redis, "fw-b", "127.0.0.3");
+    start_app(&a, 2);
+    start_app(&b, 2);
+    wait_log(&a, "taking requests forwarded by other nodes on 127.0.0.2:");
+    wait_log(&b, "taking requests forwarded by other nodes on 127.0.0.3:");
+
+    // Garbage on A's node-to-node port closes those connections only...
+    let v = forward_driver(&["garbage", &listen_a]);
+    assert_ok(&v, &a, &b);
+    wait_log(&a, "refused a node-to-node connection from");
+    // ...and a forward signed with another secret is refused and logged.
+    let v = forward_driver(&["forge", &listen_a, "not-the-cluster-secret", "chat", "AAAAAAAAAAAAAAAAAAAA"]);
+    assert_ok(&v, &a, &b);
+    wait_log(&a, "bad signature (claims node \"intruder\"");
+
+    // A session handshaken on A, then every request alternating B and A, the websocket
+    // upgrade on B: B forwards to A each time, A's listener still serves.
+    let v = forward_driver(&["alternate", &sticky_a, &sticky_b, "10"]);
+    assert_ok(&v, &a, &b);
+    assert_eq!(v["sessionIdUnknown"], 0, "{v}");
+    assert_eq!(v["upgraded"], true, "{v}");
+    eprintln!("alternating session: {v}");
+    // Every request to B went to A through B's forwarding (none answered locally by B).
+    let forwarded = |pm2: &Pm2, what: &str| -> u64 {
+        let report = pm2.run(&["report"]).ok().stdout.clone();
+        let line = report.lines().find(|l| l.contains("forwarded out")).unwrap_or_else(|| panic!("{report}"));
+        let after = line.split(what).nth(1).unwrap_or("");
+        after.trim().split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    // The session's record named its owner while it lived, and goes when it ends (the
+    // websocket was closed).
+    let sid = v["sid"].as_str().unwrap();
+    poll("the ended session's record deleted", T, || {
+        (redis.cmd(&format!("EXISTS corral:sid:chat:{sid}")) == ":0").then_some(())
+    });
+    let requests_to_b = v["requests"]["B"].as_u64().unwrap() + 2; // + the connect POST and the upgrade
+    assert!(forwarded(&b, "forwarded out") >= requests_to_b, "{v}");
+    assert!(forwarded(&a, "forwarded in") >= requests_to_b, "{v}");
+
+    // A session of A that is still open, then A dies (kill -9, records left in Redis and in
+    // B's cache): B answers its requests as an unknown session at once, it does not hang.
+    let v = forward_driver(&["open", &sticky_a]);
+    assert_ok(&v, &a, &b);
+    let sid = v["sid"].as_str().unwrap().to_string();
+    let daemon: i32 = std::fs::read_to_string(a.home().join("pm2.pid")).unwrap().trim().parse().unwrap();
+    let workers: Vec<i32> = a.jlist().iter().map(|p| pid(p) as i32).filter(|&p| p > 0).collect();
+    for p in std::iter::once(daemon).chain(workers) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    let answer = raw_get(&sticky_b, &format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("Session ID unknown"), "{answer}");
+}
+
+/// One GET on a new connection; the whole answer (the server closes after it).
+fn raw_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }

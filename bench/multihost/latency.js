@@ -2,6 +2,9 @@
 //
 //   node latency.js <portA> <portB> [count=2000] [paceMs=5]
 //
+// paceMs 0 sends a burst: perSecond (messages received per second, first emit to last
+// receipt) is then the relay's throughput.
+//
 // A sender connected to node B triggers io.emit on its worker; the time until a client on
 // the OTHER worker of node B receives it is the same-node relay latency (worker -> daemon ->
 // worker), and until a client on node A receives it the cross-node latency (worker -> daemon
@@ -46,10 +49,14 @@ function pct(a, p) {
   const lat = { same: [], cross: [] };
   const sent = new Map();
   const tag = `l${Date.now()}-`;
+  const last = { same: 0n, cross: 0n };
+  let firstSend = 0n;
   const on = (which) => (m) => {
     if (typeof m.text !== "string" || !m.text.startsWith(tag)) return;
     const t0 = sent.get(m.text);
-    if (t0 !== undefined) lat[which].push(Number(process.hrtime.bigint() - t0) / 1e6);
+    if (t0 === undefined) return;
+    last[which] = process.hrtime.bigint();
+    lat[which].push(Number(last[which] - t0) / 1e6);
   };
   same.s.on("bcast", on("same"));
   cross.s.on("bcast", on("cross"));
@@ -62,17 +69,28 @@ function pct(a, p) {
   }
   lat.same.length = 0;
   lat.cross.length = 0;
+  firstSend = process.hrtime.bigint();
   for (let i = 0; i < COUNT; i++) {
     const text = tag + i;
     sent.set(text, process.hrtime.bigint());
     tx.s.emit("broadcast", text);
-    await sleep(PACE);
+    // Pace 0: a burst (throughput), yielding every 100 emits so receipts are timestamped.
+    if (PACE > 0) await sleep(PACE);
+    else if (i % 100 === 99) await new Promise((r) => setImmediate(r));
   }
   const deadline = Date.now() + 10000;
   while ((lat.same.length < COUNT || lat.cross.length < COUNT) && Date.now() < deadline) await sleep(20);
   const out = { count: COUNT, paceMs: PACE };
   for (const k of ["same", "cross"]) {
-    out[k] = { n: lat[k].length, p50: pct(lat[k], 50), p90: pct(lat[k], 90), p99: pct(lat[k], 99), max: pct(lat[k], 100) };
+    const secs = Number(last[k] - firstSend) / 1e9;
+    out[k] = {
+      n: lat[k].length,
+      p50: pct(lat[k], 50),
+      p90: pct(lat[k], 90),
+      p99: pct(lat[k], 99),
+      max: pct(lat[k], 100),
+      perSecond: secs > 0 ? Math.round(lat[k].length / secs) : null,
+    };
   }
   console.log(JSON.stringify(out));
   for (const c of [tx, same, cross]) c.s.close();

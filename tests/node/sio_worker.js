@@ -30,12 +30,27 @@ const me = {
 const sidHits = new Map();
 const MAX_TRACKED_SIDS = 10000;
 
+// Engine.IO sid -> X-Forwarded-For values of its requests (and websocket upgrade) that
+// another node forwarded here: the client's address must survive the forward.
+const sidForwardedFor = new Map();
+function noteForwarded(req) {
+  const m = /[?&]sid=([^&#]+)/.exec(req.url || "");
+  const xff = req.headers["x-forwarded-for"];
+  if (m && xff && (sidForwardedFor.has(m[1]) || sidForwardedFor.size < MAX_TRACKED_SIDS)) {
+    const seen = sidForwardedFor.get(m[1]) || [];
+    if (!seen.includes(xff)) seen.push(xff);
+    sidForwardedFor.set(m[1], seen);
+  }
+}
+httpServer.prependListener("upgrade", (req) => noteForwarded(req));
+
 httpServer.prependListener("request", (req, res) => {
   const url = req.url || "";
   const m = /[?&]sid=([^&#]+)/.exec(url);
   if (m && (sidHits.has(m[1]) || sidHits.size < MAX_TRACKED_SIDS)) {
     sidHits.set(m[1], (sidHits.get(m[1]) || 0) + 1);
   }
+  noteForwarded(req);
   // Plain HTTP through the sticky port: echoes who answered and a digest of the body.
   if (url.startsWith("/whoami")) {
     const hash = crypto.createHash("sha1");
@@ -62,7 +77,7 @@ io.on("connection", (socket) => {
     typeof cb === "function" &&
     cb({ ...me, engineId: socket.conn.id, transport: socket.conn.transport.name }));
   socket.on("echo", (data, cb) => typeof cb === "function" && cb(data));
-  socket.on("stats", (cb) => typeof cb === "function" && cb({ ...me, sidHits: Object.fromEntries(sidHits) }));
+  socket.on("stats", (cb) => typeof cb === "function" && cb({ ...me, sidHits: Object.fromEntries(sidHits), forwardedFor: Object.fromEntries(sidForwardedFor) }));
 
   socket.on("join", (room, cb) => {
     socket.join(String(room));

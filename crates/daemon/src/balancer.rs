@@ -400,7 +400,23 @@ async fn connection(shared: SharedRef, port: u16, mut stream: Lazy, slot: Slot) 
                     reg.apps.get(&app).and_then(|sa| sa.router.owner(sid)).is_some()
                 };
                 if !known {
-                    answer(stream, &sticky::unknown_sid_response(head.upgrade, &http_date())).await;
+                    // Several machines: another node may own the session; then it is relayed
+                    // there, else answered here as before.
+                    let Some(s) = stream.into_tokio() else { return };
+                    let taken = crate::multihost::take_unknown_sid(
+                        shared.cluster.bridge_for(&app),
+                        sid,
+                        head.len,
+                        &data,
+                        s,
+                    );
+                    if let Some(s) = taken.await {
+                        answer(
+                            Lazy(Conn::Tokio(s)),
+                            &sticky::unknown_sid_response(head.upgrade, &http_date()),
+                        )
+                        .await;
+                    }
                     return;
                 }
             }

@@ -217,6 +217,11 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
         }
         Request::Jlist => {
             let node = default_node_version(shared);
+            // On a node of a multi-host cluster every entry also says which node it runs on,
+            // the Redis state and the peers (`corral_cluster`, a key pm2's readers ignore).
+            // Taken before the table: no registry lock under the table's.
+            let bridge = shared.cluster.reg().bridge.clone();
+            let cluster = bridge.map(|b| b.summary_json().to_string());
             let mut t = shared.table();
             monitor::refresh(&mut t);
             fill_node_version(&mut t, node.as_deref());
@@ -233,6 +238,12 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
                     _ => corral_config::pm2_env(&e.info).to_string(),
                 };
                 corral_config::jlist_entry_text(&e.info, &cached, &mut text);
+                if let (Some(c), Some(b'}')) = (&cluster, text.as_bytes().last()) {
+                    text.pop();
+                    text.push_str(",\"corral_cluster\":");
+                    text.push_str(c);
+                    text.push('}');
+                }
                 e.jlist_cache = Some((e.rev, cached));
             }
             text.push(']');

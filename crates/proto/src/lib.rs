@@ -62,6 +62,7 @@ pub const DAEMON_SETTINGS: &[&str] = &[
     "PM2_CLUSTER_REDIS",
     "PM2_CLUSTER_SECRET",
     "PM2_CLUSTER_LISTEN",
+    "PM2_CLUSTER_ADVERTISE",
     "PM2_NODE_ID",
 ];
 

@@ -13,6 +13,12 @@ use serde_json::Value;
 
 pub fn list(cli: &mut Cli) -> Result<Code> {
     cli.print_list()?;
+    // A node of a multi-host cluster says so under its table.
+    if !cli.args.has("mini-list") {
+        if let Some(v) = super::misc::cluster_status(cli) {
+            output::out(&super::misc::cluster_line(&v));
+        }
+    }
     Ok(0)
 }
 

@@ -116,16 +116,38 @@ fn node_version() -> String {
         .unwrap_or_else(|| "N/A".into())
 }
 
+/// The daemon's multi-host state, when it is a node of a cluster.
+pub fn cluster_status(cli: &mut Cli) -> Option<serde_json::Value> {
+    let client = cli.client().ok()?;
+    let Ok(corral_proto::Reply::Text { text }) = client.request(&corral_proto::Request::ClusterStatus) else {
+        return None;
+    };
+    serde_json::from_str::<serde_json::Value>(&text).ok().filter(|v| v["enabled"] == true)
+}
+
+/// One line under `pm2 ls` on a cluster node: who we are, Redis, the peers.
+pub fn cluster_line(v: &serde_json::Value) -> String {
+    let up = v["publisher"] == "connected" && v["reader"] == "connected";
+    let peers: Vec<&str> = v["peers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["node"].as_str()).collect())
+        .unwrap_or_default();
+    let listener = match v["forwarding"]["listen"].as_str() {
+        Some(l) => format!(", node port {l}"),
+        None => String::new(),
+    };
+    format!(
+        "Cluster node {}: Redis {} {}, peers: {}{listener}",
+        v["node_id"].as_str().unwrap_or("?"),
+        v["redis"].as_str().unwrap_or("?"),
+        if up { "connected" } else { "DISCONNECTED" },
+        if peers.is_empty() { "none".to_string() } else { peers.join(", ") },
+    )
+}
+
 /// The multi-host state, when the daemon is a node of a cluster.
 fn cluster_section(cli: &mut Cli, out: &mut Vec<String>) {
-    let Ok(client) = cli.client() else { return };
-    let Ok(corral_proto::Reply::Text { text }) = client.request(&corral_proto::Request::ClusterStatus) else {
-        return;
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return };
-    if v["enabled"] != true {
-        return;
-    }
+    let Some(v) = cluster_status(cli) else { return };
     out.push(section("Cluster"));
     let s = |k: &str| match &v[k] {
         serde_json::Value::String(s) => s.clone(),
@@ -150,6 +172,31 @@ fn cluster_section(cli: &mut Cli, out: &mut Vec<String>) {
             s("lost"),
             s("duplicates"),
             s("refused")
+        ),
+    ));
+    let f = &v["forwarding"];
+    let fs = |k: &str| match &f[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    out.push(line(
+        "node listener",
+        match &f["listen"] {
+            serde_json::Value::String(l) => format!("{l} (advertised as {})", fs("advertise")),
+            _ => "none (this node forwards, takes no forwarded requests)".to_string(),
+        },
+    ));
+    out.push(line(
+        "sessions",
+        format!(
+            "{} owned here (records: redis {}), forwarded out {}, forwarded in {}, failed out {}, refused in {}",
+            fs("sessions_owned"),
+            fs("sessions_redis"),
+            fs("forwarded_out"),
+            fs("forwarded_in"),
+            fs("failed_out"),
+            fs("refused_in")
         ),
     ));
 }

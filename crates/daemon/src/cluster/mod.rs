@@ -158,6 +158,12 @@ impl Primary {
         link.map(|(_, w)| w.tx.send(v).is_ok())
     }
 
+    /// The multi-host bridge and the group of `app`, when it joins other nodes.
+    pub fn bridge_for(&self, app: &str) -> Option<(Arc<crate::multihost::link::Link>, String)> {
+        let reg = self.reg();
+        reg.bridge.as_ref().map(|b| b.link()).zip(reg.apps.get(app).and_then(|sa| sa.group.clone()))
+    }
+
     /// Sets where apps' own messages go.
     pub fn set_app_message_sink(&self, f: AppMessageSink) {
         let _ = self.app_messages.set(f);
@@ -368,13 +374,16 @@ fn worker_gone(p: &Primary, wid: u32, linger: bool) {
         leave_listener(&mut reg, lid, wid, linger);
     }
     let Some(sa) = reg.apps.get_mut(&w.app) else { return };
-    sa.router.remove_worker(WorkerId(wid));
+    let sids = sa.router.remove_worker(WorkerId(wid));
     let closes = sa.relay.remove_worker(WorkerId(wid));
     sa.notify.notify_waiters();
     let group = sa.group.clone();
     if let (Some(b), Some(group)) = (&reg.bridge, &group) {
-        // The other nodes' workers must stop counting it too.
+        // The other nodes' workers must stop counting it too, and stop forwarding its sessions.
         b.local_closes(group, wid, &closes);
+        for sid in &sids {
+            b.sid_gone(group, sid);
+        }
     }
     let Some(sa) = reg.apps.get_mut(&w.app) else { return };
     let survivors: Vec<u32> = sa.relay.workers().map(|w| w.0).collect();
@@ -762,6 +771,28 @@ fn relay(
 /// Delivers other nodes' adapter frames to this node's workers (the multi-host bridge).
 pub struct RemoteFrames(pub Weak<Primary>);
 
+impl crate::multihost::LocalSessions for RemoteFrames {
+    fn session_owner(&self, group: &str, sid: &str) -> crate::multihost::SessionOwner {
+        use crate::multihost::SessionOwner;
+        let Some(p) = self.0.upgrade() else { return SessionOwner::UnknownGroup };
+        let reg = p.reg();
+        let mut known = false;
+        for sa in
+            reg.apps.values().filter(|sa| sa.enabled && !sa.disabled && sa.group.as_deref() == Some(group))
+        {
+            known = true;
+            if let Some(link) = sa.router.owner(sid).and_then(|w| reg.workers.get(&w.0)) {
+                return SessionOwner::Worker(link.tx.clone());
+            }
+        }
+        if known {
+            SessionOwner::NoSession
+        } else {
+            SessionOwner::UnknownGroup
+        }
+    }
+}
+
 impl crate::multihost::LocalWorkers for RemoteFrames {
     fn inject(&self, group: &str, kind: Option<i64>, requester: Option<&str>, json: bool, frame: &[u8]) {
         let Some(p) = self.0.upgrade() else { return };
@@ -819,7 +850,17 @@ fn on_sticky(p: &Primary, wid: u32, ty: &str, v: &Value, events: &mpsc::Unbounde
         ("sticky:disconnection", Some(sid)) => {
             sa.router.on_session_closed(WorkerId(wid), sid);
         }
-        _ => {}
+        _ => return,
+    }
+    // Other nodes forward this session's requests here while it lives (several machines).
+    if let (Some(b), Some(group), Some(sid)) =
+        (&reg.bridge, reg.apps.get(&app).and_then(|sa| sa.group.as_ref()), sid)
+    {
+        if ty == "sticky:connection" {
+            b.sid_owned(group, sid);
+        } else {
+            b.sid_gone(group, sid);
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //!   Required with a Redis URL: an unsigned bus lets anyone who can reach Redis inject
 //!   Socket.IO packets into every worker.
 //! - `PM2_CLUSTER_LISTEN`: `host:port` of the node-to-node listener (request forwarding;
-//!   parsed and validated now, used once forwarding exists).
+//!   without it this node forwards requests for other nodes' sessions but takes none).
+//! - `PM2_CLUSTER_ADVERTISE`: `host:port` the other nodes connect to for that listener
+//!   (default: `PM2_CLUSTER_LISTEN`; required when that is a wildcard such as `0.0.0.0`).
 //! - `PM2_NODE_ID`: this node's name in the cluster. Default: the hostname plus a random
 //!   suffix, so two daemons on one machine never collide.
 
@@ -31,6 +33,8 @@ pub enum ConfigError {
     ShortSecret,
     #[error("PM2_CLUSTER_LISTEN: {0}")]
     Listen(String),
+    #[error("PM2_CLUSTER_ADVERTISE: {0}")]
+    Advertise(String),
     #[error("PM2_NODE_ID: {0}")]
     NodeId(String),
 }
@@ -76,6 +80,8 @@ pub struct ClusterConfig {
     pub redis: RedisUrl,
     pub secret: Vec<u8>,
     pub listen: Option<(String, u16)>,
+    /// Where the other nodes reach the listener (`host:port`), when there is one.
+    pub advertise: Option<String>,
     pub node_id: String,
 }
 
@@ -85,6 +91,7 @@ impl fmt::Debug for ClusterConfig {
             .field("redis", &self.redis)
             .field("secret", &"***")
             .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
             .field("node_id", &self.node_id)
             .finish()
     }
@@ -108,6 +115,17 @@ pub fn from_env(
     let listen = nonempty("PM2_CLUSTER_LISTEN")
         .map(|l| parse_host_port(&l).map_err(ConfigError::Listen))
         .transpose()?;
+    let advertise = match (nonempty("PM2_CLUSTER_ADVERTISE"), &listen) {
+        (Some(a), _) => Some(parse_host_port(&a).map_err(ConfigError::Advertise)?),
+        (None, Some((h, p))) if is_wildcard(h) => {
+            return Err(ConfigError::Advertise(format!(
+                "required when PM2_CLUSTER_LISTEN is the wildcard {h}:{p} (the address the other nodes connect to)"
+            )))
+        }
+        (None, l) => l.clone(),
+    }
+    .filter(|_| listen.is_some())
+    .map(|(h, p)| if h.contains(':') { format!("[{h}]:{p}") } else { format!("{h}:{p}") });
     let node_id = match nonempty("PM2_NODE_ID") {
         Some(id) => {
             check_node_id(&id)?;
@@ -115,7 +133,11 @@ pub fn from_env(
         }
         None => default_node_id(),
     };
-    Ok(Some(ClusterConfig { redis, secret: secret.into_bytes(), listen, node_id }))
+    Ok(Some(ClusterConfig { redis, secret: secret.into_bytes(), listen, advertise, node_id }))
+}
+
+fn is_wildcard(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified())
 }
 
 /// `hostname-xxxxxx`: the hostname reduced to node-id characters plus 24 random bits.
@@ -275,6 +297,7 @@ mod tests {
             ("PM2_CLUSTER_REDIS", "redis://app:p%40ss%2Fw@10.0.0.5:6380/3"),
             ("PM2_CLUSTER_SECRET", SECRET),
             ("PM2_CLUSTER_LISTEN", "0.0.0.0:7000"),
+            ("PM2_CLUSTER_ADVERTISE", "10.0.0.7:7000"),
             ("PM2_NODE_ID", "web-1.eu_west"),
         ])
         .unwrap()
@@ -291,6 +314,7 @@ mod tests {
         );
         assert_eq!(c.secret, SECRET.as_bytes());
         assert_eq!(c.listen, Some(("0.0.0.0".into(), 7000)));
+        assert_eq!(c.advertise.as_deref(), Some("10.0.0.7:7000"));
         assert_eq!(c.node_id, "web-1.eu_west");
         // Neither Debug nor Display shows the password or the secret.
         let shown = format!("{c:?} {}", c.redis);
@@ -354,7 +378,19 @@ mod tests {
         }
         let mut e = base.to_vec();
         e.push(("PM2_CLUSTER_LISTEN", "[::]:7000"));
-        assert_eq!(env(&e).unwrap().unwrap().listen, Some(("::".into(), 7000)));
+        // A wildcard listener needs the address the others connect to.
+        assert!(matches!(env(&e), Err(ConfigError::Advertise(_))));
+        e.push(("PM2_CLUSTER_ADVERTISE", "[fd00::2]:7000"));
+        let c = env(&e).unwrap().unwrap();
+        assert_eq!(c.listen, Some(("::".into(), 7000)));
+        assert_eq!(c.advertise.as_deref(), Some("[fd00::2]:7000"));
+        let mut e = base.to_vec();
+        e.push(("PM2_CLUSTER_LISTEN", "10.0.0.3:7000"));
+        assert_eq!(env(&e).unwrap().unwrap().advertise.as_deref(), Some("10.0.0.3:7000"));
+        // No listener, nothing to advertise.
+        let mut e = base.to_vec();
+        e.push(("PM2_CLUSTER_ADVERTISE", "10.0.0.3:7000"));
+        assert_eq!(env(&e).unwrap().unwrap().advertise, None);
         for bad in ["a b", "x/y", "é", &"n".repeat(65)] {
             let mut e = base.to_vec();
             e.push(("PM2_NODE_ID", bad));

@@ -137,7 +137,7 @@ impl Entry {
     }
 }
 
-fn sign<'a>(secret: &[u8], parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
+pub(super) fn sign<'a>(secret: &[u8], parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
     let mut h = hmac_sha256::HMAC::new(secret);
     for p in parts {
         h.update((p.len() as u64).to_be_bytes());
@@ -146,12 +146,12 @@ fn sign<'a>(secret: &[u8], parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32
     h.finalize()
 }
 
-fn hex(b: &[u8]) -> String {
+pub(super) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Constant-time comparison: how much of a forged signature matched must not leak.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

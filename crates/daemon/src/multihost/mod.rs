@@ -12,6 +12,9 @@
 //! - [`resp`], [`conn`]: a minimal Redis client (pure codec, thin connection, back-off).
 //! - [`entry`]: the signed stream entry; [`peers`]: what we know of the other nodes (pure);
 //!   [`outbox`]: the publisher's bounded queues (pure).
+//! - [`sids`] (who owns a session, pure), [`forward`] (the node-to-node header, pure) and
+//!   [`link`] (the session book, the forwarding and the node-to-node listener): any node
+//!   takes any request.
 //! - this module: the two tasks. The publisher owns one connection: `XADD` in order (so
 //!   each sender's order is kept), this node's heartbeat key, and a replay of its last
 //!   entries when Redis lost its data. The reader owns another: `XREAD BLOCK` from its last
@@ -25,9 +28,12 @@
 pub mod config;
 pub mod conn;
 pub mod entry;
+pub mod forward;
+pub mod link;
 pub mod outbox;
 pub mod peers;
 pub mod resp;
+pub mod sids;
 
 use crate::dlog;
 use crate::sticky::relay::kind;
@@ -40,6 +46,8 @@ use resp::Reply;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+pub use link::{take_unknown_sid, LocalSessions, SessionOwner};
 
 /// The stream every node publishes to and reads (one per Redis database).
 pub const STREAM_KEY: &str = "corral:adapter";
@@ -69,7 +77,7 @@ fn heartbeat_key(node: &str) -> String {
 }
 
 /// Delivers what other nodes sent to this node's workers. Implemented by the cluster primary.
-pub trait LocalWorkers: Send + Sync {
+pub trait LocalWorkers: LocalSessions + Send + Sync {
     /// A frame from another node for the workers of `group`: a routed response
     /// (`requester` set, types 8 and 10) goes to the worker owning that uid only, anything
     /// else to every worker of the group.
@@ -117,6 +125,8 @@ pub struct Bridge {
     queued: std::sync::atomic::AtomicUsize,
     peers: Mutex<Peers>,
     status: Mutex<Status>,
+    /// Any node takes any request: session records, forwarding, the node-to-node listener.
+    link: Arc<link::Link>,
 }
 
 impl Bridge {
@@ -124,8 +134,10 @@ impl Bridge {
     pub fn start(cfg: ClusterConfig, local: Arc<dyn LocalWorkers>) -> Arc<Bridge> {
         let incarnation = random_hex();
         let (tx, rx) = mpsc::unbounded_channel();
+        let (link, sid_rx) = link::Link::new(cfg.clone());
         let bridge = Arc::new(Bridge {
             peers: Mutex::new(Peers::new(&cfg.node_id, &incarnation)),
+            link,
             cfg,
             incarnation,
             out: tx,
@@ -136,12 +148,8 @@ impl Bridge {
             "Cluster: node {} joins through {} (stream {STREAM_KEY})",
             bridge.cfg.node_id, bridge.cfg.redis
         ));
-        if let Some((h, p)) = &bridge.cfg.listen {
-            dlog::warn(&format!(
-                "Cluster: PM2_CLUSTER_LISTEN={h}:{p} is accepted but request forwarding between nodes is not implemented yet"
-            ));
-        }
         tokio::spawn(publisher(bridge.clone(), rx));
+        bridge.link.start(sid_rx, local.clone());
         tokio::spawn(reader(bridge.clone(), local));
         bridge
     }
@@ -185,6 +193,35 @@ impl Bridge {
             "duplicates": st.duplicates,
             "refused": st.refused,
             "replayed": st.replayed,
+            "forwarding": self.link.status_json(),
+        })
+    }
+
+    /// A local worker of `group` confirmed session `sid`: other nodes may now forward its
+    /// requests here (a no-op without a node-to-node listener).
+    pub fn sid_owned(&self, group: &str, sid: &str) {
+        self.link.sid_owned(group, sid);
+    }
+
+    /// The session ended (or its worker exited).
+    pub fn sid_gone(&self, group: &str, sid: &str) {
+        self.link.sid_gone(group, sid);
+    }
+
+    /// The forwarding half, for the balancer's hook ([`take_unknown_sid`]).
+    pub fn link(&self) -> Arc<link::Link> {
+        self.link.clone()
+    }
+
+    /// The short form for `jlist`: node id, Redis state, peers.
+    pub fn summary_json(&self) -> serde_json::Value {
+        let st = self.status();
+        let up = st.publisher_connected && st.reader_connected;
+        let peers: Vec<String> = self.peer_list().into_iter().map(|(n, _, _)| n).collect();
+        serde_json::json!({
+            "node_id": self.cfg.node_id,
+            "redis": if up { "connected" } else { "disconnected" },
+            "peers": peers,
         })
     }
 
@@ -265,7 +302,7 @@ impl Bridge {
     }
 }
 
-fn random_hex() -> String {
+pub(crate) fn random_hex() -> String {
     let mut b = [0u8; 8];
     // SAFETY: getrandom writes at most len bytes into our buffer.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
