@@ -71,6 +71,31 @@ fn all_scenarios(pm2: &Pm2) {
     }
 }
 
+/// An app on `@socket.io/sticky` without the cluster adapter (e.g. on the
+/// Redis adapter) tells the daemon nothing until its first session: with
+/// `sticky: true` its workers take sessions once online, and with pm2's
+/// `wait_ready` once they say so.
+#[test]
+fn a_sticky_app_without_the_cluster_adapter_gets_sessions() {
+    let pm2 = sio_pm2(&[("NO_ADAPTER", "1")]);
+    pm2.run(&["start", "sio_worker.js", "-i", "2", "--name", "plain", "--sticky"]).ok();
+    pm2.wait_for("2 online workers", T, |l| {
+        l.iter().filter(|p| p["name"] == "plain" && status(p) == "online").count() == 2
+    });
+    let port = sticky_port(&pm2);
+    for s in ["polling", "websocket"] {
+        assert_ok(&scenario(port, s, None, &[]));
+    }
+    pm2.run(&["delete", "all"]).ok();
+
+    let pm2 = sio_pm2(&[("NO_ADAPTER", "1"), ("SEND_READY", "1")]);
+    pm2.run(&["start", "sio_worker.js", "-i", "2", "--name", "ready", "--sticky", "--wait-ready"]).ok();
+    pm2.wait_for("2 online workers", T, |l| {
+        l.iter().filter(|p| p["name"] == "ready" && status(p) == "online").count() == 2
+    });
+    assert_ok(&scenario(sticky_port(&pm2), "polling", None, &[]));
+}
+
 #[test]
 fn every_feature_across_two_workers_sticky_2() {
     let pm2 = sio_pm2(&[]);

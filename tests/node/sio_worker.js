@@ -4,6 +4,8 @@
 // Env:
 //   STICKY_VERSION=1   use @socket.io/sticky 1.0.4 (npm alias "sticky1") instead of 2.0.1
 //   SEND_READY=1       process.send("ready") once set up (for wait_ready tests)
+//   NO_ADAPTER=1       no cluster adapter (as an app on another adapter): the worker then
+//                      sends nothing to the daemon until its first session
 const { createServer } = require("http");
 const crypto = require("crypto");
 const { Server } = require("socket.io");
@@ -16,7 +18,9 @@ const io = new Server(httpServer);
 // peer (10 s by default); a test sets it long to prove a drop came from the
 // daemon's close message, not from the heartbeat.
 const hb = Number(process.env.SIO_HEARTBEAT_TIMEOUT_MS);
-io.adapter(createAdapter(hb > 0 ? { heartbeatTimeout: hb } : {}));
+if (process.env.NO_ADAPTER !== "1") {
+  io.adapter(createAdapter(hb > 0 ? { heartbeatTimeout: hb } : {}));
+}
 setupWorker(io);
 
 const me = {

@@ -67,6 +67,10 @@ pub struct StickyApp {
     pub enabled: bool,
     /// `sticky: false`: never route to it, never relay.
     pub disabled: bool,
+    /// `sticky: true`: its workers take sessions once online, even when they
+    /// never speak the cluster adapter (an app on `@socket.io/sticky`'s
+    /// `setupWorker` with another adapter only reports its first session).
+    pub opted_in: bool,
     pub port: u16,
     /// The cross-node group it joins (`cluster_group`; its name by default),
     /// `None` when it stays on this node.
@@ -311,10 +315,12 @@ fn worker_spawned(p: &Primary, wid: u32, pm_id: u32, pid: i32, app: &corral_prot
             notify: Arc::new(Notify::new()),
             enabled: false,
             disabled: false,
+            opted_in: false,
             group: None,
             port,
         });
         sa.disabled = app.sticky == Some(false);
+        sa.opted_in = app.sticky == Some(true);
         sa.port = port;
         sa.router.add_worker(WorkerId(wid));
         if app.health.as_ref().is_some_and(|h| h.gates_readiness()) {
@@ -524,6 +530,12 @@ fn on_message(
     match &f.top {
         TopLevel::String(s) if s.eq_str("ready") => {
             let _ = events.send(WorkerEvent::Ready);
+            // pm2's `wait_ready` signal also readies a worker of an app that
+            // takes sticky sessions (never makes a plain cluster app one).
+            let mut reg = p.reg();
+            if app_of(&reg, wid).is_some_and(|sa| sa.enabled) {
+                set_sticky_ready(&mut reg, wid, events);
+            }
         }
         TopLevel::Object => {
             let ty = field_str(&f.type_);
@@ -559,6 +571,10 @@ fn on_cluster(
     match act {
         Some("online") => {
             let _ = events.send(WorkerEvent::Online);
+            let mut reg = p.reg();
+            if app_of(&reg, wid).is_some_and(|sa| sa.opted_in) {
+                set_sticky_ready(&mut reg, wid, events);
+            }
         }
         Some("listening") => {
             let _ = events.send(WorkerEvent::Listening);
@@ -726,19 +742,32 @@ fn announce(reg: &mut Registry, wid: u32, events: &mpsc::UnboundedSender<WorkerE
     if sa.disabled {
         return None;
     }
-    // Only a worker that was never ready becomes ready: a draining one
-    // keeps speaking the adapter protocol but must not get new sessions.
-    if sa.router.state(WorkerId(wid)) == Some(sticky::WorkerState::NotReady) {
-        sa.router.set_ready(WorkerId(wid));
-        sa.notify.notify_waiters();
-        let _ = events.send(WorkerEvent::Serving);
-    }
+    set_sticky_ready(reg, wid, events);
+    let sa = reg.apps.get_mut(&app)?;
     if !sa.enabled {
         sa.enabled = true;
         let port = sa.port;
         reg.port_owner.entry(port).or_insert_with(|| app.clone());
     }
     Some(app)
+}
+
+/// The Socket.IO state of a worker's app.
+fn app_of(reg: &Registry, wid: u32) -> Option<&StickyApp> {
+    reg.workers.get(&wid).and_then(|w| reg.apps.get(&w.app)).filter(|sa| !sa.disabled)
+}
+
+/// The worker may take new sticky sessions. Only a worker that was never
+/// ready becomes ready: a draining one keeps speaking the adapter protocol
+/// but must not get new sessions.
+fn set_sticky_ready(reg: &mut Registry, wid: u32, events: &mpsc::UnboundedSender<WorkerEvent>) {
+    let Some(app) = reg.workers.get(&wid).map(|w| w.app.clone()) else { return };
+    let Some(sa) = reg.apps.get_mut(&app).filter(|sa| !sa.disabled) else { return };
+    if sa.router.state(WorkerId(wid)) == Some(sticky::WorkerState::NotReady) {
+        sa.router.set_ready(WorkerId(wid));
+        sa.notify.notify_waiters();
+        let _ = events.send(WorkerEvent::Serving);
+    }
 }
 
 fn relay(
