@@ -12,6 +12,7 @@ pub mod error;
 pub mod logfile;
 pub mod logrotate;
 pub mod logs;
+pub mod metrics;
 pub mod monitor;
 pub mod multihost;
 pub mod paths;
@@ -118,6 +119,7 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     dlog::attach_bus(shared.bus.clone());
     banner(&shared);
     start_bridge(&shared);
+    metrics::start(&shared).await;
     tokio::spawn(worker_tick(shared.clone()));
     {
         let (a, b) = (shared.clone(), shared.clone());

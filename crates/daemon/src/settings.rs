@@ -37,6 +37,9 @@ pub struct DaemonConfig {
     pub node_options: Vec<String>,
     /// `PM2_DUMP_FILE_PATH`: dump.pm2 elsewhere than in PM2_HOME.
     pub dump_file: Option<PathBuf>,
+    /// `PM2_METRICS`: the address (`host:port`) of the Prometheus endpoint;
+    /// none when unset or empty (no listener, no task).
+    pub metrics_addr: Option<String>,
     /// The daemon's whole environment (cluster workers inherit it, as with
     /// pm2).
     pub env: BTreeMap<String, String>,
@@ -100,6 +103,11 @@ impl DaemonConfig {
                 .map(|s| s.split_whitespace().map(String::from).collect())
                 .unwrap_or_default(),
             dump_file: env.get("PM2_DUMP_FILE_PATH").map(PathBuf::from),
+            metrics_addr: env
+                .get("PM2_METRICS")
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(String::from),
             env,
         }
     }
@@ -125,6 +133,9 @@ mod tests {
         assert!(!c.kill_use_message);
         assert!(c.node_options.is_empty());
         assert_eq!(c.dump_file, None);
+        assert_eq!(c.metrics_addr, None);
+        assert_eq!(cfg(&[("PM2_METRICS", " ")]).metrics_addr, None, "empty means off");
+        assert_eq!(cfg(&[("PM2_METRICS", "127.0.0.1:9209")]).metrics_addr.as_deref(), Some("127.0.0.1:9209"));
     }
 
     #[test]
