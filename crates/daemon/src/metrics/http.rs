@@ -117,6 +117,30 @@ pub async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, He
     }
 }
 
+/// Answers with an error and closes gracefully: the write side first, then what the client
+/// still sends is read and dropped (at most [`LINGER_BYTES`] within [`LINGER`]), so the close
+/// does not reset the connection before the client has read the answer.
+pub async fn refuse(s: &mut TcpStream, status: u16) {
+    if !write_all(s, &refusal(status)).await {
+        return;
+    }
+    let _ = s.shutdown().await;
+    let drain = async {
+        let mut left = LINGER_BYTES;
+        let mut buf = [0u8; 4096];
+        while left > 0 {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
 /// Writes `bytes` within [`WRITE_TIMEOUT`]; false when the peer is gone or too slow.
 pub async fn write_all(s: &mut TcpStream, bytes: &[u8]) -> bool {
     matches!(tokio::time::timeout(WRITE_TIMEOUT, s.write_all(bytes)).await, Ok(Ok(())))

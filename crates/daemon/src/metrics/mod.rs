@@ -114,13 +114,13 @@ async fn connection(mut s: TcpStream, shared: &SharedRef, prom: &PromClient) {
         let end = match tokio::time::timeout(wait, http::read_head(&mut s, &mut buf)).await {
             Ok(Ok(end)) => end,
             Ok(Err(http::HeadError::TooLarge)) => {
-                http::write_all(&mut s, &http::refusal(431)).await;
+                http::refuse(&mut s, 431).await;
                 return;
             }
             Ok(Err(http::HeadError::Closed)) => return,
             Err(_) if buf.is_empty() => return, // idle keep-alive connection
             Err(_) => {
-                http::write_all(&mut s, &http::refusal(408)).await;
+                http::refuse(&mut s, 408).await;
                 return;
             }
         };
@@ -128,7 +128,7 @@ async fn connection(mut s: TcpStream, shared: &SharedRef, prom: &PromClient) {
         buf.drain(..end);
         match decision {
             Decision::Refuse(status) => {
-                http::write_all(&mut s, &http::refusal(status)).await;
+                http::refuse(&mut s, status).await;
                 return;
             }
             Decision::Metrics { keep_alive } => {
@@ -296,6 +296,8 @@ fn cluster(w: &mut Writer, shared: &SharedRef) {
         let mut v: Vec<(u32, WorkerRow)> = reg
             .workers
             .iter()
+            // Cluster workers only (fork apps have a channel too, but no listener or session).
+            .filter(|(_, l)| reg.apps.contains_key(&l.app))
             .map(|(wid, l)| {
                 let sa = reg.apps.get(&l.app).filter(|sa| sa.enabled && !sa.disabled);
                 let id = crate::sticky::WorkerId(*wid);

@@ -77,6 +77,21 @@ pub fn js_number(n: f64) -> String {
     }
 }
 
+/// The elements of an array, packed or holey: V8 serializes arrays that were ever holey
+/// (prom-client's `Object.values(hashMap)`, say) as sparse, index keys with the values.
+fn elements(v: Option<&Value>) -> Vec<&Value> {
+    match v {
+        Some(Value::SparseArray { props, .. }) => {
+            let mut e: Vec<(u32, &Value)> =
+                props.iter().filter_map(|(k, v)| Some((k.as_str().parse::<u32>().ok()?, v))).collect();
+            e.sort_by_key(|(i, _)| *i);
+            e.into_iter().map(|(_, v)| v).collect()
+        }
+        Some(v) => v.as_array().map(|a| a.iter().collect()).unwrap_or_default(),
+        None => Vec::new(),
+    }
+}
+
 fn text(v: Option<&Value>) -> Option<String> {
     v.and_then(|v| v.as_str()).map(String::from)
 }
@@ -91,13 +106,14 @@ pub fn parse_reply(v: &Value) -> Option<Reply> {
         let msg = js_string(e).unwrap_or_else(|| "error".into());
         return Some(Reply { request_id, metrics: Err(msg) });
     }
-    let Some(registries) = v.get("metrics").and_then(|m| m.as_array()) else {
+    let registries = elements(v.get("metrics"));
+    if registries.is_empty() && v.get("metrics").and_then(|m| m.as_array()).is_none() {
         return Some(Reply { request_id, metrics: Err("reply without metrics".into()) });
-    };
+    }
     let mut out = Vec::new();
     let mut budget = MAX_SAMPLES_PER_REPLY;
     for reg in registries {
-        for m in reg.as_array().unwrap_or_default() {
+        for m in elements(Some(reg)) {
             if let Some(m) = parse_metric(m, &mut budget) {
                 out.push(m);
             }
@@ -109,7 +125,7 @@ pub fn parse_reply(v: &Value) -> Option<Reply> {
 fn parse_metric(m: &Value, budget: &mut usize) -> Option<Metric> {
     let name = text(m.get("name"))?;
     let mut values = Vec::new();
-    for v in m.get("values").and_then(|v| v.as_array()).unwrap_or_default() {
+    for v in elements(m.get("values")) {
         if *budget == 0 {
             break;
         }
@@ -454,6 +470,22 @@ mod tests {
         let mut w = Writer::new();
         write(&mut w, &[("a".into(), aggregate(ms))]);
         assert_eq!(w.finish(), "# HELP ok \n# TYPE ok untyped\n");
+    }
+
+    #[test]
+    fn holey_arrays_are_read() {
+        let sparse = Value::SparseArray {
+            length: 2,
+            props: vec![
+                ("1".into(), val(2.0, vec![])),
+                ("0".into(), val(1.0, vec![("k", Value::from("a"))])),
+            ],
+        };
+        let ms = parsed(&reply(1, vec![counter("m", None, vec![])]).clone());
+        assert_eq!(ms[0].values.len(), 0);
+        let m = obj(vec![("name", Value::from("m")), ("values", sparse)]);
+        let ms = parsed(&reply(1, vec![m]));
+        assert_eq!(ms[0].values.iter().map(|s| s.value).collect::<Vec<_>>(), vec![1.0, 2.0]);
     }
 
     #[test]
