@@ -224,3 +224,38 @@ fn metrics_with_a_bad_address_are_off_and_the_daemon_runs() {
     assert!(!log.contains("Prometheus metrics on"), "{log}");
     pm2.run(&["ls"]).ok();
 }
+
+#[test]
+fn metrics_show_the_balancer_and_relay_of_a_socketio_app() {
+    let (mut pm2, mport) = with_metrics();
+    pm2.cwd = node_dir();
+    pm2.run(&["start", "sio_worker.js", "-i", "2", "--name", "sio"]).ok();
+    pm2.wait_for("2 online workers", T, |l| l.iter().filter(|p| status(p) == "online").count() == 2);
+    let sticky: u16 =
+        pm2.envs.iter().find(|(k, _)| k == "PM2_PORT").and_then(|(_, v)| v.parse().ok()).expect("port");
+    let out = Command::new("node")
+        .args(["sio_client.js", "broadcast", &sticky.to_string()])
+        .current_dir(node_dir())
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"ok\":true"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+
+    let body = scrape(mport).expect("scrape");
+    let v = |s: &str| value(&body, s).unwrap_or_else(|| panic!("{s} missing:\n{body}"));
+    assert!(v("corral_balancer_connections_accepted_total") >= 1.0, "{body}");
+    assert!(v("corral_balancer_handoffs_total") >= 1.0, "{body}");
+    assert!(v("corral_balancer_handoff_duration_seconds_count") >= 1.0, "{body}");
+    assert!(v("corral_relay_frames_total{type=\"BROADCAST\"}") >= 1.0, "{body}");
+    assert!(v("corral_relay_bytes_total{type=\"BROADCAST\"}") > 0.0, "{body}");
+    let ready = body
+        .lines()
+        .filter(|l| l.starts_with("corral_balancer_worker_ready{app=\"sio\"") && l.ends_with(" 1"));
+    assert_eq!(ready.count(), 2, "{body}");
+    assert_eq!(
+        body.lines().filter(|l| l.starts_with("corral_balancer_sessions{app=\"sio\"")).count(),
+        2,
+        "{body}"
+    );
+    promtool(&body);
+}
