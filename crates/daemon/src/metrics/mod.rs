@@ -38,10 +38,11 @@ use tokio::sync::mpsc;
 /// How long a scrape waits for the workers of apps known to answer prom-client requests
 /// (prom-client's own primary waits 5 s; Prometheus' default scrape timeout is 10 s).
 const PROM_WAIT: Duration = Duration::from_secs(3);
-/// How long a scrape waits for apps never asked before.
-const PROM_PROBE_WAIT: Duration = Duration::from_millis(500);
-/// An app that did not answer is asked again after this long, without waiting for it.
-const PROM_REPROBE: Duration = Duration::from_secs(60);
+/// Times a worker of an app not known to answer is asked (1 s, 2 s, 4 s ... apart: its
+/// `AggregatorRegistry` may not exist yet when it is new).
+const PROM_PROBES: u8 = 7;
+/// Scrapes in a row without any answer after which an app counts as not answering.
+const PROM_MISSES: u8 = 3;
 /// Processes' cpu and memory are sampled at most this often by scrapes.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Period of the event-loop lag probe.
@@ -468,19 +469,25 @@ fn self_cpu_ticks() -> Option<(u64, u64)> {
     Some((f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?))
 }
 
-/// Whether an app's workers answer prom-client's requests.
-#[derive(Debug, Clone, Copy)]
-enum Speaks {
-    Yes,
-    /// Asked and silent at that time.
-    No(Instant),
+/// Whether an app's workers answer prom-client's requests. A worker of an app not known to
+/// answer is asked a few times early in its life ([`PROM_PROBES`]), at scrapes, without the
+/// scrape waiting for it: an answer makes the app known (its metrics are in the next
+/// scrapes), and an app that does not use prom-client gets a handful of messages per worker,
+/// not one per scrape.
+#[derive(Debug, Clone, Default)]
+struct AppProm {
+    speaks: bool,
+    /// Scrapes in a row it was asked and none of its workers answered.
+    misses: u8,
+    /// Probes of each live worker: how many so far, and when the next one is due.
+    probed: HashMap<u32, (u8, Instant)>,
 }
 
 #[derive(Default)]
 struct PromState {
     next_id: u64,
     waiting: HashMap<u64, mpsc::UnboundedSender<(u32, promclient::Reply)>>,
-    apps: HashMap<String, Speaks>,
+    apps: HashMap<String, AppProm>,
 }
 
 /// The daemon as prom-client's cluster primary: asks workers, gathers their replies.
@@ -505,7 +512,9 @@ impl PromClient {
         // A late answer (or to a request whose scrape did not wait): the app speaks it.
         let app = primary.upgrade().and_then(|p| p.reg().workers.get(&wid).map(|w| w.app.clone()));
         if let Some(app) = app {
-            st.apps.insert(app, Speaks::Yes);
+            let a = st.apps.entry(app).or_default();
+            a.speaks = true;
+            a.misses = 0;
         }
     }
 
@@ -524,7 +533,7 @@ impl PromClient {
         let mut awaited: HashMap<u32, (String, Instant)> = HashMap::new();
         let mut asked_apps: HashSet<String> = HashSet::new();
         {
-            let apps = self.state().apps.clone();
+            let mut st = self.state();
             let reg = shared.cluster.reg();
             let msg = promclient::request(id);
             for (wid, link) in reg.workers.iter() {
@@ -533,18 +542,20 @@ impl PromClient {
                 if link.draining || !reg.apps.contains_key(&link.app) {
                     continue;
                 }
-                let wait = match apps.get(&link.app) {
-                    Some(Speaks::Yes) => Some(PROM_WAIT),
-                    None => Some(PROM_PROBE_WAIT),
-                    Some(Speaks::No(at)) if at.elapsed() >= PROM_REPROBE => None,
-                    Some(Speaks::No(_)) => continue,
-                };
+                let app = st.apps.entry(link.app.clone()).or_default();
+                if !app.speaks {
+                    let (n, due) = app.probed.get(wid).copied().unwrap_or((0, started));
+                    if n >= PROM_PROBES || due > started {
+                        continue;
+                    }
+                    app.probed.insert(*wid, (n + 1, started + Duration::from_secs(1 << n)));
+                }
                 if link.tx.send(&msg).is_err() {
                     continue;
                 }
                 asked_apps.insert(link.app.clone());
-                if let Some(wait) = wait {
-                    awaited.insert(*wid, (link.app.clone(), started + wait));
+                if app.speaks {
+                    awaited.insert(*wid, (link.app.clone(), started + PROM_WAIT));
                 }
             }
         }
@@ -581,14 +592,25 @@ impl PromClient {
         {
             let mut st = self.state();
             st.waiting.remove(&id);
-            let now = Instant::now();
-            for app in asked_apps {
-                let s = if answered.contains(&app) { Speaks::Yes } else { Speaks::No(now) };
-                st.apps.insert(app, s);
+            for name in asked_apps {
+                let a = st.apps.entry(name.clone()).or_default();
+                if answered.contains(&name) {
+                    a.speaks = true;
+                    a.misses = 0;
+                } else if a.speaks {
+                    a.misses += 1;
+                    if a.misses >= PROM_MISSES {
+                        a.speaks = false;
+                        a.misses = 0;
+                    }
+                }
             }
-            // Apps gone from the registry are forgotten.
+            // Apps and workers gone from the registry are forgotten.
             let reg = shared.cluster.reg();
-            st.apps.retain(|a, _| reg.apps.contains_key(a));
+            st.apps.retain(|name, _| reg.apps.contains_key(name));
+            for a in st.apps.values_mut() {
+                a.probed.retain(|wid, _| reg.workers.contains_key(wid));
+            }
         }
         got.into_iter().map(|(app, ms)| (app, promclient::aggregate(ms))).collect()
     }
