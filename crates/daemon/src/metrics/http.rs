@@ -187,6 +187,28 @@ mod tests {
     }
 
     #[test]
+    fn random_heads_never_panic_and_never_serve() {
+        // A fixed-seed xorshift: the same inputs every run.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"GET /metrics HTTP/1.1\r\n:\x00\xff ?=Content-Length0123456789";
+        for _ in 0..20_000 {
+            let len = (next() % 200) as usize;
+            let mut head: Vec<u8> =
+                (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+            head.extend_from_slice(b"\r\n\r\n");
+            if let Decision::Metrics { .. } = decide(&head) {
+                assert!(head.starts_with(b"GET /metrics"), "{:?}", String::from_utf8_lossy(&head));
+            }
+        }
+    }
+
+    #[test]
     fn head_end_found_across_reads() {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
