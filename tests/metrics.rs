@@ -62,6 +62,10 @@ fn value(body: &str, series: &str) -> Option<f64> {
     body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// `promtool check metrics` on the exposition: no parse error at all (exit 1), and no lint
+/// problem (exit 3) with any of the daemon's own `corral_*` families. Apps' families are the
+/// apps' own naming (prom-client's default metrics have gauges ending in `_total`, which the
+/// linter flags); they must parse, their names are not ours to fix.
 fn promtool(body: &str) {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -72,8 +76,11 @@ fn promtool(body: &str) {
         .expect("promtool (Debian package `prometheus`; scripts/test-all installs it)");
     child.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write to promtool");
     let out = child.wait_with_output().expect("promtool");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let only_app_lint = out.status.code() == Some(3)
+        && report.lines().filter(|l| !l.trim().is_empty()).all(|l| !l.starts_with("corral_"));
     assert!(
-        out.status.success(),
+        out.status.success() || only_app_lint,
         "promtool check metrics failed:\n{}{}\n--- exposition ---\n{body}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

@@ -6,6 +6,8 @@ const http = require("http");
 const client = require("prom-client");
 
 new client.AggregatorRegistry();
+// The default metrics too (heap, event loop, GC...), each with its own aggregator.
+client.collectDefaultMetrics();
 
 const instance = parseInt(process.env.NODE_APP_INSTANCE || "0", 10);
 // Summed across workers (prom-client's default aggregator): 5 per worker.
