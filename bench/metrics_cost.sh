@@ -2,7 +2,8 @@
 # What the Prometheus endpoint (PM2_METRICS) costs the daemon. One daemon with the seed app (bench/app, 2 cluster
 # workers) and 10 fork-mode apps that each log a line every 200 ms (tests/fixtures/forever.js):
 #   1. daemon CPU seconds (all threads' on-CPU time from /proc/<pid>/task/*/schedstat) over WINDOW seconds
-#      with the endpoint on but not scraped, then while `curl` scrapes /metrics once a second;
+#      with PM2_METRICS unset, then (another daemon) with the endpoint on but not scraped, then while `curl`
+#      scrapes /metrics once a second;
 #   2. the scrape's wall time (curl's time_total, median and max) and body size;
 #   3. daemon VmRSS with the seed app alone, PM2_METRICS unset vs set (before and after 30 scrapes).
 #
@@ -41,10 +42,15 @@ start_seed() {
   echo "$h"
 }
 
-# --- 1 and 2: CPU while scraped vs not --------------------------------------------------------------------------
+# --- 1 and 2: CPU with metrics off, on and not scraped, on and scraped -------------------------------------------
+ten_apps() { for i in $(seq 1 10); do PM2_HOME="$1" "$BIN" start "$ROOT/tests/fixtures/forever.js" --name "app$i" >/dev/null; done; }
+H=$(start_seed); HOMES+=("$H"); ten_apps "$H"
+DPID=$(cat "$H/pm2.pid")
+sleep 3
+o0=$(cpu_s "$DPID"); sleep "$WINDOW"; o1=$(cpu_s "$DPID")
+PM2_HOME="$H" "$BIN" kill >/dev/null 2>&1
 MPORT=$(free_port)
-H=$(start_seed PM2_METRICS="127.0.0.1:$MPORT"); HOMES+=("$H")
-for i in $(seq 1 10); do PM2_HOME="$H" "$BIN" start "$ROOT/tests/fixtures/forever.js" --name "app$i" >/dev/null; done
+H=$(start_seed PM2_METRICS="127.0.0.1:$MPORT"); HOMES+=("$H"); ten_apps "$H"
 DPID=$(cat "$H/pm2.pid")
 sleep 3
 a0=$(cpu_s "$DPID"); sleep "$WINDOW"; a1=$(cpu_s "$DPID")
@@ -59,10 +65,11 @@ b1=$(cpu_s "$DPID")
 n=$(wc -l <"$TIMES")
 read -r p50 pmax size < <(sort -n "$TIMES" | awk '{t[NR]=$1; s=$2} END{printf "%.1f %.1f %d", 1000*t[int((NR+1)/2)], 1000*t[NR], s}')
 rm -f "$TIMES"
-awk -v a="$(echo "$a1 - $a0" | bc)" -v b="$(echo "$b1 - $b0" | bc)" -v w="$WINDOW" -v n="$n" \
-  -v p50="$p50" -v pmax="$pmax" -v size="$size" 'BEGIN{
-  printf "| daemon (seed app + 10 apps logging 5 lines/s each, PM2_METRICS on) | cpu-s in %d s | %% of a core |\n|---|---|---|\n", w
-  printf "| not scraped | %.3f | %.3f %% |\n| scraped once a second (%d scrapes) | %.3f | %.3f %% |\n", a, 100*a/w, n, b, 100*b/w
+awk -v o="$(echo "$o1 - $o0" | bc)" -v a="$(echo "$a1 - $a0" | bc)" -v b="$(echo "$b1 - $b0" | bc)" -v w="$WINDOW" \
+  -v n="$n" -v p50="$p50" -v pmax="$pmax" -v size="$size" 'BEGIN{
+  printf "| daemon (seed app + 10 apps logging 5 lines/s each) | cpu-s in %d s | %% of a core |\n|---|---|---|\n", w
+  printf "| PM2_METRICS unset | %.3f | %.3f %% |\n", o, 100*o/w
+  printf "| PM2_METRICS set, not scraped | %.3f | %.3f %% |\n| scraped once a second (%d scrapes) | %.3f | %.3f %% |\n", a, 100*a/w, n, b, 100*b/w
   printf "\nper scrape: %.2f ms of daemon CPU more than idle; wall time p50 %s ms, max %s ms; body %d bytes\n", 1000*(b-a)/n, p50, pmax, size }'
 
 # --- 3: idle RSS, metrics off vs on ---------------------------------------------------------------------------
