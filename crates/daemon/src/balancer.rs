@@ -50,12 +50,22 @@ struct Gate {
     ceiling: usize,
 }
 
+/// The admission limits from the daemon's settings, given once at start
+/// ([`configure`]); unset in unit tests, which get the defaults.
+static LIMITS: OnceLock<(Option<usize>, Option<usize>)> = OnceLock::new();
+
+/// Records the sticky admission limits (`PM2_STICKY_MAX_CONNECTIONS`,
+/// `PM2_STICKY_BUFFER_BUDGET`) before the first port is bound.
+pub fn configure(config: &crate::settings::DaemonConfig) {
+    let _ = LIMITS.set((config.sticky_max_connections, config.sticky_buffer_budget));
+}
+
 fn gate() -> &'static Gate {
     static GATE: OnceLock<Gate> = OnceLock::new();
     GATE.get_or_init(|| {
-        let num = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<usize>().ok());
-        let cap = num("PM2_STICKY_MAX_CONNECTIONS").unwrap_or_else(|| sticky::cap_for_fd_limit(fd_limit()));
-        let budget = num("PM2_STICKY_BUFFER_BUDGET").unwrap_or(BUFFER_BUDGET);
+        let (cap, budget) = LIMITS.get().copied().unwrap_or_default();
+        let cap = cap.unwrap_or_else(|| sticky::cap_for_fd_limit(fd_limit()));
+        let budget = budget.unwrap_or(BUFFER_BUDGET);
         dlog::log(&format!(
             "sticky balancer: reading at most {cap} connections and {budget} buffered bytes at once"
         ));
@@ -124,13 +134,9 @@ impl Drop for Slot {
 
 /// After a flood, return the freed heap to the system: the buffers of thousands of connections
 /// were small allocations spread over the heap, which glibc keeps (RSS stays at its peak)
-/// unless asked.
+/// unless asked. The trim runs once the daemon has been quiet for a moment.
 fn give_back_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim has no preconditions; it only releases free heap pages.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::trim::activity();
 }
 
 /// Makes sure the balancer listens on `port`. Returns the bind error (with

@@ -29,6 +29,7 @@ pub mod state;
 pub mod sticky;
 pub mod supervisor;
 pub mod timefmt;
+pub mod trim;
 pub mod watcher;
 
 use anyhow::Context as _;
@@ -74,6 +75,7 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     raise_fd_limit();
     // The one read of the environment.
     let config = settings::DaemonConfig::from_env();
+    balancer::configure(&config);
     let mut home = Home::new(opts.pm2_home);
     home.dump_file = config.dump_file.clone();
     home.ensure().with_context(|| format!("PM2_HOME {} is not writable", home.root.display()))?;
@@ -121,6 +123,10 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     start_bridge(&shared);
     metrics::start(&shared).await;
     tokio::spawn(worker_tick(shared.clone()));
+    // What start-up touched is given back once the daemon has been quiet
+    // for two seconds, and again after every later burst of commands.
+    tokio::spawn(trim::run(std::time::Duration::from_secs(2)));
+    trim::activity();
     {
         let (a, b) = (shared.clone(), shared.clone());
         tokio::spawn(logrotate::run(

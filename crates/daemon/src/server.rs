@@ -22,20 +22,6 @@ use tokio::sync::watch;
 pub const MAX_CONNECTIONS: usize = 256;
 /// How long the client has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a connection may sit between requests. A CLI sends its requests
-/// back to back (and reconnects if it waited longer); log streams are not
-/// subject to it.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn idle_timeout() -> Duration {
-    static IDLE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *IDLE.get_or_init(|| {
-        std::env::var("PM2_CONTROL_IDLE_TIMEOUT_MS")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(IDLE_TIMEOUT, Duration::from_millis)
-    })
-}
 
 pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::Sender<bool>) {
     let mut stop = shutdown.subscribe();
@@ -112,24 +98,25 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
         pm2_home: shared.home.root.to_string_lossy().into_owned(),
         settings: corral_proto::DAEMON_SETTINGS
             .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .filter_map(|k| shared.config.env.get(*k).map(|v| (k.to_string(), v.clone())))
             .collect(),
     };
     if write_frame(&mut stream, &welcome).await.is_err() {
         return;
     }
     loop {
-        let req: Request = match tokio::time::timeout(idle_timeout(), read_frame(&mut stream)).await {
-            Ok(Ok(r)) => r,
-            Err(_idle) => return,
-            Ok(Err(FrameError::Closed)) => return,
-            Ok(Err(e @ (FrameError::Malformed(_) | FrameError::TooLarge(_)))) => {
-                let _ =
-                    write_frame(&mut stream, &Reply::Error { message: format!("bad request: {e}") }).await;
-                return;
-            }
-            Ok(Err(_)) => return,
-        };
+        let req: Request =
+            match tokio::time::timeout(shared.config.control_idle_timeout, read_frame(&mut stream)).await {
+                Ok(Ok(r)) => r,
+                Err(_idle) => return,
+                Ok(Err(FrameError::Closed)) => return,
+                Ok(Err(e @ (FrameError::Malformed(_) | FrameError::TooLarge(_)))) => {
+                    let _ = write_frame(&mut stream, &Reply::Error { message: format!("bad request: {e}") })
+                        .await;
+                    return;
+                }
+                Ok(Err(_)) => return,
+            };
         match req {
             Request::Logs { ids } => {
                 logs_stream(&shared, stream, ids).await;
@@ -142,6 +129,7 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
                 return;
             }
             other => {
+                crate::trim::activity();
                 let changes = other.changes_process_list();
                 let reply = handle(&shared, other).await;
                 if changes {

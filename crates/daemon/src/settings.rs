@@ -1,6 +1,7 @@
 //! The daemon's settings, read once from its environment at start
 //! ([`DaemonConfig::from_env`]) and passed to whoever needs them; nothing
-//! else in the daemon reads environment variables. Names and defaults are
+//! else in the daemon reads environment variables, except [`crate::paths`],
+//! which finds `PM2_HOME` (or `HOME`) before there is a home to start in. Names and defaults are
 //! pm2's (and @socket.io/pm2's for the sticky ones).
 
 use crate::sticky::HttpLimits;
@@ -37,6 +38,17 @@ pub struct DaemonConfig {
     pub node_options: Vec<String>,
     /// `PM2_DUMP_FILE_PATH`: dump.pm2 elsewhere than in PM2_HOME.
     pub dump_file: Option<PathBuf>,
+    /// `PM2_CONTROL_IDLE_TIMEOUT_MS`: how long a control connection may sit
+    /// between requests (60000 ms). A CLI sends its requests back to back
+    /// (and reconnects if it waited longer); log streams are not subject to
+    /// it.
+    pub control_idle_timeout: Duration,
+    /// `PM2_STICKY_MAX_CONNECTIONS`: connections the sticky balancer reads at
+    /// once (else derived from the descriptor limit).
+    pub sticky_max_connections: Option<usize>,
+    /// `PM2_STICKY_BUFFER_BUDGET`: bytes the sticky balancer buffers at once
+    /// across connections (else 64 MiB).
+    pub sticky_buffer_budget: Option<usize>,
     /// `PM2_METRICS`: the address (`host:port`) of the Prometheus endpoint;
     /// none when unset or empty (no listener, no task).
     pub metrics_addr: Option<String>,
@@ -103,6 +115,9 @@ impl DaemonConfig {
                 .map(|s| s.split_whitespace().map(String::from).collect())
                 .unwrap_or_default(),
             dump_file: env.get("PM2_DUMP_FILE_PATH").map(PathBuf::from),
+            control_idle_timeout: Duration::from_millis(num("PM2_CONTROL_IDLE_TIMEOUT_MS").unwrap_or(60_000)),
+            sticky_max_connections: num("PM2_STICKY_MAX_CONNECTIONS").map(|v| v as usize),
+            sticky_buffer_budget: num("PM2_STICKY_BUFFER_BUDGET").map(|v| v as usize),
             metrics_addr: env
                 .get("PM2_METRICS")
                 .map(|v| v.trim())
@@ -133,6 +148,8 @@ mod tests {
         assert!(!c.kill_use_message);
         assert!(c.node_options.is_empty());
         assert_eq!(c.dump_file, None);
+        assert_eq!(c.control_idle_timeout, Duration::from_secs(60));
+        assert_eq!((c.sticky_max_connections, c.sticky_buffer_budget), (None, None));
         assert_eq!(c.metrics_addr, None);
         assert_eq!(cfg(&[("PM2_METRICS", " ")]).metrics_addr, None, "empty means off");
         assert_eq!(cfg(&[("PM2_METRICS", "127.0.0.1:9209")]).metrics_addr.as_deref(), Some("127.0.0.1:9209"));
@@ -149,7 +166,12 @@ mod tests {
             ("PM2_NODE_OPTIONS", " --max-old-space-size=64  --trace-warnings "),
             ("PM2_GRACEFUL_TIMEOUT", "soon"),
             ("PM2_STICKY_MAX_BODY", "1024"),
+            ("PM2_CONTROL_IDLE_TIMEOUT_MS", "250"),
+            ("PM2_STICKY_MAX_CONNECTIONS", "64"),
+            ("PM2_STICKY_BUFFER_BUDGET", "lots"),
         ]);
+        assert_eq!(c.control_idle_timeout, Duration::from_millis(250));
+        assert_eq!((c.sticky_max_connections, c.sticky_buffer_budget), (Some(64), None));
         assert_eq!(c.pm2_port, 9000);
         assert_eq!(c.sticky_host, None, "empty means unset");
         assert_eq!(c.worker_interval, Duration::from_millis(100), "floored");

@@ -232,6 +232,7 @@ async fn call(
     peer_pid: Option<i32>,
     shutdown: &watch::Sender<bool>,
 ) -> Outcome {
+    crate::trim::activity();
     match method {
         "ping" => Ok_(json!({ "msg": "pong" })),
         "getVersion" => Ok_(Value::from(corral_proto::CORRAL_VERSION)),
