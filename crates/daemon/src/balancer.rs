@@ -18,11 +18,13 @@
 use crate::cluster::Registry;
 use crate::dlog;
 use crate::error::DaemonError;
+use crate::metrics::counters::{InFlight, BALANCER};
 use crate::state::SharedRef;
 use crate::sticky::{self, Admission, Reject, Route, WorkerId};
 use node_ipc::{HandleOutcome, HandleType, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -306,6 +308,7 @@ async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
         };
         match guard.try_io(|l| accept_raw(l.get_ref().as_raw_fd())) {
             Ok(Ok(stream)) => {
+                BALANCER.accepted.fetch_add(1, Relaxed);
                 let shared = shared.clone();
                 let slot = Slot::admit();
                 tokio::spawn(connection(shared, port, Lazy(Conn::Std(stream)), slot));
@@ -324,6 +327,7 @@ async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
 }
 
 async fn reject(stream: Lazy, r: Reject) {
+    BALANCER.answered(r.status());
     if let Some(s) = stream.into_tokio() {
         reject_tokio(s, r).await;
     }
@@ -352,6 +356,8 @@ fn http_date() -> String {
 }
 
 async fn connection(shared: SharedRef, port: u16, mut stream: Lazy, slot: Slot) {
+    let _in_flight = InFlight::start();
+    let accepted_at = std::time::Instant::now();
     let limits = shared.config.http_limits;
     let mut data = Vec::new();
     let mut charge = |n: usize| slot.charge(n);
@@ -411,6 +417,7 @@ async fn connection(shared: SharedRef, port: u16, mut stream: Lazy, slot: Slot) 
                         s,
                     );
                     if let Some(s) = taken.await {
+                        BALANCER.answered(400);
                         answer(
                             Lazy(Conn::Tokio(s)),
                             &sticky::unknown_sid_response(head.upgrade, &http_date()),
@@ -479,6 +486,8 @@ async fn connection(shared: SharedRef, port: u16, mut stream: Lazy, slot: Slot) 
         match outcome {
             HandleOutcome::Acked(our_copy) => {
                 drop(our_copy);
+                BALANCER.handed_off.fetch_add(1, Relaxed);
+                BALANCER.handoff_latency.observe(accepted_at.elapsed());
                 return;
             }
             HandleOutcome::Nacked(f) | HandleOutcome::Closed(f) | HandleOutcome::Failed(_, f) => fd = f,

@@ -14,6 +14,7 @@ pub mod inspector;
 pub mod logfile;
 pub mod logrotate;
 pub mod logs;
+pub mod metrics;
 pub mod monitor;
 pub mod multihost;
 pub mod paths;
@@ -123,6 +124,7 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     dlog::attach_bus(shared.bus.clone());
     banner(&shared);
     start_bridge(&shared);
+    metrics::start(&shared).await;
     tokio::spawn(worker_tick(shared.clone()));
     // What start-up touched is given back once the daemon has been quiet
     // for two seconds, and again after every later burst of commands.

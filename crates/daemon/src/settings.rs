@@ -49,6 +49,9 @@ pub struct DaemonConfig {
     /// `PM2_STICKY_BUFFER_BUDGET`: bytes the sticky balancer buffers at once
     /// across connections (else 64 MiB).
     pub sticky_buffer_budget: Option<usize>,
+    /// `PM2_METRICS`: the address (`host:port`) of the Prometheus endpoint;
+    /// none when unset or empty (no listener, no task).
+    pub metrics_addr: Option<String>,
     /// The daemon's whole environment (cluster workers inherit it, as with
     /// pm2).
     pub env: BTreeMap<String, String>,
@@ -115,6 +118,11 @@ impl DaemonConfig {
             control_idle_timeout: Duration::from_millis(num("PM2_CONTROL_IDLE_TIMEOUT_MS").unwrap_or(60_000)),
             sticky_max_connections: num("PM2_STICKY_MAX_CONNECTIONS").map(|v| v as usize),
             sticky_buffer_budget: num("PM2_STICKY_BUFFER_BUDGET").map(|v| v as usize),
+            metrics_addr: env
+                .get("PM2_METRICS")
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(String::from),
             env,
         }
     }
@@ -142,6 +150,9 @@ mod tests {
         assert_eq!(c.dump_file, None);
         assert_eq!(c.control_idle_timeout, Duration::from_secs(60));
         assert_eq!((c.sticky_max_connections, c.sticky_buffer_budget), (None, None));
+        assert_eq!(c.metrics_addr, None);
+        assert_eq!(cfg(&[("PM2_METRICS", " ")]).metrics_addr, None, "empty means off");
+        assert_eq!(cfg(&[("PM2_METRICS", "127.0.0.1:9209")]).metrics_addr.as_deref(), Some("127.0.0.1:9209"));
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub const DAEMON_SETTINGS: &[&str] = &[
     "PM2_CLUSTER_LISTEN",
     "PM2_CLUSTER_ADVERTISE",
     "PM2_NODE_ID",
+    "PM2_METRICS",
 ];
 
 /// The daemon settings that may hold a secret (the cluster secret, a Redis

@@ -112,7 +112,12 @@ pub struct Primary {
     serve_sticky_port: OnceLock<StickyPortServer>,
     /// Where apps' own messages go (set once by the daemon: pm2's bus).
     app_messages: OnceLock<AppMessageSink>,
+    /// Where workers' prom-client metric replies go (set by the metrics endpoint when on).
+    metric_replies: OnceLock<MetricReplySink>,
 }
+
+/// Takes a worker's `prom-client:getMetricsRes` message with the worker's id.
+pub type MetricReplySink = Box<dyn Fn(u32, &Value) + Send + Sync>;
 
 /// Binds the sticky balancer on a port, idempotently.
 pub type StickyPortServer = Box<dyn Fn(u16) + Send + Sync>;
@@ -137,6 +142,7 @@ impl Primary {
             graceful_timeout,
             serve_sticky_port: OnceLock::new(),
             app_messages: OnceLock::new(),
+            metric_replies: OnceLock::new(),
         })
     }
 
@@ -171,6 +177,12 @@ impl Primary {
     /// Sets where apps' own messages go.
     pub fn set_app_message_sink(&self, f: AppMessageSink) {
         let _ = self.app_messages.set(f);
+    }
+
+    /// Sets where workers' prom-client metric replies go (the daemon is their cluster
+    /// primary); without it they go to pm2's bus like any other message.
+    pub fn set_metric_reply_sink(&self, f: MetricReplySink) {
+        let _ = self.metric_replies.set(f);
     }
 
     fn arc(&self) -> Option<Arc<Primary>> {
@@ -376,6 +388,7 @@ fn drain_worker(p: &Primary, wid: u32, replaced: bool) {
 fn worker_gone(p: &Primary, wid: u32, linger: bool) {
     let mut reg = p.reg();
     let Some(w) = reg.workers.remove(&wid) else { return };
+    crate::metrics::counters::forget_worker(wid);
     for lid in &w.listeners {
         leave_listener(&mut reg, lid, wid, linger);
     }
@@ -549,6 +562,15 @@ fn on_message(
                 } else {
                     app_message(p, wid, &v);
                 }
+            } else if let (None, Some(sink)) = (
+                &f.cmd,
+                p.metric_replies
+                    .get()
+                    .filter(|_| ty.as_deref() == Some(crate::metrics::promclient::REPLY_TYPE)),
+            ) {
+                // prom-client's AggregatorRegistry answering its cluster primary.
+                let v = msg.decode().map_err(|e| DaemonError::BadMessage(e.to_string()))?;
+                sink(wid, &v);
             } else if f.cmd.is_none() {
                 // `{type, data}`: pm2's bus messages and @pm2/io's axm:*.
                 let v = msg.decode().map_err(|e| DaemonError::BadMessage(e.to_string()))?;
@@ -618,6 +640,9 @@ fn on_cluster(
                 .and_then(|a| a.as_f64())
                 .ok_or_else(|| DaemonError::BadMessage("newconn reply without a numeric ack".into()))?;
             let accepted = v.get("accepted").and_then(|a| a.as_bool()).unwrap_or(false);
+            if accepted {
+                crate::metrics::counters::listener_connection(wid);
+            }
             // Each listener of the worker ignores a seq it did not offer.
             let reg = p.reg();
             for lid in reg.workers.get(&wid).map(|w| w.listeners.as_slice()).unwrap_or_default() {
@@ -781,6 +806,7 @@ fn relay(
     let Some(app) = announce(&mut reg, wid, events) else { return };
     let Some(sa) = reg.apps.get_mut(&app) else { return };
     let targets = sa.relay.on_frame(WorkerId(wid), frame);
+    crate::metrics::counters::RELAY.frame(frame.kind, payload.len());
     // A response whose requester is a local worker stays on this node.
     let answered_here = frame.is_routed_response() && !targets.is_empty();
     let group = sa.group.clone();
@@ -788,7 +814,9 @@ fn relay(
         if let Some(link) = reg.workers.get(&t.0) {
             // A worker that stopped reading loses relay traffic rather than
             // growing the daemon's memory without bound.
-            let _ = link.tx.send_raw(payload);
+            if link.tx.send_raw(payload).is_err() {
+                crate::metrics::counters::RELAY.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
     if let (Some(b), false, Some(group)) = (&reg.bridge, answered_here, group) {
