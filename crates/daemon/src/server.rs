@@ -42,7 +42,11 @@ pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::S
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
-            acc = listener.accept() => match acc {
+            // An in-place upgrade: new clients wait in the backlog for the
+            // next image.
+            _ = crate::upgrade::pause::resumed(), if crate::upgrade::pause::is_paused() => {}
+            _ = crate::upgrade::pause::paused(), if !crate::upgrade::pause::is_paused() => {}
+            acc = listener.accept(), if !crate::upgrade::pause::is_paused() => match acc {
                 Ok((mut stream, _)) => {
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
                         dlog::error(&format!("control socket: more than {MAX_CONNECTIONS} connections, refusing one"));
@@ -114,10 +118,48 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
             .collect(),
+        capabilities: vec![corral_proto::CAP_HANDOVER.to_string()],
     };
     if write_frame(&mut stream, &welcome).await.is_err() {
         return;
     }
+    requests(shared, stream, shutdown).await
+}
+
+/// Answers the CLI connection that asked for an in-place update (its
+/// descriptor was handed over), then serves it like any other.
+pub async fn answer_update(shared: SharedRef, a: crate::upgrade::Adopted, shutdown: watch::Sender<bool>) {
+    use std::os::fd::FromRawFd;
+    let Some(fd) = a.requester else { return };
+    // SAFETY: the handover names this descriptor as the CLI's connection;
+    // nothing else in this image owns it.
+    let std_stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    if std_stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(mut stream) = UnixStream::from_std(std_stream) else { return };
+    let reply = match a.failure {
+        Some(why) => Reply::Error {
+            message: format!(
+                "the new binary could not adopt the daemon ({why}); the previous binary took over again, every process kept running"
+            ),
+        },
+        None => Reply::Updated {
+            pid: std::process::id(),
+            from_version: a.from_version,
+            to_version: CORRAL_VERSION.into(),
+            processes: a.processes,
+            wall_ms: a.wall_ms,
+            failure: None,
+        },
+    };
+    if write_frame(&mut stream, &reply).await.is_err() {
+        return;
+    }
+    requests(shared, stream, shutdown).await
+}
+
+async fn requests(shared: SharedRef, mut stream: UnixStream, shutdown: watch::Sender<bool>) {
     loop {
         let req: Request = match tokio::time::timeout(idle_timeout(), read_frame(&mut stream)).await {
             Ok(Ok(r)) => r,
@@ -134,6 +176,14 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
             Request::Logs { ids } => {
                 logs_stream(&shared, stream, ids).await;
                 return;
+            }
+            Request::Update { binary } => {
+                use std::os::fd::AsRawFd;
+                // Returns only if the update did not happen.
+                let why = crate::upgrade::upgrade(&shared, binary, Some(stream.as_raw_fd())).await;
+                if write_frame(&mut stream, &Reply::Error { message: why }).await.is_err() {
+                    return;
+                }
             }
             Request::Kill => {
                 shutdown_all(&shared, false).await;
@@ -396,7 +446,9 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             // Boxed: trigger sends through `handle` itself.
             Box::pin(crate::pm2api::trigger::trigger(shared, &target, &action, param)).await
         }
-        Request::Logs { .. } | Request::Kill => err("internal: handled by the connection"),
+        Request::Logs { .. } | Request::Kill | Request::Update { .. } => {
+            err("internal: handled by the connection")
+        }
     }
 }
 
