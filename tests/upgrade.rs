@@ -293,3 +293,109 @@ fn make_executable(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+#[test]
+fn update_during_a_crash_loop_restart_delay_keeps_the_timer() {
+    let mut pm2 = Pm2::new();
+    pm2.cwd = node_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path().join("crash.js");
+    std::fs::write(&app, "setTimeout(() => process.exit(1), 50);\n").expect("write app");
+    pm2.run(&["start", &app.to_string_lossy(), "--name", "crash", "--restart-delay", "3000"]).ok();
+    let list = pm2.wait_for("waiting restart", T, |l| {
+        l.len() == 1 && status(&l[0]) == "waiting restart" && restarts(&l[0]) >= 1
+    });
+    let n = restarts(&list[0]);
+    let r = pm2.run(&["update"]);
+    r.ok();
+    assert!(r.all().contains("updated in place"), "{}", r.all());
+    // The delayed restart still runs, once, after the update.
+    pm2.wait_for("the delayed restart", T, |l| l.len() == 1 && restarts(&l[0]) > n);
+}
+
+#[test]
+fn update_during_a_reload_waits_for_it() {
+    let mut pm2 = Pm2::new();
+    pm2.cwd = node_dir();
+    let http_port = free_port();
+    let web = node_dir().join("http_app.js");
+    let mut c = pm2.cmd(&["start", &web.to_string_lossy(), "-i", "2", "--name", "web"]);
+    let out = c.env("PORT", http_port.to_string()).output().expect("pm2 start web");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    pm2.wait_for("2 online", T, |l| l.len() == 2 && l.iter().all(|p| status(p) == "online"));
+    let load = Load::spawn(&[
+        format!("port={http_port}"),
+        "lanes=4".into(),
+        "count=100000".into(),
+        "ms=4000".into(),
+    ]);
+    load.wait_started(T);
+    let reload =
+        pm2.cmd(&["reload", "web"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("reload");
+    let r = pm2.run(&["update"]);
+    let reload = reload.wait_with_output().expect("reload");
+    assert!(reload.status.success(), "{}", String::from_utf8_lossy(&reload.stderr));
+    r.ok();
+    let res = load.finish(T);
+    assert_eq!(res["failed"], 0, "{res}");
+    let list = pm2.wait_for("2 online", T, |l| l.len() == 2 && l.iter().all(|p| status(p) == "online"));
+    assert!(list.iter().all(|p| restarts(p) == 1), "each worker reloaded once");
+    let body = http_get(http_port, "/").expect("served after both");
+    assert!(body["pid"].as_u64().is_some(), "{body}");
+}
+
+#[test]
+fn update_with_an_ipc_frame_half_written_delivers_it_whole() {
+    let mut pm2 = Pm2::new();
+    pm2.cwd = node_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let go = dir.path().join("go");
+    let app = dir.path().join("half.js");
+    // Writes the first half of the JSON frame of `process.send('ready')`
+    // straight onto its channel (fd 3), the rest once the test says so:
+    // the daemon can only see `ready` by joining both halves, across the
+    // update.
+    std::fs::write(
+        &app,
+        format!(
+            r#"const fs = require("fs");
+fs.writeSync(3, '"rea');
+const t = setInterval(() => {{
+  if (fs.existsSync({go:?})) {{ clearInterval(t); fs.writeSync(3, 'dy"\n'); }}
+}}, 10);
+setInterval(() => {{}}, 1000);
+"#
+        ),
+    )
+    .expect("write app");
+    // The daemon first, so the background start and jlist do not both
+    // spawn one.
+    pm2.run(&["ping"]).ok();
+    // `start --wait-ready` waits for the ready message: in the background.
+    // (Its connection is one the update cuts: only the connection that asked
+    // for the update is handed over.)
+    let mut starter = pm2
+        .cmd(&[
+            "start",
+            &app.to_string_lossy(),
+            "--name",
+            "half",
+            "--wait-ready",
+            "--listen-timeout",
+            "120000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pm2 start");
+    pm2.wait_for("launching", T, |l| l.len() == 1 && status(&l[0]) == "launching");
+    let before = identity(&pm2.jlist());
+    let r = pm2.run(&["update"]);
+    r.ok();
+    assert_eq!(status(&pm2.jlist()[0]), "launching");
+    std::fs::write(&go, b"go").expect("go");
+    let list = pm2.wait_for("online by its ready message", T, |l| l.len() == 1 && status(&l[0]) == "online");
+    assert_eq!(identity(&list), before);
+    let _ = starter.kill();
+    let _ = starter.wait();
+}

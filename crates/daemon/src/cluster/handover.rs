@@ -138,6 +138,14 @@ impl Primary {
         events: mpsc::UnboundedSender<WorkerEvent>,
     ) -> Result<(), String> {
         let mode = if ipc.mode == "json" { Mode::Json } else { Mode::Advanced };
+        if !ipc.partial_in.is_empty() || !ipc.unsent_out.is_empty() {
+            crate::dlog::log(&format!(
+                "App [{}]: {} bytes of a half-read message and {} unsent bytes carried over",
+                who.label,
+                ipc.partial_in.len(),
+                ipc.unsent_out.len()
+            ));
+        }
         // SAFETY: the handover names this descriptor as this worker's
         // channel; nothing else in this image owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(ipc.fd) };
