@@ -2,7 +2,8 @@
 //!
 //! Signal contract (pm2's): SIGTERM, SIGINT and SIGQUIT dump the
 //! process list (when there is at least one app), stop every process and
-//! exit 0; SIGUSR2 reopens every log file (`reloadLogs`); SIGHUP is ignored.
+//! exit 0; SIGUSR2 updates the daemon in place ([`upgrade`]) and reopens every
+//! log file (`reloadLogs`); SIGHUP is ignored.
 
 pub mod balancer;
 pub mod cluster;
