@@ -141,6 +141,7 @@ pub async fn upgrade(shared: &SharedRef, binary: Option<String>, requester: Opti
     dlog::log(&format!("In-place update to {target}: pausing"));
     pause::pause();
     let r = quiesce(shared).await.and_then(|()| {
+        dlog::log(&format!("In-place update: quiet after {} ms, executing", crate::timefmt::now_ms() - t0));
         let doc = export(shared, start, requester, t0)?;
         exec_with(&target, &doc, None)
     });
@@ -389,6 +390,10 @@ fn check(doc: &Handover) -> Result<(), String> {
 /// On failure before anything was taken over, goes back to the old binary;
 /// never returns then.
 pub fn adopt(shared: &SharedRef, doc: Handover) -> Adopted {
+    dlog::log(&format!(
+        "In-place update: new image reading the state {} ms after the pause",
+        crate::timefmt::now_ms().saturating_sub(doc.started_ms)
+    ));
     if let Err(e) = check(&doc) {
         fall_back(doc, e);
     }
