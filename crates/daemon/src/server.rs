@@ -85,6 +85,13 @@ pub(crate) fn peer_allowed(stream: &UnixStream) -> bool {
 }
 
 async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::Sender<bool>) {
+    // Until its hello is answered the connection cannot be handed over.
+    let opening = {
+        use std::os::fd::AsRawFd;
+        let g = ConnGuard::new(stream.as_raw_fd());
+        g.set(ConnState::Busy);
+        g
+    };
     if !peer_allowed(&stream) {
         let _ =
             write_frame(&mut stream, &Reply::Error { message: "permission denied: peer uid differs".into() })
@@ -123,6 +130,7 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
     if write_frame(&mut stream, &welcome).await.is_err() {
         return;
     }
+    drop(opening);
     requests(shared, stream, shutdown).await
 }
 
@@ -130,6 +138,9 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
 /// descriptor was handed over), then serves it like any other.
 pub async fn answer_update(shared: SharedRef, a: crate::upgrade::Adopted, shutdown: watch::Sender<bool>) {
     use std::os::fd::FromRawFd;
+    for fd in &a.control_conns {
+        adopt_connection(&shared, *fd, shutdown.clone());
+    }
     let Some(fd) = a.requester else { return };
     // SAFETY: the handover names this descriptor as the CLI's connection;
     // nothing else in this image owns it.
@@ -159,8 +170,77 @@ pub async fn answer_update(shared: SharedRef, a: crate::upgrade::Adopted, shutdo
     requests(shared, stream, shutdown).await
 }
 
+/// What an open control connection is doing, for an in-place update: one
+/// between requests is handed to the next image; one in the middle of a
+/// request is no quiet point.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    Idle,
+    Busy,
+    /// Asked for the update: answered by the next image, separately.
+    Requester,
+}
+
+fn conns() -> std::sync::MutexGuard<'static, std::collections::HashMap<u64, (std::os::fd::RawFd, ConnState)>>
+{
+    static CONNS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<u64, (std::os::fd::RawFd, ConnState)>>,
+    > = std::sync::LazyLock::new(Default::default);
+    CONNS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A control connection's entry in the registry, removed when it ends.
+struct ConnGuard(u64);
+
+impl ConnGuard {
+    fn new(fd: std::os::fd::RawFd) -> ConnGuard {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        conns().insert(id, (fd, ConnState::Idle));
+        ConnGuard(id)
+    }
+    fn set(&self, st: ConnState) {
+        if let Some(e) = conns().get_mut(&self.0) {
+            e.1 = st;
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        conns().remove(&self.0);
+    }
+}
+
+/// Control connections in the middle of a request, and the descriptors of
+/// those between two requests (an in-place update hands them over).
+pub fn control_connections() -> (usize, Vec<std::os::fd::RawFd>) {
+    let c = conns();
+    let busy = c.values().filter(|(_, st)| *st == ConnState::Busy).count();
+    let idle = c.values().filter(|(_, st)| *st == ConnState::Idle).map(|(fd, _)| *fd).collect();
+    (busy, idle)
+}
+
+/// Serves a control connection the image before an in-place update handed
+/// over (between two requests, after its hello).
+pub fn adopt_connection(shared: &SharedRef, fd: std::os::fd::RawFd, shutdown: watch::Sender<bool>) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the handover names this descriptor as a control connection;
+    // nothing else in this image owns it.
+    let std_stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    if std_stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    if let Ok(stream) = UnixStream::from_std(std_stream) {
+        tokio::spawn(requests(shared.clone(), stream, shutdown));
+    }
+}
+
 async fn requests(shared: SharedRef, mut stream: UnixStream, shutdown: watch::Sender<bool>) {
+    use std::os::fd::AsRawFd;
+    let guard = ConnGuard::new(stream.as_raw_fd());
     loop {
+        guard.set(ConnState::Idle);
         let req: Request = match tokio::time::timeout(idle_timeout(), read_frame(&mut stream)).await {
             Ok(Ok(r)) => r,
             Err(_idle) => return,
@@ -172,13 +252,16 @@ async fn requests(shared: SharedRef, mut stream: UnixStream, shutdown: watch::Se
             }
             Ok(Err(_)) => return,
         };
+        guard.set(ConnState::Busy);
         match req {
             Request::Logs { ids } => {
+                // A log stream is not handed over by an update (it ends).
+                drop(guard);
                 logs_stream(&shared, stream, ids).await;
                 return;
             }
             Request::Update { binary } => {
-                use std::os::fd::AsRawFd;
+                guard.set(ConnState::Requester);
                 // Returns only if the update did not happen.
                 let why = crate::upgrade::upgrade(&shared, binary, Some(stream.as_raw_fd())).await;
                 if write_frame(&mut stream, &Reply::Error { message: why }).await.is_err() {

@@ -76,6 +76,13 @@ pub struct Handover {
     /// When the update started (ms since the epoch), for its wall time.
     #[serde(default)]
     pub started_ms: u64,
+    /// The daemon's process title (argv[0]): kept by every image, whatever
+    /// path or script the new binary was started through.
+    #[serde(default)]
+    pub title: String,
+    /// Control connections between two requests (after their hello).
+    #[serde(default)]
+    pub control_conns: Vec<i32>,
 }
 
 /// One process of the table.
@@ -198,6 +205,7 @@ impl Handover {
     pub fn fds(&self) -> Vec<i32> {
         let mut v = vec![self.control_fd, self.rpc_fd, self.pub_fd];
         v.extend(self.requester_fd);
+        v.extend(self.control_conns.iter().copied());
         v.extend(self.fallback_exe_fd);
         for p in &self.procs {
             if let Some(c) = &p.child {
@@ -263,6 +271,8 @@ mod tests {
             sticky_apps: vec![],
             failure: None,
             started_ms: 1,
+            title: "PM2 v1.0.0: God Daemon (/root/.pm2)".into(),
+            control_conns: vec![12],
         }
     }
 
@@ -310,7 +320,7 @@ mod tests {
     fn every_descriptor_is_listed_once_for_the_exec() {
         let mut fds = sample().fds();
         fds.sort();
-        assert_eq!(fds, vec![5, 6, 7, 9, 11, 20, 21, 22, 30, 31]);
+        assert_eq!(fds, vec![5, 6, 7, 9, 11, 12, 20, 21, 22, 30, 31]);
     }
 
     #[test]

@@ -33,6 +33,11 @@ use tokio::time::Instant;
 /// How long the old image waits for connections, stops and reloads to
 /// settle before refusing the update.
 const SETTLE_LIMIT: Duration = Duration::from_secs(15);
+/// How long it waits for control connections in the middle of a request
+/// (most answer at once; `start --wait-ready` waits for the app): past this
+/// they are cut (their CLI sees the daemon close the connection; what they
+/// asked for goes on in the next image).
+const CONN_LIMIT: Duration = Duration::from_secs(3);
 /// How long it waits for every channel to reach a frame boundary once
 /// reading is paused.
 const CHANNEL_LIMIT: Duration = Duration::from_secs(3);
@@ -108,7 +113,8 @@ pub fn unreadable(u: Unreadable) -> ! {
     walk(&v, &mut fds);
     v["failure"] = serde_json::Value::from(u.why);
     let bytes = serde_json::to_vec(&v).unwrap_or_default();
-    let Err(e) = exec_bytes("the previous binary", &bytes, &fds, Some(exe as RawFd));
+    let title = v.get("title").and_then(|t| t.as_str()).map(String::from).unwrap_or_else(current_title);
+    let Err(e) = exec_bytes("the previous binary", &title, &bytes, &fds, Some(exe as RawFd));
     dlog::error(&format!("In-place update: {e}"));
     std::process::exit(1)
 }
@@ -130,6 +136,17 @@ fn read_memfd(fd: RawFd) -> Result<Vec<u8>, String> {
 /// (the reason); on success this image is replaced and the next one
 /// answers the CLI on `requester`.
 pub async fn upgrade(shared: &SharedRef, binary: Option<String>, requester: Option<RawFd>) -> String {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static RUNNING: AtomicBool = AtomicBool::new(false);
+    if RUNNING.swap(true, Ordering::AcqRel) {
+        return "another update is in progress".into();
+    }
+    let why = upgrade_once(shared, binary, requester).await;
+    RUNNING.store(false, Ordering::Release);
+    why
+}
+
+async fn upgrade_once(shared: &SharedRef, binary: Option<String>, requester: Option<RawFd>) -> String {
     let Some(start) = START.get() else {
         return "this daemon cannot hand over (started without its binary)".into();
     };
@@ -183,10 +200,11 @@ async fn probe(target: &str) -> Result<(), String> {
 
 /// Waits for a quiet point, bounded.
 async fn quiesce(shared: &SharedRef) -> Result<(), String> {
-    let deadline = Instant::now() + SETTLE_LIMIT;
+    let start = Instant::now();
+    let deadline = start + SETTLE_LIMIT;
     loop {
         tokio::time::sleep(Duration::from_millis(2)).await;
-        let why = unsettled(shared);
+        let why = unsettled(shared, start.elapsed() < CONN_LIMIT);
         match why {
             None => break,
             Some(w) if Instant::now() >= deadline => {
@@ -200,7 +218,15 @@ async fn quiesce(shared: &SharedRef) -> Result<(), String> {
     loop {
         tokio::time::sleep(Duration::from_millis(1)).await;
         match shared.cluster.export_handover() {
-            Ok(_) if unsettled(shared).is_none() => return Ok(()),
+            Ok(_) if unsettled(shared, false).is_none() => {
+                let (n, _) = crate::server::control_connections();
+                if n > 0 {
+                    dlog::log(&format!(
+                        "In-place update: {n} control connections still waiting for an answer are closed"
+                    ));
+                }
+                return Ok(());
+            }
             Ok(_) => {}
             Err(w) if Instant::now() >= deadline => {
                 return Err(format!("a worker channel did not reach a frame boundary: {w}"))
@@ -211,7 +237,7 @@ async fn quiesce(shared: &SharedRef) -> Result<(), String> {
 }
 
 /// Why this is not a quiet point, if it is not.
-fn unsettled(shared: &SharedRef) -> Option<String> {
+fn unsettled(shared: &SharedRef, with_conns: bool) -> Option<String> {
     use std::sync::atomic::Ordering;
     let n = shared.cluster.unsettled_connections();
     if n > 0 {
@@ -220,6 +246,10 @@ fn unsettled(shared: &SharedRef) -> Option<String> {
     let n = crate::balancer::in_progress();
     if n > 0 {
         return Some(format!("{n} connections on the sticky port are being read"));
+    }
+    let (n, _) = crate::server::control_connections();
+    if n > 0 && with_conns {
+        return Some(format!("{n} control connections are in the middle of a request"));
     }
     let n = crate::supervisor::actor::RETIRING.load(Ordering::Acquire);
     if n > 0 {
@@ -272,6 +302,8 @@ fn export(shared: &SharedRef, start: &Start, requester: Option<RawFd>, t0: u64) 
         sticky_apps: cluster.sticky_apps,
         failure: None,
         started_ms: t0,
+        title: current_title(),
+        control_conns: crate::server::control_connections().1,
     })
 }
 
@@ -295,11 +327,17 @@ fn exec_with(
     doc: &Handover,
     exe_fd: Option<RawFd>,
 ) -> Result<std::convert::Infallible, String> {
-    exec_bytes(target, &doc.to_bytes(), &doc.fds(), exe_fd)
+    let title = if doc.title.is_empty() { current_title() } else { doc.title.clone() };
+    exec_bytes(target, &title, &doc.to_bytes(), &doc.fds(), exe_fd)
+}
+
+fn current_title() -> String {
+    std::env::args_os().next().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn exec_bytes(
     target: &str,
+    title: &str,
     doc: &[u8],
     fds: &[RawFd],
     exe_fd: Option<RawFd>,
@@ -323,8 +361,7 @@ fn exec_bytes(
         }
     }
     let c = |s: &str| CString::new(s.as_bytes().to_vec()).unwrap_or_default();
-    let argv0 = std::env::args_os().next().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
-    let argv = [c(&argv0)];
+    let argv = [c(title)];
     let mut envs: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| k != "CORRAL_DAEMON_MODE" && k != format::ENV_FD)
         .map(|(k, v)| c(&format!("{}={}", k.to_string_lossy(), v.to_string_lossy())))
@@ -364,6 +401,8 @@ fn exec_bytes(
 /// What the new image adopted, for the CLI's answer.
 pub struct Adopted {
     pub requester: Option<RawFd>,
+    /// Other control connections, between two requests.
+    pub control_conns: Vec<RawFd>,
     pub from_version: String,
     pub failure: Option<String>,
     pub wall_ms: u64,
@@ -425,6 +464,7 @@ pub fn adopt(shared: &SharedRef, doc: Handover) -> Adopted {
     ));
     Adopted {
         requester: doc.requester_fd,
+        control_conns: doc.control_conns,
         from_version: doc.from_version,
         failure: doc.failure,
         wall_ms,
