@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # In-place update benchmark: `pm2 update` under traffic, the incumbent (@socket.io/pm2) beside Corral.
 #
-#   bash bench/upgrade.sh [--runs N]
+#   bash bench/upgrade.sh [--runs N] [--sio-only]
+#
+# --sio-only: without the plain cluster app (the incumbent hands sticky-port traffic to every cluster
+# worker of its daemon, the plain app's included, so beside a plain app its Socket.IO clients cannot
+# connect at all; this mode measures what its update does to Socket.IO sessions).
 #
 # Per target and run, in a fresh PM2_HOME with free ports on 127.0.0.1: the seed Socket.IO app
 # (examples/socketio/worker.js, 2 workers, sticky port PM2_PORT) with tests/node/upgrade_client.js (2
 # websocket + 2 polling clients, a broadcast every 20 ms), and a plain cluster app (bench/app/listen.js,
 # 2 workers on BENCH_APP_PORT). Two probes (bench/upgrade_probe.js, one GET on a new connection each):
-# every 2 ms on the cluster port, every 20 ms an Engine.IO handshake on the sticky port (each handshake
-# opens a session that lives for the ping timeout, so a faster probe would be a load test). One second into the
+# every 5 ms on the cluster port, every 50 ms an Engine.IO handshake on the sticky port (each handshake
+# opens a session that lives for the ping timeout, so a faster probe would be a load test; on a busy
+# 2-core machine faster probes saturate the incumbent's Node daemon before the update even starts). One second into the
 # traffic, `pm2 update` runs (Corral: `pm2 update --binary <a copy of the binary>`, so the daemon really
 # switches binaries). Reported: the update's wall time (the CLI command), each port's downtime (first
 # refused-or-delayed probe to the first served one), failed probes, Socket.IO sessions dropped and
@@ -21,9 +26,11 @@ BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH/.." && pwd)"
 WORK="$BENCH/.work"
 RUNS=1
+PLAIN=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS="$2"; shift ;;
+    --sio-only) PLAIN=0 ;;
     -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -68,16 +75,19 @@ run_one() { # run_one TARGET REP
   export BENCH_APP_PORT; BENCH_APP_PORT="$(free_port)"
   case "$t" in incumbent) BIN="$INCUMBENT_BIN"; UPDATE=(update) ;; corral) BIN="$OUT/corral-bin/pm2"; UPDATE=(update --binary "$OUT/corral-bin/pm2-new") ;; esac
   (cd "$ROOT/examples/socketio" && "$BIN" start worker.js -i 2 --name sio) > "$RD/start.log" 2>&1
-  (cd "$BENCH/app" && "$BIN" start listen.config.js) >> "$RD/start.log" 2>&1
+  [ "$PLAIN" = 1 ] && (cd "$BENCH/app" && "$BIN" start listen.config.js) >> "$RD/start.log" 2>&1
   wait_200 "http://127.0.0.1:$PM2_PORT/socket.io/?EIO=4&transport=polling" || log "$t: sticky port not ready"
-  wait_200 "http://127.0.0.1:$BENCH_APP_PORT/" || log "$t: cluster port not ready"
+  [ "$PLAIN" = 1 ] && { wait_200 "http://127.0.0.1:$BENCH_APP_PORT/" || log "$t: cluster port not ready"; }
   local before; before="$(pids_of)"
   rm -f "$RD/stop"
   node "$ROOT/tests/node/upgrade_client.js" "$PM2_PORT" "$RD/stop" 60000 > "$RD/sio.json" 2> "$RD/sio.err" &
   local sio=$!
-  node "$BENCH/upgrade_probe.js" "$BENCH_APP_PORT" / "$RD/stop" 2 > "$RD/probe-cluster.json" &
-  local p1=$!
-  node "$BENCH/upgrade_probe.js" "$PM2_PORT" "/socket.io/?EIO=4&transport=polling" "$RD/stop" 20 > "$RD/probe-sticky.json" &
+  local p1=""
+  if [ "$PLAIN" = 1 ]; then
+    node "$BENCH/upgrade_probe.js" "$BENCH_APP_PORT" / "$RD/stop" 5 > "$RD/probe-cluster.json" &
+    p1=$!
+  fi
+  node "$BENCH/upgrade_probe.js" "$PM2_PORT" "/socket.io/?EIO=4&transport=polling" "$RD/stop" 50 > "$RD/probe-sticky.json" &
   local p2=$!
   local i; for i in $(seq 1 100); do grep -q started "$RD/sio.err" 2>/dev/null && break; sleep 0.2; done
   sleep 1
@@ -86,15 +96,17 @@ run_one() { # run_one TARGET REP
   t1=$(date +%s%N)
   sleep 3
   touch "$RD/stop"
-  wait "$sio" "$p1" "$p2"
+  wait "$sio" $p1 "$p2"
   local after; after="$(pids_of)"
+  # Corral's own account of the switch (pm2.log): quiet point, exec, adoption, each since the pause.
+  grep -o 'quiet after [0-9]* ms\|reading the state [0-9]* ms\|adopted in [0-9]* ms' "$PM2_HOME/pm2.log" 2>/dev/null | tr '\n' ';' > "$RD/phases.txt"
   jq -n --arg t "$t" --argjson rc "$rc" --argjson wall "$(( (t1 - t0) / 1000000 ))" \
     --argjson sio "$(cat "$RD/sio.json" 2>/dev/null || echo null)" \
     --argjson pc "$(cat "$RD/probe-cluster.json" 2>/dev/null || echo null)" \
     --argjson ps "$(cat "$RD/probe-sticky.json" 2>/dev/null || echo null)" \
-    --arg before "$before" --arg after "$after" \
-    '{target:$t, exit:$rc, wallMs:$wall, pidsKept:($before==$after), sio:$sio, cluster:$pc, sticky:$ps}' > "$RD/result.json"
-  log "$t r$rep: $(jq -c '{exit, wallMs, pidsKept, clusterDown: .cluster.downtimeMs, clusterFailed: .cluster.failed, stickyDown: .sticky.downtimeMs, stickyFailed: .sticky.failed, sioDisconnects: .sio.disconnects, sioConnectErrors: .sio.connectErrors, lost: .sio.missing, dup: .sio.duplicates}' "$RD/result.json")"
+    --arg before "$before" --arg after "$after" --arg phases "$(cat "$RD/phases.txt" 2>/dev/null)" \
+    '{target:$t, exit:$rc, wallMs:$wall, pidsKept:($before==$after), phases:$phases, sio:$sio, cluster:$pc, sticky:$ps}' > "$RD/result.json"
+  log "$t r$rep: $(jq -c '{exit, wallMs, pidsKept, phases, clusterDown: .cluster.downtimeMs, clusterFailed: .cluster.failed, stickyDown: .sticky.downtimeMs, stickyFailed: .sticky.failed, sioDisconnects: .sio.disconnects, sioConnectErrors: .sio.connectErrors, lost: .sio.missing, dup: .sio.duplicates}' "$RD/result.json")"
   "$BIN" kill > /dev/null 2>&1
   sleep 0.5
 }

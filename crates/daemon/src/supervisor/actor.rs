@@ -142,7 +142,11 @@ pub fn adopt(shared: &SharedRef, h: crate::upgrade::format::ProcHandover) -> Res
         let wid = c.ipc.as_ref().map(|i| i.wid);
         if let Some(ipc) = &c.ipc {
             let who = WorkerInfo { pm_id: id, pid: c.pid, label: &label, app: &app };
-            shared.cluster.adopt_worker(ipc, who, ev_tx.clone())?;
+            // A channel that cannot be adopted is closed: the worker exits
+            // with it and the restart policy applies, as for any exit.
+            if let Err(e) = shared.cluster.adopt_worker(ipc, who, ev_tx.clone()) {
+                dlog::error(&format!("App [{label}]: {e}; its channel is closed"));
+            }
         }
         let creds = crate::privileges::for_app(&app).ok().flatten();
         let files = LogFiles::open(
@@ -150,13 +154,19 @@ pub fn adopt(shared: &SharedRef, h: crate::upgrade::format::ProcHandover) -> Res
             h.info.pm_err_log_path.clone(),
             h.info.pm_log_path.clone(),
         )
-        .map_err(|e| format!("cannot open log files of app [{label}]: {e}"))?;
-        let files = {
-            let mut f = files;
+        .or_else(|e| {
+            // Its output still has to be read (a full pipe would stall it).
+            dlog::error(&format!(
+                "cannot open log files of app [{label}]: {e}; its output goes to /dev/null"
+            ));
+            LogFiles::open("/dev/null".into(), "/dev/null".into(), None)
+        })
+        .ok();
+        let files = files.map(|mut f| {
             f.set_rotation(crate::rotate::AppOverrides::from_extra(&app.extra));
             f.set_owner(creds);
             Arc::new(Mutex::new(f))
-        };
+        });
         let src = Source {
             pm_id: id,
             name: app.name.clone(),
@@ -170,15 +180,15 @@ pub fn adopt(shared: &SharedRef, h: crate::upgrade::format::ProcHandover) -> Res
         let pipe = |fd: i32| {
             tokio::net::unix::pipe::Receiver::from_owned_fd(unsafe { OwnedFd::from_raw_fd(fd) }).ok()
         };
-        if let Some(out) = c.out_fd.and_then(pipe) {
+        if let (Some(out), Some(files)) = (c.out_fd.and_then(pipe), &files) {
             tokio::spawn(logs::pump(out, Stream::Out, files.clone(), src.clone(), shared.bus.clone()));
         }
-        if let Some(err) = c.err_fd.and_then(pipe) {
+        if let (Some(err), Some(files)) = (c.err_fd.and_then(pipe), &files) {
             tokio::spawn(logs::pump(err, Stream::Err, files.clone(), src, shared.bus.clone()));
         }
         let stdin = c.stdin_fd.map(|fd| logs::nonblocking_file(unsafe { OwnedFd::from_raw_fd(fd) }));
         shared.with_entry(id, |e| {
-            e.files = Some(files);
+            e.files = files;
             e.stdin = stdin.map(Arc::new);
         });
         t.run = Some(Running {
