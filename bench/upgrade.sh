@@ -3,8 +3,8 @@
 #
 #   bash bench/upgrade.sh [--runs N] [--sio-only]
 #
-# --sio-only: without the plain cluster app (the incumbent hands sticky-port traffic to every cluster
-# worker of its daemon, the plain app's included, so beside a plain app its Socket.IO clients cannot
+# --sio-only: without the plain cluster app (beside a plain cluster app in the same daemon, the
+# incumbent's sticky port answered nothing in time on our machine, so its Socket.IO clients could not
 # connect at all; this mode measures what its update does to Socket.IO sessions).
 #
 # Per target and run, in a fresh PM2_HOME with free ports on 127.0.0.1: the seed Socket.IO app
