@@ -90,6 +90,10 @@ const OPTIONS: &[OptDef] = &[
     v("cron-restart", None),
     v("cwd", None),
     v("namespace", None),
+    // Corral's `pm2 update --binary <path>` (in-place update to another
+    // binary) and `--restart` (the save/kill/resurrect update of pm2).
+    v("binary", None),
+    f("restart", None),
     f("execute-command", Some('x')),
     v("pid", Some('p')),
     v("uid", None),

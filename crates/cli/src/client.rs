@@ -422,6 +422,8 @@ fn quick_timeout(req: &Request) -> Option<Duration> {
         | Request::ReloadLogs
         | Request::SendSignal { .. }
         | Request::SendData { .. } => Some(Duration::from_secs(30)),
+        // Probe (20 s), quiet point (15 s), channels (3 s), then the exec.
+        Request::Update { .. } => Some(Duration::from_secs(90)),
         _ => None,
     }
 }

@@ -67,6 +67,12 @@ fn daemon_mode() -> Option<i32> {
 }
 
 pub fn main_pm2() -> i32 {
+    // An in-place update asks the new binary which handover formats it
+    // adopts before handing it the daemon.
+    if std::env::var_os(corral_daemon::upgrade::format::ENV_PROBE).is_some() {
+        println!("{}", corral_daemon::upgrade::format::probe_line());
+        return 0;
+    }
     if let Some(code) = daemon_mode() {
         return code;
     }

@@ -106,6 +106,7 @@ fn fake_daemon(home: &Path, initial: Vec<ProcInfo>) -> State {
                         pid: 1,
                         pm2_home: home.display().to_string(),
                         settings: Default::default(),
+                        capabilities: Vec::new(),
                     };
                     if write_frame(&mut s, &w).await.is_err() {
                         return;

@@ -22,6 +22,7 @@ use crate::metrics::counters::{InFlight, BALANCER};
 use crate::state::SharedRef;
 use crate::sticky::{self, Admission, Reject, Route, WorkerId};
 use node_ipc::{HandleOutcome, HandleType, Value};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering::Relaxed;
@@ -164,6 +165,10 @@ pub fn ensure_listening(shared: &SharedRef, port: u16) -> Result<(), DaemonError
         Ok(l) => {
             ports.insert(port, None);
             drop(ports);
+            {
+                use std::os::fd::AsRawFd;
+                port_fds().insert(port, l.as_raw_fd());
+            }
             dlog::log(&format!("Socket.IO sticky balancer listening on port {port}"));
             tokio::spawn(accept_loop(shared.clone(), l, port));
             Ok(())
@@ -181,6 +186,39 @@ pub fn ensure_listening(shared: &SharedRef, port: u16) -> Result<(), DaemonError
             Err(DaemonError::StickyPort(msg))
         }
     }
+}
+
+/// The listening descriptor of every sticky port (owned by its accept
+/// loop), for an in-place upgrade.
+fn port_fds() -> std::sync::MutexGuard<'static, BTreeMap<u16, std::os::fd::RawFd>> {
+    static FDS: Mutex<BTreeMap<u16, std::os::fd::RawFd>> = Mutex::new(BTreeMap::new());
+    FDS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every sticky port and its listening descriptor.
+pub fn export_ports() -> Vec<(u16, std::os::fd::RawFd)> {
+    port_fds().iter().map(|(p, fd)| (*p, *fd)).collect()
+}
+
+/// Connections accepted on a sticky port and not handed off or answered
+/// yet: zero is a quiet point for an in-place upgrade.
+pub fn in_progress() -> usize {
+    gate().table().in_use()
+}
+
+/// Serves a sticky port whose listening socket the image before an in-place
+/// upgrade handed over.
+pub fn adopt_port(shared: &SharedRef, port: u16, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the handover names this descriptor as the listening socket of
+    // this port; nothing else in this image owns it.
+    let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    std_listener.set_nonblocking(true)?;
+    let l = TcpListener::from_std(std_listener)?;
+    shared.sticky_ports.lock().unwrap_or_else(|p| p.into_inner()).insert(port, None);
+    port_fds().insert(port, fd);
+    tokio::spawn(accept_loop(shared.clone(), l, port));
+    Ok(())
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -299,7 +337,14 @@ async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
             }
             released.await;
         }
-        let mut guard = match listener.readable().await {
+        // An in-place upgrade stops accepting: new connections wait in the
+        // kernel's backlog for the next image.
+        crate::upgrade::pause::resumed().await;
+        let ready = tokio::select! {
+            r = listener.readable() => r,
+            _ = crate::upgrade::pause::paused() => continue,
+        };
+        let mut guard = match ready {
             Ok(g) => g,
             Err(e) => {
                 dlog::error(&format!("sticky balancer on port {port} failed: {e}"));

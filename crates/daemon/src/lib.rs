@@ -2,7 +2,8 @@
 //!
 //! Signal contract (pm2's): SIGTERM, SIGINT and SIGQUIT dump the
 //! process list (when there is at least one app), stop every process and
-//! exit 0; SIGUSR2 reopens every log file (`reloadLogs`); SIGHUP is ignored.
+//! exit 0; SIGUSR2 updates the daemon in place ([`upgrade`]) and reopens every
+//! log file (`reloadLogs`); SIGHUP is ignored.
 
 pub mod balancer;
 pub mod cluster;
@@ -33,6 +34,7 @@ pub mod supervisor;
 pub mod sysinfo;
 pub mod timefmt;
 pub mod trim;
+pub mod upgrade;
 pub mod watcher;
 
 use anyhow::Context as _;
@@ -75,6 +77,14 @@ fn raise_fd_limit() {
 }
 
 pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
+    // An in-place upgrade handed this image a running daemon: detected
+    // before anything else (and its variable removed before the
+    // environment is read).
+    let handover = match upgrade::take_handover() {
+        None => None,
+        Some(Ok(doc)) => Some(doc),
+        Some(Err(e)) => upgrade::unreadable(e),
+    };
     raise_fd_limit();
     // The one read of the environment.
     let config = settings::DaemonConfig::from_env();
@@ -85,7 +95,8 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     let sock = home.corral_sock();
     // A live daemon on Corral's socket, or pm2's own daemon on rpc.sock,
     // owns this home; files nobody listens on are leftovers of a crash.
-    for s in [sock.clone(), home.rpc_sock(), home.pub_sock()] {
+    // (After an in-place upgrade the live daemon is this process.)
+    for s in [sock.clone(), home.rpc_sock(), home.pub_sock()].into_iter().filter(|_| handover.is_none()) {
         if s.exists() {
             if UnixStream::connect(&s).await.is_ok() {
                 anyhow::bail!(
@@ -100,10 +111,25 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     }
     // pm2's sockets first: once the CLI sees corral.sock, pm2's clients can
     // connect too.
-    let pm2_listeners = pm2api::bind(&home.rpc_sock(), &home.pub_sock()).with_context(|| {
-        format!("cannot bind {} and {}", home.rpc_sock().display(), home.pub_sock().display())
-    })?;
-    let listener = pm2api::bind_private(&sock).with_context(|| format!("cannot bind {}", sock.display()))?;
+    let (pm2_listeners, listener) = match &handover {
+        Some(doc) => (
+            pm2api::Listeners { rpc: adopt_unix(doc.rpc_fd)?, pubsub: adopt_unix(doc.pub_fd)? },
+            adopt_unix(doc.control_fd)?,
+        ),
+        None => (
+            pm2api::bind(&home.rpc_sock(), &home.pub_sock()).with_context(|| {
+                format!("cannot bind {} and {}", home.rpc_sock().display(), home.pub_sock().display())
+            })?,
+            pm2api::bind_private(&sock).with_context(|| format!("cannot bind {}", sock.display()))?,
+        ),
+    };
+    {
+        use std::os::fd::AsRawFd;
+        upgrade::remember_start(
+            handover.as_ref().map(|d| d.start_path.clone()).filter(|p| !p.is_empty()),
+            [listener.as_raw_fd(), pm2_listeners.rpc.as_raw_fd(), pm2_listeners.pubsub.as_raw_fd()],
+        );
+    }
     let pid_file = home.pid_file();
     std::fs::write(&pid_file, std::process::id().to_string())
         .with_context(|| format!("cannot write {}", pid_file.display()))?;
@@ -123,6 +149,7 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     }));
     dlog::attach_bus(shared.bus.clone());
     banner(&shared);
+    let adopted = handover.map(|doc| upgrade::adopt(&shared, doc));
     start_bridge(&shared);
     metrics::start(&shared).await;
     tokio::spawn(worker_tick(shared.clone()));
@@ -156,6 +183,9 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(shared.clone(), listener, shutdown_tx.clone()));
     let pm2_server = tokio::spawn(pm2api::serve(shared.clone(), pm2_listeners, shutdown_tx.clone()));
+    if let Some(a) = adopted {
+        tokio::spawn(server::answer_update(shared.clone(), a, shutdown_tx.clone()));
+    }
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -167,7 +197,14 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
             _ = term.recv() => { on_terminate(&shared).await; break; }
             _ = int.recv() => { on_terminate(&shared).await; break; }
             _ = quit.recv() => { on_terminate(&shared).await; break; }
-            _ = usr2.recv() => server::reload_logs(&shared),
+            // pm2's SIGUSR2 reopens the log files; Corral's updates the
+            // daemon in place, which reopens them too (a refused update
+            // still reopens them).
+            _ = usr2.recv() => {
+                let why = upgrade::upgrade(&shared, None, None).await;
+                dlog::error(&format!("SIGUSR2: {why}"));
+                server::reload_logs(&shared);
+            }
             _ = hup.recv() => {}
             _ = shutdown_rx.changed() => break,
         }
@@ -204,6 +241,16 @@ fn start_bridge(shared: &SharedRef) {
         }
         Err(e) => dlog::error(&format!("Cluster: {e}; this node runs alone")),
     }
+}
+
+/// A control socket handed over by the image before an in-place upgrade.
+fn adopt_unix(fd: std::os::fd::RawFd) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the handover names this descriptor as a listening unix socket
+    // the previous image owned; nothing else in this image owns it.
+    let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    l.set_nonblocking(true).context("handed-over control socket")?;
+    tokio::net::UnixListener::from_std(l).context("handed-over control socket")
 }
 
 fn hostname() -> String {

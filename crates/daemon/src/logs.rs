@@ -203,15 +203,35 @@ pub async fn pump(
 ) {
     let mut buf: Vec<u8> = Vec::new();
     loop {
+        if crate::upgrade::pause::is_paused() {
+            // An in-place upgrade: what the child writes now waits in the
+            // pipe for the next image's pump; a partial line read already
+            // cannot be handed over, so it is written now.
+            if !buf.is_empty() {
+                emit(&buf, &stream, &files, &src, &bus);
+                buf = Vec::new();
+            }
+            crate::upgrade::pause::resumed().await;
+            continue;
+        }
         let n = if buf.is_empty() {
-            read_some(&r, &mut buf).await.unwrap_or(0)
+            tokio::select! {
+                n = read_some(&r, &mut buf) => n.unwrap_or(0),
+                // `read_some` only awaits readiness before its synchronous
+                // read, so leaving it here loses nothing.
+                _ = crate::upgrade::pause::paused() => continue,
+            }
         } else {
             // A partial line waits for its newline only briefly: output
             // written without one (a prompt, `process.stderr.write('x')`)
             // must reach the log as pm2 writes it, not sit here until the
             // process exits. `read_some` only awaits readiness, so the
             // timeout never loses data.
-            match tokio::time::timeout(PARTIAL_FLUSH, read_some(&r, &mut buf)).await {
+            let read = tokio::select! {
+                r = tokio::time::timeout(PARTIAL_FLUSH, read_some(&r, &mut buf)) => r,
+                _ = crate::upgrade::pause::paused() => continue,
+            };
+            match read {
                 Ok(n) => n.unwrap_or(0),
                 Err(_) => {
                     emit(&buf, &stream, &files, &src, &bus);

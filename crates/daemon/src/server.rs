@@ -28,7 +28,11 @@ pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::S
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
-            acc = listener.accept() => match acc {
+            // An in-place upgrade: new clients wait in the backlog for the
+            // next image.
+            _ = crate::upgrade::pause::resumed(), if crate::upgrade::pause::is_paused() => {}
+            _ = crate::upgrade::pause::paused(), if !crate::upgrade::pause::is_paused() => {}
+            acc = listener.accept(), if !crate::upgrade::pause::is_paused() => match acc {
                 Ok((mut stream, _)) => {
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
                         dlog::error(&format!("control socket: more than {MAX_CONNECTIONS} connections, refusing one"));
@@ -67,6 +71,13 @@ pub(crate) fn peer_allowed(stream: &UnixStream) -> bool {
 }
 
 async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::Sender<bool>) {
+    // Until its hello is answered the connection cannot be handed over.
+    let opening = {
+        use std::os::fd::AsRawFd;
+        let g = ConnGuard::new(stream.as_raw_fd());
+        g.set(ConnState::Busy);
+        g
+    };
     if !peer_allowed(&stream) {
         let _ =
             write_frame(&mut stream, &Reply::Error { message: "permission denied: peer uid differs".into() })
@@ -100,11 +111,122 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
             .iter()
             .filter_map(|k| shared.config.env.get(*k).map(|v| (k.to_string(), v.clone())))
             .collect(),
+        capabilities: vec![corral_proto::CAP_HANDOVER.to_string()],
     };
     if write_frame(&mut stream, &welcome).await.is_err() {
         return;
     }
+    drop(opening);
+    requests(shared, stream, shutdown).await
+}
+
+/// Answers the CLI connection that asked for an in-place update (its
+/// descriptor was handed over), then serves it like any other.
+pub async fn answer_update(shared: SharedRef, a: crate::upgrade::Adopted, shutdown: watch::Sender<bool>) {
+    use std::os::fd::FromRawFd;
+    for fd in &a.control_conns {
+        adopt_connection(&shared, *fd, shutdown.clone());
+    }
+    let Some(fd) = a.requester else { return };
+    // SAFETY: the handover names this descriptor as the CLI's connection;
+    // nothing else in this image owns it.
+    let std_stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    if std_stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(mut stream) = UnixStream::from_std(std_stream) else { return };
+    let reply = match a.failure {
+        Some(why) => Reply::Error {
+            message: format!(
+                "the new binary could not adopt the daemon ({why}); the previous binary took over again, every process kept running"
+            ),
+        },
+        None => Reply::Updated {
+            pid: std::process::id(),
+            from_version: a.from_version,
+            to_version: CORRAL_VERSION.into(),
+            processes: a.processes,
+            wall_ms: a.wall_ms,
+            failure: None,
+        },
+    };
+    if write_frame(&mut stream, &reply).await.is_err() {
+        return;
+    }
+    requests(shared, stream, shutdown).await
+}
+
+/// What an open control connection is doing, for an in-place update: one
+/// between requests is handed to the next image; one in the middle of a
+/// request is no quiet point.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    Idle,
+    Busy,
+    /// Asked for the update: answered by the next image, separately.
+    Requester,
+}
+
+fn conns() -> std::sync::MutexGuard<'static, std::collections::HashMap<u64, (std::os::fd::RawFd, ConnState)>>
+{
+    static CONNS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<u64, (std::os::fd::RawFd, ConnState)>>,
+    > = std::sync::LazyLock::new(Default::default);
+    CONNS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A control connection's entry in the registry, removed when it ends.
+struct ConnGuard(u64);
+
+impl ConnGuard {
+    fn new(fd: std::os::fd::RawFd) -> ConnGuard {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        conns().insert(id, (fd, ConnState::Idle));
+        ConnGuard(id)
+    }
+    fn set(&self, st: ConnState) {
+        if let Some(e) = conns().get_mut(&self.0) {
+            e.1 = st;
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        conns().remove(&self.0);
+    }
+}
+
+/// Control connections in the middle of a request, and the descriptors of
+/// those between two requests (an in-place update hands them over).
+pub fn control_connections() -> (usize, Vec<std::os::fd::RawFd>) {
+    let c = conns();
+    let busy = c.values().filter(|(_, st)| *st == ConnState::Busy).count();
+    let idle = c.values().filter(|(_, st)| *st == ConnState::Idle).map(|(fd, _)| *fd).collect();
+    (busy, idle)
+}
+
+/// Serves a control connection the image before an in-place update handed
+/// over (between two requests, after its hello).
+pub fn adopt_connection(shared: &SharedRef, fd: std::os::fd::RawFd, shutdown: watch::Sender<bool>) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the handover names this descriptor as a control connection;
+    // nothing else in this image owns it.
+    let std_stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    if std_stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    if let Ok(stream) = UnixStream::from_std(std_stream) {
+        tokio::spawn(requests(shared.clone(), stream, shutdown));
+    }
+}
+
+async fn requests(shared: SharedRef, mut stream: UnixStream, shutdown: watch::Sender<bool>) {
+    use std::os::fd::AsRawFd;
+    let guard = ConnGuard::new(stream.as_raw_fd());
     loop {
+        guard.set(ConnState::Idle);
         let req: Request =
             match tokio::time::timeout(shared.config.control_idle_timeout, read_frame(&mut stream)).await {
                 Ok(Ok(r)) => r,
@@ -117,10 +239,21 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
                 }
                 Ok(Err(_)) => return,
             };
+        guard.set(ConnState::Busy);
         match req {
             Request::Logs { ids } => {
+                // A log stream is not handed over by an update (it ends).
+                drop(guard);
                 logs_stream(&shared, stream, ids).await;
                 return;
+            }
+            Request::Update { binary } => {
+                guard.set(ConnState::Requester);
+                // Returns only if the update did not happen.
+                let why = crate::upgrade::upgrade(&shared, binary, Some(stream.as_raw_fd())).await;
+                if write_frame(&mut stream, &Reply::Error { message: why }).await.is_err() {
+                    return;
+                }
             }
             Request::Kill => {
                 shutdown_all(&shared, false).await;
@@ -395,7 +528,9 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             // Boxed: trigger sends through `handle` itself.
             Box::pin(crate::pm2api::trigger::trigger(shared, &target, &action, param)).await
         }
-        Request::Logs { .. } | Request::Kill => err("internal: handled by the connection"),
+        Request::Logs { .. } | Request::Kill | Request::Update { .. } => {
+            err("internal: handled by the connection")
+        }
     }
 }
 

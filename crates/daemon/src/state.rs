@@ -27,6 +27,23 @@ pub struct Entry {
     pub rev: u64,
     /// `pm2_env` of this process as JSON, at revision `.0`.
     pub jlist_cache: Option<(u64, String)>,
+    /// What its actor records of the current run for an in-place upgrade.
+    pub live: Live,
+}
+
+/// Written only by the process's actor: the descriptors and timer of its
+/// current run that an in-place upgrade hands to the next image.
+#[derive(Debug, Default, Clone)]
+pub struct Live {
+    /// Worker id of its channel.
+    pub wid: Option<u32>,
+    /// Read ends of its stdout and stderr pipes (owned by the log pumps).
+    pub out_fd: Option<std::os::fd::RawFd>,
+    pub err_fd: Option<std::os::fd::RawFd>,
+    /// A crash restart is due at this time (ms since the epoch).
+    pub restart_at_ms: Option<u64>,
+    /// The actor is in the middle of a stop or a reload: no quiet point.
+    pub busy: bool,
 }
 
 impl Entry {

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -247,6 +247,28 @@ impl Channel {
     /// error; the [`Receiver`] then yields `None`.
     #[allow(clippy::new_ret_no_self)] // a channel is its two halves
     pub fn new(fd: OwnedFd, mode: Mode, limits: Limits) -> Result<(Sender, Receiver)> {
+        Self::start(fd, mode, limits, None)
+    }
+
+    /// Drives a channel another image of this program was driving: the
+    /// bytes of a frame it had half read go to the decoder first, the bytes
+    /// it had not written yet go out first, and the V8 version it had
+    /// learned is kept. See [`Sender::snapshot`].
+    pub fn adopt(
+        fd: OwnedFd,
+        mode: Mode,
+        limits: Limits,
+        snap: ChannelSnapshot,
+    ) -> Result<(Sender, Receiver)> {
+        Self::start(fd, mode, limits, Some(snap))
+    }
+
+    fn start(
+        fd: OwnedFd,
+        mode: Mode,
+        limits: Limits,
+        snap: Option<ChannelSnapshot>,
+    ) -> Result<(Sender, Receiver)> {
         sys::check_stream_socket(fd.as_raw_fd())?;
         sys::set_nonblocking(fd.as_raw_fd())?;
         if tokio::runtime::Handle::try_current().is_err() {
@@ -256,21 +278,36 @@ impl Channel {
         // long as the AsyncFd owns it.
         let io = unsafe { AsyncFd::register(fd) }.map_err(|e| Error::Io(e.into()))?;
         let (tx, rx) = mpsc::channel(limits.incoming_queue.max(1));
+        let mut decoder = FrameDecoder::new(mode, limits.max_frame_len);
+        let mut out = OutBuf::default();
+        let mut version = DEFAULT_VERSION;
+        if let Some(s) = snap {
+            decoder.extend(&s.partial_in);
+            out.push(&s.unsent_out);
+            if (MIN_VERSION..=MAX_VERSION).contains(&s.version) {
+                version = s.version;
+            }
+        }
         let shared = Arc::new(Shared {
             io,
             mode,
             state: Mutex::new(State {
-                version: DEFAULT_VERSION,
-                out: OutBuf::default(),
+                version,
+                out,
                 held: VecDeque::new(),
                 held_bytes: 0,
                 in_flight: None,
                 closing: false,
                 closed: false,
                 close_deadline: None,
+                read_paused: false,
             }),
+            decoder: Mutex::new(decoder),
             limits,
             wake_writer: Notify::new(),
+            wake_reader: Notify::new(),
+            reader_parked: AtomicBool::new(false),
+            incoming: Mutex::new(tx.downgrade()),
             senders: AtomicUsize::new(1),
         });
         tokio::spawn(reader_task(shared.clone(), tx));
@@ -279,12 +316,36 @@ impl Channel {
     }
 }
 
+/// What a channel's parent end holds in memory that the peer has not seen
+/// or that does not make a whole message yet: enough for another image of
+/// the program to continue the stream exactly where this one stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelSnapshot {
+    /// The V8 serializer version written (advanced mode).
+    pub version: u32,
+    /// Bytes read from the peer that do not form a whole frame yet.
+    pub partial_in: Vec<u8>,
+    /// Bytes queued for the peer, not written yet (never a frame that
+    /// carries a descriptor: a snapshot is only taken with none pending).
+    pub unsent_out: Vec<u8>,
+}
+
 struct Shared {
     io: AsyncFd<OwnedFd>,
     mode: Mode,
     limits: Limits,
     state: Mutex<State>,
+    /// Owned by the reader task; behind a lock only so a snapshot can copy
+    /// a half-read frame while the reader is parked.
+    decoder: Mutex<FrameDecoder>,
     wake_writer: Notify,
+    /// Wakes the reader when reading is paused or resumed.
+    wake_reader: Notify,
+    /// The reader stopped at a frame boundary because reading is paused:
+    /// every whole frame it read was handed to the receiver.
+    reader_parked: AtomicBool,
+    /// The reader's queue to the receiver, weakly: to see it is empty.
+    incoming: Mutex<mpsc::WeakSender<Result<Incoming>>>,
     senders: AtomicUsize,
 }
 
@@ -310,6 +371,8 @@ struct State {
     closing: bool,
     closed: bool,
     close_deadline: Option<Instant>,
+    /// Reading stops at the next frame boundary (see [`Sender::pause_reading`]).
+    read_paused: bool,
 }
 
 impl State {
@@ -620,6 +683,60 @@ impl Sender {
         self.shared.wake_writer.notify_one();
     }
 
+    /// Stops reading from the peer at the next frame boundary: frames read
+    /// already are still delivered, new bytes stay in the socket. Writing
+    /// goes on.
+    pub fn pause_reading(&self) {
+        self.shared.lock().read_paused = true;
+        self.shared.wake_reader.notify_one();
+    }
+
+    /// Undoes [`Sender::pause_reading`].
+    pub fn resume_reading(&self) {
+        self.shared.lock().read_paused = false;
+        self.shared.wake_reader.notify_one();
+    }
+
+    /// The channel's descriptor (still owned by the channel).
+    pub fn raw_fd(&self) -> RawFd {
+        self.shared.raw()
+    }
+
+    /// What another image of the program needs to continue this channel
+    /// ([`Channel::adopt`]), or `None` while it is not at a quiet point:
+    /// reading must be paused and the reader parked, every message it read
+    /// taken by the receiver, and no descriptor on its way (a handle waiting
+    /// for its ACK, messages held behind it). A closed channel has nothing
+    /// to hand over either.
+    pub fn snapshot(&self) -> Option<ChannelSnapshot> {
+        let sh = &self.shared;
+        if !sh.reader_parked.load(Ordering::Acquire) {
+            return None;
+        }
+        let queue_empty = {
+            let weak = sh.incoming.lock().unwrap_or_else(|e| e.into_inner());
+            weak.upgrade().is_none_or(|tx| tx.capacity() == tx.max_capacity())
+        };
+        if !queue_empty {
+            return None;
+        }
+        let st = sh.lock();
+        if st.closed
+            || st.closing
+            || st.in_flight.is_some()
+            || !st.held.is_empty()
+            || !st.out.marks.is_empty()
+        {
+            return None;
+        }
+        let partial_in = sh.decoder.lock().unwrap_or_else(|e| e.into_inner()).pending();
+        Some(ChannelSnapshot {
+            version: st.version,
+            partial_in,
+            unsent_out: st.out.buf[st.out.head..].to_vec(),
+        })
+    }
+
     /// Closes at once, dropping queued output; pending handles resolve
     /// [`HandleOutcome::Closed`] with their fds.
     pub fn abort(&self) {
@@ -663,47 +780,61 @@ thread_local! {
 }
 
 async fn reader_task(shared: Arc<Shared>, tx: mpsc::Sender<Result<Incoming>>) {
-    let mode = shared.mode;
-    let mut decoder = FrameDecoder::new(mode, shared.limits.max_frame_len);
     let mut fds: VecDeque<OwnedFd> = VecDeque::new();
     let mut new_fds = Vec::new();
     let mut receiver_alive = true;
+    // Frames an adopted decoder may already hold whole.
+    let mut fresh = true;
     'read: loop {
-        let mut guard = match shared.io.readable().await {
-            Ok(g) => g,
-            Err(e) => {
-                let _ = tx.send(Err(Error::Io(e))).await;
-                break;
+        if !fresh {
+            if shared.lock().read_paused {
+                shared.reader_parked.store(true, Ordering::Release);
+                shared.wake_reader.notified().await;
+                shared.reader_parked.store(false, Ordering::Release);
+                continue;
             }
-        };
-        match guard.try_io(|io| {
-            READ_BUF.with(|b| {
-                let mut b = b.borrow_mut();
-                let r = sys::recv(io.as_raw_fd(), &mut b, &mut new_fds);
-                if let Ok(n) = r {
-                    decoder.extend(&b[..n]);
+            let mut guard = tokio::select! {
+                g = shared.io.readable() => match g {
+                    Ok(g) => g,
+                    Err(e) => {
+                        let _ = tx.send(Err(Error::Io(e))).await;
+                        break;
+                    }
+                },
+                // Paused (or resumed) while waiting: look again.
+                _ = shared.wake_reader.notified() => continue,
+            };
+            match guard.try_io(|io| {
+                READ_BUF.with(|b| {
+                    let mut b = b.borrow_mut();
+                    let r = sys::recv(io.as_raw_fd(), &mut b, &mut new_fds);
+                    if let Ok(n) = r {
+                        shared.decoder.lock().unwrap_or_else(|e| e.into_inner()).extend(&b[..n]);
+                    }
+                    r
+                })
+            }) {
+                Err(_would_block) => continue,
+                Ok(Ok(0)) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => break,
+                Ok(Err(e)) => {
+                    if receiver_alive {
+                        let _ = tx.send(Err(Error::Io(e))).await;
+                    }
+                    break;
                 }
-                r
-            })
-        }) {
-            Err(_would_block) => continue,
-            Ok(Ok(0)) => break,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => break,
-            Ok(Err(e)) => {
-                if receiver_alive {
-                    let _ = tx.send(Err(Error::Io(e))).await;
-                }
-                break;
-            }
-        };
+            };
+        }
+        fresh = false;
         for fd in new_fds.drain(..) {
             if fds.len() < shared.limits.max_pending_fds {
                 fds.push_back(fd);
             }
         }
         loop {
-            let payload = match decoder.next_frame() {
+            let next = shared.decoder.lock().unwrap_or_else(|e| e.into_inner()).next_frame();
+            let payload = match next {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {

@@ -153,6 +153,12 @@ impl FrameDecoder {
         self.buf.len()
     }
 
+    /// A copy of the bytes held (the start of a frame not complete yet), for
+    /// a decoder that continues this stream elsewhere.
+    pub fn pending(&self) -> Vec<u8> {
+        self.buf.to_vec()
+    }
+
     /// The next complete payload, if any.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>> {
         if self.failed {

@@ -28,7 +28,7 @@
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), node_ipc::Error> {
-//! use node_ipc::{Channel, ChildChannel, HandleOutcome, HandleType, Limits, Mode, Value};
+//! use node_ipc::{Channel, ChildChannel, ChannelSnapshot, HandleOutcome, HandleType, Limits, Mode, Value};
 //!
 //! let chan = ChildChannel::new(Mode::Advanced)?.unique_id("1");
 //! let mut cmd = tokio::process::Command::new("node");
@@ -65,7 +65,8 @@ pub mod v8;
 mod value;
 
 pub use channel::{
-    Channel, HandleOutcome, HandleReply, HandleType, Incoming, Limits, ReceivedHandle, Receiver, Sender,
+    Channel, ChannelSnapshot, HandleOutcome, HandleReply, HandleType, Incoming, Limits, ReceivedHandle,
+    Receiver, Sender,
 };
 pub use error::{Error, Result};
 pub use fields::{read_fields, FieldStr, FieldValue, Fields, TopLevel};

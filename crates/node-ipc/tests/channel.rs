@@ -302,3 +302,50 @@ async fn works_on_a_multi_thread_runtime() {
     }
     drop(sender.await.unwrap());
 }
+
+/// An in-place upgrade of the parent: reading pauses at a frame boundary,
+/// the snapshot carries the half-read frame and the unsent bytes, and a
+/// channel adopted on the same socket continues the stream exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_and_an_adopted_channel_continue_the_stream() {
+    for mode in [Mode::Json, Mode::Advanced] {
+        let (a, mut peer) = UnixStream::pair().unwrap();
+        peer.set_read_timeout(Some(DEADLINE)).unwrap();
+        let fd = a.as_raw_fd();
+        let (tx, mut rx) = Channel::new(OwnedFd::from(a), mode, Limits::default()).unwrap();
+        let whole = encode_frame(&Value::from("first"), mode).unwrap();
+        let next = encode_frame(&Value::from("second, split across the handover"), mode).unwrap();
+        let cut = next.len() / 2;
+        peer.write_all(&whole).unwrap();
+        peer.write_all(&next[..cut]).unwrap();
+        assert_eq!(recv(&mut rx).await.decode().unwrap(), Value::from("first"));
+        tx.pause_reading();
+        // Not quiet until the reader parked with the half frame.
+        let snap = loop {
+            if let Some(s) = tx.snapshot() {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        assert_eq!(snap.partial_in, next[..cut].to_vec(), "{mode:?}");
+        assert!(snap.unsent_out.is_empty());
+        // The new image owns the same socket (here: a duplicate; the old
+        // channel is never driven again).
+        // SAFETY: dup of a descriptor the old channel keeps open.
+        let dup = unsafe { libc::dup(fd) };
+        assert!(dup >= 0);
+        // SAFETY: a fresh descriptor from dup.
+        let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+        std::mem::forget(tx);
+        std::mem::forget(rx);
+        let (tx2, mut rx2) = Channel::adopt(owned, mode, Limits::default(), snap).unwrap();
+        peer.write_all(&next[cut..]).unwrap();
+        assert_eq!(
+            recv(&mut rx2).await.decode().unwrap(),
+            Value::from("second, split across the handover"),
+            "{mode:?}"
+        );
+        tx2.send(&Value::from("from the new image")).unwrap();
+        assert_eq!(decode(&read_frame(&mut peer, mode), mode), Value::from("from the new image"));
+    }
+}

@@ -29,7 +29,15 @@ pub struct Welcome {
     /// apply to a daemon already running.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// What this daemon can do beyond the protocol version: `"handover"`
+    /// when it updates itself in place ([`Request::Update`]). Older daemons
+    /// send none.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
+
+/// The capability of a daemon that updates itself in place.
+pub const CAP_HANDOVER: &str = "handover";
 
 /// What a per-id operation does. Names follow pm2's RPC methods so the CLI
 /// can print `Applying action stopProcessId ...` from them.
@@ -70,6 +78,14 @@ impl Op {
 #[allow(clippy::large_enum_variant)] // one request per round trip; boxing buys nothing
 pub enum Request {
     Ping,
+    /// `pm2 update`: the daemon re-executes itself in place with `binary`
+    /// (default: the binary it was started from) and keeps every process.
+    /// Answered by the new image ([`Reply::Updated`]), or with an error when
+    /// the daemon kept running unchanged.
+    Update {
+        #[serde(default)]
+        binary: Option<String>,
+    },
     /// Start the processes of one app (fan-out to `instances` happens in the
     /// daemon). Replies `Procs` with the new processes.
     Start {
@@ -361,6 +377,16 @@ pub enum Reply {
     Triggered {
         sent: usize,
         replies: Vec<ActionReply>,
+    },
+    /// The daemon updated in place (same pid). `failure`: the new binary
+    /// could not adopt and the previous one took over again.
+    Updated {
+        pid: u32,
+        from_version: String,
+        to_version: String,
+        processes: usize,
+        wall_ms: u64,
+        failure: Option<String>,
     },
     /// `message` is shown to the user after `[PM2][ERROR] `.
     Error {

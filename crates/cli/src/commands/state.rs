@@ -98,10 +98,60 @@ pub fn cleardump(cli: &mut Cli) -> Result<Code> {
     Ok(0)
 }
 
-/// save → kill → respawn → resurrect: picks up a new binary.
+/// `pm2 update`: the daemon re-executes itself in place with the binary on
+/// disk (or `--binary`), keeping every process, connection and session.
+/// A daemon too old for that (no `handover` capability), or `--restart`,
+/// gets pm2's save → kill → respawn → resurrect.
 pub fn update(cli: &mut Cli) -> Result<Code> {
     match crate::client::Client::connect_existing(&cli.home) {
-        Ok(Some(c)) => cli.set_client(c),
+        Ok(Some(mut c)) => {
+            let can = c.welcome.capabilities.iter().any(|k| k == corral_proto::CAP_HANDOVER);
+            if can && !cli.args.has("restart") {
+                let binary = match cli.args.value("binary") {
+                    Some(b) => Some(
+                        std::fs::canonicalize(b)
+                            .map_err(|e| anyhow::anyhow!("--binary {b}: {e}"))?
+                            .to_string_lossy()
+                            .into_owned(),
+                    ),
+                    None => None,
+                };
+                output::info("Updating the daemon in place (every process keeps running)");
+                match c.request(&corral_proto::Request::Update { binary })? {
+                    corral_proto::Reply::Updated {
+                        pid,
+                        from_version,
+                        to_version,
+                        processes,
+                        wall_ms,
+                        ..
+                    } => {
+                        output::info(&format!(
+                            "Daemon {pid} updated in place from {from_version} to {to_version}: {processes} processes kept, {wall_ms} ms"
+                        ));
+                    }
+                    corral_proto::Reply::Error { message } => {
+                        output::error(&format!("In-place update failed: {message}"));
+                        return Ok(1);
+                    }
+                    other => {
+                        output::error(&format!("In-place update: unexpected answer {other:?}"));
+                        return Ok(1);
+                    }
+                }
+                drop(c);
+                output::out(&output::paint(output::Color::BoldBlue, ">>>>>>>>>> PM2 updated"));
+                cli.print_list()?;
+                return Ok(0);
+            }
+            if !can {
+                output::warn(&format!(
+                    "The running daemon ({}) cannot update in place: saving, stopping every process, starting the new daemon and resurrecting",
+                    c.welcome.daemon_version
+                ));
+            }
+            cli.set_client(c)
+        }
         Ok(None) => {}
         Err(e) => {
             // A daemon from another Corral version may refuse our protocol.

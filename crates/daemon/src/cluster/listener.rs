@@ -12,6 +12,8 @@ use super::wire::next_seq;
 use node_ipc::{HandleOutcome, HandleType, Sender, Value};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -62,11 +64,24 @@ struct Listener {
     senders: HashMap<u32, Sender>,
     outcomes_tx: mpsc::UnboundedSender<Outcome>,
     on_linger_over: OnLingerOver,
+    /// Connections accepted and not settled yet (queued, or offered and
+    /// not answered): zero is a quiet point for an in-place upgrade.
+    busy: Arc<AtomicUsize>,
 }
 
 /// Starts the task for `bound`; `key` is Node's listener key (sent with
 /// every `newconn`).
 pub fn spawn(key: String, bound: Bound, on_linger_over: OnLingerOver) -> mpsc::UnboundedSender<LCtl> {
+    spawn_counted(key, bound, on_linger_over, Arc::default())
+}
+
+/// [`spawn`], with the count of unsettled connections kept in `busy`.
+pub fn spawn_counted(
+    key: String,
+    bound: Bound,
+    on_linger_over: OnLingerOver,
+    busy: Arc<AtomicUsize>,
+) -> mpsc::UnboundedSender<LCtl> {
     let (tx, rx) = mpsc::unbounded_channel();
     let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
     let l = Listener {
@@ -75,6 +90,7 @@ pub fn spawn(key: String, bound: Bound, on_linger_over: OnLingerOver) -> mpsc::U
         senders: HashMap::new(),
         outcomes_tx,
         on_linger_over,
+        busy,
     };
     tokio::spawn(l.run(bound, rx, outcomes_rx));
     tx
@@ -129,7 +145,11 @@ impl Listener {
                     Outcome::Acked { seq, fd } => self.state.acked(seq, fd),
                     Outcome::Failed { seq, fd } => self.state.handoff_failed(seq, fd),
                 },
-                acc = accept(&bound) => match acc {
+                // An in-place upgrade stops accepting: new connections
+                // wait in the kernel's backlog for the next image.
+                _ = crate::upgrade::pause::resumed(), if crate::upgrade::pause::is_paused() => {}
+                _ = crate::upgrade::pause::paused(), if !crate::upgrade::pause::is_paused() => {}
+                acc = accept(&bound), if !crate::upgrade::pause::is_paused() => match acc {
                     // A full queue hands the connection back: dropping it
                     // closes it.
                     Ok(fd) => drop(self.state.connection(fd)),
@@ -144,6 +164,7 @@ impl Listener {
                 }
             }
             self.dispatch();
+            self.busy.store(self.state.queued() + self.state.offers_in_flight(), Ordering::Release);
         }
     }
 

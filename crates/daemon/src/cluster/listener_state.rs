@@ -172,6 +172,11 @@ impl<C> ListenerState<C> {
         self.linger_until = None;
     }
 
+    /// Offers a worker has not answered yet.
+    pub fn offers_in_flight(&self) -> usize {
+        self.slots.iter().filter(|s| s.busy.is_some()).count()
+    }
+
     /// Connections waiting for a worker.
     pub fn queued(&self) -> usize {
         self.pending.len()

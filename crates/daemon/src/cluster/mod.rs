@@ -15,6 +15,7 @@
 //!   top-level fields are read.
 
 pub mod bind;
+pub mod handover;
 pub mod listener;
 pub mod listener_state;
 pub mod wire;
@@ -36,6 +37,13 @@ pub struct ListenerEntry {
     pub tx: mpsc::UnboundedSender<listener::LCtl>,
     pub sockname: Option<(String, &'static str, u16)>,
     pub members: BTreeSet<u32>,
+    /// The listening socket (owned by the listener task), for an in-place
+    /// upgrade.
+    pub fd: std::os::fd::RawFd,
+    /// The path of a unix-socket listener.
+    pub unix_path: Option<std::path::PathBuf>,
+    /// Connections the task accepted and has not settled.
+    pub busy: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub struct WorkerLink {
@@ -446,6 +454,26 @@ fn linger_expired(p: &Primary, lid: &ListenerId) {
     }
 }
 
+/// Starts the task of a bound listener and makes its registry entry.
+fn start_listener(p: &Primary, lid: &ListenerId, bound: bind::Bound) -> ListenerEntry {
+    use std::os::fd::AsRawFd;
+    let sockname = bound.sockname();
+    let fd = bound.as_raw_fd();
+    let unix_path = match &bound {
+        bind::Bound::Unix(_, path) => Some(path.clone()),
+        bind::Bound::Tcp(_) => None,
+    };
+    let (weak, id) = (p.me.clone(), lid.clone());
+    let on_linger_over = Box::new(move || {
+        if let Some(p) = weak.upgrade() {
+            linger_expired(&p, &id);
+        }
+    });
+    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tx = listener::spawn_counted(lid.1.clone(), bound, on_linger_over, busy.clone());
+    ListenerEntry { tx, sockname, members: BTreeSet::new(), fd, unix_path, busy }
+}
+
 /// Reads one worker's channel until it closes.
 async fn worker_reader(
     p: Arc<Primary>,
@@ -689,17 +717,7 @@ fn query_server(p: &Primary, wid: u32, label: &str, v: &Value) -> Result<(), Dae
         match bind::bind(&q) {
             Ok(bound) => {
                 let sockname = bound.sockname();
-                let (weak, id) = (p.me.clone(), lid.clone());
-                let on_linger_over = Box::new(move || {
-                    if let Some(p) = weak.upgrade() {
-                        linger_expired(&p, &id);
-                    }
-                });
-                let tx = listener::spawn(key.clone(), bound, on_linger_over);
-                reg.listeners.insert(
-                    lid.clone(),
-                    ListenerEntry { tx, sockname: sockname.clone(), members: BTreeSet::new() },
-                );
+                reg.listeners.insert(lid.clone(), start_listener(p, &lid, bound));
                 Ok(sockname)
             }
             Err(e) => Err(e),

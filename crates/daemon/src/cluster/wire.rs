@@ -35,3 +35,13 @@ pub fn js_string(v: Option<&Value>) -> String {
         },
     }
 }
+
+/// The counter's next value (an in-place upgrade hands it over).
+pub fn peek_seq() -> u64 {
+    SEQ.load(Ordering::Relaxed)
+}
+
+/// Continues the counter of the image that handed over.
+pub fn resume_seq(next: u64) {
+    SEQ.fetch_max(next, Ordering::Relaxed);
+}

@@ -104,6 +104,23 @@ impl Machine {
         m
     }
 
+    /// The machine of a process adopted across an in-place update, from the
+    /// health it had: a start that was over stays over (the app will not
+    /// send its `ready` again), readiness as it last was. A process caught
+    /// while starting starts over.
+    pub fn resume(spec: &HealthSpec, expects_signal: bool, had: &HealthInfo) -> Machine {
+        let mut m = Machine::new(spec, expects_signal);
+        if matches!(had.status, HealthStatus::Ready | HealthStatus::Unready) {
+            m.startup_passed = true;
+            m.awaiting_signal = false;
+            m.readiness_passing = spec.readiness.is_none() || had.status == HealthStatus::Ready;
+            m.was_ready = true;
+            m.info = had.clone();
+            m.info.status = m.status();
+        }
+        m
+    }
+
     /// Start period over: the startup probe passed (or there is none).
     /// Readiness and liveness probes run from then on.
     pub fn probing(&self) -> bool {

@@ -74,8 +74,39 @@ impl HealthRun {
         cwd: &str,
         connect: Option<probe::Connector>,
     ) -> HealthRun {
+        HealthRun::with_machine(spec, Machine::new(spec, expects_signal), hub, pid, env, cwd, connect)
+    }
+
+    /// Goes on with the health of a process adopted across an in-place
+    /// update (`had`: its `pm2_env.health` then).
+    #[allow(clippy::too_many_arguments)]
+    pub fn adopt(
+        spec: &HealthSpec,
+        expects_signal: bool,
+        had: Option<&corral_proto::HealthInfo>,
+        hub: &Arc<NotifyHub>,
+        pid: i32,
+        env: &BTreeMap<String, String>,
+        cwd: &str,
+        connect: Option<probe::Connector>,
+    ) -> HealthRun {
+        let machine = match had {
+            Some(had) => Machine::resume(spec, expects_signal, had),
+            None => Machine::new(spec, expects_signal),
+        };
+        HealthRun::with_machine(spec, machine, hub, pid, env, cwd, connect)
+    }
+
+    fn with_machine(
+        spec: &HealthSpec,
+        machine: Machine,
+        hub: &Arc<NotifyHub>,
+        pid: i32,
+        env: &BTreeMap<String, String>,
+        cwd: &str,
+        connect: Option<probe::Connector>,
+    ) -> HealthRun {
         let (tx, rx) = mpsc::unbounded_channel();
-        let machine = Machine::new(spec, expects_signal);
         let port = env.get("PORT").and_then(|p| p.trim().parse::<u16>().ok()).filter(|p| *p > 0);
         let target = probe::Target { port, cwd: cwd.to_string(), env: env.clone(), connect };
         let launched = Instant::now();

@@ -58,7 +58,11 @@ pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::S
     let mut stop = shutdown.subscribe();
     loop {
         tokio::select! {
-            acc = listener.accept() => match acc {
+            // An in-place upgrade: new clients wait in the backlog for the
+            // next image.
+            _ = crate::upgrade::pause::resumed(), if crate::upgrade::pause::is_paused() => {}
+            _ = crate::upgrade::pause::paused(), if !crate::upgrade::pause::is_paused() => {}
+            acc = listener.accept(), if !crate::upgrade::pause::is_paused() => match acc {
                 Ok((stream, _)) => {
                     tokio::spawn(connection(shared.clone(), stream, shutdown.clone()));
                 }

@@ -179,6 +179,31 @@ impl Relay {
         self.workers.keys().copied().filter(|&w| w != from).collect()
     }
 
+    /// Every `(uid, nsp, worker)` known (an in-place upgrade hands them
+    /// over); a uid seen without a namespace has an empty one.
+    pub fn export_uids(&self) -> Vec<(String, String, WorkerId)> {
+        let mut v = Vec::new();
+        for (w, uids) in &self.workers {
+            for (uid, nsps) in uids {
+                if nsps.is_empty() {
+                    v.push((uid.clone(), String::new(), *w));
+                }
+                v.extend(nsps.iter().map(|n| (uid.clone(), n.clone(), *w)));
+            }
+        }
+        v
+    }
+
+    /// Restores one entry of [`Relay::export_uids`] for a known worker.
+    pub fn import_uid(&mut self, id: WorkerId, uid: &str, nsp: &str) {
+        let Some(uids) = self.workers.get_mut(&id) else { return };
+        let nsps = uids.entry(uid.to_owned()).or_default();
+        if !nsp.is_empty() {
+            nsps.insert(nsp.to_owned());
+        }
+        self.owners.insert(uid.to_owned(), id);
+    }
+
     /// The worker exited. Returns the `(uid, nsp)` pairs for which every surviving worker
     /// ([`Relay::workers`]) must get [`adapter_close_message`].
     pub fn remove_worker(&mut self, id: WorkerId) -> Vec<(String, String)> {

@@ -371,6 +371,23 @@ impl Router {
         true
     }
 
+    /// Every session and its worker (an in-place upgrade hands them over).
+    pub fn export_sessions(&self) -> Vec<(String, WorkerId)> {
+        self.sessions.iter().map(|(sid, w)| (sid.clone(), *w)).collect()
+    }
+
+    /// Restores a session handed over by [`Router::export_sessions`]: as a
+    /// report of the worker, without claiming a pending registration.
+    pub fn import_session(&mut self, id: WorkerId, sid: &str) {
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        if w.state == State::NotReady {
+            w.state = State::Ready;
+        }
+        if w.sids.insert(sid.to_owned()) {
+            self.sessions.insert(sid.to_owned(), id);
+        }
+    }
+
     /// Checks the table's internal consistency (every session is in its owner's set and no
     /// other; pending queues bounded). For fuzzing and tests.
     pub fn check_consistency(&self) -> Result<(), String> {

@@ -29,8 +29,30 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// The child of a run: spawned by this image, or adopted from the image
+/// before an in-place upgrade.
+enum ChildProc {
+    Spawned(tokio::process::Child),
+    Adopted(super::adopted::AdoptedChild),
+}
+
+impl ChildProc {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            ChildProc::Spawned(c) => c.wait().await,
+            ChildProc::Adopted(a) => a.wait().await,
+        }
+    }
+}
+
+/// Workers a reload replaced that are still being retired (their children
+/// are no process of the table): an in-place upgrade waits for them.
+pub static RETIRING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 struct Running {
-    child: tokio::process::Child,
+    child: ChildProc,
+    /// Its descriptors, for an in-place upgrade.
+    live: crate::state::Live,
     pid: i32,
     /// Worker id in the cluster registry, when the child has an IPC channel.
     wid: Option<u32>,
@@ -93,11 +115,152 @@ pub fn register(shared: &SharedRef, app: AppSpec, instance: Option<u32>) -> Proc
                 stdin: None,
                 rev: 0,
                 jlist_cache: None,
+                live: Default::default(),
             },
         );
     }
     tokio::spawn(run(shared.clone(), handle.clone(), rx));
     handle
+}
+
+/// Adopts a process handed over by the image before an in-place upgrade:
+/// its table entry as it was (pm_id, counters, uptime, status), and, when
+/// its child runs, the child itself with its channel, log pipes and stdin.
+/// Its actor goes on as if it had launched the child.
+pub fn adopt(shared: &SharedRef, h: crate::upgrade::format::ProcHandover) -> Result<ProcessHandle, String> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let id = h.info.pm_id;
+    let (handle, rx) = ProcessHandle::new(id);
+    let app = h.info.app.clone();
+    let label = format!("{}:{}", app.name, id);
+    shared.table().procs.insert(
+        id,
+        Entry {
+            info: h.info.clone(),
+            handle: handle.clone(),
+            cpu_sample: None,
+            files: None,
+            stdin: None,
+            rev: 0,
+            jlist_cache: None,
+            live: Default::default(),
+        },
+    );
+    let mut t = Task::new(shared.clone(), handle.clone(), rx);
+    if let Some(ms) = h.restart_in_ms {
+        t.restart_at = Some(Instant::now() + Duration::from_millis(ms));
+    }
+    if let Some(c) = h.child {
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let wid = c.ipc.as_ref().map(|i| i.wid);
+        if let Some(ipc) = &c.ipc {
+            let who = WorkerInfo { pm_id: id, pid: c.pid, label: &label, app: &app };
+            // A channel that cannot be adopted is closed: the worker exits
+            // with it and the restart policy applies, as for any exit.
+            if let Err(e) = shared.cluster.adopt_worker(ipc, who, ev_tx.clone()) {
+                dlog::error(&format!("App [{label}]: {e}; its channel is closed"));
+            }
+        }
+        let creds = crate::privileges::for_app(&app).ok().flatten();
+        let files = LogFiles::open(
+            h.info.pm_out_log_path.clone(),
+            h.info.pm_err_log_path.clone(),
+            h.info.pm_log_path.clone(),
+        )
+        .or_else(|e| {
+            // Its output still has to be read (a full pipe would stall it).
+            dlog::error(&format!(
+                "cannot open log files of app [{label}]: {e}; its output goes to /dev/null"
+            ));
+            LogFiles::open("/dev/null".into(), "/dev/null".into(), None)
+        })
+        .ok();
+        let files = files.map(|mut f| {
+            f.set_rotation(crate::rotate::AppOverrides::from_extra(&app.extra));
+            f.set_owner(creds);
+            Arc::new(Mutex::new(f))
+        });
+        let src = Source {
+            pm_id: id,
+            name: app.name.clone(),
+            namespace: app.namespace.clone(),
+            date_format: app.log_date_format.clone(),
+            json: app.log_type.as_deref() == Some("json"),
+            disabled: app.disable_logs,
+        };
+        // SAFETY (all three): the handover names these descriptors as this
+        // child's pipes; nothing else in this image owns them.
+        let pipe = |fd: i32| {
+            tokio::net::unix::pipe::Receiver::from_owned_fd(unsafe { OwnedFd::from_raw_fd(fd) }).ok()
+        };
+        if let (Some(out), Some(files)) = (c.out_fd.and_then(pipe), &files) {
+            tokio::spawn(logs::pump(out, Stream::Out, files.clone(), src.clone(), shared.bus.clone()));
+        }
+        if let (Some(err), Some(files)) = (c.err_fd.and_then(pipe), &files) {
+            tokio::spawn(logs::pump(err, Stream::Err, files.clone(), src, shared.bus.clone()));
+        }
+        let stdin = c.stdin_fd.map(|fd| logs::nonblocking_file(unsafe { OwnedFd::from_raw_fd(fd) }));
+        shared.with_entry(id, |e| {
+            e.files = files;
+            e.stdin = stdin.map(Arc::new);
+        });
+        // Health goes on where it was: a ready process stays ready (it will
+        // not say `ready` again), its probes resume.
+        let health = app.health.as_ref().map(|hs| {
+            // The socket is bound again at the same path (a datagram sent
+            // during the switch is lost; the watchdog starts a new interval).
+            if hs.offers_notify() {
+                if let Err(e) = shared.notify.ensure_bound() {
+                    dlog::error(&format!("cannot bind {}: {e}", shared.notify.path().display()));
+                }
+            }
+            let connect: Option<health::probe::Connector> =
+                wid.filter(|_| app.exec_mode == ExecMode::Cluster).map(|wid| {
+                    let host = t.host.clone();
+                    std::sync::Arc::new(move |port| host.connect_probe(wid, port)) as health::probe::Connector
+                });
+            HealthRun::adopt(
+                hs,
+                hs.notify || app.wait_ready,
+                h.info.health.as_ref(),
+                &shared.notify,
+                c.pid,
+                &h.info.env,
+                &app.cwd,
+                connect,
+            )
+        });
+        if let (Some(wid), Some(hr)) = (wid, &health) {
+            t.host.set_ready(wid, hr.is_ready());
+        }
+        if health.as_ref().is_some_and(|hr| !hr.is_ready()) && h.info.status == Status::Launching {
+            let budget =
+                app.health.as_ref().map_or(app.listen_timeout, |hs| hs.ready_budget_ms(app.listen_timeout));
+            t.health_deadline = Some(Instant::now() + Duration::from_millis(budget));
+        }
+        let health_info = health.as_ref().map(|hr| hr.machine().info().clone());
+        shared.with_entry(id, |e| e.info.health = health_info);
+        t.run = Some(Running {
+            child: ChildProc::Adopted(super::adopted::AdoptedChild::new(c.pid)),
+            live: crate::state::Live { wid, out_fd: c.out_fd, err_fd: c.err_fd, ..Default::default() },
+            pid: c.pid,
+            wid,
+            events: ev_rx,
+            _events_tx: ev_tx,
+            health,
+        });
+        if app.watch {
+            t.watcher = crate::watcher::start(handle.clone(), &app);
+        }
+        if h.info.status == Status::Launching {
+            t.ready_deadline = Some(Instant::now() + Duration::from_millis(app.listen_timeout));
+        }
+    }
+    if let Some(p) = &app.cron_restart {
+        t.cron = crate::cron::start(handle.clone(), &app.name, p);
+    }
+    tokio::spawn(t.event_loop());
+    Ok(handle)
 }
 
 fn new_info(shared: &SharedRef, id: u32, instance: u32, app: AppSpec) -> ProcInfo {
@@ -151,49 +314,75 @@ async fn next_ctl(deferred: &mut VecDeque<Ctl>, rx: &mut mpsc::UnboundedReceiver
 }
 
 async fn run(shared: SharedRef, me: ProcessHandle, ctl_rx: mpsc::UnboundedReceiver<Ctl>) {
-    let mut t = Task {
-        host: shared.cluster.clone(),
-        shared,
-        id: me.id(),
-        me,
-        run: None,
-        restart_at: None,
-        pending_online: Vec::new(),
-        ready_deadline: None,
-        pending_ready: Vec::new(),
-        health_deadline: None,
-        watcher: None,
-        cron: None,
-        ctl_rx,
-        deferred: VecDeque::new(),
-    };
-    loop {
-        tokio::select! {
-            ctl = next_ctl(&mut t.deferred, &mut t.ctl_rx) => {
-                let Some(ctl) = ctl else { break };
-                if t.handle(ctl).await { break; }
+    Task::new(shared, me, ctl_rx).event_loop().await
+}
+
+impl Task {
+    fn new(shared: SharedRef, me: ProcessHandle, ctl_rx: mpsc::UnboundedReceiver<Ctl>) -> Task {
+        Task {
+            host: shared.cluster.clone(),
+            shared,
+            id: me.id(),
+            me,
+            run: None,
+            restart_at: None,
+            pending_online: Vec::new(),
+            ready_deadline: None,
+            pending_ready: Vec::new(),
+            health_deadline: None,
+            watcher: None,
+            cron: None,
+            ctl_rx,
+            deferred: VecDeque::new(),
+        }
+    }
+
+    /// Records what an in-place upgrade needs of this task's state.
+    fn sync_live(&self, busy: bool) {
+        let at = self
+            .restart_at
+            .map(|t| now_ms() + t.saturating_duration_since(Instant::now()).as_millis() as u64);
+        let run = self.run.as_ref().map(|r| r.live.clone()).unwrap_or_default();
+        if let Some(e) = self.shared.table().procs.get_mut(&self.id) {
+            e.live = crate::state::Live { restart_at_ms: at, busy, ..run };
+        }
+    }
+
+    async fn event_loop(self) {
+        let mut t = self;
+        t.sync_live(false);
+        loop {
+            tokio::select! {
+                ctl = next_ctl(&mut t.deferred, &mut t.ctl_rx) => {
+                    let Some(ctl) = ctl else { break };
+                    // A stop or reload in progress is no quiet point for an
+                    // in-place upgrade: it waits for the control's end.
+                    t.sync_live(true);
+                    if t.handle(ctl).await { break; }
+                }
+                sig = next_signal(&mut t.run) => match sig {
+                    Sig::Exit(st) => t.on_exit(st),
+                    Sig::Event(ev) => t.on_event(ev),
+                    Sig::Health(ev) => t.on_health(ev).await,
+                },
+                _ = sleep_until_opt(t.restart_at) => {
+                    t.restart_at = None;
+                    t.shared.with_entry(t.id, |e| e.info.restart_time += 1);
+                    t.launch();
+                }
+                _ = sleep_until_opt(t.ready_deadline) => {
+                    // pm2 marks the app online anyway when listen_timeout passes
+                    // (and, for wait_ready, takes that as its ready signal).
+                    t.ready_deadline = None;
+                    t.set_online();
+                    t.wait_ready_signal().await;
+                }
+                _ = sleep_until_opt(t.health_deadline) => {
+                    t.health_deadline = None;
+                    t.not_ready_in_time();
+                }
             }
-            sig = next_signal(&mut t.run) => match sig {
-                Sig::Exit(st) => t.on_exit(st),
-                Sig::Event(ev) => t.on_event(ev),
-                Sig::Health(ev) => t.on_health(ev).await,
-            },
-                        _ = sleep_until_opt(t.restart_at) => {
-                t.restart_at = None;
-                t.shared.with_entry(t.id, |e| e.info.restart_time += 1);
-                t.launch();
-            }
-            _ = sleep_until_opt(t.ready_deadline) => {
-                // pm2 marks the app online anyway when listen_timeout passes
-                // (and, for wait_ready, takes that as its ready signal).
-                t.ready_deadline = None;
-                t.set_online();
-                t.wait_ready_signal().await;
-            }
-            _ = sleep_until_opt(t.health_deadline) => {
-                t.health_deadline = None;
-                t.not_ready_in_time();
-            }
+            t.sync_live(false);
         }
     }
 }
@@ -443,10 +632,14 @@ impl Task {
         let pipe = |fd: std::io::Result<std::os::fd::OwnedFd>| {
             fd.and_then(tokio::net::unix::pipe::Receiver::from_owned_fd).ok()
         };
+        use std::os::fd::AsRawFd;
+        let mut live = crate::state::Live { wid, ..Default::default() };
         if let Some(out) = child.stdout.take().and_then(|o| pipe(o.into_owned_fd())) {
+            live.out_fd = Some(out.as_raw_fd());
             tokio::spawn(logs::pump(out, Stream::Out, files.clone(), src.clone(), self.shared.bus.clone()));
         }
         if let Some(err) = child.stderr.take().and_then(|e| pipe(e.into_owned_fd())) {
+            live.err_fd = Some(err.as_raw_fd());
             tokio::spawn(logs::pump(err, Stream::Err, files.clone(), src, self.shared.bus.clone()));
         }
         let stdin = child.stdin.take().and_then(|i| i.into_owned_fd().ok()).map(logs::nonblocking_file);
@@ -474,7 +667,15 @@ impl Task {
             self.health_deadline = Some(Instant::now() + Duration::from_millis(budget));
         }
         self.shared.with_entry(self.id, |e| e.info.health = health_info);
-        self.run = Some(Running { child, pid, wid, events: ev_rx, _events_tx: ev_tx, health });
+        self.run = Some(Running {
+            child: ChildProc::Spawned(child),
+            live,
+            pid,
+            wid,
+            events: ev_rx,
+            _events_tx: ev_tx,
+            health,
+        });
         // pm2's `process:event` "start", sent for every launch before
         // "online" (pm2-runtime --json shows it).
         self.publish("start");
@@ -994,7 +1195,20 @@ impl Task {
 /// to close its servers and exit when idle (`disconnect`, or the
 /// `'shutdown'` message), then gets `kill_signal`, then SIGKILL, each after
 /// kill_timeout.
-async fn retire(host: Arc<dyn WorkerHost>, mut old: Running, app: AppSpec, label: String, kill_signal: i32) {
+async fn retire(host: Arc<dyn WorkerHost>, old: Running, app: AppSpec, label: String, kill_signal: i32) {
+    use std::sync::atomic::Ordering;
+    RETIRING.fetch_add(1, Ordering::AcqRel);
+    retire_inner(host, old, app, label, kill_signal).await;
+    RETIRING.fetch_sub(1, Ordering::AcqRel);
+}
+
+async fn retire_inner(
+    host: Arc<dyn WorkerHost>,
+    mut old: Running,
+    app: AppSpec,
+    label: String,
+    kill_signal: i32,
+) {
     let grace = Duration::from_millis(app.kill_timeout);
     let plan = old.wid.map(|wid| host.retirement(wid));
     if let (Some(limit), Some(wid)) = (plan.and_then(|p| p.finish_within), old.wid) {

@@ -2,6 +2,7 @@
 //! through a cloneable [`ProcessHandle`].
 
 pub mod actor;
+pub mod adopted;
 pub mod handle;
 pub mod host;
 mod ladder;
