@@ -324,3 +324,35 @@ fn readiness_changes_reach_pm2s_event_bus() {
         "{rest}"
     );
 }
+
+/// An in-place `pm2 update` keeps health where it was: ready workers stay
+/// ready (they will not say `ready` again), their probes go on in the new
+/// image and still take a worker out of rotation.
+#[test]
+fn health_survives_an_in_place_update() {
+    let pm2 = sio_pm2();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let eco = write_sio_ecosystem(tmp.path(), "hupd", two_ports(), tmp.path());
+    pm2.run(&["start", &eco, "--wait"]).ok();
+    let pids = |pm2: &Pm2| -> Vec<u64> {
+        let mut v: Vec<u64> = pm2.jlist().iter().filter(|p| p["name"] == "hupd").map(pid).collect();
+        v.sort();
+        v
+    };
+    let before = pids(&pm2);
+    assert_eq!(before.len(), 2);
+    let new_bin = tmp.path().join("pm2-new");
+    std::fs::copy(env!("CARGO_BIN_EXE_pm2"), &new_bin).expect("copy the binary");
+    let r = pm2.run(&["update", "--binary", &new_bin.to_string_lossy()]);
+    r.ok();
+    assert!(r.all().contains("updated in place"), "{}", r.all());
+    assert_eq!(pids(&pm2), before, "same workers");
+    let list = pm2.jlist();
+    assert!(list.iter().filter(|p| p["name"] == "hupd").all(|p| health(p) == "ready"), "{list:?}");
+    // The probes run in the new image: a worker turning unready is seen.
+    let a = before[0];
+    std::fs::write(tmp.path().join(format!("unready-{a}")), "").expect("flag");
+    pm2.wait_for("the worker unready after the update", T, |l| {
+        l.iter().any(|p| pid(p) == a && health(p) == "unready")
+    });
+}
