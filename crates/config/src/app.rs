@@ -451,17 +451,17 @@ impl Resolver<'_> {
         };
         spec.exec_mode = match explicit_mode {
             Some(m) => m,
-            None if spec.instances.is_some() && spec.is_node() => ExecMode::Cluster,
+            None if spec.instances.is_some() && spec.can_cluster() => ExecMode::Cluster,
             None => ExecMode::Fork,
         };
         if self.boolean(&o, "execute_command")? == Some(true) {
             spec.exec_mode = ExecMode::Fork;
         }
-        if spec.exec_mode == ExecMode::Cluster && !spec.is_node() {
-            // Cluster workers are node processes; anything else can only run
-            // as independent forks.
+        if spec.exec_mode == ExecMode::Cluster && !spec.can_cluster() {
+            // Cluster workers speak node:cluster (Node, Bun, Deno); anything
+            // else can only run as independent forks.
             self.warnings.push(format!(
-                "{}: app {}: cluster mode needs a node script (interpreter is {}), using fork mode",
+                "{}: app {}: cluster mode needs a node, bun or deno script (interpreter is {}), using fork mode",
                 self.ctx.source, self.app, spec.interpreter
             ));
             spec.exec_mode = ExecMode::Fork;

@@ -22,6 +22,7 @@ pub mod portowner;
 pub mod privileges;
 pub mod proctree;
 pub mod rotate;
+pub mod runtimes;
 pub mod server;
 pub mod settings;
 pub mod state;

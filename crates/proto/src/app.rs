@@ -162,12 +162,59 @@ impl Default for AppSpec {
     }
 }
 
+/// The JavaScript runtime an app's interpreter is, as far as the daemon
+/// treats runtimes differently (command line, IPC serialization, cluster
+/// hand-out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Node,
+    /// Speaks Node's IPC channel, but only JSON to a non-Bun parent: its
+    /// "advanced" serialization is JavaScriptCore's, not V8's.
+    Bun,
+    /// `deno run` with permission flags; V8 "advanced" IPC like Node.
+    Deno,
+    /// Anything else: no IPC channel, no cluster mode.
+    Other,
+}
+
+impl Runtime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Node => "node",
+            Runtime::Bun => "bun",
+            Runtime::Deno => "deno",
+            Runtime::Other => "other",
+        }
+    }
+}
+
 impl AppSpec {
     /// True when the interpreter is Node (so the child gets an IPC channel
     /// and can become a cluster worker).
     pub fn is_node(&self) -> bool {
+        self.runtime() == Runtime::Node
+    }
+
+    /// The runtime, from the interpreter's file name (`bun`,
+    /// `/opt/x/node_modules/.bin/deno`, `node@20`...).
+    pub fn runtime(&self) -> Runtime {
         let base = self.interpreter.rsplit('/').next().unwrap_or("");
-        base == "node" || base.starts_with("node@") || base == "nodejs"
+        let base = base.strip_suffix(".exe").unwrap_or(base);
+        if base == "node" || base.starts_with("node@") || base == "nodejs" {
+            Runtime::Node
+        } else if base == "bun" {
+            Runtime::Bun
+        } else if base == "deno" {
+            Runtime::Deno
+        } else {
+            Runtime::Other
+        }
+    }
+
+    /// True when the runtime implements `node:cluster` over Node's IPC
+    /// channel, so the daemon can be its cluster primary.
+    pub fn can_cluster(&self) -> bool {
+        matches!(self.runtime(), Runtime::Node | Runtime::Bun | Runtime::Deno)
     }
 }
 

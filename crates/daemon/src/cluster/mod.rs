@@ -51,6 +51,13 @@ pub struct WorkerLink {
     /// Set with `draining`: a replacement follows (restart, reload), so the
     /// listeners it closes stay open for it.
     pub replaced: bool,
+    /// `Some`: the worker joins the listeners it asked for only when it says
+    /// `listening`, not right after the `queryServer` reply (Deno workers;
+    /// these are the listeners waiting). Deno 2.9 loses a handle that
+    /// arrives in the same read as a message before it, and the kernel
+    /// glues a `newconn` (with its fd) to an unread reply; once the worker
+    /// says `listening` it has read the reply.
+    pub join_when_listening: Option<Vec<ListenerId>>,
 }
 
 /// Socket.IO state of one app.
@@ -229,6 +236,7 @@ fn worker_spawned(p: &Primary, wid: u32, pm_id: u32, pid: i32, app: &corral_prot
             listeners: Vec::new(),
             draining: false,
             replaced: false,
+            join_when_listening: (app.runtime() == corral_proto::Runtime::Deno).then(Vec::new),
         },
     );
     if app.exec_mode == corral_proto::ExecMode::Cluster {
@@ -483,6 +491,7 @@ fn on_cluster(
             let _ = events.send(WorkerEvent::Online);
         }
         Some("listening") => {
+            join_deferred(p, wid);
             let _ = events.send(WorkerEvent::Listening);
         }
         Some("queryServer") => query_server(p, wid, label, v)?,
@@ -622,9 +631,18 @@ fn query_server(p: &Primary, wid: u32, label: &str, v: &Value) -> Result<(), Dae
             // The reply is queued before the worker joins the listener, so
             // no newconn can overtake it on the channel.
             let _ = tx.send(&cluster_msg(fields));
-            if let Some(l) = reg.listeners.get_mut(&lid) {
-                l.members.insert(wid);
-                let _ = l.tx.send(listener::LCtl::Add(wid, tx));
+            let deferred = match reg.workers.get_mut(&wid).and_then(|w| w.join_when_listening.as_mut()) {
+                Some(waiting) => {
+                    waiting.push(lid.clone());
+                    true
+                }
+                None => false,
+            };
+            if !deferred {
+                if let Some(l) = reg.listeners.get_mut(&lid) {
+                    l.members.insert(wid);
+                    let _ = l.tx.send(listener::LCtl::Add(wid, tx));
+                }
             }
             if let Some(w) = reg.workers.get_mut(&wid) {
                 if !w.listeners.contains(&lid) {
@@ -634,6 +652,25 @@ fn query_server(p: &Primary, wid: u32, label: &str, v: &Value) -> Result<(), Dae
         }
     }
     Ok(())
+}
+
+/// A worker that joins its listeners on `listening` said it: it joins the
+/// ones it asked for since (a draining worker joins none).
+fn join_deferred(p: &Primary, wid: u32) {
+    let mut reg = p.reg();
+    let Some(w) = reg.workers.get_mut(&wid) else { return };
+    let Some(waiting) = w.join_when_listening.as_mut() else { return };
+    let lids = std::mem::take(waiting);
+    if w.draining {
+        return;
+    }
+    let tx = w.tx.clone();
+    for lid in lids {
+        if let Some(l) = reg.listeners.get_mut(&lid) {
+            l.members.insert(wid);
+            let _ = l.tx.send(listener::LCtl::Add(wid, tx.clone()));
+        }
+    }
 }
 
 /// The first adapter or sticky message of a worker: it can take sticky

@@ -19,7 +19,7 @@ use crate::proctree;
 use crate::state::{Entry, SharedRef};
 use crate::timefmt::now_ms;
 use corral_proto::{AppSpec, Event, ExecMode, ProcInfo, Status, Stream};
-use node_ipc::{Channel, ChildChannel, Limits, Mode};
+use node_ipc::{Channel, ChildChannel};
 use std::collections::VecDeque;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -341,15 +341,10 @@ impl Task {
             .stderr(Stdio::piped());
         // Node apps get a channel as with pm2: JSON in fork mode (so
         // `process.send` works), V8 "advanced" for cluster workers (so
-        // Buffers in Socket.IO adapter messages survive).
+        // Buffers in Socket.IO adapter messages survive); Bun and Deno
+        // differ (runtimes.rs).
         let cluster_mode = app.exec_mode == ExecMode::Cluster;
-        let ipc_mode = if cluster_mode {
-            Some(Mode::Advanced)
-        } else if app.is_node() {
-            Some(Mode::Json)
-        } else {
-            None
-        };
+        let ipc_mode = crate::runtimes::ipc_mode(&app);
         let wid = ipc_mode.map(|_| self.host.alloc_worker_id());
         let chan = match (ipc_mode, wid) {
             (Some(mode), Some(wid)) => match ChildChannel::new(mode) {
@@ -389,7 +384,7 @@ impl Task {
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         if let (Some(chan), Some(wid), Some(mode)) = (chan, wid, ipc_mode) {
-            match Channel::new(chan.into_parent(), mode, Limits::default()) {
+            match Channel::new(chan.into_parent(), mode, crate::runtimes::channel_limits(&app)) {
                 Ok((tx, rx)) => {
                     let who = WorkerInfo { pm_id: self.id, pid, label: &label, app: &app };
                     self.host.attach(wid, who, tx, rx, ev_tx.clone());
