@@ -82,6 +82,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("sticky", &[]),
     ("sticky_port", &[]),
     ("cluster_group", &[]),
+    ("listen_fds", &["listen"]),
 ];
 
 /// Known keys that Corral accepts but does not model in `AppSpec`: they go
@@ -626,6 +627,51 @@ impl Resolver<'_> {
                 return Err(self.invalid(w, format!("expected a group name or false, got {}", describe(v))))
             }
         };
+        if spec.sticky == Some(true)
+            && spec.exec_mode == ExecMode::Cluster
+            && spec.runtime() == corral_proto::Runtime::Bun
+        {
+            // The balancer hands each Socket.IO session's connection to one
+            // worker as a descriptor; Bun workers cannot receive one (they
+            // listen on SO_REUSEPORT sockets of their own).
+            return Err(self.invalid(
+                "sticky",
+                "Bun cluster workers cannot receive connections from the daemon, so the sticky \
+                 Socket.IO balancer cannot route sessions to them; run the app under node or deno, or drop sticky",
+            ));
+        }
+        spec.listen_fds = match o.get("listen_fds") {
+            None => Vec::new(),
+            Some((w, _)) => {
+                let list = self.list(&o, "listen_fds")?.unwrap_or_default();
+                let mut out: Vec<String> = Vec::with_capacity(list.len());
+                for a in &list {
+                    let addr = listen_address(a).map_err(|e| self.invalid(w, e))?;
+                    if out.contains(&addr) {
+                        return Err(self.invalid(w, format!("{addr} is listed twice")));
+                    }
+                    out.push(addr);
+                }
+                if out.len() > corral_proto::app::limits::MAX_LISTEN_FDS {
+                    return Err(self.invalid(
+                        w,
+                        format!(
+                            "{} addresses; the limit is {}",
+                            out.len(),
+                            corral_proto::app::limits::MAX_LISTEN_FDS
+                        ),
+                    ));
+                }
+                if !out.is_empty() && spec.exec_mode == ExecMode::Cluster {
+                    return Err(self.invalid(
+                        w,
+                        "a cluster app's workers get their listeners from the daemon already (node:cluster); \
+                         listen_fds is for fork-mode instances (any language): use exec_mode \"fork\" with instances",
+                    ));
+                }
+                out
+            }
+        };
         for (w, v) in ["uid", "gid"].iter().filter_map(|k| o.get(k)) {
             if !matches!(v, Value::String(_) | Value::Number(_)) {
                 return Err(self.invalid(w, format!("expected a user/group name or id, got {}", describe(v))));
@@ -872,4 +918,20 @@ pub fn parse_cron(pat: &str) -> Result<croner::Cron, String> {
 /// Validates a `cron_restart` pattern (see [`parse_cron`]).
 pub fn check_cron(pat: &str) -> Result<(), String> {
     parse_cron(pat).map(|_| ())
+}
+
+/// One `listen_fds` entry in its stored form: `host:port` with an IP
+/// address (`[v6]:port` for IPv6), a bare port meaning every IPv4 address
+/// (`0.0.0.0:port`). Port 0 is refused: every instance and every restart
+/// must find the socket at the same address.
+pub(crate) fn listen_address(a: &str) -> Result<String, String> {
+    let a = a.trim();
+    let with_host = if a.bytes().all(|b| b.is_ascii_digit()) { format!("0.0.0.0:{a}") } else { a.to_owned() };
+    let addr: std::net::SocketAddr = with_host.parse().map_err(|_| {
+        format!("expected host:port with an IP address (127.0.0.1:8000, [::1]:8000) or a port, got {a:?}")
+    })?;
+    if addr.port() == 0 {
+        return Err(format!("{a:?}: port 0 would give every restart another port; name a port"));
+    }
+    Ok(addr.to_string())
 }

@@ -4,6 +4,7 @@
 //! process list (when there is at least one app), stop every process and
 //! exit 0; SIGUSR2 reopens every log file (`reloadLogs`); SIGHUP is ignored.
 
+pub mod activation;
 pub mod balancer;
 pub mod cluster;
 pub mod cron;

@@ -80,6 +80,8 @@ pub struct Shared {
     pub cluster: Arc<crate::cluster::Primary>,
     /// Sticky ports bound so far (port -> bind error, if binding failed).
     pub sticky_ports: Mutex<BTreeMap<u16, Option<String>>>,
+    /// Sockets bound for apps' `listen_fds` (socket activation).
+    pub activation: crate::activation::Sockets,
 }
 
 pub type SharedRef = Arc<Shared>;
@@ -97,6 +99,7 @@ impl Shared {
             username: current_username(&config.env),
             cluster: crate::cluster::Primary::new(config.pm2_port, config.graceful_timeout),
             sticky_ports: Mutex::new(BTreeMap::new()),
+            activation: Default::default(),
             config,
         })
     }

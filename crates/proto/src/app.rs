@@ -103,6 +103,11 @@ pub struct AppSpec {
     /// `None` = its name; `Some("")` = this app stays on its node
     /// (`cluster_group: false`); otherwise that group name.
     pub cluster_group: Option<String>,
+    /// `listen_fds` / `--listen`: addresses (`host:port`) the daemon binds
+    /// once and passes to every instance with the systemd socket-activation
+    /// protocol (fd 3 and up, `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listen_fds: Vec<String>,
     /// `version` of the nearest package.json above the script, if any.
     pub version: Option<String>,
     /// Every `env_<name>` object and any unknown key from the ecosystem file,
@@ -156,6 +161,7 @@ impl Default for AppSpec {
             sticky: None,
             sticky_port: None,
             cluster_group: None,
+            listen_fds: Vec::new(),
             version: None,
             extra: BTreeMap::new(),
         }
@@ -287,6 +293,8 @@ pub mod limits {
     pub const MAX_ARGS_AND_ENV: usize = 1024 * 1024;
     /// Everything else an ecosystem file carried (`extra`), serialized.
     pub const MAX_EXTRA: usize = 1024 * 1024;
+    /// Sockets one app may ask the daemon to bind (`listen_fds`).
+    pub const MAX_LISTEN_FDS: usize = 64;
     /// Processes one app (or one `scale`) may ask for.
     pub const MAX_INSTANCES: i64 = 4096;
     /// Watch paths and ignore patterns, each list.

@@ -206,6 +206,7 @@ impl Task {
             }
             Ctl::Stop { done } => {
                 self.stop().await;
+                self.shared.activation.release(self.id);
                 // `pm2 stop` turns watching off (the server stored
                 // `watch: false` before asking): a change must not restart
                 // a stopped app.
@@ -252,6 +253,7 @@ impl Task {
             Ctl::Delete { done } => {
                 self.restart_at = None;
                 self.stop().await;
+                self.shared.activation.release(self.id);
                 if let Some(i) = self.info() {
                     let _ = std::fs::remove_file(&i.pm_pid_path);
                 }
@@ -312,6 +314,22 @@ impl Task {
         if let Some(c) = &creds {
             c.apply_env(&mut env);
         }
+        // Socket activation (`listen_fds`): bound once, held across
+        // restarts; LISTEN_PID is set in the child (activation.rs).
+        let sockets = match self.shared.activation.acquire(self.id, &app) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail_launch(&format!("App [{label}]: {e}"));
+                return;
+            }
+        };
+        for k in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+            env.remove(k);
+        }
+        if !sockets.is_empty() {
+            env.insert("LISTEN_FDS".into(), sockets.len().to_string());
+            env.insert("LISTEN_FDNAMES".into(), crate::activation::fd_names(&app, sockets.len()));
+        }
         let files = match LogFiles::open(
             info.pm_out_log_path.clone(),
             info.pm_err_log_path.clone(),
@@ -348,7 +366,11 @@ impl Task {
         let wid = ipc_mode.map(|_| self.host.alloc_worker_id());
         let chan = match (ipc_mode, wid) {
             (Some(mode), Some(wid)) => match ChildChannel::new(mode) {
-                Ok(c) => Some(if cluster_mode { c.unique_id(wid.to_string()) } else { c }),
+                Ok(c) => {
+                    let c =
+                        if sockets.is_empty() { c } else { c.child_fd(crate::activation::channel_fd(&app)) };
+                    Some(if cluster_mode { c.unique_id(wid.to_string()) } else { c })
+                }
                 Err(e) => {
                     self.fail_launch(&format!("cannot create the IPC channel of app [{label}]: {e}"));
                     return;
@@ -371,6 +393,11 @@ impl Task {
         // Last hook: the ones above may need the daemon's privileges.
         if let Some(c) = &creds {
             c.apply(&mut cmd);
+        }
+        // After the last hook, as it execs the program itself.
+        if let Err(e) = crate::activation::apply(&mut cmd, &sockets) {
+            self.fail_launch(&format!("App [{label}]: cannot pass its sockets: {e}"));
+            return;
         }
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(false);
