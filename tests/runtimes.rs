@@ -184,6 +184,66 @@ fn deno_cluster_serves_one_port_and_reloads() {
     pm2.run(&["delete", "all"]).ok();
 }
 
+/// `apps/sio_client.js`: `n` Socket.IO clients, each says one thing, every
+/// client must hear everyone (across workers: the daemon relays the cluster
+/// adapter's messages). Its JSON summary.
+fn sio_clients(port: u16, n: usize, ws_only: bool) -> Value {
+    let mut c = Command::new("node");
+    c.arg("apps/sio_client.js").arg(n.to_string()).current_dir(rt_dir()).env("PORT", port.to_string());
+    if ws_only {
+        c.env("WS_ONLY", "1");
+    }
+    let out = c.output().expect("node sio_client.js");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("sio_client.js: {e}: {text}"))
+}
+
+#[test]
+fn deno_runs_the_socketio_seed_app_across_workers() {
+    let pm2 = pm2_in_rt(&[]);
+    let port: u16 = pm2.envs.iter().find(|(k, _)| k == "PM2_PORT").and_then(|(_, v)| v.parse().ok()).unwrap();
+    let deno = bin("deno");
+    // The seed app unchanged: @socket.io/sticky's setupWorker, the cluster
+    // adapter, no listen() of its own; the daemon's sticky balancer hands
+    // Deno workers their connections.
+    pm2.run(&["start", "apps/sio_worker.js", "--interpreter", &deno, "-i", "2", "--name", "siodeno"]).ok();
+    let list = pm2.wait_for("2 deno workers online", T, |l| all_online(l, "siodeno", 2));
+    let pids = pids_of(&list, "siodeno");
+    let res = poll("every client hears every message", T, || {
+        let r = sio_clients(port, 10, false);
+        (r["ok"] == true).then_some(r)
+    });
+    eprintln!("deno socket.io: {res}");
+    let per_worker: BTreeSet<u64> = res["clientsPerWorkerPid"]
+        .as_object()
+        .map(|m| m.keys().filter_map(|k| k.parse().ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(per_worker, pids, "clients on both workers: {res}");
+    pm2.run(&["delete", "all"]).ok();
+}
+
+#[test]
+fn bun_socketio_websocket_app_broadcasts_across_workers() {
+    let port = free_port();
+    let pm2 = pm2_in_rt(&[("PORT", port.to_string())]);
+    let bun = bin("bun");
+    pm2.run(&["start", "apps/sio_ws.js", "--interpreter", &bun, "-i", "2", "--name", "siobun"]).ok();
+    let list = pm2.wait_for("2 bun workers online", T, |l| all_online(l, "siobun", 2));
+    let pids = pids_of(&list, "siobun");
+    // Clients land on a worker by the kernel's SO_REUSEPORT hash: retry
+    // until both workers have some (each try is a full check anyway).
+    let res = poll("every client hears every message, clients on both workers", T, || {
+        let r = sio_clients(port, 10, true);
+        let on: BTreeSet<u64> = r["clientsPerWorkerPid"]
+            .as_object()
+            .map(|m| m.keys().filter_map(|k| k.parse().ok()).collect())
+            .unwrap_or_default();
+        (r["ok"] == true && on == pids).then_some(r)
+    });
+    eprintln!("bun socket.io (websocket only): {res}");
+    pm2.run(&["delete", "all"]).ok();
+}
+
 #[test]
 fn uvicorn_instances_share_one_socket_through_listen_fds() {
     let uv = venv_bin("uvicorn");
