@@ -117,15 +117,30 @@ fn reload_under_load(pm2: &Pm2, port: u16, name: &str, before: &BTreeSet<u64>) -
     res
 }
 
+const MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+/// Puts `net.ipv4.tcp_migrate_req` back to 0 if the test turned it on.
+struct RestoreMigrateReq(bool);
+impl Drop for RestoreMigrateReq {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = std::fs::write(MIGRATE_REQ, "0");
+        }
+    }
+}
+
 /// Makes sure a closing SO_REUSEPORT listener hands its queued connections
 /// to the group's other sockets (Linux 5.14+, `net.ipv4.tcp_migrate_req`),
-/// as the README asks of hosts running Bun cluster apps. True when on.
-fn tcp_migrate_req() -> bool {
-    let p = "/proc/sys/net/ipv4/tcp_migrate_req";
-    match std::fs::read_to_string(p) {
-        Ok(v) if v.trim() == "1" => true,
-        Ok(_) => std::fs::write(p, "1").is_ok(),
-        Err(_) => false,
+/// as the README asks of hosts running Bun cluster apps, for the test's
+/// duration. Whether it is on, and the guard that restores it.
+fn tcp_migrate_req() -> (bool, RestoreMigrateReq) {
+    match std::fs::read_to_string(MIGRATE_REQ) {
+        Ok(v) if v.trim() == "1" => (true, RestoreMigrateReq(false)),
+        Ok(_) => {
+            let set = std::fs::write(MIGRATE_REQ, "1").is_ok();
+            (set, RestoreMigrateReq(set))
+        }
+        Err(_) => (false, RestoreMigrateReq(false)),
     }
 }
 
@@ -140,7 +155,7 @@ fn bun_cluster_serves_one_port_and_reloads() {
     assert!(named(&list, "bunweb").iter().all(|p| p["pm2_env"]["exec_mode"] == "cluster_mode"));
     let bodies = served_by_all(port, &first);
     assert!(bodies.iter().all(|b| b["runtime"] == "bun"), "{bodies:?}");
-    let migrate = tcp_migrate_req();
+    let (migrate, _restore) = tcp_migrate_req();
     let res = reload_under_load(&pm2, port, "bunweb", &first);
     eprintln!("bun reload under load (tcp_migrate_req {migrate}): {res}");
     if migrate {

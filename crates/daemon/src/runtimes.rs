@@ -43,6 +43,26 @@ pub fn channel_limits(app: &AppSpec) -> Limits {
     l
 }
 
+/// A warning for the daemon log, once per daemon: a Bun cluster app on a
+/// host where a closing SO_REUSEPORT socket resets the connections queued
+/// on it (`net.ipv4.tcp_migrate_req` off), so its reloads may fail a few.
+pub fn launch_warning(app: &AppSpec) -> Option<String> {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if app.runtime() != Runtime::Bun || app.exec_mode != ExecMode::Cluster {
+        return None;
+    }
+    let off = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "0");
+    if !off || WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    Some(format!(
+        "App [{}]: Bun cluster workers listen on SO_REUSEPORT sockets of their own; with \
+         net.ipv4.tcp_migrate_req = 0 a worker that exits resets the connections queued on its socket \
+         (sysctl -w net.ipv4.tcp_migrate_req=1 makes reloads lose none)",
+        app.name
+    ))
+}
+
 /// The arguments placed before the script: `node_args` (`interpreter_args`)
 /// as given, except for Deno, whose script runs under `deno run` with
 /// permission flags: `run` is added unless the arguments start with it, and [`DENO_DEFAULT_PERMISSIONS`] unless they grant some

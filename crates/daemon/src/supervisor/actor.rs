@@ -300,6 +300,9 @@ impl Task {
         }
         let label = format!("{}:{}", app.name, self.id);
         dlog::log(&format!("App [{label}] starting in -{} mode-", short_mode(app.exec_mode)));
+        if let Some(w) = crate::runtimes::launch_warning(&app) {
+            dlog::log(&w);
+        }
 
         // `uid`/`gid` are resolved at every launch: the user database may
         // have changed since the app was started.
