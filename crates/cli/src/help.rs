@@ -81,6 +81,10 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("--instance-var <name>", "name of the variable holding the instance number (default NODE_APP_INSTANCE)"),
     ("--increment-var <name>", "variable incremented for each instance (e.g. PORT)"),
     ("--sticky", "route Socket.IO clients to one worker (sticky sessions on PM2_PORT)"),
+    (
+        "--listen <host:port>",
+        "bind host:port once in the daemon and pass it to every instance (systemd socket activation: fd 3, LISTEN_FDS)",
+    ),
     ("--verbose", "with --version, also print Corral's own version"),
     ("-h --help", "output usage information"),
 ];
