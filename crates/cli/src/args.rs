@@ -118,6 +118,7 @@ const OPTIONS: &[OptDef] = &[
     f("event-loop-inspector", None),
     f("deep-monitoring", None),
     f("sticky", None),
+    v("listen", None),
     f("write", Some('w')),
     v("instance-var", None),
     v("increment-var", None),

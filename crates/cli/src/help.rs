@@ -88,6 +88,10 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("--watchdog <ms>", "WATCHDOG_USEC: restart the app when its WATCHDOG=1 pings stop"),
     ("--wait", "start/restart/reload: exit once the apps are ready (non-zero if they are not)"),
     ("--wait-timeout <s>", "how long --wait waits (default 60)"),
+    (
+        "--listen <host:port>",
+        "bind host:port once in the daemon and pass it to every instance (systemd socket activation: fd 3, LISTEN_FDS)",
+    ),
     ("--verbose", "with --version, also print Corral's own version"),
     ("-h --help", "output usage information"),
 ];

@@ -87,6 +87,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("startup_probe", &[]),
     ("notify", &[]),
     ("watchdog", &[]),
+    ("listen_fds", &["listen"]),
 ];
 
 /// Known keys that Corral accepts but does not model in `AppSpec`: they go
@@ -456,17 +457,17 @@ impl Resolver<'_> {
         };
         spec.exec_mode = match explicit_mode {
             Some(m) => m,
-            None if spec.instances.is_some() && spec.is_node() => ExecMode::Cluster,
+            None if spec.instances.is_some() && spec.can_cluster() => ExecMode::Cluster,
             None => ExecMode::Fork,
         };
         if self.boolean(&o, "execute_command")? == Some(true) {
             spec.exec_mode = ExecMode::Fork;
         }
-        if spec.exec_mode == ExecMode::Cluster && !spec.is_node() {
-            // Cluster workers are node processes; anything else can only run
-            // as independent forks.
+        if spec.exec_mode == ExecMode::Cluster && !spec.can_cluster() {
+            // Cluster workers speak node:cluster (Node, Bun, Deno); anything
+            // else can only run as independent forks.
             self.warnings.push(format!(
-                "{}: app {}: cluster mode needs a node script (interpreter is {}), using fork mode",
+                "{}: app {}: cluster mode needs a node, bun or deno script (interpreter is {}), using fork mode",
                 self.ctx.source, self.app, spec.interpreter
             ));
             spec.exec_mode = ExecMode::Fork;
@@ -629,6 +630,51 @@ impl Resolver<'_> {
             Some((_, Value::String(s))) => Some(s.clone()),
             Some((w, v)) => {
                 return Err(self.invalid(w, format!("expected a group name or false, got {}", describe(v))))
+            }
+        };
+        if spec.sticky == Some(true)
+            && spec.exec_mode == ExecMode::Cluster
+            && spec.runtime() == corral_proto::Runtime::Bun
+        {
+            // The balancer hands each Socket.IO session's connection to one
+            // worker as a descriptor; Bun workers cannot receive one (they
+            // listen on SO_REUSEPORT sockets of their own).
+            return Err(self.invalid(
+                "sticky",
+                "Bun cluster workers cannot receive connections from the daemon, so the sticky \
+                 Socket.IO balancer cannot route sessions to them; run the app under node or deno, or drop sticky",
+            ));
+        }
+        spec.listen_fds = match o.get("listen_fds") {
+            None => Vec::new(),
+            Some((w, _)) => {
+                let list = self.list(&o, "listen_fds")?.unwrap_or_default();
+                let mut out: Vec<String> = Vec::with_capacity(list.len());
+                for a in &list {
+                    let addr = listen_address(a).map_err(|e| self.invalid(w, e))?;
+                    if out.contains(&addr) {
+                        return Err(self.invalid(w, format!("{addr} is listed twice")));
+                    }
+                    out.push(addr);
+                }
+                if out.len() > corral_proto::app::limits::MAX_LISTEN_FDS {
+                    return Err(self.invalid(
+                        w,
+                        format!(
+                            "{} addresses; the limit is {}",
+                            out.len(),
+                            corral_proto::app::limits::MAX_LISTEN_FDS
+                        ),
+                    ));
+                }
+                if !out.is_empty() && spec.exec_mode == ExecMode::Cluster {
+                    return Err(self.invalid(
+                        w,
+                        "a cluster app's workers get their listeners from the daemon already (node:cluster); \
+                         listen_fds is for fork-mode instances (any language): use exec_mode \"fork\" with instances",
+                    ));
+                }
+                out
             }
         };
         for (w, v) in ["uid", "gid"].iter().filter_map(|k| o.get(k)) {
@@ -922,4 +968,20 @@ pub fn parse_cron(pat: &str) -> Result<croner::Cron, String> {
 /// Validates a `cron_restart` pattern (see [`parse_cron`]).
 pub fn check_cron(pat: &str) -> Result<(), String> {
     parse_cron(pat).map(|_| ())
+}
+
+/// One `listen_fds` entry in its stored form: `host:port` with an IP
+/// address (`[v6]:port` for IPv6), a bare port meaning every IPv4 address
+/// (`0.0.0.0:port`). Port 0 is refused: every instance and every restart
+/// must find the socket at the same address.
+pub(crate) fn listen_address(a: &str) -> Result<String, String> {
+    let a = a.trim();
+    let with_host = if a.bytes().all(|b| b.is_ascii_digit()) { format!("0.0.0.0:{a}") } else { a.to_owned() };
+    let addr: std::net::SocketAddr = with_host.parse().map_err(|_| {
+        format!("expected host:port with an IP address (127.0.0.1:8000, [::1]:8000) or a port, got {a:?}")
+    })?;
+    if addr.port() == 0 {
+        return Err(format!("{a:?}: port 0 would give every restart another port; name a port"));
+    }
+    Ok(addr.to_string())
 }

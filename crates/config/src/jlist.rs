@@ -199,6 +199,9 @@ pub fn pm2_env(p: &ProcInfo) -> Value {
     if let Some(port) = a.sticky_port {
         put("sticky_port", n(u64::from(port)));
     }
+    if !a.listen_fds.is_empty() {
+        put("listen_fds", Value::Array(a.listen_fds.iter().map(|x| s(x)).collect()));
+    }
     match a.cluster_group.as_deref() {
         None => {}
         Some("") => put("cluster_group", Value::Bool(false)),

@@ -265,7 +265,7 @@ fn instances_and_exec_mode() {
     assert_eq!(s.exec_mode, ExecMode::Fork);
     let (s, w) = ok(&f, json!({"script": "s.sh", "exec_mode": "cluster"}));
     assert_eq!(s.exec_mode, ExecMode::Fork);
-    assert!(w[0].contains("cluster mode needs a node script"), "{w:?}");
+    assert!(w[0].contains("cluster mode needs a node, bun or deno script"), "{w:?}");
     // pm2 reads other strings as 0 (= max); we keep that but warn.
     let (s, w) = ok(&f, json!({"script": "app.js", "instances": "lots"}));
     assert_eq!(s.instances, Some(0));
@@ -741,4 +741,21 @@ fn log_names_and_cron_patterns_follow_pm2() {
     assert!(crate::check_cron("@hourly").is_ok());
     assert!(crate::check_cron("not a cron").is_err());
     assert!(crate::check_cron("* * *").is_err());
+}
+
+#[test]
+fn listen_fds_option() {
+    let f = fx();
+    f.write("s.sh", "");
+    let (s, _) = ok(&f, json!({"script": "s.sh", "instances": 2, "listen_fds": ["127.0.0.1:8000", "9000"]}));
+    assert_eq!(s.listen_fds, ["127.0.0.1:8000", "0.0.0.0:9000"]);
+    let (s, _) = ok(&f, json!({"script": "s.sh", "listen": "[::1]:8000"}));
+    assert_eq!(s.listen_fds, ["[::1]:8000"]);
+    for bad in [json!("127.0.0.1:0"), json!("localhost:80"), json!(["1.2.3.4:5", "1.2.3.4:5"]), json!({})] {
+        let e = err(&f, json!({"script": "s.sh", "listen_fds": bad}));
+        assert!(e.to_string().contains("listen_fds"), "{e}");
+    }
+    // Cluster workers get their listeners from node:cluster.
+    let e = err(&f, json!({"script": "app.js", "instances": 2, "listen_fds": "127.0.0.1:8000"}));
+    assert!(e.to_string().contains("fork"), "{e}");
 }

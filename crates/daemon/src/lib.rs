@@ -5,6 +5,7 @@
 //! exit 0; SIGUSR2 updates the daemon in place ([`upgrade`]) and reopens every
 //! log file (`reloadLogs`); SIGHUP is ignored.
 
+pub mod activation;
 pub mod balancer;
 pub mod cluster;
 pub mod cron;
@@ -26,6 +27,7 @@ pub mod portowner;
 pub mod privileges;
 pub mod proctree;
 pub mod rotate;
+pub mod runtimes;
 pub mod server;
 pub mod settings;
 pub mod state;

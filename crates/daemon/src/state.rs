@@ -100,6 +100,8 @@ pub struct Shared {
     /// `NOTIFY_SOCKET` (sd_notify) of apps with health checks; bound on
     /// first use.
     pub notify: Arc<crate::health::NotifyHub>,
+    /// Sockets bound for apps' `listen_fds` (socket activation).
+    pub activation: crate::activation::Sockets,
 }
 
 pub type SharedRef = Arc<Shared>;
@@ -119,6 +121,7 @@ impl Shared {
             cluster: crate::cluster::Primary::new(config.pm2_port, config.graceful_timeout),
             sticky_ports: Mutex::new(BTreeMap::new()),
             notify,
+            activation: Default::default(),
             config,
         })
     }

@@ -47,6 +47,12 @@ pub struct Limits {
     /// How long a graceful close waits for queued output and ACKs before it
     /// gives up. Default 5 s.
     pub close_timeout: Duration,
+    /// JSON mode only: write Node's internal messages (an object whose `cmd`
+    /// starts with `NODE_`) with a leading 0x02 byte, as Bun's JSON channel
+    /// does and requires: Bun delivers an internal message without the mark
+    /// to nobody. Incoming marks are always accepted (see
+    /// [`crate::frame::BUN_INTERNAL_MARK`]). Default false (Node, Deno).
+    pub mark_internal: bool,
 }
 
 impl Default for Limits {
@@ -59,6 +65,7 @@ impl Default for Limits {
             max_pending_fds: 16,
             max_handle_retries: 3,
             close_timeout: Duration::from_secs(5),
+            mark_internal: false,
         }
     }
 }
@@ -236,6 +243,11 @@ impl Incoming {
 /// Entry point: see [`Channel::new`].
 #[derive(Debug)]
 pub struct Channel;
+
+/// Node's internal messages: `{cmd: 'NODE_…'}` (cluster, handles).
+fn is_internal(v: &Value) -> bool {
+    v.get("cmd").and_then(|c| c.as_str()).is_some_and(|c| c.starts_with("NODE_"))
+}
 
 impl Channel {
     /// Drives the parent end of a channel: makes `fd` non-blocking and spawns a
@@ -591,7 +603,15 @@ impl Sender {
             return Err(Error::NotEncodable("undefined cannot be sent as a message"));
         }
         let mode = self.shared.mode;
-        self.enqueue(|out, version| encode_frame_into(value, mode, version, out))
+        let mark = mode == Mode::Json && self.shared.limits.mark_internal && is_internal(value);
+        self.enqueue(|out, version| {
+            let start = out.len();
+            encode_frame_into(value, mode, version, out)?;
+            if mark {
+                out.insert(start, crate::frame::BUN_INTERNAL_MARK);
+            }
+            Ok(())
+        })
     }
 
     /// Queues a payload already encoded for this channel's mode (as returned

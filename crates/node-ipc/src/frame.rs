@@ -25,6 +25,12 @@ impl Mode {
     }
 }
 
+/// The byte Bun's JSON channel puts before an internal message
+/// (`{cmd:'NODE_CLUSTER',…}`) to tell it from the user's own messages. It
+/// cannot start a JSON text, so a JSON decoder drops it wherever it comes
+/// from; writing it is a channel option (`Limits::mark_internal`).
+pub const BUN_INTERNAL_MARK: u8 = 0x02;
+
 /// Default cap on one incoming frame.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 64 << 20;
 
@@ -197,8 +203,11 @@ impl FrameDecoder {
                     if end > self.max_frame_len {
                         return Err(Error::FrameTooLarge { len: end as u64, max: self.max_frame_len });
                     }
-                    let line = self.buf.split_to(end).freeze();
+                    let mut line = self.buf.split_to(end).freeze();
                     self.buf.advance(1);
+                    if line.first() == Some(&BUN_INTERNAL_MARK) {
+                        line.advance(1);
+                    }
                     Ok(Some(line))
                 }
                 None => {

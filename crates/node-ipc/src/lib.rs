@@ -72,7 +72,7 @@ pub use error::{Error, Result};
 pub use fields::{read_fields, FieldStr, FieldValue, Fields, TopLevel};
 pub use frame::{
     check_raw, decode_payload, encode_frame, encode_frame_into, encode_payload, frame_raw_into, FrameDecoder,
-    Mode, DEFAULT_MAX_FRAME_LEN,
+    Mode, BUN_INTERNAL_MARK, DEFAULT_MAX_FRAME_LEN,
 };
 pub use spawn::{ChildChannel, DEFAULT_CHILD_FD};
 pub use v8::DecodeOptions;

@@ -14,8 +14,10 @@ use crate::value::{ErrorKind, JsBigInt, JsError, JsString, Props, StrForm, Value
 pub const DEFAULT_VERSION: u32 = 15;
 /// Oldest version accepted (Node 20 reads 13–15).
 pub const MIN_VERSION: u32 = 13;
-/// Newest version accepted.
-pub const MAX_VERSION: u32 = 15;
+/// Newest version accepted: 16 (V8 13.x and later, Deno 2.x) only stops
+/// truncating ArrayBuffer lengths and offsets to 32 bits, which are varints
+/// either way, so a version-16 payload reads like a version-15 one.
+pub const MAX_VERSION: u32 = 16;
 /// Default nesting cap.
 pub const DEFAULT_MAX_DEPTH: usize = 128;
 

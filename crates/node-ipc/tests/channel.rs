@@ -348,4 +348,32 @@ async fn a_snapshot_and_an_adopted_channel_continue_the_stream() {
         tx2.send(&Value::from("from the new image")).unwrap();
         assert_eq!(decode(&read_frame(&mut peer, mode), mode), Value::from("from the new image"));
     }
+/// Bun's JSON channel marks internal messages with a leading 0x02: read
+/// either way, written only when the channel is asked to.
+#[tokio::test]
+async fn bun_internal_mark() {
+    let mut limits = Limits::default();
+    limits.mark_internal = true;
+    let (tx, mut rx, mut peer) = raw_peer(Mode::Json, limits);
+    peer.write_all(b"\x02{\"cmd\":\"NODE_CLUSTER\",\"act\":\"online\",\"seq\":0}\n{\"a\":1}\n").unwrap();
+    let m = recv(&mut rx).await;
+    assert_eq!(m.decode().unwrap().get("act").and_then(|v| v.as_str()), Some("online"));
+    assert_eq!(recv(&mut rx).await.payload().as_ref(), b"{\"a\":1}");
+    tx.send(&Value::object([("cmd", Value::from("NODE_CLUSTER")), ("act", Value::from("disconnect"))]))
+        .unwrap();
+    tx.send(&Value::object([("cmd", Value::from("user"))])).unwrap();
+    let peer = blocking(move || {
+        assert_eq!(
+            read_frame(&mut peer, Mode::Json),
+            b"\x02{\"cmd\":\"NODE_CLUSTER\",\"act\":\"disconnect\"}"
+        );
+        assert_eq!(read_frame(&mut peer, Mode::Json), b"{\"cmd\":\"user\"}");
+        peer
+    })
+    .await;
+    drop(peer);
+    // Without the option (Node peers), nothing is marked.
+    let (tx, _rx, mut peer) = raw_peer(Mode::Json, Limits::default());
+    tx.send(&cmd("NODE_CLUSTER")).unwrap();
+    blocking(move || assert_eq!(read_frame(&mut peer, Mode::Json), b"{\"cmd\":\"NODE_CLUSTER\"}")).await;
 }

@@ -65,7 +65,7 @@ fn hostile_v8_input_is_a_typed_error() {
         ("ff0f", |e| matches!(e, Error::Truncated { .. })),
         ("ff0f01", |e| matches!(e, Error::UnknownTag { tag: 1, .. })),
         ("ff0c30", |e| matches!(e, Error::UnsupportedVersion(12))),
-        ("ff10 30", |e| matches!(e, Error::UnsupportedVersion(16))),
+        ("ff11 30", |e| matches!(e, Error::UnsupportedVersion(17))),
         ("30", |e| matches!(e, Error::UnsupportedVersion(0))),
         // wrong property count: crashes Node, must not crash us
         ("ff0f 6f 2201 61 4902 7b05", |e| matches!(e, Error::Malformed { .. })),

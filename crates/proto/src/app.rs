@@ -106,6 +106,11 @@ pub struct AppSpec {
     /// Startup / readiness / liveness probes and sd_notify (`None`: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::HealthSpec>,
+    /// `listen_fds` / `--listen`: addresses (`host:port`) the daemon binds
+    /// once and passes to every instance with the systemd socket-activation
+    /// protocol (fd 3 and up, `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listen_fds: Vec<String>,
     /// `version` of the nearest package.json above the script, if any.
     pub version: Option<String>,
     /// Every `env_<name>` object and any unknown key from the ecosystem file,
@@ -160,8 +165,35 @@ impl Default for AppSpec {
             sticky_port: None,
             cluster_group: None,
             health: None,
+            listen_fds: Vec::new(),
             version: None,
             extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// The JavaScript runtime an app's interpreter is, as far as the daemon
+/// treats runtimes differently (command line, IPC serialization, cluster
+/// hand-out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Node,
+    /// Speaks Node's IPC channel, but only JSON to a non-Bun parent: its
+    /// "advanced" serialization is JavaScriptCore's, not V8's.
+    Bun,
+    /// `deno run` with permission flags; V8 "advanced" IPC like Node.
+    Deno,
+    /// Anything else: no IPC channel, no cluster mode.
+    Other,
+}
+
+impl Runtime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Node => "node",
+            Runtime::Bun => "bun",
+            Runtime::Deno => "deno",
+            Runtime::Other => "other",
         }
     }
 }
@@ -170,8 +202,29 @@ impl AppSpec {
     /// True when the interpreter is Node (so the child gets an IPC channel
     /// and can become a cluster worker).
     pub fn is_node(&self) -> bool {
+        self.runtime() == Runtime::Node
+    }
+
+    /// The runtime, from the interpreter's file name (`bun`,
+    /// `/opt/x/node_modules/.bin/deno`, `node@20`...).
+    pub fn runtime(&self) -> Runtime {
         let base = self.interpreter.rsplit('/').next().unwrap_or("");
-        base == "node" || base.starts_with("node@") || base == "nodejs"
+        let base = base.strip_suffix(".exe").unwrap_or(base);
+        if base == "node" || base.starts_with("node@") || base == "nodejs" {
+            Runtime::Node
+        } else if base == "bun" {
+            Runtime::Bun
+        } else if base == "deno" {
+            Runtime::Deno
+        } else {
+            Runtime::Other
+        }
+    }
+
+    /// True when the runtime implements `node:cluster` over Node's IPC
+    /// channel, so the daemon can be its cluster primary.
+    pub fn can_cluster(&self) -> bool {
+        matches!(self.runtime(), Runtime::Node | Runtime::Bun | Runtime::Deno)
     }
 }
 
@@ -244,6 +297,8 @@ pub mod limits {
     pub const MAX_ARGS_AND_ENV: usize = 1024 * 1024;
     /// Everything else an ecosystem file carried (`extra`), serialized.
     pub const MAX_EXTRA: usize = 1024 * 1024;
+    /// Sockets one app may ask the daemon to bind (`listen_fds`).
+    pub const MAX_LISTEN_FDS: usize = 64;
     /// Processes one app (or one `scale`) may ask for.
     pub const MAX_INSTANCES: i64 = 4096;
     /// Watch paths and ignore patterns, each list.

@@ -13,7 +13,7 @@ pub mod frame;
 pub mod health;
 pub mod msg;
 
-pub use app::{is_module, AppSpec, ExecMode, INJECTED_ENV_KEYS};
+pub use app::{is_module, AppSpec, ExecMode, Runtime, INJECTED_ENV_KEYS};
 pub use frame::{
     read_frame, read_frame_limited, read_frame_unbounded, write_frame, FrameError, MAX_FRAGMENT, MAX_FRAME,
     MAX_HELLO, MAX_MESSAGE,

@@ -130,6 +130,13 @@ pub fn cli_app_object(a: &crate::args::Parsed, script: &str) -> Map<String, Valu
     s(&mut o, "startup-probe", "startup_probe");
     b(&mut o, "notify", "notify", true);
     s(&mut o, "watchdog", "watchdog");
+    if a.has("listen") {
+        // Repeatable, or comma-separated: every address is bound once by the
+        // daemon and passed to every instance (socket activation).
+        let addrs: Vec<&str> =
+            a.values("listen").into_iter().flat_map(|v| v.split(',')).filter(|x| !x.is_empty()).collect();
+        o.insert("listen_fds".into(), json!(addrs));
+    }
     b(&mut o, "force", "force", true);
     if !a.app_args.is_empty() {
         o.insert("args".into(), json!(a.app_args));

@@ -63,6 +63,13 @@ pub struct WorkerLink {
     /// sessions while another worker is ready (its supervisor decides, by
     /// `WorkerHost::set_ready`).
     pub unready: bool,
+    /// `Some`: the worker joins the listeners it asked for only when it says
+    /// `listening`, not right after the `queryServer` reply (Deno workers;
+    /// these are the listeners waiting). Deno 2.9 loses a handle that
+    /// arrives in the same read as a message before it, and the kernel
+    /// glues a `newconn` (with its fd) to an unread reply; once the worker
+    /// says `listening` it has read the reply.
+    pub join_when_listening: Option<Vec<ListenerId>>,
 }
 
 /// Socket.IO state of one app.
@@ -325,6 +332,7 @@ fn worker_spawned(p: &Primary, wid: u32, pm_id: u32, pid: i32, app: &corral_prot
             replaced: false,
             // An app whose health checks gate readiness starts not ready.
             unready: app.health.as_ref().is_some_and(|h| h.gates_readiness()),
+            join_when_listening: (app.runtime() == corral_proto::Runtime::Deno).then(Vec::new),
         },
     );
     if app.exec_mode == corral_proto::ExecMode::Cluster {
@@ -627,6 +635,7 @@ fn on_cluster(
             }
         }
         Some("listening") => {
+            join_deferred(p, wid);
             let _ = events.send(WorkerEvent::Listening);
         }
         Some("queryServer") => query_server(p, wid, label, v)?,
@@ -759,12 +768,21 @@ fn query_server(p: &Primary, wid: u32, label: &str, v: &Value) -> Result<(), Dae
             // The reply is queued before the worker joins the listener, so
             // no newconn can overtake it on the channel.
             let _ = tx.send(&cluster_msg(fields));
-            let unready = reg.workers.get(&wid).is_some_and(|w| w.unready);
-            if let Some(l) = reg.listeners.get_mut(&lid) {
-                l.members.insert(wid);
-                let _ = l.tx.send(listener::LCtl::Add(wid, tx));
-                if unready {
-                    let _ = l.tx.send(listener::LCtl::Ready(wid, false));
+            let deferred = match reg.workers.get_mut(&wid).and_then(|w| w.join_when_listening.as_mut()) {
+                Some(waiting) => {
+                    waiting.push(lid.clone());
+                    true
+                }
+                None => false,
+            };
+            if !deferred {
+                let unready = reg.workers.get(&wid).is_some_and(|w| w.unready);
+                if let Some(l) = reg.listeners.get_mut(&lid) {
+                    l.members.insert(wid);
+                    let _ = l.tx.send(listener::LCtl::Add(wid, tx));
+                    if unready {
+                        let _ = l.tx.send(listener::LCtl::Ready(wid, false));
+                    }
                 }
             }
             if let Some(w) = reg.workers.get_mut(&wid) {
@@ -775,6 +793,29 @@ fn query_server(p: &Primary, wid: u32, label: &str, v: &Value) -> Result<(), Dae
         }
     }
     Ok(())
+}
+
+/// A worker that joins its listeners on `listening` said it: it joins the
+/// ones it asked for since (a draining worker joins none).
+fn join_deferred(p: &Primary, wid: u32) {
+    let mut reg = p.reg();
+    let Some(w) = reg.workers.get_mut(&wid) else { return };
+    let Some(waiting) = w.join_when_listening.as_mut() else { return };
+    let lids = std::mem::take(waiting);
+    if w.draining {
+        return;
+    }
+    let tx = w.tx.clone();
+    let unready = w.unready;
+    for lid in lids {
+        if let Some(l) = reg.listeners.get_mut(&lid) {
+            l.members.insert(wid);
+            let _ = l.tx.send(listener::LCtl::Add(wid, tx.clone()));
+            if unready {
+                let _ = l.tx.send(listener::LCtl::Ready(wid, false));
+            }
+        }
+    }
 }
 
 /// The first adapter or sticky message of a worker: it can take sticky

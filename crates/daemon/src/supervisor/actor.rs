@@ -20,7 +20,7 @@ use crate::proctree;
 use crate::state::{Entry, SharedRef};
 use crate::timefmt::now_ms;
 use corral_proto::{AppSpec, Event, ExecMode, ProcInfo, Status, Stream};
-use node_ipc::{Channel, ChildChannel, Limits, Mode};
+use node_ipc::{Channel, ChildChannel};
 use std::collections::VecDeque;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -421,6 +421,7 @@ impl Task {
             }
             Ctl::Stop { done } => {
                 self.stop().await;
+                self.shared.activation.release(self.id);
                 // `pm2 stop` turns watching off (the server stored
                 // `watch: false` before asking): a change must not restart
                 // a stopped app.
@@ -473,6 +474,7 @@ impl Task {
             Ctl::Delete { done } => {
                 self.restart_at = None;
                 self.stop().await;
+                self.shared.activation.release(self.id);
                 if let Some(i) = self.info() {
                     let _ = std::fs::remove_file(&i.pm_pid_path);
                 }
@@ -519,6 +521,9 @@ impl Task {
         }
         let label = format!("{}:{}", app.name, self.id);
         dlog::log(&format!("App [{label}] starting in -{} mode-", short_mode(app.exec_mode)));
+        if let Some(w) = crate::runtimes::launch_warning(&app) {
+            dlog::log(&w);
+        }
 
         // `uid`/`gid` are resolved at every launch: the user database may
         // have changed since the app was started.
@@ -535,6 +540,22 @@ impl Task {
         }
         if let Some(h) = &app.health {
             health::child_env(h, &self.shared.notify, &mut env);
+        }
+        // Socket activation (`listen_fds`): bound once, held across
+        // restarts; LISTEN_PID is set in the child (activation.rs).
+        let sockets = match self.shared.activation.acquire(self.id, &app) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail_launch(&format!("App [{label}]: {e}"));
+                return;
+            }
+        };
+        for k in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+            env.remove(k);
+        }
+        if !sockets.is_empty() {
+            env.insert("LISTEN_FDS".into(), sockets.len().to_string());
+            env.insert("LISTEN_FDNAMES".into(), crate::activation::fd_names(&app, sockets.len()));
         }
         let files = match LogFiles::open(
             info.pm_out_log_path.clone(),
@@ -565,19 +586,18 @@ impl Task {
             .stderr(Stdio::piped());
         // Node apps get a channel as with pm2: JSON in fork mode (so
         // `process.send` works), V8 "advanced" for cluster workers (so
-        // Buffers in Socket.IO adapter messages survive).
+        // Buffers in Socket.IO adapter messages survive); Bun and Deno
+        // differ (runtimes.rs).
         let cluster_mode = app.exec_mode == ExecMode::Cluster;
-        let ipc_mode = if cluster_mode {
-            Some(Mode::Advanced)
-        } else if app.is_node() {
-            Some(Mode::Json)
-        } else {
-            None
-        };
+        let ipc_mode = crate::runtimes::ipc_mode(&app);
         let wid = ipc_mode.map(|_| self.host.alloc_worker_id());
         let chan = match (ipc_mode, wid) {
             (Some(mode), Some(wid)) => match ChildChannel::new(mode) {
-                Ok(c) => Some(if cluster_mode { c.unique_id(wid.to_string()) } else { c }),
+                Ok(c) => {
+                    let c =
+                        if sockets.is_empty() { c } else { c.child_fd(crate::activation::channel_fd(&app)) };
+                    Some(if cluster_mode { c.unique_id(wid.to_string()) } else { c })
+                }
                 Err(e) => {
                     self.fail_launch(&format!("cannot create the IPC channel of app [{label}]: {e}"));
                     return;
@@ -601,6 +621,11 @@ impl Task {
         if let Some(c) = &creds {
             c.apply(&mut cmd);
         }
+        // After the last hook, as it execs the program itself.
+        if let Err(e) = crate::activation::apply(&mut cmd, &sockets) {
+            self.fail_launch(&format!("App [{label}]: cannot pass its sockets: {e}"));
+            return;
+        }
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(false);
         let mut child = match cmd.spawn() {
@@ -613,7 +638,7 @@ impl Task {
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         if let (Some(chan), Some(wid), Some(mode)) = (chan, wid, ipc_mode) {
-            match Channel::new(chan.into_parent(), mode, Limits::default()) {
+            match Channel::new(chan.into_parent(), mode, crate::runtimes::channel_limits(&app)) {
                 Ok((tx, rx)) => {
                     let who = WorkerInfo { pm_id: self.id, pid, label: &label, app: &app };
                     self.host.attach(wid, who, tx, rx, ev_tx.clone());

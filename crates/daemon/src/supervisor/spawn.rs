@@ -135,7 +135,7 @@ pub fn command_line(app: &AppSpec, node_options: &[String]) -> (String, Vec<Stri
     if app.interpreter == "none" || app.interpreter.is_empty() {
         return (app.script.clone(), app.args.clone());
     }
-    let mut args = app.node_args.clone();
+    let mut args = crate::runtimes::interpreter_args(app);
     if app.is_node() {
         args.extend(node_options.iter().cloned());
     }
