@@ -304,6 +304,38 @@ fn uvicorn_instances_share_one_socket_through_listen_fds() {
     pm2.run(&["delete", "all"]).ok();
 }
 
+/// An in-place `pm2 update` hands the activation socket to the new image:
+/// the instances keep serving, and their next restarts get the same socket
+/// (binding the address again would fail while they hold it).
+#[test]
+fn listen_fds_sockets_survive_an_in_place_update() {
+    let uv = venv_bin("uvicorn");
+    let port = free_port();
+    let pm2 = pm2_in_rt(&[]);
+    let listen = format!("127.0.0.1:{port}");
+    pm2.run(&[
+        "start", &uv, "--name", "asgiu", "-i", "2", "--listen", &listen, "--cwd", "apps", "--", "--fd", "3",
+        "asgi:app",
+    ])
+    .ok();
+    let list = pm2.wait_for("2 uvicorn instances online", T, |l| all_online(l, "asgiu", 2));
+    let first = pids_of(&list, "asgiu");
+    let dir = tempfile::tempdir().expect("tmp");
+    let new_bin = dir.path().join("pm2-new");
+    std::fs::copy(env!("CARGO_BIN_EXE_pm2"), &new_bin).expect("copy the binary");
+    let r = pm2.run(&["update", "--binary", &new_bin.to_string_lossy()]);
+    r.ok();
+    assert!(r.all().contains("updated in place"), "{}", r.all());
+    assert_eq!(pids_of(&pm2.jlist(), "asgiu"), first, "same instances");
+    served_by_all(port, &first);
+    pm2.run(&["restart", "asgiu"]).ok();
+    let list = pm2.wait_for("restarted instances online", T, |l| {
+        all_online(l, "asgiu", 2) && pids_of(l, "asgiu").is_disjoint(&first)
+    });
+    served_by_all(port, &pids_of(&list, "asgiu"));
+    pm2.run(&["delete", "all"]).ok();
+}
+
 #[test]
 fn gunicorn_instances_reload_under_load_without_a_failure() {
     let gunicorn = venv_bin("gunicorn");

@@ -91,6 +91,41 @@ impl Sockets {
         Ok(out)
     }
 
+    /// For an in-place update: every socket bound, as (app, address,
+    /// descriptor, the processes holding it). The descriptors stay open.
+    pub fn export(&self) -> Vec<(String, String, RawFd, Vec<u32>)> {
+        let inner = self.lock();
+        let mut out: Vec<(String, String, RawFd, Vec<u32>)> = Vec::new();
+        for ((app, addr), w) in &inner.bound {
+            let Some(b) = w.upgrade() else { continue };
+            let holders = inner
+                .held
+                .iter()
+                .filter(|(_, socks)| socks.iter().any(|s| Arc::ptr_eq(s, &b)))
+                .map(|(id, _)| *id)
+                .collect();
+            out.push((app.clone(), addr.clone(), b.fd.as_raw_fd(), holders));
+        }
+        out
+    }
+
+    /// The new image of an in-place update takes over a socket `export`
+    /// listed, held by the same processes as before (so it stays bound
+    /// across their next restarts).
+    ///
+    /// # Safety
+    /// `fd` must be an open listening socket this image owns and nothing
+    /// else in it wraps.
+    pub unsafe fn adopt(&self, app: &str, addr: &str, fd: RawFd, holders: &[u32]) {
+        // SAFETY: the caller hands over the descriptor.
+        let b = Arc::new(Bound { fd: unsafe { OwnedFd::from_raw_fd(fd) }, addr: addr.to_string() });
+        let mut inner = self.lock();
+        inner.bound.insert((app.to_string(), addr.to_string()), Arc::downgrade(&b));
+        for id in holders {
+            inner.held.entry(*id).or_default().push(b.clone());
+        }
+    }
+
     /// `pm_id` was stopped or deleted: it holds nothing (a socket no process
     /// holds is closed, its queued connections refused).
     pub fn release(&self, pm_id: u32) {

@@ -348,6 +348,8 @@ async fn a_snapshot_and_an_adopted_channel_continue_the_stream() {
         tx2.send(&Value::from("from the new image")).unwrap();
         assert_eq!(decode(&read_frame(&mut peer, mode), mode), Value::from("from the new image"));
     }
+}
+
 /// Bun's JSON channel marks internal messages with a leading 0x02: read
 /// either way, written only when the channel is asked to.
 #[tokio::test]

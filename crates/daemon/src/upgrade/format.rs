@@ -83,6 +83,20 @@ pub struct Handover {
     /// Control connections between two requests (after their hello).
     #[serde(default)]
     pub control_conns: Vec<i32>,
+    /// Sockets of apps' `listen_fds` (added after version 1 was first
+    /// written: absent in older documents).
+    #[serde(default)]
+    pub activation: Vec<ActivationHandover>,
+}
+
+/// A socket bound for an app's `listen_fds` (socket activation).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ActivationHandover {
+    pub app: String,
+    pub addr: String,
+    pub fd: i32,
+    /// pm_ids holding it (it is passed to their next launches).
+    pub holders: Vec<u32>,
 }
 
 /// One process of the table.
@@ -217,6 +231,7 @@ impl Handover {
         }
         v.extend(self.listeners.iter().map(|l| l.fd));
         v.extend(self.sticky_ports.iter().map(|p| p.fd));
+        v.extend(self.activation.iter().map(|a| a.fd));
         v.retain(|fd| *fd >= 0);
         v
     }
@@ -273,6 +288,12 @@ mod tests {
             started_ms: 1,
             title: "PM2 v1.0.0: God Daemon (/root/.pm2)".into(),
             control_conns: vec![12],
+            activation: vec![ActivationHandover {
+                app: "asgi".into(),
+                addr: "127.0.0.1:8000".into(),
+                fd: 32,
+                holders: vec![3],
+            }],
         }
     }
 
@@ -296,6 +317,7 @@ mod tests {
             "rpc_fd":4,"pub_fd":5,"requester_fd":null,"next_id":0,"next_wid":0,"msg_seq":0}"#;
         let h = Handover::parse(old).expect("adopted");
         assert!(h.procs.is_empty() && h.sticky_apps.is_empty() && h.failure.is_none());
+        assert!(h.activation.is_empty());
         assert_eq!(h.fds(), vec![3, 4, 5]);
     }
 
@@ -320,7 +342,7 @@ mod tests {
     fn every_descriptor_is_listed_once_for_the_exec() {
         let mut fds = sample().fds();
         fds.sort();
-        assert_eq!(fds, vec![5, 6, 7, 9, 11, 12, 20, 21, 22, 30, 31]);
+        assert_eq!(fds, vec![5, 6, 7, 9, 11, 12, 20, 21, 22, 30, 31, 32]);
     }
 
     #[test]

@@ -304,6 +304,12 @@ fn export(shared: &SharedRef, start: &Start, requester: Option<RawFd>, t0: u64) 
         started_ms: t0,
         title: current_title(),
         control_conns: crate::server::control_connections().1,
+        activation: shared
+            .activation
+            .export()
+            .into_iter()
+            .map(|(app, addr, fd, holders)| format::ActivationHandover { app, addr, fd, holders })
+            .collect(),
     })
 }
 
@@ -441,6 +447,11 @@ pub fn adopt(shared: &SharedRef, doc: Handover) -> Adopted {
         if let Err(e) = crate::balancer::adopt_port(shared, p.port, p.fd) {
             dlog::error(&format!("sticky port {} could not be adopted: {e}", p.port));
         }
+    }
+    for a in &doc.activation {
+        // SAFETY: `check` found the descriptor open; the document names it
+        // as this socket and nothing else in this image owns it.
+        unsafe { shared.activation.adopt(&a.app, &a.addr, a.fd, &a.holders) };
     }
     let mut n = 0;
     for p in doc.procs {
