@@ -287,3 +287,63 @@ fn partial_request_flood_at_the_fd_limit_leaves_the_daemon_working() {
     assert!(shed > 0, "no connection was shed");
     pm2.run(&["ls"]).ok();
 }
+
+fn node_binary() -> std::path::PathBuf {
+    let out = std::process::Command::new("sh").args(["-c", "command -v node"]).output().expect("sh");
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A respawn that fails because the interpreter is missing (a deploy
+/// replacing it when the app crashed) is retried with backoff: once the
+/// interpreter is back the app comes online by itself; one that never comes
+/// back goes `errored` after the restart budget.
+#[test]
+fn missing_interpreter_is_retried_until_it_comes_back() {
+    let pm2 = Pm2::new();
+    let dir = tempfile::tempdir().unwrap();
+    let interp = dir.path().join("node");
+    std::fs::copy(node_binary(), &interp).unwrap();
+    let interp_s = interp.to_string_lossy().into_owned();
+    pm2.run(&["start", "forever.js", "--name", "later", "--interpreter", &interp_s]).ok();
+    let list = pm2.wait_for("online", T, |l| l.iter().any(|p| p["name"] == "later" && pid(p) > 0));
+    let first = pid(&list[0]) as i32;
+
+    std::fs::remove_file(&interp).unwrap();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    let list = pm2.wait_for("waiting restart", T, |l| {
+        l.iter().any(|p| p["name"] == "later" && status(p) == "waiting restart")
+    });
+    assert_eq!(pid(&list[0]), 0);
+    let log = pm2.daemon_log();
+    assert!(log.contains("retrying in") && log.contains(&interp_s), "{log}");
+
+    // Restored the way a deploy does it (whole file, then rename), so no
+    // attempt ever sees half a binary.
+    let part = dir.path().join("node.part");
+    std::fs::copy(node_binary(), &part).unwrap();
+    std::fs::rename(&part, &interp).unwrap();
+    let list = pm2.wait_for("online after the interpreter came back", Duration::from_secs(60), |l| {
+        l.iter().any(|p| p["name"] == "later" && status(p) == "online" && pid(p) > 0)
+    });
+    let second = pid(&list[0]) as i32;
+    assert_ne!(second, first);
+    assert!(pid_alive(second));
+
+    // Never comes back: errored once the budget (3 attempts here) is spent.
+    let other = tempfile::tempdir().unwrap();
+    let gone = other.path().join("node");
+    std::fs::copy(node_binary(), &gone).unwrap();
+    let gone_s = gone.to_string_lossy().into_owned();
+    pm2.run(&["start", "forever.js", "--name", "never", "--interpreter", &gone_s, "--max-restarts", "3"])
+        .ok();
+    let list = pm2.wait_for("online", T, |l| l.iter().any(|p| p["name"] == "never" && pid(p) > 0));
+    let p = list.iter().find(|p| p["name"] == "never").map(pid).unwrap_or(0) as i32;
+    std::fs::remove_file(&gone).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(p, libc::SIGKILL) };
+    let list =
+        pm2.wait_for("errored", T, |l| l.iter().any(|p| p["name"] == "never" && status(p) == "errored"));
+    assert!(list.iter().any(|p| p["name"] == "later" && status(p) == "online"));
+    assert!(pm2.daemon_log().contains("gave up after 3 failed attempts"), "{}", pm2.daemon_log());
+}

@@ -110,6 +110,11 @@ struct Task {
     host: Arc<dyn WorkerHost>,
     run: Option<Running>,
     restart_at: Option<Instant>,
+    /// Consecutive launches that failed before a child existed (spawn
+    /// errors such as a missing interpreter or EMFILE), retried with
+    /// backoff until the restart budget is spent; 0 after a spawn succeeds
+    /// or a manual start/restart.
+    spawn_failures: u32,
     /// Answered when the process becomes online (wait_ready).
     pending_online: Vec<Done>,
     ready_deadline: Option<Instant>,
@@ -141,6 +146,7 @@ async fn run(shared: SharedRef, me: ProcessHandle, ctl_rx: mpsc::UnboundedReceiv
         me,
         run: None,
         restart_at: None,
+        spawn_failures: 0,
         pending_online: Vec::new(),
         ready_deadline: None,
         watcher: None,
@@ -201,6 +207,7 @@ impl Task {
                     return false;
                 }
                 self.shared.with_entry(self.id, |e| e.info.created_at = now_ms());
+                self.spawn_failures = 0;
                 self.pending_online.push(done);
                 self.launch();
             }
@@ -245,6 +252,7 @@ impl Task {
                         e.info.pm_pid_path = info.pm_pid_path;
                     });
                 }
+                self.spawn_failures = 0;
                 self.pending_online.push(done);
                 self.launch();
                 self.publish("restart");
@@ -323,7 +331,7 @@ impl Task {
                 Arc::new(Mutex::new(f))
             }
             Err(e) => {
-                self.fail_launch(&format!("cannot open log files of app [{label}]: {e}"));
+                self.spawn_failed(&format!("cannot open log files of app [{label}]: {e}"), &e);
                 return;
             }
         };
@@ -355,7 +363,7 @@ impl Task {
             (Some(mode), Some(wid)) => match ChildChannel::new(mode) {
                 Ok(c) => Some(if cluster_mode { c.unique_id(wid.to_string()) } else { c }),
                 Err(e) => {
-                    self.fail_launch(&format!("cannot create the IPC channel of app [{label}]: {e}"));
+                    self.spawn_failed(&format!("cannot create the IPC channel of app [{label}]: {e}"), &e);
                     return;
                 }
             },
@@ -382,10 +390,11 @@ impl Task {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                self.fail_launch(&format!("Error: spawn {program} {e} (app [{label}])"));
+                self.spawn_failed(&format!("Error: spawn {program} {e} (app [{label}])"), &e);
                 return;
             }
         };
+        self.spawn_failures = 0;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         if let (Some(chan), Some(wid), Some(mode)) = (chan, wid, ipc_mode) {
@@ -466,6 +475,41 @@ impl Task {
         for d in self.pending_online.drain(..) {
             let _ = d.send(Err(DaemonError::Launch(msg.to_string())));
         }
+    }
+
+    /// A launch failed before a child existed. A transient cause (see
+    /// [`spawn::is_transient`]) is retried like a crash, with backoff, until
+    /// the restart budget is spent: a spawn that fails once must not leave
+    /// the app dead once the cause is gone. Meanwhile the app shows
+    /// `waiting restart` with pid 0; whoever waits for it to come online is
+    /// told at once what failed and that it is being retried.
+    fn spawn_failed(&mut self, msg: &str, err: &std::io::Error) {
+        let Some(app) = self.info().map(|i| i.app) else { return };
+        self.spawn_failures += 1;
+        let n = self.spawn_failures;
+        let retry = (spawn::is_transient(err) && !self.shared.is_shutting_down())
+            .then(|| policy::spawn_retry_delay(&app, n))
+            .flatten();
+        let Some(delay_ms) = retry else {
+            self.spawn_failures = 0;
+            if n > 1 {
+                self.fail_launch(&format!("{msg}; gave up after {n} failed attempts"));
+            } else {
+                self.fail_launch(msg);
+            }
+            return;
+        };
+        let msg =
+            format!("{msg}; attempt {n} of {} failed, retrying in {delay_ms}ms", app.max_restarts.max(1));
+        dlog::error(&msg);
+        self.shared.with_entry(self.id, |e| {
+            e.info.status = Status::WaitingRestart;
+            e.info.pid = 0;
+        });
+        for d in self.pending_online.drain(..) {
+            let _ = d.send(Err(DaemonError::Launch(msg.clone())));
+        }
+        self.restart_at = Some(Instant::now() + Duration::from_millis(delay_ms));
     }
 
     fn on_event(&mut self, ev: WorkerEvent) {
@@ -552,6 +596,10 @@ impl Task {
         let label = format!("{}:{}", app.name, self.id);
         self.launch();
         let Some(mut new) = self.run.take() else {
+            // The old worker keeps serving: no retry of the replacement's
+            // spawn is scheduled behind its back.
+            self.restart_at = None;
+            self.spawn_failures = 0;
             self.run = Some(old);
             self.set_status(Status::Online);
             return Err(DaemonError::ReloadFailed(format!(
