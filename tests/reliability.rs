@@ -544,3 +544,31 @@ fn read_only_home_never_loses_the_saved_list() {
     pm2.wait_for("restored", T, |l| l.iter().any(|p| p["name"] == "kept" && status(p) == "online"));
     pm2.run(&["kill"]).ok();
 }
+
+/// Handshakes sent while a Socket.IO app is starting (the sticky port is bound before any
+/// worker is ready) wait for the app instead of getting a 503; connections refused before the
+/// port is bound are retried.
+#[test]
+fn requests_while_the_app_starts_wait_for_it_instead_of_503() {
+    let mut pm2 = Pm2::new();
+    pm2.cwd = node_dir();
+    let port: u16 = pm2.envs.iter().find(|(k, _)| k == "PM2_PORT").and_then(|(_, v)| v.parse().ok()).unwrap();
+    // The daemon first, so the app's start is all that remains.
+    pm2.run(&["ping"]).ok();
+    let mut start = pm2.cmd(&["start", "sio_worker.js", "-i", "2", "--name", "sio"]).spawn().unwrap();
+    let deadline = Instant::now() + T;
+    let (mut served, mut refused, mut others) = (0, 0, Vec::new());
+    while served < 20 && Instant::now() < deadline {
+        match handshake(port) {
+            Ok(_) => served += 1,
+            Err(e) if e.contains("refused") => {
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => others.push(e),
+        }
+    }
+    assert!(start.wait().unwrap().success());
+    assert_eq!(served, 20, "refused {refused}, other answers: {others:?}");
+    assert!(others.is_empty(), "answers other than 200 while the app started: {others:?}");
+}
