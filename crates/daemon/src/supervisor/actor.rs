@@ -600,8 +600,13 @@ impl Task {
             // spawn is scheduled behind its back.
             self.restart_at = None;
             self.spawn_failures = 0;
+            // The failed launch cleared the pid: it is the old worker's again.
+            let old_pid = old.pid;
             self.run = Some(old);
-            self.set_status(Status::Online);
+            self.shared.with_entry(self.id, |e| {
+                e.info.pid = old_pid as u32;
+                e.info.status = Status::Online;
+            });
             return Err(DaemonError::ReloadFailed(format!(
                 "the replacement of app [{label}] failed to start"
             )));
