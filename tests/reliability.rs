@@ -287,3 +287,288 @@ fn partial_request_flood_at_the_fd_limit_leaves_the_daemon_working() {
     assert!(shed > 0, "no connection was shed");
     pm2.run(&["ls"]).ok();
 }
+
+fn node_binary() -> std::path::PathBuf {
+    let out = std::process::Command::new("sh").args(["-c", "command -v node"]).output().expect("sh");
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A respawn that fails because the interpreter is missing (a deploy
+/// replacing it when the app crashed) is retried with backoff: once the
+/// interpreter is back the app comes online by itself; one that never comes
+/// back goes `errored` after the restart budget.
+#[test]
+fn missing_interpreter_is_retried_until_it_comes_back() {
+    let pm2 = Pm2::new();
+    let dir = tempfile::tempdir().unwrap();
+    let interp = dir.path().join("node");
+    std::fs::copy(node_binary(), &interp).unwrap();
+    let interp_s = interp.to_string_lossy().into_owned();
+    pm2.run(&["start", "forever.js", "--name", "later", "--interpreter", &interp_s]).ok();
+    let list = pm2.wait_for("online", T, |l| l.iter().any(|p| p["name"] == "later" && pid(p) > 0));
+    let first = pid(&list[0]) as i32;
+
+    std::fs::remove_file(&interp).unwrap();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    let list = pm2.wait_for("waiting restart", T, |l| {
+        l.iter().any(|p| p["name"] == "later" && status(p) == "waiting restart")
+    });
+    assert_eq!(pid(&list[0]), 0);
+    let log = pm2.daemon_log();
+    assert!(log.contains("retrying in") && log.contains(&interp_s), "{log}");
+
+    // Restored the way a deploy does it (whole file, then rename), so no
+    // attempt ever sees half a binary.
+    let part = dir.path().join("node.part");
+    std::fs::copy(node_binary(), &part).unwrap();
+    std::fs::rename(&part, &interp).unwrap();
+    let list = pm2.wait_for("online after the interpreter came back", Duration::from_secs(60), |l| {
+        l.iter().any(|p| p["name"] == "later" && status(p) == "online" && pid(p) > 0)
+    });
+    let second = pid(&list[0]) as i32;
+    assert_ne!(second, first);
+    assert!(pid_alive(second));
+
+    // Never comes back: errored once the budget (3 attempts here) is spent.
+    let other = tempfile::tempdir().unwrap();
+    let gone = other.path().join("node");
+    std::fs::copy(node_binary(), &gone).unwrap();
+    let gone_s = gone.to_string_lossy().into_owned();
+    pm2.run(&["start", "forever.js", "--name", "never", "--interpreter", &gone_s, "--max-restarts", "3"])
+        .ok();
+    let list = pm2.wait_for("online", T, |l| l.iter().any(|p| p["name"] == "never" && pid(p) > 0));
+    let p = list.iter().find(|p| p["name"] == "never").map(pid).unwrap_or(0) as i32;
+    std::fs::remove_file(&gone).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(p, libc::SIGKILL) };
+    let list =
+        pm2.wait_for("errored", T, |l| l.iter().any(|p| p["name"] == "never" && status(p) == "errored"));
+    assert!(list.iter().any(|p| p["name"] == "later" && status(p) == "online"));
+    assert!(pm2.daemon_log().contains("gave up after 3 failed attempts"), "{}", pm2.daemon_log());
+}
+
+/// A tmpfs of `size` mounted on a private directory for one test, unmounted
+/// (lazily, so a daemon still holding a file cannot keep it) when dropped.
+/// `None` when mounting is not permitted (not root, no CAP_SYS_ADMIN).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::Builder::new().prefix("corral-tmpfs-").tempdir().ok()?;
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        st.success().then_some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    fn remount(&self, opt: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{opt}")])
+            .arg(self.path())
+            .status()
+            .expect("mount");
+        assert!(st.success(), "remount {opt} failed");
+    }
+
+    /// Makes the path read-only for every new open while files already open
+    /// for writing (which forbid a plain `remount,ro`) stay writable: a
+    /// read-only bind mount on top of it.
+    fn cover_read_only(&self) {
+        for args in [&["--bind"][..], &["-o", "remount,bind,ro"][..]] {
+            let st = std::process::Command::new("mount")
+                .args(args)
+                .arg(self.path())
+                .arg(self.path())
+                .status()
+                .expect("mount");
+            assert!(st.success(), "mount {args:?} failed");
+        }
+    }
+
+    fn uncover(&self) {
+        let st = std::process::Command::new("umount").arg(self.path()).status().expect("umount");
+        assert!(st.success(), "umount of the read-only cover failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Twice: a read-only cover left by a failed test sits on top.
+        for _ in 0..2 {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Writes `path` in 64 KiB chunks until the file system says it is full.
+fn fill(path: &std::path::Path) -> u64 {
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                break;
+            }
+        }
+        assert!(total < 64 << 20, "the file system never filled");
+    }
+    total
+}
+
+/// PM2_HOME on a small file system that fills up: the app keeps running
+/// while its log writes fail, `pm2 save` fails with a clear error and leaves
+/// the previous dump whole (and no temporary file), and once space returns
+/// the log writes resume by themselves (the daemon reports what was dropped)
+/// and `save` works again.
+#[test]
+fn full_disk_keeps_apps_running_and_the_dump_intact() {
+    let Some(fs) = Tmpfs::mount("4m") else {
+        println!("SKIPPED: cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)");
+        return;
+    };
+    let home = fs.path().to_path_buf();
+    let mut pm2 = Pm2::new();
+    pm2.envs.push(("PM2_HOME".into(), home.to_string_lossy().into_owned()));
+    // 1 KiB lines every 50 ms, so a write always needs a new page.
+    let app_dir = tempfile::tempdir().unwrap();
+    let script = app_dir.path().join("chatty.js");
+    std::fs::write(
+        &script,
+        "let n = 0; setInterval(() => console.log(`line ${n++} ` + 'y'.repeat(1024)), 50);\n",
+    )
+    .unwrap();
+    let script_s = script.to_string_lossy().into_owned();
+    pm2.run(&["start", &script_s, "--name", "chatty"]).ok();
+    let list = pm2.wait_for("online", T, |l| l.iter().any(|p| p["name"] == "chatty" && pid(p) > 0));
+    let app_pid = pid(&list[0]);
+    pm2.run(&["save"]).ok();
+    let dump = std::fs::read(home.join("dump.pm2")).unwrap();
+
+    let filler = home.join("filler");
+    let filled = fill(&filler);
+    assert!(filled > 0);
+    let out_log = home.join("logs/chatty-out.log");
+    // The log stops growing: its writes fail.
+    let stuck = poll("log writes to fail", T, || {
+        let a = std::fs::metadata(&out_log).map(|m| m.len()).ok()?;
+        std::thread::sleep(Duration::from_millis(500));
+        let b = std::fs::metadata(&out_log).map(|m| m.len()).ok()?;
+        (a == b).then_some(b)
+    });
+
+    let r = pm2.run(&["save"]);
+    assert_ne!(r.code, 0, "save on a full disk must fail\n{}", r.all());
+    assert!(r.all().contains("No space left"), "{}", r.all());
+    assert_eq!(std::fs::read(home.join("dump.pm2")).unwrap(), dump, "the previous dump changed");
+    assert!(!home.join("dump.pm2.tmp").exists());
+    assert!(!home.join("dump.pm2.bak.tmp").exists());
+    let list = pm2.jlist();
+    let p = list.iter().find(|p| p["name"] == "chatty").expect("chatty listed");
+    assert_eq!((status(p), pid(p)), ("online", app_pid), "the app must keep running on a full disk");
+    assert!(pid_alive(app_pid as i32));
+
+    std::fs::remove_file(&filler).unwrap();
+    poll("log writes to resume", T, || {
+        (std::fs::metadata(&out_log).map(|m| m.len()).unwrap_or(0) > stuck).then_some(())
+    });
+    let log = poll("the daemon to report the dropped lines", T, || {
+        let log = std::fs::read_to_string(home.join("pm2.log")).unwrap_or_default();
+        log.contains("writes resumed").then_some(log)
+    });
+    assert!(log.contains("were dropped"), "{log}");
+    pm2.run(&["save"]).ok();
+    assert!(!home.join("dump.pm2.tmp").exists());
+    let list = pm2.jlist();
+    assert_eq!(pid(&list[0]), app_pid);
+    pm2.run(&["kill"]).ok();
+}
+
+/// A read-only PM2_HOME: a running daemon keeps its apps and refuses `save`
+/// clearly; a daemon cannot start there and says why (non-zero exit); the
+/// saved list survives both and is restored once the home is writable again.
+#[test]
+fn read_only_home_never_loses_the_saved_list() {
+    let Some(fs) = Tmpfs::mount("8m") else {
+        println!("SKIPPED: cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)");
+        return;
+    };
+    let home = fs.path().to_path_buf();
+    let mut pm2 = Pm2::new();
+    pm2.envs.push(("PM2_HOME".into(), home.to_string_lossy().into_owned()));
+    pm2.run(&["start", "forever.js", "--name", "kept"]).ok();
+    let list = pm2.wait_for("online", T, |l| l.iter().any(|p| p["name"] == "kept" && pid(p) > 0));
+    let app_pid = pid(&list[0]);
+    pm2.run(&["save"]).ok();
+    let dump = std::fs::read(home.join("dump.pm2")).unwrap();
+
+    // Read-only under a running daemon.
+    fs.cover_read_only();
+    let r = pm2.run(&["save"]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.all().contains("Read-only file system"), "{}", r.all());
+    let list = pm2.jlist();
+    assert_eq!((status(&list[0]), pid(&list[0])), ("online", app_pid));
+    assert_eq!(std::fs::read(home.join("dump.pm2")).unwrap(), dump);
+
+    // Read-only before a daemon starts.
+    fs.uncover();
+    pm2.run(&["kill"]).ok();
+    fs.remount("ro");
+    let r = pm2.run(&["ls"]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.all().contains("Read-only file system"), "{}", r.all());
+    let r = pm2.run(&["resurrect"]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert_eq!(std::fs::read(home.join("dump.pm2")).unwrap(), dump);
+
+    fs.remount("rw");
+    pm2.run(&["resurrect"]).ok();
+    pm2.wait_for("restored", T, |l| l.iter().any(|p| p["name"] == "kept" && status(p) == "online"));
+    pm2.run(&["kill"]).ok();
+}
+
+/// Handshakes sent while a Socket.IO app is starting (the sticky port is bound before any
+/// worker is ready) wait for the app instead of getting a 503; connections refused before the
+/// port is bound are retried.
+#[test]
+fn requests_while_the_app_starts_wait_for_it_instead_of_503() {
+    let mut pm2 = Pm2::new();
+    pm2.cwd = node_dir();
+    let port: u16 = pm2.envs.iter().find(|(k, _)| k == "PM2_PORT").and_then(|(_, v)| v.parse().ok()).unwrap();
+    // The daemon first, so the app's start is all that remains.
+    pm2.run(&["ping"]).ok();
+    let mut start = pm2.cmd(&["start", "sio_worker.js", "-i", "2", "--name", "sio"]).spawn().unwrap();
+    let deadline = Instant::now() + T;
+    let (mut served, mut refused, mut others) = (0, 0, Vec::new());
+    while served < 20 && Instant::now() < deadline {
+        match handshake(port) {
+            Ok(_) => served += 1,
+            Err(e) if e.contains("refused") => {
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => others.push(e),
+        }
+    }
+    assert!(start.wait().unwrap().success());
+    assert_eq!(served, 20, "refused {refused}, other answers: {others:?}");
+    assert!(others.is_empty(), "answers other than 200 while the app started: {others:?}");
+}

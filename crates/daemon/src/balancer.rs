@@ -387,6 +387,49 @@ fn owner_app(reg: &Registry, port: u16) -> Option<String> {
     reg.port_owner.get(&port).cloned()
 }
 
+/// How long after a cluster worker was attached a request on its port waits for the app to
+/// claim the port (a Socket.IO worker loading its modules); a plain cluster app never claims it.
+const STARTUP_WAIT: Duration = Duration::from_secs(5);
+
+/// The app that receives this port's connections, its router's notifier and whether it speaks
+/// Socket.IO. The port is bound as soon as a cluster worker starts, but an app owns it only once
+/// one of its workers spoke the sticky protocol: a request arriving in between (a fresh start,
+/// the restore after a daemon crash) waits for that, up to [`STARTUP_WAIT`] after the app's
+/// newest worker was attached, instead of getting a `503` a few milliseconds before the app can
+/// serve it. With no app starting on the port, `None` at once.
+async fn port_app(shared: &SharedRef, port: u16) -> Option<(String, Arc<tokio::sync::Notify>, bool)> {
+    // Workers attached one after another (a crash loop) must not hold a request for ever.
+    let cap = tokio::time::Instant::now() + NO_WORKER_WAIT;
+    loop {
+        let (starting, give_up) = {
+            let reg = shared.cluster.reg();
+            if let Some(found) = owner_app(&reg, port).and_then(|a| {
+                reg.apps.get(&a).map(|sa| (a.clone(), sa.notify.clone(), sa.enabled && !sa.disabled))
+            }) {
+                return Some(found);
+            }
+            // Readiness of any of its workers is announced on the app's notifier.
+            let now = std::time::Instant::now();
+            reg.apps
+                .values()
+                .filter(|sa| sa.port == port && !sa.disabled && now < sa.worker_added + STARTUP_WAIT)
+                .map(|sa| (sa.notify.clone(), tokio::time::Instant::from_std(sa.worker_added + STARTUP_WAIT)))
+                .max_by_key(|(_, until)| *until)?
+        };
+        let notified = starting.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Asked again after registering interest, so a change in between is not missed.
+        let still_unowned = owner_app(&shared.cluster.reg(), port).is_none();
+        if still_unowned {
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(give_up.min(cap)) => return None,
+            }
+        }
+    }
+}
+
 /// Writes `bytes` and closes, giving the client at most 2 s to take them.
 async fn answer(stream: Lazy, bytes: &[u8]) {
     if let Some(mut s) = stream.into_tokio() {
@@ -421,11 +464,10 @@ async fn connection(shared: SharedRef, port: u16, mut stream: Lazy, slot: Slot) 
             return;
         }
     };
-    let Some((app, notify, socketio)) = ({
-        let reg = shared.cluster.reg();
-        owner_app(&reg, port).and_then(|a| {
-            reg.apps.get(&a).map(|sa| (a.clone(), sa.notify.clone(), sa.enabled && !sa.disabled))
-        })
+    let Some((app, notify, socketio)) = (tokio::select! {
+        biased;
+        _ = slot.shed.notified() => None,
+        o = port_app(&shared, port) => o,
     }) else {
         reject(stream, Reject::ServiceUnavailable).await;
         return;

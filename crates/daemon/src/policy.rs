@@ -85,6 +85,37 @@ pub fn on_exit(app: &AppSpec, c: &mut Counters, now: u64, code: Option<i32>, sto
     Decision::Restart { delay_ms: 0, waiting: false }
 }
 
+/// The most a failed spawn waits before its next attempt (pm2's cap on the
+/// exponential backoff).
+pub const SPAWN_RETRY_MAX_MS: u64 = 15_000;
+/// The first wait after a failed spawn when the app sets no delay of its own.
+pub const SPAWN_RETRY_BASE_MS: u64 = 100;
+
+/// When a process could not even be spawned (`failures` consecutive failed
+/// attempts so far, this one included): the delay before the next attempt,
+/// or `None` once the restart budget (`max_restarts` attempts) is spent and
+/// the process must go `errored`. The delay starts at the app's own
+/// `exp_backoff_restart_delay` or `restart_delay` (100 ms when it has none)
+/// and grows by half at each failure up to 15 s, so a missing interpreter
+/// or an exhausted fd table gets about a minute and a half of attempts with
+/// the default budget of 16, instead of 16 attempts in a few milliseconds.
+pub fn spawn_retry_delay(app: &AppSpec, failures: u32) -> Option<u64> {
+    if failures == 0 || failures >= app.max_restarts {
+        return None;
+    }
+    let base = app
+        .exp_backoff_restart_delay
+        .filter(|&d| d > 0)
+        .or((app.restart_delay > 0).then_some(app.restart_delay))
+        .unwrap_or(SPAWN_RETRY_BASE_MS)
+        .min(SPAWN_RETRY_MAX_MS);
+    let mut delay = base;
+    for _ in 1..failures {
+        delay = ((delay as f64 * 1.5).floor() as u64).min(SPAWN_RETRY_MAX_MS);
+    }
+    Some(delay)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +195,29 @@ mod tests {
         a.max_restarts = 0;
         let mut c = Counters { created_at: Some(0), pm_uptime: 0, ..Default::default() };
         assert!(matches!(on_exit(&a, &mut c, 10, Some(1), false), Decision::Errored { .. }));
+    }
+
+    #[test]
+    fn failed_spawns_back_off_then_spend_the_restart_budget() {
+        let a = app();
+        let delays: Vec<Option<u64>> = (1..=17).map(|n| spawn_retry_delay(&a, n)).collect();
+        assert_eq!(&delays[..4], &[Some(100), Some(150), Some(225), Some(337)]);
+        assert_eq!(delays[14], Some(15_000));
+        // The default budget is 16 attempts: the 16th failure is final.
+        assert_eq!(delays[15], None);
+        let total: u64 = delays.iter().flatten().sum();
+        assert!((60_000..120_000).contains(&total), "{total}");
+    }
+
+    #[test]
+    fn failed_spawns_start_from_the_apps_own_delay() {
+        let mut a = app();
+        a.restart_delay = 2_000;
+        assert_eq!(spawn_retry_delay(&a, 1), Some(2_000));
+        assert_eq!(spawn_retry_delay(&a, 2), Some(3_000));
+        a.exp_backoff_restart_delay = Some(500);
+        assert_eq!(spawn_retry_delay(&a, 1), Some(500));
+        a.max_restarts = 0;
+        assert_eq!(spawn_retry_delay(&a, 1), None);
     }
 }

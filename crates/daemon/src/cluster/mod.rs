@@ -90,6 +90,11 @@ pub struct StickyApp {
     /// The cross-node group it joins (`cluster_group`; its name by default),
     /// `None` when it stays on this node.
     pub group: Option<String>,
+    /// When its newest worker was attached: until one speaks the sticky
+    /// protocol, the balancer holds requests for a short while after this
+    /// (a Socket.IO worker still loading its modules), not for a plain app
+    /// that never will.
+    pub worker_added: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -346,10 +351,12 @@ fn worker_spawned(p: &Primary, wid: u32, pm_id: u32, pid: i32, app: &corral_prot
             opted_in: false,
             group: None,
             port,
+            worker_added: std::time::Instant::now(),
         });
         sa.disabled = app.sticky == Some(false);
         sa.opted_in = app.sticky == Some(true);
         sa.port = port;
+        sa.worker_added = std::time::Instant::now();
         sa.router.add_worker(WorkerId(wid));
         if app.health.as_ref().is_some_and(|h| h.gates_readiness()) {
             sa.router.set_healthy(WorkerId(wid), false);

@@ -286,6 +286,11 @@ struct Task {
     host: Arc<dyn WorkerHost>,
     run: Option<Running>,
     restart_at: Option<Instant>,
+    /// Consecutive launches that failed before a child existed (spawn
+    /// errors such as a missing interpreter or EMFILE), retried with
+    /// backoff until the restart budget is spent; 0 after a spawn succeeds
+    /// or a manual start/restart.
+    spawn_failures: u32,
     /// Answered when the process becomes online (wait_ready).
     pending_online: Vec<Done>,
     ready_deadline: Option<Instant>,
@@ -326,6 +331,7 @@ impl Task {
             me,
             run: None,
             restart_at: None,
+            spawn_failures: 0,
             pending_online: Vec::new(),
             ready_deadline: None,
             pending_ready: Vec::new(),
@@ -416,6 +422,7 @@ impl Task {
                     return false;
                 }
                 self.shared.with_entry(self.id, |e| e.info.created_at = now_ms());
+                self.spawn_failures = 0;
                 self.pending_online.push(done);
                 self.launch();
             }
@@ -461,6 +468,7 @@ impl Task {
                         e.info.pm_pid_path = info.pm_pid_path;
                     });
                 }
+                self.spawn_failures = 0;
                 if self.info().is_some_and(|i| gated(&i.app)) {
                     // Answered once the new run is ready (a cluster app
                     // restarted one by one keeps serving meanwhile).
@@ -568,7 +576,7 @@ impl Task {
                 Arc::new(Mutex::new(f))
             }
             Err(e) => {
-                self.fail_launch(&format!("cannot open log files of app [{label}]: {e}"));
+                self.spawn_failed(&format!("cannot open log files of app [{label}]: {e}"), &e);
                 return;
             }
         };
@@ -599,7 +607,7 @@ impl Task {
                     Some(if cluster_mode { c.unique_id(wid.to_string()) } else { c })
                 }
                 Err(e) => {
-                    self.fail_launch(&format!("cannot create the IPC channel of app [{label}]: {e}"));
+                    self.spawn_failed(&format!("cannot create the IPC channel of app [{label}]: {e}"), &e);
                     return;
                 }
             },
@@ -631,10 +639,11 @@ impl Task {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                self.fail_launch(&format!("Error: spawn {program} {e} (app [{label}])"));
+                self.spawn_failed(&format!("Error: spawn {program} {e} (app [{label}])"), &e);
                 return;
             }
         };
+        self.spawn_failures = 0;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         if let (Some(chan), Some(wid), Some(mode)) = (chan, wid, ipc_mode) {
@@ -745,6 +754,41 @@ impl Task {
         }
     }
 
+    /// A launch failed before a child existed. A transient cause (see
+    /// [`spawn::is_transient`]) is retried like a crash, with backoff, until
+    /// the restart budget is spent: a spawn that fails once must not leave
+    /// the app dead once the cause is gone. Meanwhile the app shows
+    /// `waiting restart` with pid 0; whoever waits for it to come online is
+    /// told at once what failed and that it is being retried.
+    fn spawn_failed(&mut self, msg: &str, err: &std::io::Error) {
+        let Some(app) = self.info().map(|i| i.app) else { return };
+        self.spawn_failures += 1;
+        let n = self.spawn_failures;
+        let retry = (spawn::is_transient(err) && !self.shared.is_shutting_down())
+            .then(|| policy::spawn_retry_delay(&app, n))
+            .flatten();
+        let Some(delay_ms) = retry else {
+            self.spawn_failures = 0;
+            if n > 1 {
+                self.fail_launch(&format!("{msg}; gave up after {n} failed attempts"));
+            } else {
+                self.fail_launch(msg);
+            }
+            return;
+        };
+        let msg =
+            format!("{msg}; attempt {n} of {} failed, retrying in {delay_ms}ms", app.max_restarts.max(1));
+        dlog::error(&msg);
+        self.shared.with_entry(self.id, |e| {
+            e.info.status = Status::WaitingRestart;
+            e.info.pid = 0;
+        });
+        for d in self.pending_online.drain(..) {
+            let _ = d.send(Err(DaemonError::Launch(msg.clone())));
+        }
+        self.restart_at = Some(Instant::now() + Duration::from_millis(delay_ms));
+    }
+
     fn on_event(&mut self, ev: WorkerEvent) {
         let Some(info) = self.info() else { return };
         let counts = match ev {
@@ -844,8 +888,17 @@ impl Task {
         let label = format!("{}:{}", app.name, self.id);
         self.launch();
         let Some(mut new) = self.run.take() else {
+            // The old worker keeps serving: no retry of the replacement's
+            // spawn is scheduled behind its back.
+            self.restart_at = None;
+            self.spawn_failures = 0;
+            // The failed launch cleared the pid: it is the old worker's again.
+            let old_pid = old.pid;
             self.run = Some(old);
-            self.set_status(Status::Online);
+            self.shared.with_entry(self.id, |e| {
+                e.info.pid = old_pid as u32;
+                e.info.status = Status::Online;
+            });
             return Err(DaemonError::ReloadFailed(format!(
                 "the replacement of app [{label}] failed to start"
             )));

@@ -46,6 +46,32 @@ pub fn build(shared: &Shared, p: &ProcInfo) -> BTreeMap<String, String> {
     env
 }
 
+/// Whether a launch that failed with `e` before the child existed may
+/// succeed later: the interpreter, script or cwd missing or not yet
+/// executable (a deploy in progress, a volume not mounted yet), a binary
+/// being written, no descriptors, memory or processes left. Anything else
+/// (`ENOEXEC`, a symbolic link refused as a log file, ...) is a mistake in
+/// the app's settings and fails at once.
+pub fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ENOENT
+                | libc::EACCES
+                | libc::ETXTBSY
+                | libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOMEM
+                | libc::EAGAIN
+                | libc::EINTR
+                | libc::EBUSY
+                | libc::ENOSPC
+                | libc::EDQUOT
+                | libc::EIO
+        )
+    )
+}
+
 /// A random RFC 4122 version-4 UUID (pm2's `unique_id`).
 pub fn uuid_v4() -> String {
     let mut b = [0u8; 16];
