@@ -9,10 +9,9 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::io::BufRead;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,61 +61,21 @@ impl Prober {
 
 /// `tests/node/upgrade_client.js` in the background.
 struct SioClients {
-    child: std::process::Child,
-    started: std::sync::mpsc::Receiver<()>,
+    job: NodeJob,
     stop_file: PathBuf,
 }
 
 impl SioClients {
     fn spawn(port: u16, dir: &Path) -> SioClients {
         let stop_file = dir.join("stop-clients");
-        let mut child = Command::new("node")
-            .arg(node_dir().join("upgrade_client.js"))
-            .arg(port.to_string())
-            .arg(&stop_file)
-            .current_dir(node_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn node upgrade_client.js");
-        let (tx, started) = std::sync::mpsc::channel();
-        let err = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                if line.trim() == "started" {
-                    let _ = tx.send(());
-                } else {
-                    eprintln!("upgrade_client.js: {line}");
-                }
-            }
-        });
-        SioClients { child, started, stop_file }
+        let args = [port.to_string(), stop_file.to_string_lossy().into_owned()];
+        let job = NodeJob::start(&node_dir().join("upgrade_client.js"), &args, &node_dir());
+        SioClients { job, stop_file }
     }
 
-    fn finish(mut self) -> Value {
+    fn finish(self) -> Value {
         std::fs::write(&self.stop_file, b"stop").expect("stop file");
-        let deadline = Instant::now() + T;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait client") {
-                let mut out = String::new();
-                let _ = std::io::Read::read_to_string(self.child.stdout.as_mut().expect("stdout"), &mut out);
-                assert!(st.success(), "upgrade_client.js failed ({st}): {out}");
-                return serde_json::from_str(out.trim())
-                    .unwrap_or_else(|e| panic!("client output: {e}: {out}"));
-            }
-            assert!(Instant::now() < deadline, "upgrade_client.js did not finish in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for SioClients {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.job.finish(T)
     }
 }
 
@@ -192,7 +151,7 @@ fn under_traffic(update: impl FnOnce(&Pm2, &Path) -> bool) {
     let dpid = daemon_pid(&pm2);
 
     let clients = SioClients::spawn(sport, dir.path());
-    clients.started.recv_timeout(T).expect("the Socket.IO clients never got going");
+    clients.job.wait_started(T);
     let load = Load::spawn(&[
         format!("port={http_port}"),
         "lanes=4".into(),

@@ -271,73 +271,100 @@ impl TimeoutStream for std::os::unix::net::UnixStream {
     }
 }
 
-/// `tests/node/load.js` running in the background.
-pub struct Load {
+/// A node script in the background that says `started` on stderr once it is
+/// under way and prints one JSON summary on stdout when it ends (its other
+/// stderr lines are passed through).
+pub struct NodeJob {
     child: std::process::Child,
     started: std::sync::mpsc::Receiver<()>,
+    name: String,
 }
 
-impl Load {
-    /// `args` are load.js's `key=value` arguments.
-    pub fn spawn(args: &[String]) -> Load {
-        let dir = node_dir();
+impl NodeJob {
+    pub fn start(script: &Path, args: &[String], cwd: &Path) -> NodeJob {
+        let name = script.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let mut child = Command::new("node")
-            .arg(dir.join("load.js"))
+            .arg(script)
             .args(args)
-            .current_dir(&dir)
+            .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn node load.js");
+            .unwrap_or_else(|e| panic!("spawn node {name}: {e}"));
         let (tx, started) = std::sync::mpsc::channel();
         let err = child.stderr.take().expect("stderr");
+        let who = name.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
                 if line.trim() == "started" {
                     let _ = tx.send(());
                 } else {
-                    eprintln!("load.js: {line}");
+                    eprintln!("{who}: {line}");
                 }
             }
         });
-        Load { child, started }
+        NodeJob { child, started, name }
     }
 
-    /// Waits for the first successful response.
+    /// Waits for its `started`.
     pub fn wait_started(&self, timeout: Duration) {
-        self.started.recv_timeout(timeout).expect("load.js got no successful response in time");
+        self.started
+            .recv_timeout(timeout)
+            .unwrap_or_else(|_| panic!("{} did not get under way in time", self.name));
     }
 
-    /// Waits for load.js to end (it is bounded by itself) and returns its
-    /// JSON summary.
+    /// Waits for it to end (it is bounded by itself) and returns its JSON
+    /// summary.
     pub fn finish(mut self, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(st) = self.child.try_wait().expect("wait load.js") {
+            if let Some(st) = self.child.try_wait().expect("wait node") {
                 let mut out = String::new();
                 let _ = std::io::Read::read_to_string(self.child.stdout.as_mut().expect("stdout"), &mut out);
-                assert!(st.success(), "load.js failed ({st}): {out}");
+                assert!(st.success(), "{} failed ({st}): {out}", self.name);
                 return serde_json::from_str(out.trim())
-                    .unwrap_or_else(|e| panic!("load.js output: {e}: {out}"));
+                    .unwrap_or_else(|e| panic!("{} output: {e}: {out}", self.name));
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!("load.js did not finish within {timeout:?}");
+                panic!("{} did not finish within {timeout:?}", self.name);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
 
-impl Drop for Load {
+impl Drop for NodeJob {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// `tests/node/load.js` running in the background (`started` after its
+/// first successful response).
+pub struct Load(NodeJob);
+
+impl Load {
+    /// `args` are load.js's `key=value` arguments.
+    pub fn spawn(args: &[String]) -> Load {
+        let dir = node_dir();
+        Load(NodeJob::start(&dir.join("load.js"), args, &dir))
+    }
+
+    /// Waits for the first successful response.
+    pub fn wait_started(&self, timeout: Duration) {
+        self.0.wait_started(timeout)
+    }
+
+    /// Waits for load.js to end and returns its JSON summary.
+    pub fn finish(self, timeout: Duration) -> Value {
+        self.0.finish(timeout)
     }
 }
 

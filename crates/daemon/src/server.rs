@@ -6,6 +6,7 @@
 use crate::error::DaemonError;
 use crate::state::SharedRef;
 use crate::supervisor::{self, ProcessHandle};
+use crate::upgrade::conns::{ConnGuard, ConnState};
 use crate::{dlog, monitor, persist};
 use corral_proto::{
     read_frame, read_frame_limited, write_frame, FrameError, Hello, Op, ProcInfo, Reply, Request, Status,
@@ -154,57 +155,6 @@ pub async fn answer_update(shared: SharedRef, a: crate::upgrade::Adopted, shutdo
         return;
     }
     requests(shared, stream, shutdown).await
-}
-
-/// What an open control connection is doing, for an in-place update: one
-/// between requests is handed to the next image; one in the middle of a
-/// request is no quiet point.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ConnState {
-    Idle,
-    Busy,
-    /// Asked for the update: answered by the next image, separately.
-    Requester,
-}
-
-fn conns() -> std::sync::MutexGuard<'static, std::collections::HashMap<u64, (std::os::fd::RawFd, ConnState)>>
-{
-    static CONNS: std::sync::LazyLock<
-        std::sync::Mutex<std::collections::HashMap<u64, (std::os::fd::RawFd, ConnState)>>,
-    > = std::sync::LazyLock::new(Default::default);
-    CONNS.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A control connection's entry in the registry, removed when it ends.
-struct ConnGuard(u64);
-
-impl ConnGuard {
-    fn new(fd: std::os::fd::RawFd) -> ConnGuard {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        conns().insert(id, (fd, ConnState::Idle));
-        ConnGuard(id)
-    }
-    fn set(&self, st: ConnState) {
-        if let Some(e) = conns().get_mut(&self.0) {
-            e.1 = st;
-        }
-    }
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        conns().remove(&self.0);
-    }
-}
-
-/// Control connections in the middle of a request, and the descriptors of
-/// those between two requests (an in-place update hands them over).
-pub fn control_connections() -> (usize, Vec<std::os::fd::RawFd>) {
-    let c = conns();
-    let busy = c.values().filter(|(_, st)| *st == ConnState::Busy).count();
-    let idle = c.values().filter(|(_, st)| *st == ConnState::Idle).map(|(fd, _)| *fd).collect();
-    (busy, idle)
 }
 
 /// Serves a control connection the image before an in-place update handed

@@ -47,6 +47,21 @@ pub struct Live {
 }
 
 impl Entry {
+    /// A process's entry before its first run (or as adopted from the image
+    /// before an in-place update): nothing open yet.
+    pub fn new(info: ProcInfo, handle: ProcessHandle) -> Entry {
+        Entry {
+            info,
+            handle,
+            cpu_sample: None,
+            files: None,
+            stdin: None,
+            rev: 0,
+            jlist_cache: None,
+            live: Default::default(),
+        }
+    }
+
     /// Marks `info` changed (invalidates the rendered `pm2_env`).
     pub fn touch(&mut self) {
         self.rev = self.rev.wrapping_add(1);

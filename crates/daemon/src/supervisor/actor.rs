@@ -105,19 +105,7 @@ pub fn register(shared: &SharedRef, app: AppSpec, instance: Option<u32>) -> Proc
         (handle, rx) = ProcessHandle::new(id);
         let instance = instance.unwrap_or_else(|| t.free_instance(&app.name));
         let info = new_info(shared, id, instance, app);
-        t.procs.insert(
-            id,
-            Entry {
-                info,
-                handle: handle.clone(),
-                cpu_sample: None,
-                files: None,
-                stdin: None,
-                rev: 0,
-                jlist_cache: None,
-                live: Default::default(),
-            },
-        );
+        t.procs.insert(id, Entry::new(info, handle.clone()));
     }
     tokio::spawn(run(shared.clone(), handle.clone(), rx));
     handle
@@ -133,19 +121,7 @@ pub fn adopt(shared: &SharedRef, h: crate::upgrade::format::ProcHandover) -> Res
     let (handle, rx) = ProcessHandle::new(id);
     let app = h.info.app.clone();
     let label = format!("{}:{}", app.name, id);
-    shared.table().procs.insert(
-        id,
-        Entry {
-            info: h.info.clone(),
-            handle: handle.clone(),
-            cpu_sample: None,
-            files: None,
-            stdin: None,
-            rev: 0,
-            jlist_cache: None,
-            live: Default::default(),
-        },
-    );
+    shared.table().procs.insert(id, Entry::new(h.info.clone(), handle.clone()));
     let mut t = Task::new(shared.clone(), handle.clone(), rx);
     if let Some(ms) = h.restart_in_ms {
         t.restart_at = Some(Instant::now() + Duration::from_millis(ms));

@@ -18,6 +18,7 @@
 //! since the daemon started) with the same document plus the reason, and
 //! the old image adopts and reports the failure.
 
+pub mod conns;
 pub mod format;
 pub mod pause;
 
@@ -219,7 +220,7 @@ async fn quiesce(shared: &SharedRef) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(1)).await;
         match shared.cluster.export_handover() {
             Ok(_) if unsettled(shared, false).is_none() => {
-                let (n, _) = crate::server::control_connections();
+                let (n, _) = conns::control_connections();
                 if n > 0 {
                     dlog::log(&format!(
                         "In-place update: {n} control connections still waiting for an answer are closed"
@@ -247,7 +248,7 @@ fn unsettled(shared: &SharedRef, with_conns: bool) -> Option<String> {
     if n > 0 {
         return Some(format!("{n} connections on the sticky port are being read"));
     }
-    let (n, _) = crate::server::control_connections();
+    let (n, _) = conns::control_connections();
     if n > 0 && with_conns {
         return Some(format!("{n} control connections are in the middle of a request"));
     }
@@ -303,7 +304,7 @@ fn export(shared: &SharedRef, start: &Start, requester: Option<RawFd>, t0: u64) 
         failure: None,
         started_ms: t0,
         title: current_title(),
-        control_conns: crate::server::control_connections().1,
+        control_conns: conns::control_connections().1,
         activation: shared
             .activation
             .export()
