@@ -133,6 +133,9 @@ async fn connection(mut s: TcpStream, shared: &SharedRef, prom: &PromClient) {
                 return;
             }
             Decision::Metrics { keep_alive } => {
+                // Scraped less often than every two seconds, the pages a
+                // scrape touches are given back in between.
+                crate::trim::activity();
                 let body = render(shared, prom).await;
                 let mut out = http::ok_head(expo::CONTENT_TYPE, body.len(), keep_alive);
                 out.extend_from_slice(body.as_bytes());

@@ -29,6 +29,7 @@ pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::S
             _ = crate::upgrade::pause::paused(), if !crate::upgrade::pause::is_paused() => {}
             acc = listener.accept(), if !crate::upgrade::pause::is_paused() => match acc {
                 Ok((stream, _)) => {
+                    crate::trim::activity();
                     // Subscribed at accept, before anything else runs: an
                     // event caused by the client's next RPC call is not
                     // missed.
