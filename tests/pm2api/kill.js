@@ -3,11 +3,14 @@
 // Usage: PM2_HOME=<home> node kill.js
 'use strict';
 const pm2 = require('pm2');
-setTimeout(() => { console.log('FAIL deadline'); process.exit(1); }, 60000).unref();
 let announced = false;
+let signalled = false;
+setTimeout(() => {
+  console.log(`FAIL deadline announced=${announced} signalled=${signalled}`);
+  process.exit(1);
+}, 60000).unref();
 // The daemon's SIGQUIT to the caller, recorded here (pm2's client listens for
 // it too, but gives up after 3 s, which a loaded machine can exceed).
-let signalled = false;
 process.on('SIGQUIT', () => { signalled = true; });
 pm2.connect((err) => {
   if (err) { console.log(`FAIL connect: ${err}`); process.exit(1); }

@@ -211,10 +211,8 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
             _ = shutdown_rx.changed() => break,
         }
     }
-    pm2api::publish(
-        "pm2:kill",
-        &serde_json::json!({ "status": "killed", "msg": "pm2 has been killed via CLI" }),
-    );
+    // Announced already when the kill came from a client; a signal gets it here.
+    pm2api::announce_kill();
     let _ = shutdown_tx.send(true);
     let _ = server.await;
     let _ = pm2_server.await;

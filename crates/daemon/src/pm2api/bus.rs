@@ -41,7 +41,18 @@ pub async fn serve(shared: SharedRef, listener: UnixListener, shutdown: watch::S
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                // A client that connected just before the daemon went down
+                // (a bus opened right before `killDaemon`) is still in the
+                // backlog: it hears `pm2:kill` too. A timeout of zero polls
+                // accept once.
+                if let Some(kill) = super::topics::kill_frame() {
+                    while let Ok(Ok((mut s, _))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+                        let _ = tokio::time::timeout(Duration::from_millis(500), s.write_all(&kill)).await;
+                    }
+                }
+                return;
+            }
         }
     }
 }
@@ -54,6 +65,15 @@ async fn subscriber(shared: SharedRef, stream: UnixStream, rx: Receivers, mut st
     }
     let (mut core, mut own) = rx;
     let (mut rd, mut wr) = stream.into_split();
+    // Connected while the daemon was going down, after `pm2:kill` was
+    // announced: it gets the announcement too (a client that opens the bus
+    // right before `killDaemon` may be accepted only after it), once.
+    let late_kill = super::topics::kill_frame();
+    if let Some(k) = &late_kill {
+        if wr.write_all(k).await.is_err() {
+            return;
+        }
+    }
     let mut dec = axon::Decoder::new(64 * 1024);
     let mut buf = [0u8; 512];
     loop {
@@ -64,6 +84,12 @@ async fn subscriber(shared: SharedRef, stream: UnixStream, rx: Receivers, mut st
                 Err(RecvError::Closed) => return,
             },
             f = own.recv() => match f {
+                Ok(f) if late_kill.as_ref().is_some_and(|k| std::sync::Arc::ptr_eq(k, &f)) => None,
+                Ok(f) if super::topics::kill_frame().is_some_and(|k| std::sync::Arc::ptr_eq(&k, &f)) => {
+                    let _ = wr.write_all(&f).await;
+                    super::topics::kill_written();
+                    None
+                }
                 Ok(f) => Some(f.to_vec()),
                 Err(RecvError::Lagged(_)) => None,
                 Err(RecvError::Closed) => return,

@@ -19,7 +19,7 @@ pub mod rpc;
 pub mod topics;
 pub mod trigger;
 
-pub use topics::{publish, started_at, BusFrame};
+pub use topics::{announce_kill, publish, started_at, BusFrame};
 
 use crate::state::SharedRef;
 use std::path::Path;

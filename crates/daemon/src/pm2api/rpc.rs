@@ -357,11 +357,9 @@ async fn call(
         }
         "notifyKillPM2" => Outcome::NoReply,
         "killMe" => {
-            super::topics::publish(
-                "pm2:kill",
-                &json!({ "status": "killed", "msg": "pm2 has been killed via CLI" }),
-            );
+            super::topics::announce_kill();
             server::shutdown_all(shared, false).await;
+            super::topics::kill_delivered(Duration::from_secs(1)).await;
             // pm2's client waits for SIGQUIT as the sign the daemon is gone;
             // only the peer that asked gets it.
             let asked = id_of(&json!({ "id": arg.get("pid").cloned().unwrap_or(Value::Null) }));
