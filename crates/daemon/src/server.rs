@@ -206,7 +206,7 @@ async fn requests(shared: SharedRef, mut stream: UnixStream, shutdown: watch::Se
                 }
             }
             Request::Kill => {
-                crate::pm2api::announce_kill();
+                crate::pm2api::topics::announce_kill();
                 shutdown_all(&shared, false).await;
                 let _ = write_frame(&mut stream, &Reply::Ok).await;
                 let _ = shutdown.send(true);
