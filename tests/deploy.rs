@@ -128,4 +128,12 @@ fn deploy_setup_update_revert_exec_against_a_local_repository() {
     let r = pm2.run(&["deploy", "production"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("Not any default deployment file exists"), "{}", r.all());
+    // The deployed app must not outlive the test: every process the hooks
+    // started, by pid, whichever daemon they ended up with.
+    let pids: Vec<u64> = pm2.jlist().iter().map(pid).collect();
+    pm2.run(&["delete", "all"]);
+    for p in pids.into_iter().filter(|p| *p > 1) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(p as i32, libc::SIGKILL) };
+    }
 }
