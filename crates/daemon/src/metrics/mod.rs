@@ -387,26 +387,24 @@ fn cluster(w: &mut Writer, shared: &SharedRef) {
         }
     }
 
-    w.family(
-        "corral_relay_frames_total",
-        "Socket.IO adapter frames relayed, by adapter message type.",
-        Kind::Counter,
-    );
-    for k in 0..=RELAY_KINDS {
-        let n = RELAY.frames[k].load(Relaxed);
-        if n > 0 {
-            w.sample("corral_relay_frames_total", &[("type", relay_kind_name(k))], n as f64);
-        }
-    }
-    w.family(
-        "corral_relay_bytes_total",
-        "Bytes of the adapter frames relayed, by adapter message type.",
-        Kind::Counter,
-    );
-    for k in 0..=RELAY_KINDS {
-        let n = RELAY.bytes[k].load(Relaxed);
-        if n > 0 {
-            w.sample("corral_relay_bytes_total", &[("type", relay_kind_name(k))], n as f64);
+    for (name, help, counts) in [
+        (
+            "corral_relay_frames_total",
+            "Socket.IO adapter frames relayed, by adapter message type.",
+            &RELAY.frames,
+        ),
+        (
+            "corral_relay_bytes_total",
+            "Bytes of the adapter frames relayed, by adapter message type.",
+            &RELAY.bytes,
+        ),
+    ] {
+        w.family(name, help, Kind::Counter);
+        for (k, c) in counts.iter().enumerate().take(RELAY_KINDS + 1) {
+            let n = c.load(Relaxed);
+            if n > 0 {
+                w.sample(name, &[("type", relay_kind_name(k))], n as f64);
+            }
         }
     }
     w.family(
