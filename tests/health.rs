@@ -194,6 +194,40 @@ fn liveness_failing_past_its_threshold_restarts_the_process() {
 }
 
 #[test]
+fn a_liveness_restart_waits_the_apps_restart_delay_like_a_crash() {
+    // A probe that keeps failing (a dependency down) must not restart the
+    // process in a tight loop: the restart policy paces it. The delay is long
+    // so that the waiting state is certainly observed, however slow the poll.
+    let pm2 = Pm2::new();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dead = tmp.path().join("dead");
+    std::fs::write(&dead, "").expect("flag");
+    let probe = json!({
+        "exec": format!("test ! -f {}", dead.display()),
+        "periodSeconds": 0.2,
+        "failureThreshold": 2,
+    })
+    .to_string();
+    pm2.run(&["start", "forever.js", "--name", "paced", "--liveness", &probe, "--restart-delay", "600000"])
+        .ok();
+    let l = pm2.wait_for("waiting restart after the liveness failure", T, |l| {
+        l.iter().any(|p| status(p) == "waiting restart")
+    });
+    assert_eq!(pid(&l[0]), 0, "{l:?}");
+    let log = pm2.daemon_log();
+    assert!(log.contains("App [paced:0] will restart in 600000ms"), "{log}");
+    // The dependency is back; a manual restart is not held back by the
+    // waiting one, and the new run is healthy.
+    std::fs::remove_file(&dead).expect("unflag");
+    pm2.run(&["restart", "paced"]).ok();
+    pm2.wait_for("online and live after the manual restart", T, |l| {
+        status(&l[0]) == "online"
+            && l[0]["pm2_env"]["health"]["last"]["probe"] == "liveness"
+            && l[0]["pm2_env"]["health"]["last"]["ok"] == true
+    });
+}
+
+#[test]
 fn sd_notify_ready_from_a_helper_process_makes_the_app_ready() {
     let pm2 = Pm2::new();
     let r = pm2

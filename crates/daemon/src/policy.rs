@@ -53,7 +53,21 @@ pub enum Decision {
 pub fn on_exit(app: &AppSpec, c: &mut Counters, now: u64, code: Option<i32>, stopping: bool) -> Decision {
     let exit_is_final =
         stopping || !app.autorestart || code.is_some_and(|code| app.stop_exit_codes.contains(&code));
+    decide(app, c, now, exit_is_final)
+}
 
+/// A liveness (or startup, or watchdog) failure past its threshold: the
+/// daemon stopped the process itself, so the restart is never final (the
+/// probe the user configured asked for it, whatever `autorestart` says), but
+/// it is paced like a crash: unstable restarts count towards `max_restarts`
+/// and `restart_delay` / `exp_backoff_restart_delay` apply, so a service whose
+/// dependency is down is not restarted in a tight loop (Kubernetes backs off
+/// liveness restarts the same way).
+pub fn on_health_failure(app: &AppSpec, c: &mut Counters, now: u64) -> Decision {
+    decide(app, c, now, false)
+}
+
+fn decide(app: &AppSpec, c: &mut Counters, now: u64, exit_is_final: bool) -> Decision {
     let min_uptime = app.min_uptime;
     let max_restarts = app.max_restarts;
     let since_created = c.created_at.map(|t| now.saturating_sub(t)).unwrap_or(u64::MAX);
@@ -195,6 +209,20 @@ mod tests {
         a.max_restarts = 0;
         let mut c = Counters { created_at: Some(0), pm_uptime: 0, ..Default::default() };
         assert!(matches!(on_exit(&a, &mut c, 10, Some(1), false), Decision::Errored { .. }));
+    }
+
+    #[test]
+    fn health_failures_restart_with_the_crash_backoff_even_without_autorestart() {
+        let mut a = app();
+        a.autorestart = false;
+        let mut c = Counters { pm_uptime: 0, created_at: Some(0), ..Counters::default() };
+        assert_eq!(on_health_failure(&a, &mut c, 60_000), Decision::Restart { delay_ms: 0, waiting: false });
+        a.exp_backoff_restart_delay = Some(100);
+        let delays: Vec<Decision> = (0..3).map(|_| on_health_failure(&a, &mut c, 60_000)).collect();
+        assert_eq!(
+            delays,
+            [100, 150, 225].map(|delay_ms| Decision::Restart { delay_ms, waiting: true }).to_vec()
+        );
     }
 
     #[test]

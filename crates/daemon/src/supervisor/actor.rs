@@ -1099,16 +1099,41 @@ impl Task {
     }
 
     /// A liveness (or startup, or watchdog) failure past its threshold:
-    /// restart the process, counted in restart_time like pm2's restarts.
+    /// restart the process, counted in restart_time like pm2's restarts and
+    /// paced by the restart policy like a crash (`policy::on_health_failure`).
     async fn health_restart(&mut self, why: &str) {
         let label = self.label();
         dlog::log(&format!("App [{label}] {why}: restarting"));
         if self.run.is_some() {
             self.stop_with(true).await;
         }
-        self.shared.with_entry(self.id, |e| e.info.restart_time += 1);
-        self.launch();
-        self.publish("restart");
+        let now = now_ms();
+        let decision = self.shared.with_entry(self.id, |e| {
+            let mut counters = policy::Counters::of(&e.info);
+            let d = policy::on_health_failure(&e.info.app, &mut counters, now);
+            counters.store(&mut e.info);
+            d
+        });
+        match decision {
+            None => {}
+            Some(Decision::Errored { unstable }) => {
+                dlog::log(&format!(
+                    "App [{label}] failed its health check after too many unstable restarts ({unstable}). Stopped. \"errored\""
+                ));
+                self.set_status(Status::Errored);
+                self.publish("restart overlimit");
+            }
+            Some(Decision::Restart { delay_ms, waiting: true }) => {
+                self.set_status(Status::WaitingRestart);
+                dlog::log(&format!("App [{label}] will restart in {delay_ms}ms"));
+                self.restart_at = Some(Instant::now() + Duration::from_millis(delay_ms));
+            }
+            Some(_) => {
+                self.shared.with_entry(self.id, |e| e.info.restart_time += 1);
+                self.launch();
+                self.publish("restart");
+            }
+        }
     }
 
     /// A stop or delete arrived while the replacement was not ready yet:
