@@ -199,41 +199,58 @@ async fn probe(target: &str) -> Result<(), String> {
     }
 }
 
-/// Waits for a quiet point, bounded.
+/// Waits for a quiet point, bounded. Reading from the workers is paused only
+/// for the last step (every channel at a frame boundary); when a channel does
+/// not get there within [`CHANNEL_LIMIT`] (a hand-off waiting for its ACK
+/// from a worker the machine's load keeps off the CPU), reading resumes and
+/// the whole wait starts over, until [`SETTLE_LIMIT`]: the workers are never
+/// held off their channel for long, and one unlucky moment does not fail
+/// the update.
 async fn quiesce(shared: &SharedRef) -> Result<(), String> {
     let start = Instant::now();
     let deadline = start + SETTLE_LIMIT;
+    let mut attempts = 0u32;
     loop {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        let why = unsettled(shared, start.elapsed() < CONN_LIMIT);
-        match why {
-            None => break,
-            Some(w) if Instant::now() >= deadline => {
-                return Err(format!("not quiet within {SETTLE_LIMIT:?}: {w}"))
-            }
-            Some(_) => {}
-        }
-    }
-    shared.cluster.pause_channels();
-    let deadline = Instant::now() + CHANNEL_LIMIT;
-    loop {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        match shared.cluster.export_handover() {
-            Ok(_) if unsettled(shared, false).is_none() => {
-                let (n, _) = conns::control_connections();
-                if n > 0 {
-                    dlog::log(&format!(
-                        "In-place update: {n} control connections still waiting for an answer are closed"
-                    ));
+        attempts += 1;
+        loop {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let why = unsettled(shared, start.elapsed() < CONN_LIMIT);
+            match why {
+                None => break,
+                Some(w) if Instant::now() >= deadline => {
+                    return Err(format!("not quiet within {SETTLE_LIMIT:?}: {w}"))
                 }
-                return Ok(());
+                Some(_) => {}
             }
-            Ok(_) => {}
-            Err(w) if Instant::now() >= deadline => {
-                return Err(format!("a worker channel did not reach a frame boundary: {w}"))
-            }
-            Err(_) => {}
         }
+        shared.cluster.pause_channels();
+        let channel_deadline = Instant::now() + CHANNEL_LIMIT;
+        let busy = loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            match shared.cluster.export_handover() {
+                Ok(_) if unsettled(shared, false).is_none() => {
+                    let (n, _) = conns::control_connections();
+                    if n > 0 {
+                        dlog::log(&format!(
+                            "In-place update: {n} control connections still waiting for an answer are closed"
+                        ));
+                    }
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(w) if Instant::now() >= channel_deadline => break w,
+                Err(_) => {}
+            }
+        };
+        if Instant::now() + CHANNEL_LIMIT >= deadline {
+            return Err(format!(
+                "a worker channel did not reach a frame boundary ({attempts} attempts): {busy}"
+            ));
+        }
+        shared.cluster.resume_channels();
+        dlog::log(&format!(
+            "In-place update: {busy} (not at a frame boundary within {CHANNEL_LIMIT:?}); trying again"
+        ));
     }
 }
 
