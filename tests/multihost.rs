@@ -22,28 +22,49 @@ struct Redis {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// With TLS: the server's arguments for it (the port is then TLS only).
+    tls: Option<Vec<String>>,
 }
 
 impl Redis {
     fn start() -> Redis {
         let dir = tempfile::Builder::new().prefix("corral-redis-").tempdir().expect("tempdir");
-        let mut r = Redis { port: free_port(), dir, child: None };
+        let mut r = Redis { port: free_port(), dir, child: None, tls: None };
+        r.spawn();
+        r
+    }
+
+    /// A redis-server that speaks TLS only, with `pki`'s server certificate; it asks every
+    /// client for a certificate and checks one that is shown (`tls-auth-clients optional`).
+    fn start_tls(pki: &Pki) -> Redis {
+        let dir = tempfile::Builder::new().prefix("corral-redis-").tempdir().expect("tempdir");
+        let tls = vec![
+            "--tls-cert-file".into(),
+            pki.path("server.pem"),
+            "--tls-key-file".into(),
+            pki.path("server.key"),
+            "--tls-ca-cert-file".into(),
+            pki.path("ca.pem"),
+            "--tls-auth-clients".into(),
+            "optional".into(),
+        ];
+        let mut r = Redis { port: free_port(), dir, child: None, tls: Some(tls) };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let ports: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), port],
+            Some(tls) => ["--port".into(), "0".into(), "--tls-port".into(), port]
+                .into_iter()
+                .chain(tls.iter().cloned())
+                .collect(),
+        };
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&ports)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -76,7 +97,123 @@ impl Redis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+}
+
+/// Certificates made with the openssl CLI for one test: a CA, Redis's certificate for
+/// 127.0.0.1 signed by it, a client certificate signed by it, and a second CA that signed
+/// nothing (the wrong one). EC P-256 keys: quick to make.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    const CONF: &'static str = "\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = corral-test
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[leaf]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth,clientAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost
+authorityKeyIdentifier = keyid
+subjectKeyIdentifier = hash
+";
+
+    fn new() -> Pki {
+        let dir = tempfile::Builder::new().prefix("corral-pki-").tempdir().expect("tempdir");
+        let pki = Pki { dir };
+        std::fs::write(pki.dir.path().join("openssl.cnf"), Self::CONF).unwrap();
+        for ca in ["ca", "other-ca"] {
+            pki.key(ca);
+            pki.openssl(&[
+                "req",
+                "-x509",
+                "-new",
+                "-config",
+                "openssl.cnf",
+                "-extensions",
+                "ca",
+                "-subj",
+                &format!("/CN=corral test {ca}"),
+                "-days",
+                "2",
+                "-key",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ]);
+        }
+        for (leaf, serial) in [("server", "2"), ("client", "3")] {
+            pki.key(leaf);
+            pki.openssl(&[
+                "req",
+                "-new",
+                "-config",
+                "openssl.cnf",
+                "-subj",
+                &format!("/CN=corral test {leaf}"),
+                "-key",
+                &format!("{leaf}.key"),
+                "-out",
+                &format!("{leaf}.csr"),
+            ]);
+            pki.openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{leaf}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                serial,
+                "-days",
+                "2",
+                "-extfile",
+                "openssl.cnf",
+                "-extensions",
+                "leaf",
+                "-out",
+                &format!("{leaf}.pem"),
+            ]);
+        }
+        pki
+    }
+
+    fn key(&self, name: &str) {
+        self.openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &format!("{name}.key"),
+        ]);
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("openssl is not installed (scripts/test-all installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).to_string_lossy().into_owned()
     }
 }
 
@@ -130,7 +267,15 @@ fn assert_ok(v: &Value, a: &Pm2, b: &Pm2) {
 }
 
 fn wait_log(pm2: &Pm2, what: &str) {
-    poll(&format!("{what:?} in pm2.log"), T, || pm2.daemon_log().contains(what).then_some(()));
+    let deadline = Instant::now() + T;
+    while !pm2.daemon_log().contains(what) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what:?} in pm2.log:\n{}",
+            pm2.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
 }
 
 #[test]
@@ -263,9 +408,55 @@ fn a_bad_cluster_setting_is_logged_and_the_node_runs_alone() {
     let mut pm2 = Pm2::new();
     pm2.cwd = node_dir();
     pm2.envs.push(("PM2_CLUSTER_REDIS".into(), "rediss://127.0.0.1:1".into()));
+    pm2.envs.push(("PM2_CLUSTER_SECRET".into(), SECRET.into()));
+    pm2.envs.push(("PM2_CLUSTER_REDIS_CA".into(), "/nonexistent/corral-ca.pem".into()));
     start_app(&pm2, 2);
-    wait_log(&pm2, "not supported yet");
+    wait_log(&pm2, "PM2_CLUSTER_REDIS_CA /nonexistent/corral-ca.pem: ");
     assert!(pm2.daemon_log().contains("this node runs alone"));
+}
+
+#[test]
+fn nodes_meet_over_tls_and_a_node_with_the_wrong_ca_is_refused() {
+    let pki = Pki::new();
+    let redis = Redis::start_tls(&pki);
+    let with = |mut pm2: Pm2, files: &[(&str, &str)]| {
+        for (k, f) in files {
+            pm2.envs.push((k.to_string(), pki.path(f)));
+        }
+        pm2
+    };
+    let a = with(node(&redis, "tls-a", SECRET), &[("PM2_CLUSTER_REDIS_CA", "ca.pem")]);
+    // B also shows a client certificate, which Redis checks.
+    let b = with(
+        node(&redis, "tls-b", SECRET),
+        &[
+            ("PM2_CLUSTER_REDIS_CA", "ca.pem"),
+            ("PM2_CLUSTER_REDIS_CERT", "client.pem"),
+            ("PM2_CLUSTER_REDIS_KEY", "client.key"),
+        ],
+    );
+    // C trusts a CA that did not sign Redis's certificate: it must not connect.
+    let c = with(node(&redis, "tls-c", SECRET), &[("PM2_CLUSTER_REDIS_CA", "other-ca.pem")]);
+    start_app(&a, 2);
+    start_app(&b, 2);
+    start_app(&c, 2);
+    let (pa, pb, pc) = (port_of(&a), port_of(&b), port_of(&c));
+
+    let v = multi(&["cluster".into(), pa.to_string(), pb.to_string(), "4".into()]);
+    assert_ok(&v, &a, &b);
+    wait_log(&a, "Cluster: node tls-b joined");
+    wait_log(&a, &format!("publishing to Redis at rediss://127.0.0.1:{}/0", redis.port));
+    // C says why, once, and keeps relaying between its own workers.
+    wait_log(&c, "TLS handshake failed: invalid peer certificate");
+    let log_c = c.daemon_log();
+    assert!(log_c.contains("PM2_CLUSTER_REDIS_CA"), "{log_c}");
+    for l in log_c.lines().filter(|l| l.contains("TLS")) {
+        eprintln!("node C: {l}");
+    }
+    let v = multi(&["cluster".into(), pc.to_string(), pc.to_string(), "2".into()]);
+    assert_ok(&v, &c, &a);
+    assert!(!a.daemon_log().contains("node tls-c joined"));
+    assert!(!c.daemon_log().contains("joined"), "{}", c.daemon_log());
 }
 
 /// Starts `name` (2 workers of sio_worker.js) from an ecosystem file with the given

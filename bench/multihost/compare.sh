@@ -4,85 +4,139 @@
 # its own Corral cluster (sticky, no bridge), nginx ip_hash in front. Both hosts are daemons
 # on this machine (own PM2_HOME, own port); one redis-server.
 #
-#   bash bench/multihost/compare.sh [pm2 binary=target/debug/pm2] [messages=2000] [requests=1000]
+#   bash bench/multihost/compare.sh [pm2 binary=target/release/pm2] [messages=2000] [requests=2000]
 #
-# Prints labelled JSON lines: relay latency (paced, 5 ms), relay throughput (burst), daemon
-# and redis cpu-s per 1000 messages, and the cost of polling requests sent to the session's
-# node vs to the other node (Corral forwards) or through nginx. Installs nginx (Debian) and the
-# redis-adapter app's npm packages when missing. Everything it starts is stopped at the end.
+# Prints labelled JSON lines, per setup: relay latency (paced, 5 ms) and throughput (burst),
+# cpu-s per 1000 paced messages of each daemon, each host's workers and redis-server, and the
+# cost of polling requests of one session sent to the session's host ("local") vs through the
+# other host (Corral forwards) or nginx ("forwarded"), with the pids counted named by role.
+# CPU is read from /proc/<pid>/task/*/schedstat (nanoseconds, every thread), not the 10 ms
+# ticks of /proc/<pid>/stat. Installs nginx and redis-server (Debian) and the redis-adapter
+# app's npm packages when missing. Every step is bounded in time; everything it starts is
+# stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PM2=$(realpath "${1:-target/debug/pm2}")
+PM2=$(realpath "${1:-target/release/pm2}")
 COUNT=${2:-2000}
-REQS=${3:-1000}
-command -v nginx >/dev/null || apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null
-command -v redis-server >/dev/null || apt-get install -y -q redis-server >/dev/null
-[ -d bench/multihost/redis-adapter/node_modules ] || (cd bench/multihost/redis-adapter && npm ci --no-audit --no-fund >/dev/null)
+REQS=${3:-2000}
+STEP_TIMEOUT=${STEP_TIMEOUT:-180}
+
+apt_install() { # command package
+  command -v "$1" >/dev/null && return 0
+  echo "installing $2 (Debian package)" >&2
+  timeout 300 apt-get update -qq && timeout 300 apt-get install -y -qq "$2" >/dev/null
+}
+apt_install nginx nginx-light || apt_install nginx nginx
+apt_install redis-server redis-server
+if [ ! -f bench/multihost/redis-adapter/node_modules/@socket.io/redis-adapter/package.json ]; then
+  (cd bench/multihost/redis-adapter && timeout 300 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
-per1000() { echo "scale=3; ($2 - $1) * 1000 / $3" | bc; }
+# cpu-s of every thread of the given pids together.
+cpu() {
+  for p in "$@"; do cat /proc/"$p"/task/*/schedstat 2>/dev/null || true; done |
+    awk '{ s += $1 } END { printf "%.4f", s / 1e9 }'
+}
+per1000() { echo "scale=4; ($2 - $1) * 1000 / $3" | bc | sed 's/^\./0./; s/^-\./-0./'; }
 TMP=$(mktemp -d)
+chmod 755 "$TMP" # nginx's workers (user nobody) reach their temp paths under it
 RP=$(free_port)
 redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" >/dev/null &
 RPID=$!
 NGINX_PID=""
 HOMES=()
-node_env() { # home port id [cluster] -- command
-  local home=$1 port=$2 id=$3 cluster=$4; shift 4
+node_env() { # home port id cluster(yes|no) command...
+  local home=$1 port=$2 id=$3 cluster=$4
+  shift 4
   local extra=()
   if [ "$cluster" = yes ]; then
     extra=(PM2_CLUSTER_REDIS="redis://127.0.0.1:$RP/0" PM2_CLUSTER_SECRET=bench-secret-0123456789
       PM2_CLUSTER_LISTEN="127.0.0.1:$(free_port)")
   fi
   env PM2_HOME="$TMP/$home" PM2_PORT="$port" PM2_STICKY_HOST=127.0.0.1 PM2_NODE_ID="$id" \
-    BENCH_REDIS_URL="redis://127.0.0.1:$RP" "${extra[@]}" "$@"
+    BENCH_REDIS_URL="redis://127.0.0.1:$RP" "${extra[@]}" timeout "$STEP_TIMEOUT" "$@"
 }
 cleanup() {
-  for h in "${HOMES[@]}"; do PM2_HOME="$TMP/$h" "$PM2" kill >/dev/null 2>&1 || true; done
-  [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null || true
+  for h in "${HOMES[@]}"; do PM2_HOME="$TMP/$h" timeout 60 "$PM2" kill >/dev/null 2>&1 || true; done
+  if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null || true; fi
   kill "$RPID" 2>/dev/null || true
   rm -rf "$TMP"
 }
 trap cleanup EXIT
+# Until a Socket.IO handshake answers on the port (each try bounded: a request the balancer
+# holds must not stall the wait).
 wait_serving() { # port
-  for _ in $(seq 1 300); do
-    curl -fs "http://127.0.0.1:$1/socket.io/?EIO=4&transport=polling" 2>/dev/null | grep -q '"sid"' && return 0
-    sleep 0.1
+  for _ in $(seq 1 120); do
+    curl -fs --max-time 2 "http://127.0.0.1:$1/socket.io/?EIO=4&transport=polling" 2>/dev/null | grep -q '"sid"' && return 0
+    sleep 0.25
   done
-  echo "port $1 never served Socket.IO" >&2; return 1
+  echo "port $1 never served Socket.IO" >&2
+  return 1
 }
-# Runs latency.js (paced, then burst) and forward.js; $1 label, $2/$3 node ports, $4/$5 the
-# daemons, $6 where the session is opened (and its "local" requests go), $7 where the
-# forwarded-or-proxied requests go, $8 extra pids (the proxy).
+worker_pids() { # home
+  PM2_HOME="$TMP/$1" timeout 60 "$PM2" jlist |
+    python3 -c 'import json,sys; print(" ".join(str(p["pid"]) for p in json.load(sys.stdin) if p.get("pid")))'
+}
+# $1 label, $2/$3 the hosts' ports (B triggers the broadcasts, "cross" is a client of A),
+# $4/$5 their homes, $6 the session's host (host:port) for "local" requests, $7 where the
+# "forwarded" requests go, $8... the pids counted for requests, as role=pid.
 measure() {
-  local label=$1 pa=$2 pb=$3 da=$4 db=$5 owner=$6 other=$7 extra=${8:-}
-  local a0 b0 r0
-  a0=$(cpu "$da"); b0=$(cpu "$db"); r0=$(cpu "$RPID")
-  echo "{\"setup\":\"$label\",\"paced\":$(node bench/multihost/latency.js "$pa" "$pb" "$COUNT" 5)}"
-  echo "{\"setup\":\"$label\",\"cpuPer1000Messages\":{\"daemonA\":$(per1000 "$a0" "$(cpu "$da")" "$COUNT"),\"daemonB\":$(per1000 "$b0" "$(cpu "$db")" "$COUNT"),\"redis\":$(per1000 "$r0" "$(cpu "$RPID")" "$COUNT")}}"
-  echo "{\"setup\":\"$label\",\"burst\":$(node bench/multihost/latency.js "$pa" "$pb" "$COUNT" 0)}"
-  # shellcheck disable=SC2086
-  echo "{\"setup\":\"$label\",\"requests\":$(node bench/multihost/forward.js "$owner" "$other" "$REQS" "$da" "$db" $extra)}"
+  local label=$1 pa=$2 pb=$3 ha=$4 hb=$5 owner=$6 other=$7
+  shift 7
+  local da db wa wb
+  da=$(cat "$TMP/$ha/pm2.pid")
+  db=$(cat "$TMP/$hb/pm2.pid")
+  read -r -a wa <<<"$(worker_pids "$ha")"
+  read -r -a wb <<<"$(worker_pids "$hb")"
+  local c0=() c1=()
+  for set in "$da" "$db" "${wa[*]}" "${wb[*]}" "$RPID"; do
+    # shellcheck disable=SC2086
+    c0+=("$(cpu $set)")
+  done
+  local paced
+  paced=$(timeout "$STEP_TIMEOUT" node bench/multihost/latency.js "$pa" "$pb" "$COUNT" 5)
+  for set in "$da" "$db" "${wa[*]}" "${wb[*]}" "$RPID"; do
+    # shellcheck disable=SC2086
+    c1+=("$(cpu $set)")
+  done
+  echo "{\"setup\":\"$label\",\"paced\":$paced}"
+  local names=(daemonA daemonB workersA workersB redis) parts=() total=0
+  for i in 0 1 2 3 4; do
+    parts+=("\"${names[$i]}\":$(per1000 "${c0[$i]}" "${c1[$i]}" "$COUNT")")
+    total=$(echo "$total + ${c1[$i]} - ${c0[$i]}" | bc)
+  done
+  echo "{\"setup\":\"$label\",\"cpuPer1000Messages\":{$(IFS=,; echo "${parts[*]}"),\"all\":$(per1000 0 "$total" "$COUNT")}}"
+  echo "{\"setup\":\"$label\",\"burst\":$(timeout "$STEP_TIMEOUT" node bench/multihost/latency.js "$pa" "$pb" "$COUNT" 0)}"
+  echo "{\"setup\":\"$label\",\"requests\":$(timeout "$STEP_TIMEOUT" node bench/multihost/forward.js "$owner" "$other" "$REQS" "$@")}"
 }
-echo "{\"binary\":\"${PM2#"$PWD/"}\",\"load\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"messages\":$COUNT,\"requests\":$REQS}"
+git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+echo "{\"binary\":\"${PM2#"$PWD/"}\",\"commit\":\"$git_rev\",\"load\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"messages\":$COUNT,\"requests\":$REQS}"
 
 # 1. Corral: the bridge, the seed app unchanged (cluster adapter), any node takes any request.
-PA=$(free_port); PB=$(free_port)
+#    Requests: the session is A's; "forwarded" ones are sent to B, which forwards them to A.
+PA=$(free_port)
+PB=$(free_port)
 HOMES+=(a b)
 (cd tests/node && node_env a "$PA" a yes "$PM2" start sio_worker.js -i 2 --name chat >/dev/null)
 (cd tests/node && node_env b "$PB" b yes "$PM2" start sio_worker.js -i 2 --name chat >/dev/null)
-wait_serving "$PA"; wait_serving "$PB"
-measure corral-bridge "$PA" "$PB" "$(cat "$TMP/a/pm2.pid")" "$(cat "$TMP/b/pm2.pid")" "127.0.0.1:$PA" "127.0.0.1:$PB"
-for h in a b; do PM2_HOME="$TMP/$h" "$PM2" kill >/dev/null 2>&1 || true; done
+wait_serving "$PA"
+wait_serving "$PB"
+measure corral-bridge "$PA" "$PB" a b "127.0.0.1:$PA" "127.0.0.1:$PB" \
+  "owner=$(cat "$TMP/a/pm2.pid")" "forwarder=$(cat "$TMP/b/pm2.pid")"
+for h in a b; do PM2_HOME="$TMP/$h" timeout 60 "$PM2" kill >/dev/null 2>&1 || true; done
+HOMES=()
 
 # 2. The standard way: @socket.io/redis-adapter in the app, each node sticky on its own,
 #    nginx ip_hash in front of both.
-PC=$(free_port); PD=$(free_port); PN=$(free_port)
+PC=$(free_port)
+PD=$(free_port)
+PN=$(free_port)
 HOMES+=(c d)
 node_env c "$PC" c no "$PM2" start bench/multihost/redis-adapter/worker.js -i 2 --name chat --sticky >/dev/null
 node_env d "$PD" d no "$PM2" start bench/multihost/redis-adapter/worker.js -i 2 --name chat --sticky >/dev/null
-wait_serving "$PC"; wait_serving "$PD"
+wait_serving "$PC"
+wait_serving "$PD"
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx/nginx.conf" <<CONF
 worker_processes 1;
@@ -107,10 +161,18 @@ http {
   }
 }
 CONF
-nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" &
+nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" &
 NGINX_PID=$!
 wait_serving "$PN"
 NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1)
-# Requests: every one through nginx (ip_hash sends this client to one node, the one that
-# opened the session), so both rows are "through the proxy"; compare with Corral's local row.
-measure redis-adapter+nginx "$PC" "$PD" "$(cat "$TMP/c/pm2.pid")" "$(cat "$TMP/d/pm2.pid")" "127.0.0.1:$PN" "127.0.0.1:$PN" "$NGINX_WORKER"
+# Which host ip_hash sends this machine's clients to: a session opened through nginx is
+# known there only (a connect packet is answered "ok" by its host, 400 elsewhere).
+SID=$(curl -fs --max-time 5 "http://127.0.0.1:$PN/socket.io/?EIO=4&transport=polling" | sed -n 's/.*"sid":"\([^"]*\)".*/\1/p')
+if curl -fs --max-time 5 -X POST --data 40 "http://127.0.0.1:$PC/socket.io/?EIO=4&transport=polling&sid=$SID" >/dev/null; then
+  OWNER_PORT=$PC OWNER_HOME=c
+else
+  OWNER_PORT=$PD OWNER_HOME=d
+fi
+# Requests: "local" straight to that host, "forwarded" through nginx (to the same host).
+measure redis-adapter+nginx "$PC" "$PD" c d "127.0.0.1:$OWNER_PORT" "127.0.0.1:$PN" \
+  "owner=$(cat "$TMP/$OWNER_HOME/pm2.pid")" "forwarder=$NGINX_WORKER"

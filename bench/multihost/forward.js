@@ -1,26 +1,38 @@
 // Forwarded-request cost: polling requests of one Engine.IO session owned by node A, sent to
 // A itself (local hand-off) and to B (B forwards them to A), or through a proxy in front.
 //
-//   node forward.js <owner host:port> <other host:port> [count=1000] [daemon pids to measure...]
+//   node forward.js <owner host:port> <other host:port> [count=1000] [label=pid ...]
 //
 // Each request is a POST of a Socket.IO event on a new connection (as the balancer routes per
-// connection). Prints one JSON line: per target, p50/p99 latency (ms) and, for each pid
-// given, its cpu-s (utime+stime from /proc) per 1000 requests.
+// connection). Prints one JSON line: per target ("local": the owner itself, "forwarded": the
+// other address), p50/p99 latency (ms) and, for each labelled pid, its cpu-s (every thread, from
+// /proc/<pid>/task/*/schedstat) per 1000 requests, plus "sum" (all the labelled pids together). Label the pids by
+// role, e.g. owner=<pid of the daemon whose worker has the session> forwarder=<pid of the
+// daemon or proxy the "other" address belongs to>: the same pids are measured in both phases.
 "use strict";
 const http = require("http");
 const fs = require("fs");
 
-const [ownerArg, otherArg, countArg, ...pids] = process.argv.slice(2);
+const [ownerArg, otherArg, countArg, ...labelled] = process.argv.slice(2);
+const roles = labelled.map((a) => {
+  const i = a.indexOf("=");
+  if (i < 1 || !/^\d+$/.test(a.slice(i + 1))) throw new Error(`expected label=pid, got ${a}`);
+  return { label: a.slice(0, i), pid: a.slice(i + 1) };
+});
+const pids = roles.map((r) => r.pid);
 const COUNT = parseInt(countArg || "1000", 10);
 const hp = (s) => ({ host: s.slice(0, s.lastIndexOf(":")), port: parseInt(s.slice(s.lastIndexOf(":") + 1), 10) });
 const owner = hp(ownerArg);
 const other = hp(otherArg);
-const HZ = 100;
 
+// cpu-s of every thread of pid: /proc/<pid>/task/*/schedstat (nanoseconds), not the 10 ms
+// ticks of /proc/<pid>/stat.
 function cpu(pid) {
-  const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-  const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
-  return (parseInt(rest[11], 10) + parseInt(rest[12], 10)) / HZ;
+  let ns = 0;
+  for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+    ns += parseInt(fs.readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ")[0], 10);
+  }
+  return ns / 1e9;
 }
 
 function request(t, method, path, body) {
@@ -69,7 +81,13 @@ async function phase(target) {
   }
   const c1 = pids.map(cpu);
   const cpuPer1000 = {};
-  pids.forEach((p, i) => (cpuPer1000[p] = +(((c1[i] - c0[i]) * 1000) / COUNT).toFixed(3)));
+  let sum = 0;
+  roles.forEach((r, i) => {
+    const v = ((c1[i] - c0[i]) * 1000) / COUNT;
+    sum += v;
+    cpuPer1000[r.label] = +v.toFixed(4);
+  });
+  cpuPer1000.sum = +sum.toFixed(4);
   return { n: COUNT, errors, p50: pct(lat, 50), p99: pct(lat, 99), cpuPer1000 };
 }
 

@@ -236,8 +236,10 @@ fn start_bridge(shared: &SharedRef) {
         Ok(Some(cfg)) => {
             let local =
                 std::sync::Arc::new(cluster::RemoteFrames(std::sync::Arc::downgrade(&shared.cluster)));
-            let bridge = multihost::Bridge::start(cfg, local);
-            shared.cluster.reg().bridge = Some(bridge);
+            match multihost::Bridge::start(cfg, local) {
+                Ok(bridge) => shared.cluster.reg().bridge = Some(bridge),
+                Err(e) => dlog::error(&format!("Cluster: {e}; this node runs alone")),
+            }
         }
         Err(e) => dlog::error(&format!("Cluster: {e}; this node runs alone")),
     }

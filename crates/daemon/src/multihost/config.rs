@@ -1,7 +1,11 @@
 //! The multi-host settings, read from the daemon's environment:
 //!
-//! - `PM2_CLUSTER_REDIS`: `redis://[user[:pass]@]host[:port][/db]`. Unset or empty: the daemon
-//!   is a single host, nothing connects anywhere. `rediss://` (TLS) is refused for now.
+//! - `PM2_CLUSTER_REDIS`: `redis://[user[:pass]@]host[:port][/db]`, or `rediss://` for TLS.
+//!   Unset or empty: the daemon is a single host, nothing connects anywhere.
+//! - `PM2_CLUSTER_REDIS_CA`: a PEM file of the CA certificates that sign Redis's certificate
+//!   (a private CA); without it the system's trusted roots. `PM2_CLUSTER_REDIS_CERT` and
+//!   `PM2_CLUSTER_REDIS_KEY`: a client certificate and its key, for a Redis that asks for
+//!   one (`tls-auth-clients yes`, Redis's default). All three only with `rediss://`.
 //! - `PM2_CLUSTER_SECRET`: the shared secret every entry is signed with (HMAC-SHA256).
 //!   Required with a Redis URL: an unsigned bus lets anyone who can reach Redis inject
 //!   Socket.IO packets into every worker.
@@ -25,8 +29,12 @@ pub const MIN_SECRET_LEN: usize = 16;
 pub enum ConfigError {
     #[error("PM2_CLUSTER_REDIS: {0}")]
     Redis(String),
-    #[error("PM2_CLUSTER_REDIS: TLS (rediss://) is not supported yet; use redis:// on a private network or a TLS tunnel (stunnel, spiped)")]
-    TlsNotSupported,
+    #[error("{0} is set but PM2_CLUSTER_REDIS is redis:// (no TLS); use rediss://")]
+    TlsFileWithoutTls(&'static str),
+    #[error(
+        "PM2_CLUSTER_REDIS_CERT and PM2_CLUSTER_REDIS_KEY go together (a client certificate and its key)"
+    )]
+    CertWithoutKey,
     #[error("PM2_CLUSTER_SECRET is required with PM2_CLUSTER_REDIS (every node must share it)")]
     MissingSecret,
     #[error("PM2_CLUSTER_SECRET is too short: at least {MIN_SECRET_LEN} characters")]
@@ -47,6 +55,8 @@ pub struct RedisUrl {
     pub user: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// `rediss://`: the connection is TLS.
+    pub tls: bool,
 }
 
 impl fmt::Debug for RedisUrl {
@@ -59,7 +69,7 @@ impl fmt::Debug for RedisUrl {
 impl fmt::Display for RedisUrl {
     /// The URL without its password, for logs and `pm2 report`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "redis://")?;
+        write!(f, "{}://", if self.tls { "rediss" } else { "redis" })?;
         match (&self.user, &self.password) {
             (Some(u), Some(_)) => write!(f, "{u}:***@")?,
             (Some(u), None) => write!(f, "{u}@")?,
@@ -83,6 +93,16 @@ pub struct ClusterConfig {
     /// Where the other nodes reach the listener (`host:port`), when there is one.
     pub advertise: Option<String>,
     pub node_id: String,
+    /// Certificates for a `rediss://` URL (all empty otherwise).
+    pub tls_files: TlsFiles,
+}
+
+/// The PEM files of `PM2_CLUSTER_REDIS_CA`, `_CERT` and `_KEY` (read when the bridge starts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for ClusterConfig {
@@ -93,6 +113,7 @@ impl fmt::Debug for ClusterConfig {
             .field("listen", &self.listen)
             .field("advertise", &self.advertise)
             .field("node_id", &self.node_id)
+            .field("tls_files", &self.tls_files)
             .finish()
     }
 }
@@ -133,7 +154,28 @@ pub fn from_env(
         }
         None => default_node_id(),
     };
-    Ok(Some(ClusterConfig { redis, secret: secret.into_bytes(), listen, advertise, node_id }))
+    let path = |k: &str| nonempty(k).map(std::path::PathBuf::from);
+    let tls_files = TlsFiles {
+        ca: path("PM2_CLUSTER_REDIS_CA"),
+        cert: path("PM2_CLUSTER_REDIS_CERT"),
+        key: path("PM2_CLUSTER_REDIS_KEY"),
+    };
+    if !redis.tls {
+        // A CA given with a plain URL means someone believes the link is encrypted: say it is not.
+        for (k, v) in [
+            ("PM2_CLUSTER_REDIS_CA", &tls_files.ca),
+            ("PM2_CLUSTER_REDIS_CERT", &tls_files.cert),
+            ("PM2_CLUSTER_REDIS_KEY", &tls_files.key),
+        ] {
+            if v.is_some() {
+                return Err(ConfigError::TlsFileWithoutTls(k));
+            }
+        }
+    }
+    if tls_files.cert.is_some() != tls_files.key.is_some() {
+        return Err(ConfigError::CertWithoutKey);
+    }
+    Ok(Some(ClusterConfig { redis, secret: secret.into_bytes(), listen, advertise, node_id, tls_files }))
 }
 
 fn is_wildcard(host: &str) -> bool {
@@ -163,15 +205,19 @@ fn check_node_id(id: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Parses `redis://[user[:pass]@]host[:port][/db]`; user and password may be percent-encoded.
+/// Parses `redis[s]://[user[:pass]@]host[:port][/db]`; user and password may be percent-encoded.
 pub fn parse_redis_url(url: &str) -> Result<RedisUrl, ConfigError> {
     let bad = |m: &str| ConfigError::Redis(m.to_string());
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected redis://host:port/db"))?;
-    match scheme.to_ascii_lowercase().as_str() {
-        "redis" => {}
-        "rediss" => return Err(ConfigError::TlsNotSupported),
-        other => return Err(ConfigError::Redis(format!("unsupported scheme {other:?} (expected redis://)"))),
-    }
+    let tls = match scheme.to_ascii_lowercase().as_str() {
+        "redis" => false,
+        "rediss" => true,
+        other => {
+            return Err(ConfigError::Redis(format!(
+                "unsupported scheme {other:?} (expected redis:// or rediss://)"
+            )))
+        }
+    };
     if rest.contains(['?', '#']) {
         return Err(bad("query strings and fragments are not supported"));
     }
@@ -210,7 +256,7 @@ pub fn parse_redis_url(url: &str) -> Result<RedisUrl, ConfigError> {
             (Some(u).filter(|u| !u.is_empty()), p.filter(|p| !p.is_empty()))
         }
     };
-    Ok(RedisUrl { host, port, user, password, db })
+    Ok(RedisUrl { host, port, user, password, db, tls })
 }
 
 /// `host:port` with a mandatory port; `[v6]:port` for IPv6.
@@ -309,7 +355,8 @@ mod tests {
                 port: 6380,
                 user: Some("app".into()),
                 password: Some("p@ss/w".into()),
-                db: 3
+                db: 3,
+                tls: false,
             }
         );
         assert_eq!(c.secret, SECRET.as_bytes());
@@ -338,7 +385,6 @@ mod tests {
 
     #[test]
     fn bad_urls_are_clear_errors() {
-        assert_eq!(parse_redis_url("rediss://h:6379"), Err(ConfigError::TlsNotSupported));
         for bad in [
             "h:6379",
             "http://h",
@@ -355,8 +401,39 @@ mod tests {
         ] {
             assert!(matches!(parse_redis_url(bad), Err(ConfigError::Redis(_))), "{bad}");
         }
-        let e = env(&[("PM2_CLUSTER_REDIS", "rediss://h")]).unwrap_err();
-        assert!(e.to_string().contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn rediss_is_tls_and_takes_certificate_files() {
+        let u = parse_redis_url("rediss://:pw@redis.example:6380/1").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.to_string(), "rediss://:***@redis.example:6380/1");
+        assert!(!parse_redis_url("redis://h").unwrap().tls);
+        let c = env(&[
+            ("PM2_CLUSTER_REDIS", "rediss://h"),
+            ("PM2_CLUSTER_SECRET", SECRET),
+            ("PM2_CLUSTER_REDIS_CA", "/etc/corral/ca.pem"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.tls_files.ca.as_deref(), Some(std::path::Path::new("/etc/corral/ca.pem")));
+        assert_eq!((c.tls_files.cert.as_ref(), c.tls_files.key.as_ref()), (None, None));
+        // Certificate files with a plain URL: refused, the link would not be what they think.
+        let e = env(&[
+            ("PM2_CLUSTER_REDIS", "redis://h"),
+            ("PM2_CLUSTER_SECRET", SECRET),
+            ("PM2_CLUSTER_REDIS_CA", "/etc/corral/ca.pem"),
+        ])
+        .unwrap_err();
+        assert_eq!(e, ConfigError::TlsFileWithoutTls("PM2_CLUSTER_REDIS_CA"));
+        assert!(e.to_string().contains("use rediss://"), "{e}");
+        let e = env(&[
+            ("PM2_CLUSTER_REDIS", "rediss://h"),
+            ("PM2_CLUSTER_SECRET", SECRET),
+            ("PM2_CLUSTER_REDIS_CERT", "/c.pem"),
+        ])
+        .unwrap_err();
+        assert_eq!(e, ConfigError::CertWithoutKey);
     }
 
     #[test]

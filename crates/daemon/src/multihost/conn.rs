@@ -1,11 +1,12 @@
-//! A thin async Redis connection over [`super::resp`]: connect (TCP, `AUTH`, `SELECT`), then
-//! commands one at a time or pipelined. Every wait is bounded; any error drops the
-//! connection and the owner reconnects with [`Backoff`].
+//! A thin async Redis connection over [`super::resp`]: connect (TCP, TLS for `rediss://`,
+//! `AUTH`, `SELECT`), then commands one at a time or pipelined. Every wait is bounded; any
+//! error drops the connection and the owner reconnects with [`Backoff`].
 
-use super::config::RedisUrl;
+use super::config::{ClusterConfig, RedisUrl};
 use super::resp::{self, Reply, RespError};
+use super::tls::{self, TlsError};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Bound on connect + login and on a plain command's reply.
@@ -25,20 +26,55 @@ pub enum ConnError {
     Closed,
     #[error("unexpected reply to {0}")]
     Unexpected(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
+/// Where Redis is and how to reach it: the URL and, for `rediss://`, the TLS client
+/// (built once; every connection of the node shares it).
+#[derive(Clone)]
+pub struct Target {
+    pub url: RedisUrl,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl Target {
+    /// Reads the certificate files of a `rediss://` URL; a plain URL needs nothing.
+    pub fn new(cfg: &ClusterConfig) -> Result<Target, TlsError> {
+        let tls = match cfg.redis.tls {
+            true => Some(tokio_rustls::TlsConnector::from(tls::client_config(&cfg.tls_files)?)),
+            false => None,
+        };
+        Ok(Target { url: cfg.redis.clone(), tls })
+    }
+}
+
+/// The byte stream under a connection: plain TCP or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 pub struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
 }
 
 impl Conn {
-    /// Connects and logs in (`AUTH [user] pass`, `SELECT db`), bounded by [`COMMAND_TIMEOUT`].
-    pub async fn connect(url: &RedisUrl, client_name: &str) -> Result<Conn, ConnError> {
+    /// Connects (with the TLS handshake for `rediss://`) and logs in (`AUTH [user] pass`,
+    /// `SELECT db`), all bounded by [`COMMAND_TIMEOUT`].
+    pub async fn connect(target: &Target, client_name: &str) -> Result<Conn, ConnError> {
+        let url = &target.url;
         let fut = async {
-            let stream = TcpStream::connect((url.host.as_str(), url.port)).await?;
-            let _ = stream.set_nodelay(true);
+            let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let stream: Box<dyn Io> = match &target.tls {
+                None => Box::new(tcp),
+                Some(tls) => {
+                    let name = tls::server_name(&url.host).map_err(ConnError::Tls)?;
+                    let s = tls.connect(name, tcp).await.map_err(|e| ConnError::Tls(tls::explain(&e)))?;
+                    Box::new(s)
+                }
+            };
             let mut c = Conn { stream, rbuf: Vec::new(), wbuf: Vec::new() };
             if let Some(pass) = &url.password {
                 match &url.user {
@@ -93,6 +129,8 @@ impl Conn {
     async fn round_trip(&mut self, n: usize, limit: Duration) -> Result<Vec<Reply>, ConnError> {
         let fut = async {
             self.stream.write_all(&self.wbuf).await?;
+            // TLS may keep records buffered until flushed (a no-op for plain TCP).
+            self.stream.flush().await?;
             let mut out = Vec::with_capacity(n);
             while out.len() < n {
                 if let Some((r, used)) = resp::parse(&self.rbuf)? {

@@ -59,6 +59,7 @@ pub enum Lookup {
 /// Forwarding state and counters, owned by the bridge.
 pub struct Link {
     pub(super) cfg: ClusterConfig,
+    redis: super::conn::Target,
     /// The session book's queue: records to write (only with a node-to-node listener).
     sid_ops: Option<mpsc::UnboundedSender<SidOp>>,
     /// The same queue for lookups (every node forwards, listener or not).
@@ -116,12 +117,16 @@ pub enum SessionOwner {
 
 impl Link {
     /// The forwarding half of a bridge; [`Link::start`] starts its tasks.
-    pub fn new(cfg: ClusterConfig) -> (Arc<Link>, mpsc::UnboundedReceiver<SidOp>) {
+    pub fn new(
+        cfg: ClusterConfig,
+        redis: super::conn::Target,
+    ) -> (Arc<Link>, mpsc::UnboundedReceiver<SidOp>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Link {
             sid_ops: cfg.listen.as_ref().map(|_| tx.clone()),
             lookups: tx,
             cfg,
+            redis,
             cache: Default::default(),
             replay: Default::default(),
             forwarded_out: Default::default(),
@@ -284,7 +289,7 @@ async fn session_book(b: Arc<Link>, mut rx: mpsc::UnboundedReceiver<SidOp>) {
         }
         b.fwd().owned.store(owned.len() as u64, Ordering::Relaxed);
         if conn.is_none() && retry_at.is_none_or(|t| t <= tokio::time::Instant::now()) {
-            match Conn::connect(&b.cfg.redis, &format!("corral-sid-{}", b.cfg.node_id)).await {
+            match Conn::connect(&b.redis, &format!("corral-sid-{}", b.cfg.node_id)).await {
                 Ok(c) => {
                     conn = Some(c);
                     retry_at = None;
@@ -470,7 +475,15 @@ async fn relay_both_ways(mut client: TcpStream, mut upstream: TcpStream) {
 
 /// Binds the node-to-node listener and serves it. A bind failure is logged: this node then
 /// takes no forwarded requests, everything else works.
+///
+/// The common path costs what the balancer's local hand-off costs: with TCP_DEFER_ACCEPT the
+/// kernel hands over a connection once its first bytes arrived, and the forwarding node sent
+/// the whole forward in one write, so the connection is accepted (`accept4`, not registered
+/// with the reactor), read once, checked, answered and handed to the worker without ever
+/// being registered with epoll or waking the task twice. Only a forward that is not all
+/// there yet waits on the reactor.
 async fn listen(b: Arc<Link>, local: Arc<dyn LocalSessions>, host: String, port: u16) {
+    use std::os::fd::AsRawFd;
     let l = match TcpListener::bind((host.as_str(), port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -480,21 +493,125 @@ async fn listen(b: Arc<Link>, local: Arc<dyn LocalSessions>, host: String, port:
             return;
         }
     };
+    defer_accept(l.as_raw_fd());
     let shown = l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| format!("{host}:{port}"));
+    let registered = l.into_std().and_then(|l| {
+        // SAFETY: the AsyncFd owns the std listener, so its fd stays open and the same
+        // for the AsyncFd's whole life.
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }
+            .map_err(std::io::Error::from)
+    });
+    let l = match registered {
+        Ok(l) => l,
+        Err(e) => {
+            dlog::error(&format!("Cluster: cannot poll the node-to-node listener on {shown}: {e}"));
+            return;
+        }
+    };
     dlog::log(&format!(
         "Cluster: taking requests forwarded by other nodes on {shown} (advertised as {})",
         b.cfg.advertise.as_deref().unwrap_or("?")
     ));
     *b.fwd().listening.lock().unwrap_or_else(|p| p.into_inner()) = Some(shown);
     loop {
-        match l.accept().await {
-            Ok((s, peer)) => {
-                tokio::spawn(serve(b.clone(), local.clone(), s, peer));
-            }
+        let mut guard = match l.readable().await {
+            Ok(g) => g,
             Err(e) => {
+                dlog::error(&format!("Cluster: the node-to-node listener failed: {e}"));
+                return;
+            }
+        };
+        match guard.try_io(|l| crate::cluster::bind::accept4(l.get_ref().as_raw_fd())) {
+            Ok(Ok(fd)) => {
+                tokio::spawn(serve(b.clone(), local.clone(), Sock::Std(std::net::TcpStream::from(fd))));
+            }
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+            Ok(Err(e)) => {
                 b.fwd().log_limit.warn("accept", || format!("Cluster: node-to-node accept failed: {e}"));
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            Err(_would_block) => {}
+        }
+    }
+}
+
+/// TCP_DEFER_ACCEPT: a connection reaches us once its first bytes arrived (those that never
+/// send anything never do; the kernel drops them after the timeout).
+fn defer_accept(fd: std::os::fd::RawFd) {
+    let secs: libc::c_int = 10;
+    // SAFETY: setsockopt reads `secs` for the given length only.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// An accepted node-to-node connection, registered with the reactor only if reading it has
+/// to wait.
+enum Sock {
+    Std(std::net::TcpStream),
+    Tokio(TcpStream),
+    Gone,
+}
+
+impl Sock {
+    /// Appends at most `max` bytes read from the connection; 0 at its end.
+    async fn read_more(&mut self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+        use std::io::Read;
+        let start = buf.len();
+        buf.resize(start + max.min(64 << 10), 0);
+        let got = loop {
+            match self {
+                Sock::Std(s) => match s.read(&mut buf[start..]) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let Sock::Std(s) = std::mem::replace(self, Sock::Gone) else { continue };
+                        match TcpStream::from_std(s) {
+                            Ok(t) => *self = Sock::Tokio(t),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                    r => break r,
+                },
+                Sock::Tokio(t) => break t.read(&mut buf[start..]).await,
+                Sock::Gone => break Err(std::io::ErrorKind::NotConnected.into()),
+            }
+        };
+        buf.truncate(start + *got.as_ref().unwrap_or(&0));
+        got
+    }
+
+    /// Writes a 4-byte answer. On a fresh connection it always fits the socket's buffer.
+    async fn answer(&mut self, bytes: &[u8; 4]) -> std::io::Result<()> {
+        use std::io::Write;
+        match self {
+            Sock::Std(s) => match s.write(bytes)? {
+                4 => Ok(()),
+                _ => Err(std::io::ErrorKind::WriteZero.into()),
+            },
+            Sock::Tokio(t) => t.write_all(bytes).await,
+            Sock::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn peer(&self) -> String {
+        let a = match self {
+            Sock::Std(s) => s.peer_addr(),
+            Sock::Tokio(t) => t.peer_addr(),
+            Sock::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        };
+        a.map_or_else(|_| "?".to_owned(), |a| a.to_string())
+    }
+
+    fn into_fd(self) -> Option<std::os::fd::OwnedFd> {
+        match self {
+            Sock::Std(s) => Some(s.into()),
+            Sock::Tokio(t) => t.into_std().ok().map(Into::into),
+            Sock::Gone => None,
         }
     }
 }
@@ -507,51 +624,79 @@ enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-async fn read_forward(b: &Link, s: &mut TcpStream) -> Result<(Header, Vec<u8>), ServeError> {
-    let mut prefix = [0u8; 6];
-    s.read_exact(&mut prefix).await?;
-    let n = Header::header_len(&prefix)?;
-    let mut text = vec![0u8; n];
-    s.read_exact(&mut text).await?;
-    let now = crate::timefmt::now_ms();
-    let h = Header::decode(&text, &b.cfg.secret, now)?;
-    b.fwd().replay.lock().unwrap_or_else(|p| p.into_inner()).check(&h.nonce, h.ts_ms, now)?;
-    let mut data = vec![0u8; h.len];
-    s.read_exact(&mut data).await?;
-    Ok((h, data))
+/// Reads one forward: the signed header is checked as soon as it is complete (before any
+/// request byte is believed or waited for), then exactly its `len` request bytes. More bytes
+/// than that are a protocol violation: the forwarding node sends nothing else before our answer.
+async fn read_forward(b: &Link, s: &mut Sock) -> Result<(Header, Vec<u8>), ServeError> {
+    let mut buf = Vec::new();
+    let mut header: Option<(Header, usize)> = None;
+    loop {
+        if header.is_none() && buf.len() >= 6 {
+            let mut prefix = [0u8; 6];
+            prefix.copy_from_slice(&buf[..6]);
+            let n = Header::header_len(&prefix)?;
+            if buf.len() >= 6 + n {
+                let now = crate::timefmt::now_ms();
+                let h = Header::decode(&buf[6..6 + n], &b.cfg.secret, now)?;
+                b.fwd().replay.lock().unwrap_or_else(|p| p.into_inner()).check(&h.nonce, h.ts_ms, now)?;
+                header = Some((h, 6 + n));
+            }
+        }
+        let want = match header.take() {
+            Some((h, start)) => {
+                let end = start + h.len;
+                if buf.len() > end {
+                    return Err(ForwardError::Garbage("bytes past the announced request").into());
+                }
+                if buf.len() == end {
+                    buf.drain(..start);
+                    return Ok((h, buf));
+                }
+                header = Some((h, start));
+                end - buf.len()
+            }
+            // The header's length is not known yet: whatever the largest forward allows.
+            None => (6 + forward::MAX_HEADER + forward::MAX_DATA).saturating_sub(buf.len()),
+        };
+        if s.read_more(&mut buf, want).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
 }
 
-async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: TcpStream, peer: SocketAddr) {
+async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: Sock) {
     // Rate-limited per kind, so a flood of garbage cannot hide a wrong secret.
-    let refused = |kind: &'static str, why: String| {
+    let refused = |s: &Sock, kind: &'static str, why: String| {
         b.fwd().refused_in.fetch_add(1, Ordering::Relaxed);
+        let peer = s.peer();
         b.fwd()
             .log_limit
             .warn(kind, || format!("Cluster: refused a node-to-node connection from {peer}: {why}"));
     };
     let (h, data) = match tokio::time::timeout(READ_TIMEOUT, read_forward(&b, &mut s)).await {
-        Err(_) => return refused("in-timeout", "nothing valid within 10 s".into()),
+        Err(_) => return refused(&s, "in-timeout", "nothing valid within 10 s".into()),
         Ok(Err(ServeError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return refused("in-eof", "closed before a complete forward".into())
+            return refused(&s, "in-eof", "closed before a complete forward".into())
         }
         Ok(Err(ServeError::Forward(e @ ForwardError::BadSignature(_)))) => {
-            return refused("in-signature", e.to_string())
+            return refused(&s, "in-signature", e.to_string())
         }
         Ok(Err(ServeError::Forward(e @ ForwardError::Garbage(_)))) => {
-            return refused("in-garbage", e.to_string())
+            return refused(&s, "in-garbage", e.to_string())
         }
-        Ok(Err(e)) => return refused("in-other", e.to_string()),
+        Ok(Err(e)) => return refused(&s, "in-other", e.to_string()),
         Ok(Ok(v)) => v,
     };
     let tx = match local.session_owner(&h.group, &h.sid) {
         SessionOwner::Worker(tx) => tx,
         SessionOwner::NoSession => {
             // The session ended between the lookup and now: the forwarding node answers.
-            let _ = s.write_all(forward::NO_SESSION).await;
+            let _ = s.answer(forward::NO_SESSION).await;
             return;
         }
         SessionOwner::UnknownGroup => {
             return refused(
+                &s,
                 "in-group",
                 format!(
                     "node {} forwarded a request for app group {:?}, which this node does not run",
@@ -560,11 +705,11 @@ async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: TcpStream, pe
             );
         }
     };
-    if s.write_all(forward::ACCEPTED).await.is_err() {
+    if s.answer(forward::ACCEPTED).await.is_err() {
         return;
     }
     b.fwd().forwarded_in.fetch_add(1, Ordering::Relaxed);
-    let Ok(fd) = s.into_std().map(std::os::fd::OwnedFd::from) else { return };
+    let Some(fd) = s.into_fd() else { return };
     let msg = Value::object([("type", Value::from("sticky:connection")), ("data", Value::buffer(data))]);
     // Acked: the worker owns the connection, our copy closes here. Anything else (the worker
     // is gone): closing the connection ends the client's request, and its client retries.

@@ -34,6 +34,7 @@ pub mod outbox;
 pub mod peers;
 pub mod resp;
 pub mod sids;
+pub mod tls;
 
 use crate::dlog;
 use crate::sticky::relay::kind;
@@ -119,6 +120,8 @@ pub struct Status {
 
 pub struct Bridge {
     cfg: ClusterConfig,
+    /// How every connection of this node reaches Redis (TLS included).
+    redis: conn::Target,
     incarnation: String,
     out: mpsc::UnboundedSender<Outgoing>,
     /// Frames queued to the publisher and not yet taken: bounds the unbounded channel.
@@ -130,15 +133,18 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Starts the publisher and the reader on the current runtime.
-    pub fn start(cfg: ClusterConfig, local: Arc<dyn LocalWorkers>) -> Arc<Bridge> {
+    /// Starts the publisher and the reader on the current runtime. Fails only when the
+    /// TLS settings cannot be used (a certificate file missing or unreadable).
+    pub fn start(cfg: ClusterConfig, local: Arc<dyn LocalWorkers>) -> Result<Arc<Bridge>, tls::TlsError> {
+        let redis = conn::Target::new(&cfg)?;
         let incarnation = random_hex();
         let (tx, rx) = mpsc::unbounded_channel();
-        let (link, sid_rx) = link::Link::new(cfg.clone());
+        let (link, sid_rx) = link::Link::new(cfg.clone(), redis.clone());
         let bridge = Arc::new(Bridge {
             peers: Mutex::new(Peers::new(&cfg.node_id, &incarnation)),
             link,
             cfg,
+            redis,
             incarnation,
             out: tx,
             queued: Default::default(),
@@ -151,7 +157,7 @@ impl Bridge {
         tokio::spawn(publisher(bridge.clone(), rx));
         bridge.link.start(sid_rx, local.clone());
         tokio::spawn(reader(bridge.clone(), local));
-        bridge
+        Ok(bridge)
     }
 
     pub fn node_id(&self) -> &str {
@@ -334,6 +340,7 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut buf = Vec::with_capacity(BATCH);
     let mut last_beat = Instant::now();
+    let mut outage_logged = false;
     loop {
         // Wait for work: frames, the heartbeat tick, or the time to retry Redis.
         let retry = async {
@@ -388,6 +395,7 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
             match connect_publisher(&b, &mut boot_marker).await {
                 Ok((c, lost_data)) => {
                     conn = Some(c);
+                    outage_logged = false;
                     retry_at = None;
                     backoff.reset();
                     beat_due = true;
@@ -404,14 +412,11 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                     }
                 }
                 Err(e) => {
-                    // Logged once per outage, not once per retry.
-                    let first = {
-                        let mut st = b.status_mut();
-                        let first = st.publisher_connected || st.last_error.is_none();
-                        st.publisher_connected = false;
-                        first
-                    };
-                    if first {
+                    // Logged once per outage, not once per retry (the reader's errors, which
+                    // may come first, do not count: it logs only losing a connection it had).
+                    b.status_mut().publisher_connected = false;
+                    if !outage_logged {
+                        outage_logged = true;
                         dlog::error(&format!(
                             "Cluster: cannot reach Redis at {}: {e}; retrying",
                             b.cfg.redis
@@ -481,6 +486,7 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                 // Entries whose XADD may or may not have landed stay queued: published again
                 // after reconnecting, and readers drop the duplicates by sequence number.
                 dlog::error(&format!("Cluster: lost the Redis connection (publisher): {e}; reconnecting"));
+                outage_logged = true;
                 b.status_mut().publisher_connected = false;
                 b.set_error("publish", &e);
                 conn = None;
@@ -502,7 +508,7 @@ async fn heartbeat(b: &Bridge, c: &mut Conn) -> Result<(), conn::ConnError> {
 
 /// Connects the publisher; `true` when Redis lost its data since we last saw it.
 async fn connect_publisher(b: &Bridge, boot: &mut Option<Vec<u8>>) -> Result<(Conn, bool), conn::ConnError> {
-    let mut c = Conn::connect(&b.cfg.redis, &format!("corral-pub-{}", b.cfg.node_id)).await?;
+    let mut c = Conn::connect(&b.redis, &format!("corral-pub-{}", b.cfg.node_id)).await?;
     let mine = random_hex();
     c.cmd(&["SET", BOOT_KEY, mine.as_str(), "NX"]).await?;
     let now = match c.cmd(&["GET", BOOT_KEY]).await? {
@@ -522,7 +528,7 @@ async fn reader(b: Arc<Bridge>, local: Arc<dyn LocalWorkers>) {
     let mut last_id: Option<String> = None;
     let mut warned_refused: u64 = 0;
     loop {
-        let mut c = match Conn::connect(&b.cfg.redis, &format!("corral-sub-{}", b.cfg.node_id)).await {
+        let mut c = match Conn::connect(&b.redis, &format!("corral-sub-{}", b.cfg.node_id)).await {
             Ok(c) => c,
             Err(e) => {
                 if b.status_mut().reader_connected {
