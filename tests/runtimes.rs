@@ -158,15 +158,21 @@ fn bun_cluster_serves_one_port_and_reloads() {
     let (migrate, _restore) = tcp_migrate_req();
     let res = reload_under_load(&pm2, port, "bunweb", &first);
     eprintln!("bun reload under load (tcp_migrate_req {migrate}): {res}");
-    // Bun workers bind their own SO_REUSEPORT sockets, so the daemon cannot
-    // hold connections for them while one restarts: nothing may be refused
-    // (the port never closes), but an exiting worker can reset a connection
-    // it had already taken, rarely even with tcp_migrate_req (README,
-    // Runtimes). The zero-failure reload is checked for Node, Deno and the
-    // activation sockets, which the daemon holds.
-    let refused =
-        res["failures"].as_array().map(|f| f.iter().filter(|x| x["code"] == "ECONNREFUSED").count());
-    assert_eq!(refused, Some(0), "{res}");
+    // Bun workers bind their own SO_REUSEPORT sockets. A retiring one leaves
+    // the port's group before it is stopped (the daemon shuts its listening
+    // socket down), the connections queued on that socket move to the
+    // others (tcp_migrate_req) and the ones it accepted are answered before
+    // it gets its signal: not one request fails.
+    if migrate {
+        assert_eq!(res["failed"], 0, "{res}");
+    } else {
+        // Without tcp_migrate_req (not root) the kernel resets what was
+        // queued on the retiring socket: nothing is refused, at least.
+        eprintln!("net.ipv4.tcp_migrate_req cannot be set here: only refusals are checked");
+        let refused =
+            res["failures"].as_array().map(|f| f.iter().filter(|x| x["code"] == "ECONNREFUSED").count());
+        assert_eq!(refused, Some(0), "{res}");
+    }
     assert!(res["ok"].as_u64().unwrap_or(0) > 0, "{res}");
     // The daemon still supervises them: a Bun worker that dies is restarted.
     let victim = *pids_of(&pm2.jlist(), "bunweb").iter().next().expect("a worker");
