@@ -147,7 +147,9 @@ fn tcp_migrate_req() -> (bool, RestoreMigrateReq) {
 #[test]
 fn bun_cluster_serves_one_port_and_reloads() {
     let port = free_port();
-    let pm2 = pm2_in_rt(&[("PORT", port.to_string())]);
+    // Every answer takes 20 ms, so each retiring worker has requests in
+    // flight when it is stopped (before the fix each reload cut a few).
+    let pm2 = pm2_in_rt(&[("PORT", port.to_string()), ("DELAY_MS", "20".to_string())]);
     let bun = bin("bun");
     pm2.run(&["start", "apps/http.js", "--interpreter", &bun, "-i", "2", "--name", "bunweb"]).ok();
     let list = pm2.wait_for("2 bun workers online", T, |l| all_online(l, "bunweb", 2));
