@@ -417,5 +417,24 @@ fn bad_runtime_combinations_are_refused_clearly() {
     let r = pm2.run(&["start", "apps/http.js", "--interpreter", &bun, "-i", "2", "--sticky", "--name", "z"]);
     assert_ne!(r.code, 0, "{}", r.all());
     assert!(r.all().contains("Bun"), "{}", r.all());
+    // Runtimes too old for cluster workers (a stand-in binary answering
+    // `--version` as Bun 1.1.24 and Deno 2.7.14 do; the real ones were
+    // checked by hand: README, Runtimes).
+    let dir = tempfile::tempdir().expect("tmp");
+    for (name, says, want) in [
+        ("bun", "1.1.24", "Bun 1.1.24 cannot run cluster workers (Bun 1.1.25 or later can)"),
+        (
+            "deno",
+            "deno 2.7.14 (stable, release, x86_64-unknown-linux-gnu)",
+            "Deno 2.7.14 cannot run cluster workers",
+        ),
+    ] {
+        let fake = dir.path().join(name);
+        std::fs::write(&fake, format!("#!/bin/sh\necho '{says}'\n")).expect("write");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let r = pm2.run(&["start", "apps/http.js", "--interpreter", &fake.to_string_lossy(), "-i", "2"]);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(r.all().contains(want), "{}", r.all());
+    }
     assert!(pm2.jlist().is_empty(), "nothing started: {:?}", pm2.jlist());
 }
