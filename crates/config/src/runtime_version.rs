@@ -12,8 +12,11 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub const MIN_BUN: (u32, u32, u32) = (1, 1, 25);
-pub const MIN_DENO: (u32, u32, u32) = (2, 8, 0);
+/// major.minor.patch
+type Version = (u32, u32, u32);
+
+pub const MIN_BUN: Version = (1, 1, 25);
+pub const MIN_DENO: Version = (2, 8, 0);
 
 /// Why this cluster app's runtime is too old, or `None` (not a Bun or Deno
 /// cluster app, recent enough, or its version could not be read: then the
@@ -37,8 +40,9 @@ pub fn too_old(spec: &AppSpec, interpreter: &Path) -> Option<String> {
 }
 
 /// `<interpreter> --version`, parsed; cached per path (one run per process).
-fn version_of(interpreter: &Path) -> Option<(u32, u32, u32)> {
-    static CACHE: Mutex<Option<HashMap<std::path::PathBuf, Option<(u32, u32, u32)>>>> = Mutex::new(None);
+fn version_of(interpreter: &Path) -> Option<Version> {
+    type Cache = HashMap<std::path::PathBuf, Option<Version>>;
+    static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
     if let Ok(mut c) = CACHE.lock() {
         if let Some(v) = c.get_or_insert_with(HashMap::new).get(interpreter) {
             return *v;
@@ -79,7 +83,7 @@ fn run_version(interpreter: &Path) -> Option<String> {
 }
 
 /// `1.1.24`, `1.3.11-canary.20260322.1`, `deno 2.7.14 (stable, ...)`.
-fn parse_version(line: &str) -> Option<(u32, u32, u32)> {
+fn parse_version(line: &str) -> Option<Version> {
     let word = line.split_whitespace().find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
     let core = word.split(['-', '+']).next()?;
     let mut it = core.split('.').map(|n| n.parse::<u32>().ok());
