@@ -147,7 +147,9 @@ fn tcp_migrate_req() -> (bool, RestoreMigrateReq) {
 #[test]
 fn bun_cluster_serves_one_port_and_reloads() {
     let port = free_port();
-    let pm2 = pm2_in_rt(&[("PORT", port.to_string())]);
+    // Every answer takes 20 ms, so each retiring worker has requests in
+    // flight when it is stopped (before the fix each reload cut a few).
+    let pm2 = pm2_in_rt(&[("PORT", port.to_string()), ("DELAY_MS", "20".to_string())]);
     let bun = bin("bun");
     pm2.run(&["start", "apps/http.js", "--interpreter", &bun, "-i", "2", "--name", "bunweb"]).ok();
     let list = pm2.wait_for("2 bun workers online", T, |l| all_online(l, "bunweb", 2));
@@ -158,15 +160,21 @@ fn bun_cluster_serves_one_port_and_reloads() {
     let (migrate, _restore) = tcp_migrate_req();
     let res = reload_under_load(&pm2, port, "bunweb", &first);
     eprintln!("bun reload under load (tcp_migrate_req {migrate}): {res}");
-    // Bun workers bind their own SO_REUSEPORT sockets, so the daemon cannot
-    // hold connections for them while one restarts: nothing may be refused
-    // (the port never closes), but an exiting worker can reset a connection
-    // it had already taken, rarely even with tcp_migrate_req (README,
-    // Runtimes). The zero-failure reload is checked for Node, Deno and the
-    // activation sockets, which the daemon holds.
-    let refused =
-        res["failures"].as_array().map(|f| f.iter().filter(|x| x["code"] == "ECONNREFUSED").count());
-    assert_eq!(refused, Some(0), "{res}");
+    // Bun workers bind their own SO_REUSEPORT sockets. A retiring one leaves
+    // the port's group before it is stopped (the daemon shuts its listening
+    // socket down), the connections queued on that socket move to the
+    // others (tcp_migrate_req) and the ones it accepted are answered before
+    // it gets its signal: not one request fails.
+    if migrate {
+        assert_eq!(res["failed"], 0, "{res}");
+    } else {
+        // Without tcp_migrate_req (not root) the kernel resets what was
+        // queued on the retiring socket: nothing is refused, at least.
+        eprintln!("net.ipv4.tcp_migrate_req cannot be set here: only refusals are checked");
+        let refused =
+            res["failures"].as_array().map(|f| f.iter().filter(|x| x["code"] == "ECONNREFUSED").count());
+        assert_eq!(refused, Some(0), "{res}");
+    }
     assert!(res["ok"].as_u64().unwrap_or(0) > 0, "{res}");
     // The daemon still supervises them: a Bun worker that dies is restarted.
     let victim = *pids_of(&pm2.jlist(), "bunweb").iter().next().expect("a worker");
@@ -409,5 +417,24 @@ fn bad_runtime_combinations_are_refused_clearly() {
     let r = pm2.run(&["start", "apps/http.js", "--interpreter", &bun, "-i", "2", "--sticky", "--name", "z"]);
     assert_ne!(r.code, 0, "{}", r.all());
     assert!(r.all().contains("Bun"), "{}", r.all());
+    // Runtimes too old for cluster workers (a stand-in binary answering
+    // `--version` as Bun 1.1.24 and Deno 2.7.14 do; the real ones were
+    // checked by hand: README, Runtimes).
+    let dir = tempfile::tempdir().expect("tmp");
+    for (name, says, want) in [
+        ("bun", "1.1.24", "Bun 1.1.24 cannot run cluster workers (Bun 1.1.25 or later can)"),
+        (
+            "deno",
+            "deno 2.7.14 (stable, release, x86_64-unknown-linux-gnu)",
+            "Deno 2.7.14 cannot run cluster workers",
+        ),
+    ] {
+        let fake = dir.path().join(name);
+        std::fs::write(&fake, format!("#!/bin/sh\necho '{says}'\n")).expect("write");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let r = pm2.run(&["start", "apps/http.js", "--interpreter", &fake.to_string_lossy(), "-i", "2"]);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(r.all().contains(want), "{}", r.all());
+    }
     assert!(pm2.jlist().is_empty(), "nothing started: {:?}", pm2.jlist());
 }

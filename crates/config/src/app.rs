@@ -645,6 +645,16 @@ impl Resolver<'_> {
                  Socket.IO balancer cannot route sessions to them; run the app under node or deno, or drop sticky",
             ));
         }
+        if spec.exec_mode == ExecMode::Cluster {
+            let path = if spec.interpreter.contains('/') {
+                Some(std::path::PathBuf::from(&spec.interpreter))
+            } else {
+                paths::which(&spec.interpreter, &self.path_var)
+            };
+            if let Some(why) = path.and_then(|p| crate::runtime_version::too_old(&spec, &p)) {
+                return Err(self.invalid("interpreter", why));
+            }
+        }
         spec.listen_fds = match o.get("listen_fds") {
             None => Vec::new(),
             Some((w, _)) => {

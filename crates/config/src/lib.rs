@@ -23,6 +23,7 @@ pub mod health;
 mod jlist;
 pub mod json5;
 mod paths;
+mod runtime_version;
 pub mod serve;
 
 pub use app::{canonical_key, check_cron, parse_cron, sanitize_log_name, TIME_FORMAT};

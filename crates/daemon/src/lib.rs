@@ -26,6 +26,7 @@ pub mod policy;
 pub mod portowner;
 pub mod privileges;
 pub mod proctree;
+pub mod reuseport;
 pub mod rotate;
 pub mod runtimes;
 pub mod server;

@@ -43,6 +43,14 @@ pub fn channel_limits(app: &AppSpec) -> Limits {
     l
 }
 
+/// The workers bind the app's port themselves, each on an `SO_REUSEPORT`
+/// socket of its own (Bun cluster workers: Bun's servers never ask the
+/// primary for a handle), so retiring one means taking its socket out of
+/// the port's group first (`reuseport`).
+pub fn listens_itself(app: &AppSpec) -> bool {
+    app.runtime() == Runtime::Bun && app.exec_mode == ExecMode::Cluster
+}
+
 /// A warning for the daemon log, once per daemon: a Bun cluster app on a
 /// host where a closing SO_REUSEPORT socket resets the connections queued
 /// on it (`net.ipv4.tcp_migrate_req` off), so its reloads may fail a few.

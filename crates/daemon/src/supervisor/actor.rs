@@ -1301,14 +1301,30 @@ async fn retire_inner(
             }
         }
     }
+    // A worker listening on SO_REUSEPORT sockets of its own (Bun) leaves the
+    // port's group before anything else, so no new connection lands on it.
+    let stopped =
+        crate::runtimes::listens_itself(&app).then(|| stop_own_listeners(old.pid, &label)).flatten();
     let asked = match (old.wid, plan) {
         (Some(wid), _) if app.shutdown_with_message => host.ask_exit(wid, ExitRequest::Shutdown),
         (Some(wid), Some(p)) if p.disconnect => host.ask_exit(wid, ExitRequest::Disconnect),
         _ => false,
     };
     let kill = Some((kill_signal, app.treekill));
-    let rungs: &[Option<(i32, bool)>] = if asked { &[None, kill] } else { &[kill] };
-    let status = ladder::escalate(&mut Tree { run: &mut old, known: &[] }, rungs, grace, None).await;
+    let (asked_then_kill, kill_only) = ([None, kill], [kill]);
+    let mut rungs: &[Option<(i32, bool)>] = if asked { &asked_then_kill } else { &kill_only };
+    let mut exited = None;
+    if let Some(s) = stopped.as_ref().filter(|_| !app.shutdown_with_message) {
+        // `disconnect` does not close a Bun worker's servers: once the
+        // connections it accepted are answered (or kill_timeout passed) it
+        // gets the kill signal, as pm2 sends it at once.
+        exited = answered(&mut old, s, grace).await;
+        rungs = &kill_only;
+    }
+    let status = match exited {
+        Some(st) => st,
+        None => ladder::escalate(&mut Tree { run: &mut old, known: &[] }, rungs, grace, None).await,
+    };
     if let Some(wid) = old.wid {
         host.detach(wid, true);
     }
@@ -1318,6 +1334,44 @@ async fn retire_inner(
         code.map(|c| c.to_string()).unwrap_or_else(|| "0".into()),
         signal.unwrap_or_else(|| "SIGINT".into())
     ));
+}
+
+/// Takes a retiring worker's own reuseport listeners out of their groups
+/// (`reuseport`); `None` when it had none or they could not be reached
+/// (then its exit closes them, as before).
+fn stop_own_listeners(pid: i32, label: &str) -> Option<crate::reuseport::Stopped> {
+    match crate::reuseport::stop_listeners(pid) {
+        Ok(s) if s.ports.is_empty() => None,
+        Ok(s) => Some(s),
+        Err(e) => {
+            static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                dlog::log(&format!(
+                    "App [{label}]: cannot stop the retiring worker's listeners before it exits ({e}); \
+                     connections it accepted may be reset when it exits"
+                ));
+            }
+            None
+        }
+    }
+}
+
+/// Waits until the retiring worker answered the connections it had
+/// accepted when its listeners stopped, or exited (`Some(status)`), at most
+/// `grace`.
+async fn answered(
+    run: &mut Running,
+    s: &crate::reuseport::Stopped,
+    grace: Duration,
+) -> Option<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + grace;
+    while s.open_connections() > 0 && Instant::now() < deadline {
+        tokio::select! {
+            st = run.child.wait() => return Some(st.ok()),
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+    None
 }
 
 /// A running child and the descendants it had when its stop began, for
