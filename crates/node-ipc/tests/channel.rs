@@ -484,3 +484,30 @@ fn send_with_fd(sock: &UnixStream, data: &[u8], fd: std::os::fd::RawFd) {
         assert_eq!(libc::sendmsg(sock.as_raw_fd(), &msg, 0), data.len() as isize);
     }
 }
+
+#[tokio::test]
+async fn a_full_socket_is_written_once_the_peer_reads_again() {
+    // More than the socket holds: the writer must wait for room (its watch for writability
+    // exists only then) and finish once the peer reads.
+    let (tx, _rx, mut peer) = raw_peer(Mode::Advanced, Limits::default());
+    let big = Value::buffer(vec![7u8; 256 * 1024]);
+    for _ in 0..16 {
+        tx.send(&big).unwrap();
+    }
+    let p = node_ipc::encode_payload(&Value::from("tail"), Mode::Advanced).unwrap();
+    tx.queue_raw(&p).unwrap();
+    tx.flush();
+    let got = blocking(move || {
+        let mut n = 0;
+        loop {
+            let f = decode(&read_frame(&mut peer, Mode::Advanced), Mode::Advanced);
+            if f == Value::from("tail") {
+                return n;
+            }
+            n += 1;
+        }
+    })
+    .await;
+    assert_eq!(got, 16);
+    assert_eq!(tx.buffered(), 0);
+}
