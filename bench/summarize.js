@@ -230,8 +230,9 @@ if (fs.existsSync(floorFile) && targets.includes("corral")) {
       ["sticky hand-off (accept4, read head, sendmsg+fd, ACK recvmsg, close) vs row 4 polling request", fl.sticky_handoff_cpu_ns, "polling", "daemon_cpu_s_per_1k"],
       ["sticky hand-off vs row 5 plain request through the sticky port", fl.sticky_handoff_cpu_ns, "plain", "daemon_cpu_s_per_1k"],
       ["cluster hand-off (accept4, sendmsg+fd, ACK recvmsg, close) vs row 8 connection", fl.cluster_handoff_cpu_ns, "cluster", "daemon_cpu_s_per_1k"],
-      ["relay of one 213-byte frame to 1 peer (epoll_wait, read, write) vs row 6a paced message", (fl.relay_frame_cpu_ns_by_peers || {})["1"], "bcast-json", "paced.daemon_cpu_s_per_1k"],
-      ["relay of one frame to 1 peer vs row 6a burst message", (fl.relay_frame_cpu_ns_by_peers || {})["1"], "bcast-json", "burst.daemon_cpu_s_per_1k"],
+      ["relay of one 213-byte frame to 1 peer at 500 frames/s (epoll_wait, read, write) vs row 6a paced message", (fl.relay_500hz_frame_cpu_ns_by_peers || {})["1"], "bcast-json", "paced.daemon_cpu_s_per_1k"],
+      ["the same frames back to back (warm caches) vs row 6a paced message", (fl.relay_frame_cpu_ns_by_peers || {})["1"], "bcast-json", "paced.daemon_cpu_s_per_1k"],
+      ["relay of a burst to 1 peer (per read of up to 64 KiB: epoll_wait, read, one write), per frame, vs row 6a burst message", (fl.relay_burst_frame_cpu_ns_by_peers || {})["1"], "bcast-json", "burst.daemon_cpu_s_per_1k"],
     ];
     lines.push("### The floor: Corral's daemon cost as a ratio to the irreducible work");
     lines.push("");
@@ -252,7 +253,11 @@ if (fs.existsSync(floorFile) && targets.includes("corral")) {
     }
     const byPeers = fl.relay_frame_cpu_ns_by_peers || {};
     lines.push("");
-    lines.push(`Relay floor per frame by number of peers (ns): ${Object.entries(byPeers).map(([k, v]) => `${k}: ${fmt(v, 0)}`).join(", ")}.`);
+    lines.push(`Relay floor per frame by number of peers (ns), one frame per wake-up back to back: ${Object.entries(byPeers).map(([k, v]) => `${k}: ${fmt(v, 0)}`).join(", ")}.`);
+    const hzPeers = fl.relay_500hz_frame_cpu_ns_by_peers || {};
+    if (Object.keys(hzPeers).length) lines.push(`At 500 frames/s: ${Object.entries(hzPeers).map(([k, v]) => `${k}: ${fmt(v, 0)}`).join(", ")}.`);
+    const burstPeers = fl.relay_burst_frame_cpu_ns_by_peers || {};
+    if (Object.keys(burstPeers).length) lines.push(`Burst: ${Object.entries(burstPeers).map(([k, v]) => `${k}: ${fmt(v, 0)}`).join(", ")}.`);
     lines.push("");
   }
 }
@@ -270,10 +275,14 @@ if (fs.existsSync(curvesDir)) {
     lines.push("");
   };
   lines.push("### Scale curves (Corral)", "");
-  table("Relay: cost and latency by worker count (each `io.emit` is relayed to every other worker)",
-    ["workers", "daemon cpu-s per 1000 emits, paced", "per 1000 emits, burst", "cross-worker p50", "cross-worker p99", "relayed msg/s (burst)", "lost"],
+  // The floor for an emit with n workers: one frame read, written to n - 1 peers.
+  let flc = null;
+  try { flc = JSON.parse(fs.readFileSync(path.join(dir, "floor.json"), "utf8")); } catch (_) { /* no floor in this run */ }
+  const ratio = (v, byPeers, n) => { const ns = flc && (flc[byPeers] || {})[String(n - 1)]; return v != null && ns > 0 ? f2(Number(v) / ((ns * 1000) / 1e9), 1) + "×" : "–"; };
+  table("Relay: cost and latency by worker count (each `io.emit` is relayed to every other worker; × = Corral ÷ the floor for n − 1 peers)",
+    ["workers", "daemon cpu-s per 1000 emits, paced", "paced ÷ floor", "per 1000 emits, burst", "burst ÷ floor", "cross-worker p50", "cross-worker p99", "relayed msg/s (burst)", "lost"],
     [2, 4, 8, 16].map((n) => { const j = cj(`curve-relay-${n}`) || {}; const p = j.paced || {}, b = j.burst || {};
-      return [n, f2(p.daemon_cpu_s_per_1k, 4), f2(b.daemon_cpu_s_per_1k, 4), p.other_worker_ms ? f2(p.other_worker_ms.p50, 2) + " ms" : "–", p.other_worker_ms ? f2(p.other_worker_ms.p99, 2) + " ms" : "–", f2(b.relayed_msgs_per_s, 0), j.burst ? (b.lost || 0) + (p.lost || 0) : "–"]; }));
+      return [n, f2(p.daemon_cpu_s_per_1k, 4), ratio(p.daemon_cpu_s_per_1k, flc && flc.relay_500hz_frame_cpu_ns_by_peers ? "relay_500hz_frame_cpu_ns_by_peers" : "relay_frame_cpu_ns_by_peers", n), f2(b.daemon_cpu_s_per_1k, 4), ratio(b.daemon_cpu_s_per_1k, "relay_burst_frame_cpu_ns_by_peers", n), p.other_worker_ms ? f2(p.other_worker_ms.p50, 2) + " ms" : "–", p.other_worker_ms ? f2(p.other_worker_ms.p99, 2) + " ms" : "–", f2(b.relayed_msgs_per_s, 0), j.burst ? (b.lost || 0) + (p.lost || 0) : "–"]; }));
   table("Apps: daemon footprint and control plane by number of fork apps",
     ["apps", "`pm2 start` (ms, daemon spawn included)", "daemon RSS (MB)", "daemon idle CPU (%)", "`pm2 jlist` median (ms)"],
     [10, 100, 1000].map((n) => { const st = cj(`curve-start-apps-${n}`) || {}, id = cj(`curve-apps-${n}`) || {}, jl = cj(`cli-curve-jlist-${n}`);

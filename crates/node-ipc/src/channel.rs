@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
@@ -286,9 +287,12 @@ impl Channel {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::Io(io::Error::other("Channel::new must be called within a tokio runtime")));
         }
+        // Registered for reading only: the writer watches for room only while
+        // the socket is full (`watch_room`).
         // SAFETY: an OwnedFd stays open, and always reports the same fd, for as
         // long as the AsyncFd owns it.
-        let io = unsafe { AsyncFd::register(fd) }.map_err(|e| Error::Io(e.into()))?;
+        let io = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(|e| Error::Io(e.into()))?;
         let (tx, rx) = mpsc::channel(limits.incoming_queue.max(1));
         let mut decoder = FrameDecoder::new(mode, limits.max_frame_len);
         let mut out = OutBuf::default();
@@ -313,6 +317,7 @@ impl Channel {
                 closed: false,
                 close_deadline: None,
                 read_paused: false,
+                write_blocked: false,
             }),
             decoder: Mutex::new(decoder),
             limits,
@@ -385,6 +390,9 @@ struct State {
     close_deadline: Option<Instant>,
     /// Reading stops at the next frame boundary (see [`Sender::pause_reading`]).
     read_paused: bool,
+    /// The last write found the socket full: the writer task waits for room
+    /// and writes everything then; [`Sender::flush`] leaves it to it.
+    write_blocked: bool,
 }
 
 impl State {
@@ -622,7 +630,45 @@ impl Sender {
         self.enqueue(|out, _| frame_raw_into(payload, mode, out))
     }
 
+    /// [`Sender::send_raw`] for a caller that sends a batch: the frame is
+    /// queued but the writer is not woken. The caller must call
+    /// [`Sender::flush`] once the batch is queued (a relay: after the frames
+    /// of one read), which writes everything queued in one syscall from the
+    /// caller's own task, without a hop to the channel's writer task.
+    pub fn queue_raw(&self, payload: &[u8]) -> Result<()> {
+        let mode = self.shared.mode;
+        check_raw(payload, mode)?;
+        self.enqueue_quiet(|out, _| frame_raw_into(payload, mode, out)).map(drop)
+    }
+
+    /// Writes what is queued now, from the calling task: one `sendmsg` for
+    /// everything queued since the last write, unless the socket is full
+    /// (then the writer task takes over and waits for room) or a handle
+    /// waits for its ACK (then nothing may be written yet). Never blocks.
+    pub fn flush(&self) {
+        match flush_step(&self.shared, self.shared.raw(), true) {
+            Step::Drained => {}
+            // The writer waits for room, or ends the channel.
+            Step::Blocked | Step::Done => self.shared.wake_writer.notify_one(),
+        }
+    }
+
+    /// True when both senders feed the same channel.
+    pub fn same_channel(&self, other: &Sender) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     fn enqueue(&self, write: impl FnOnce(&mut Vec<u8>, u32) -> Result<()>) -> Result<()> {
+        if self.enqueue_quiet(write)? {
+            self.shared.wake_writer.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a frame without waking the writer. True when it went to the
+    /// output (false: held behind a handle awaiting its ACK, which wakes the
+    /// writer when it comes).
+    fn enqueue_quiet(&self, write: impl FnOnce(&mut Vec<u8>, u32) -> Result<()>) -> Result<bool> {
         let mut st = self.shared.lock();
         if st.closed || st.closing {
             return Err(Error::Closed);
@@ -638,7 +684,7 @@ impl Sender {
             st.held_bytes += v.len();
             st.held.push_back(Held::Frame(v));
             // Nothing to write until the ACK comes.
-            return Ok(());
+            return Ok(false);
         }
         let version = st.version;
         let start = st.out.buf.len();
@@ -647,9 +693,7 @@ impl Sender {
             st.out.buf.truncate(start);
             return Err(Error::PeerNotReading { buffered: before, max });
         }
-        drop(st);
-        self.shared.wake_writer.notify_one();
-        Ok(())
+        Ok(true)
     }
 
     /// Sends `msg` with a descriptor, wrapped as Node does:
@@ -779,6 +823,13 @@ impl Receiver {
         self.rx.recv().await
     }
 
+    /// The next message if one is already here; `None` when none is (or the
+    /// channel is closed: [`Receiver::recv`] then says so). Lets a consumer
+    /// handle every message of one read before it acts on them as a batch.
+    pub fn try_recv(&mut self) -> Option<Result<Incoming>> {
+        self.rx.try_recv().ok()
+    }
+
     /// Polling form of [`Receiver::recv`].
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming>>> {
         self.rx.poll_recv(cx)
@@ -828,15 +879,23 @@ async fn reader_task(shared: Arc<Shared>, tx: mpsc::Sender<Result<Incoming>>) {
                 READ_BUF.with(|b| {
                     let mut b = b.borrow_mut();
                     let r = sys::recv(io.as_raw_fd(), &mut b, &mut new_fds);
-                    if let Ok(n) = r {
-                        shared.decoder.lock().unwrap_or_else(|e| e.into_inner()).extend(&b[..n]);
+                    if let Ok(got) = r {
+                        shared.decoder.lock().unwrap_or_else(|e| e.into_inner()).extend(&b[..got.len]);
                     }
-                    r
+                    r.map(|got| (got, got.drained(b.len())))
                 })
             }) {
                 Err(_would_block) => continue,
-                Ok(Ok(0)) => break,
-                Ok(Ok(_)) => {}
+                Ok(Ok((got, _))) if got.len == 0 => break,
+                Ok(Ok((_, drained))) => {
+                    // A short read emptied the socket: wait for the next
+                    // edge instead of a read that would only say EAGAIN
+                    // (one syscall less per wake-up, as tokio's own stream
+                    // reads do).
+                    if drained {
+                        guard.clear_ready();
+                    }
+                }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => break,
                 Ok(Err(e)) => {
                     if receiver_alive {
@@ -919,18 +978,48 @@ fn dispatch(shared: &Shared, payload: Bytes, fds: &mut VecDeque<OwnedFd>) -> Opt
     Some(incoming)
 }
 
+/// How long the writer waits before it tries again when it cannot watch the
+/// socket for room (no descriptor left for the watch).
+const RETRY_WITHOUT_WATCH: Duration = Duration::from_millis(5);
+
+/// Watches a full socket for room: a duplicate of its descriptor registered
+/// for writability only. The channel's own registration is for reading
+/// only, because a socket registered for writability for good (tokio's
+/// default) raises an edge, and wakes the whole runtime, every time the peer
+/// reads and so frees room: one useless wake-up per message written.
+fn watch_room(shared: &Shared) -> io::Result<AsyncFd<OwnedFd>> {
+    let dup = shared.io.get_ref().try_clone()?;
+    // SAFETY: the AsyncFd owns the duplicate, which stays open and the same
+    // descriptor until the AsyncFd is dropped.
+    unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }.map_err(|e| e.into())
+}
+
 async fn writer_task(shared: Arc<Shared>) {
     let raw = shared.raw();
-    let mut wait_writable = false;
+    // `Some` while the socket is full.
+    let mut room: Option<AsyncFd<OwnedFd>> = None;
+    let mut retry_at: Option<Instant> = None;
     loop {
-        if wait_writable {
+        if room.is_some() || retry_at.is_some() {
             let deadline = shared.lock().close_deadline;
+            let mut drained = false;
             tokio::select! {
-                g = shared.io.writable() => {
+                g = writable_opt(room.as_ref()) => {
                     let Ok(mut g) = g else { break };
-                    match flush_step(&shared, raw) {
+                    match flush_step(&shared, raw, false) {
                         Step::Blocked => g.clear_ready(),
-                        Step::Drained => wait_writable = false,
+                        Step::Drained => drained = true,
+                        Step::Done => break,
+                    }
+                }
+                _ = sleep_until_opt(retry_at) => {
+                    retry_at = None;
+                    match flush_step(&shared, raw, false) {
+                        Step::Blocked => match watch_room(&shared) {
+                            Ok(w) => room = Some(w),
+                            Err(_) => retry_at = Some(Instant::now() + RETRY_WITHOUT_WATCH),
+                        },
+                        Step::Drained => {}
                         Step::Done => break,
                     }
                 }
@@ -939,10 +1028,16 @@ async fn writer_task(shared: Arc<Shared>) {
                 }
                 _ = sleep_until_opt(deadline) => break,
             }
+            if drained {
+                room = None;
+            }
             continue;
         }
-        match flush_step(&shared, raw) {
-            Step::Blocked => wait_writable = true,
+        match flush_step(&shared, raw, false) {
+            Step::Blocked => match watch_room(&shared) {
+                Ok(w) => room = Some(w),
+                Err(_) => retry_at = Some(Instant::now() + RETRY_WITHOUT_WATCH),
+            },
             Step::Done => break,
             Step::Drained => {
                 let deadline = shared.lock().close_deadline;
@@ -962,6 +1057,15 @@ async fn writer_task(shared: Arc<Shared>) {
     sys::shutdown(raw);
 }
 
+async fn writable_opt(
+    w: Option<&AsyncFd<OwnedFd>>,
+) -> io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, OwnedFd>> {
+    match w {
+        Some(w) => w.writable().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -975,10 +1079,15 @@ enum Step {
     Done,
 }
 
-fn flush_step(shared: &Shared, raw: RawFd) -> Step {
+/// Writes what is queued. `inline`: called by a sender's [`Sender::flush`],
+/// which leaves a socket known to be full to the writer task.
+fn flush_step(shared: &Shared, raw: RawFd, inline: bool) -> Step {
     let mut st = shared.lock();
     if st.closed {
         return Step::Done;
+    }
+    if inline && st.write_blocked {
+        return Step::Drained;
     }
     let mut fd_sent = false;
     let r = st.out.flush(raw, &mut fd_sent);
@@ -987,6 +1096,7 @@ fn flush_step(shared: &Shared, raw: RawFd) -> Step {
             f.sent = true;
         }
     }
+    st.write_blocked = matches!(r, Ok(Flush::Blocked));
     match r {
         Ok(Flush::Blocked) => Step::Blocked,
         Ok(Flush::Drained) => {

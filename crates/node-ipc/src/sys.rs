@@ -97,9 +97,32 @@ pub fn send(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<usize> {
     }
 }
 
+/// What one [`recv`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes read (0 = end of stream).
+    pub len: usize,
+    /// Control data came with them (descriptors, or some the kernel had to
+    /// drop for lack of room). An `AF_UNIX` stream read stops after the
+    /// bytes a descriptor rode on, so more may be waiting although the
+    /// buffer was not filled.
+    pub control: bool,
+}
+
+impl Received {
+    /// The socket held no more than this read took: the buffer was not
+    /// filled and nothing made the kernel stop early. A stream read gathers
+    /// every queued byte up to the buffer's size and stops short only at a
+    /// message that carried descriptors (or credentials, which these
+    /// sockets never ask for), so a short read without control data emptied
+    /// the socket. Whatever arrives afterwards raises a new readiness edge.
+    pub fn drained(&self, buf_len: usize) -> bool {
+        self.len > 0 && self.len < buf_len && !self.control
+    }
+}
+
 /// Reads into `buf`, appending any received fds (close-on-exec) to `fds`.
-/// Returns the byte count (0 = end of stream).
-pub fn recv(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+pub fn recv(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<Received> {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     let mut cbuf = [0u64; 16];
     // SAFETY: plain old data.
@@ -142,5 +165,38 @@ pub fn recv(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<u
     }
     // With MSG_CTRUNC some fds were dropped by the kernel (already closed for
     // us); those that did arrive are kept and the frame logic NACKs as needed.
-    Ok(n)
+    let control = msg.msg_controllen > 0 || msg.msg_flags & libc::MSG_CTRUNC != 0;
+    Ok(Received { len: n, control })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_short_read_without_control_data_empties_the_socket() {
+        let r = |len, control| Received { len, control };
+        assert!(r(213, false).drained(65536));
+        assert!(!r(65536, false).drained(65536), "a full buffer may leave more behind");
+        assert!(!r(213, true).drained(65536), "a read stops after a descriptor's bytes");
+        assert!(!r(0, false).drained(65536), "end of stream is not a read to wait after");
+    }
+
+    #[test]
+    fn recv_reports_descriptors_as_control_data() {
+        let (a, b) = socketpair().unwrap();
+        let (x, _y) = socketpair().unwrap();
+        use std::os::fd::AsRawFd;
+        assert_eq!(send(a.as_raw_fd(), b"with", Some(x.as_raw_fd())).unwrap(), 4);
+        assert_eq!(send(a.as_raw_fd(), b"plain", None).unwrap(), 5);
+        let mut buf = [0u8; 64];
+        let mut fds = Vec::new();
+        let first = recv(b.as_raw_fd(), &mut buf, &mut fds).unwrap();
+        // The read stops after the bytes the descriptor came with.
+        assert_eq!(first, Received { len: 4, control: true });
+        assert_eq!(fds.len(), 1);
+        let second = recv(b.as_raw_fd(), &mut buf, &mut fds).unwrap();
+        assert_eq!(second, Received { len: 5, control: false });
+        assert!(second.drained(buf.len()));
+    }
 }

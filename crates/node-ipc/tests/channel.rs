@@ -379,3 +379,135 @@ async fn bun_internal_mark() {
     tx.send(&cmd("NODE_CLUSTER")).unwrap();
     blocking(move || assert_eq!(read_frame(&mut peer, Mode::Json), b"{\"cmd\":\"NODE_CLUSTER\"}")).await;
 }
+
+#[tokio::test]
+async fn queued_raw_frames_wait_for_flush_and_keep_their_order() {
+    for mode in [Mode::Advanced, Mode::Json] {
+        let (tx, _rx, mut peer) = raw_peer(mode, Limits::default());
+        let payloads: Vec<Vec<u8>> =
+            (0..5).map(|i| node_ipc::encode_payload(&Value::from(i), mode).unwrap()).collect();
+        tx.send(&Value::from("first")).unwrap();
+        for p in &payloads {
+            tx.queue_raw(p).unwrap();
+        }
+        // Queued frames go out on the flush (or with whatever the writer task writes
+        // next); a message sent the ordinary way after them keeps its place.
+        tx.flush();
+        tx.send(&Value::from("last")).unwrap();
+        let got =
+            blocking(move || (0..7).map(|_| decode(&read_frame(&mut peer, mode), mode)).collect::<Vec<_>>())
+                .await;
+        let mut want = vec![Value::from("first")];
+        want.extend((0..5).map(Value::from));
+        want.push(Value::from("last"));
+        assert_eq!(got, want, "{mode:?}");
+        assert!(matches!(tx.queue_raw(b""), Err(Error::InvalidRaw(_))));
+    }
+}
+
+#[tokio::test]
+async fn a_queued_frame_goes_out_with_the_next_ordinary_send() {
+    // A relay that queued a frame and then sends an ordinary message to the same worker
+    // before its flush: both go out, in order, even if the flush never came.
+    let (tx, _rx, mut peer) = raw_peer(Mode::Advanced, Limits::default());
+    let p = node_ipc::encode_payload(&Value::from("queued"), Mode::Advanced).unwrap();
+    tx.queue_raw(&p).unwrap();
+    tx.send(&Value::from("sent")).unwrap();
+    let got = blocking(move || {
+        (0..2).map(|_| decode(&read_frame(&mut peer, Mode::Advanced), Mode::Advanced)).collect::<Vec<_>>()
+    })
+    .await;
+    assert_eq!(got, vec![Value::from("queued"), Value::from("sent")]);
+}
+
+#[tokio::test]
+async fn bytes_behind_a_descriptor_in_one_burst_are_read() {
+    // A stream read stops after the bytes a descriptor rode on, so a short read is not
+    // always an empty socket: what follows must still be read without a new edge.
+    for mode in [Mode::Advanced, Mode::Json] {
+        let (_tx, mut rx, peer) = raw_peer(mode, Limits::default());
+        let env = Value::object([
+            ("cmd", Value::from("NODE_HANDLE")),
+            ("type", Value::from("net.Socket")),
+            ("msg", Value::from("with fd")),
+        ]);
+        let (h, _keep) = UnixStream::pair().unwrap();
+        let frame = encode_frame(&env, mode).unwrap();
+        let next = encode_frame(&Value::from("behind"), mode).unwrap();
+        send_with_fd(&peer, &frame, h.as_raw_fd());
+        (&peer).write_all(&next).unwrap();
+        let mut m = recv(&mut rx).await;
+        assert_eq!(m.decode().unwrap(), Value::from("with fd"));
+        assert!(m.take_handle().is_some());
+        assert_eq!(recv(&mut rx).await.decode().unwrap(), Value::from("behind"));
+        // The peer stays silent from here on; `behind` arrived without any new edge.
+        drop(peer);
+    }
+}
+
+#[tokio::test]
+async fn messages_arriving_one_by_one_are_each_delivered() {
+    // Every frame alone is a short read that empties the socket: the reader must wait for
+    // the next edge, and the next frame must raise it.
+    let (tx, mut rx, mut peer) = raw_peer(Mode::Advanced, Limits::default());
+    for i in 0..50 {
+        peer.write_all(&encode_frame(&Value::from(i), Mode::Advanced).unwrap()).unwrap();
+        assert_eq!(recv(&mut rx).await.decode().unwrap(), Value::from(i));
+        if i % 10 == 0 {
+            tx.send(&Value::from(i)).unwrap();
+            let got = blocking({
+                let mut p = peer.try_clone().unwrap();
+                move || decode(&read_frame(&mut p, Mode::Advanced), Mode::Advanced)
+            })
+            .await;
+            assert_eq!(got, Value::from(i));
+        }
+    }
+    assert!(rx.try_recv().is_none());
+}
+
+fn send_with_fd(sock: &UnixStream, data: &[u8], fd: std::os::fd::RawFd) {
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), fd);
+        assert_eq!(libc::sendmsg(sock.as_raw_fd(), &msg, 0), data.len() as isize);
+    }
+}
+
+#[tokio::test]
+async fn a_full_socket_is_written_once_the_peer_reads_again() {
+    // More than the socket holds: the writer must wait for room (its watch for writability
+    // exists only then) and finish once the peer reads.
+    let (tx, _rx, mut peer) = raw_peer(Mode::Advanced, Limits::default());
+    let big = Value::buffer(vec![7u8; 256 * 1024]);
+    for _ in 0..16 {
+        tx.send(&big).unwrap();
+    }
+    let p = node_ipc::encode_payload(&Value::from("tail"), Mode::Advanced).unwrap();
+    tx.queue_raw(&p).unwrap();
+    tx.flush();
+    let got = blocking(move || {
+        let mut n = 0;
+        loop {
+            let f = decode(&read_frame(&mut peer, Mode::Advanced), Mode::Advanced);
+            if f == Value::from("tail") {
+                return n;
+            }
+            n += 1;
+        }
+    })
+    .await;
+    assert_eq!(got, 16);
+    assert_eq!(tx.buffered(), 0);
+}

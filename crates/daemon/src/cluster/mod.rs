@@ -489,6 +489,37 @@ fn start_listener(p: &Primary, lid: &ListenerId, bound: bind::Bound) -> Listener
     ListenerEntry { tx, sockname, members: BTreeSet::new(), fd, unix_path, busy }
 }
 
+/// Most messages handled before the relay's queued frames are written: the
+/// batch is what one read brought (a current-thread runtime runs the
+/// channel's reader to the end of its read first), and this bounds it on a
+/// runtime where the reader runs alongside.
+const MAX_BATCH: usize = 256;
+
+/// The channels the relay queued frames on while handling one batch of a
+/// worker's messages; each gets one write when the batch ends.
+#[derive(Default)]
+pub(crate) struct Batch {
+    dirty: Vec<Sender>,
+}
+
+impl Batch {
+    /// Queues a relayed frame for `tx`, to be written by [`Batch::flush`].
+    fn queue(&mut self, tx: &Sender, payload: &[u8]) -> node_ipc::Result<()> {
+        tx.queue_raw(payload)?;
+        if !self.dirty.iter().any(|d| d.same_channel(tx)) {
+            self.dirty.push(tx.clone());
+        }
+        Ok(())
+    }
+
+    /// Writes every channel queued on: one `sendmsg` each for the whole batch.
+    fn flush(&mut self) {
+        for tx in self.dirty.drain(..) {
+            tx.flush();
+        }
+    }
+}
+
 /// Reads one worker's channel until it closes.
 async fn worker_reader(
     p: Arc<Primary>,
@@ -497,27 +528,57 @@ async fn worker_reader(
     mut rx: Receiver,
     events: mpsc::UnboundedSender<WorkerEvent>,
 ) {
-    while let Some(msg) = rx.recv().await {
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                // Garbage on one channel must not take the
-                // daemon down. Close that channel; the worker is restarted.
-                close_and_restart(&p, wid, &format!("App [{label}] wrote a malformed IPC frame ({e})"));
+    let mut batch = Batch::default();
+    while let Some(first) = rx.recv().await {
+        // Everything already read is handled before the relayed frames go
+        // out, so a burst costs one write per peer, not one per frame.
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(msg) = next.take() {
+            let alive = handle_message(&p, wid, &label, msg, &events, &mut batch);
+            handled += 1;
+            if !alive {
+                batch.flush();
                 return;
             }
-        };
-        if let Some(why) = garbage(&msg) {
-            // Framed, but not a message Node could have written: something
-            // else writes on the channel (a child that inherited its fd, a
-            // native module). Nothing more from it can be trusted.
-            close_and_restart(&p, wid, &format!("App [{label}] wrote a malformed IPC message ({why})"));
-            return;
+            if handled < MAX_BATCH {
+                next = rx.try_recv();
+            }
         }
-        if let Err(e) = on_message(&p, wid, &label, msg, &events) {
-            dlog::error(&format!("App [{label}] sent an invalid message: {e}"));
-        }
+        batch.flush();
     }
+    batch.flush();
+}
+
+/// Handles one message; false when the channel was closed for garbage.
+fn handle_message(
+    p: &Primary,
+    wid: u32,
+    label: &str,
+    msg: node_ipc::Result<Incoming>,
+    events: &mpsc::UnboundedSender<WorkerEvent>,
+    batch: &mut Batch,
+) -> bool {
+    let msg = match msg {
+        Ok(m) => m,
+        Err(e) => {
+            // Garbage on one channel must not take the
+            // daemon down. Close that channel; the worker is restarted.
+            close_and_restart(p, wid, &format!("App [{label}] wrote a malformed IPC frame ({e})"));
+            return false;
+        }
+    };
+    if let Some(why) = garbage(&msg) {
+        // Framed, but not a message Node could have written: something
+        // else writes on the channel (a child that inherited its fd, a
+        // native module). Nothing more from it can be trusted.
+        close_and_restart(p, wid, &format!("App [{label}] wrote a malformed IPC message ({why})"));
+        return false;
+    }
+    if let Err(e) = on_message(p, wid, label, msg, events, batch) {
+        dlog::error(&format!("App [{label}] sent an invalid message: {e}"));
+    }
+    true
 }
 
 /// Why a framed message cannot come from Node's `process.send`, if so. Only
@@ -555,7 +616,12 @@ fn close_and_restart(p: &Primary, wid: u32, what: &str) {
 }
 
 fn field_str(f: &Option<FieldValue<'_>>) -> Option<String> {
-    f.as_ref().and_then(|v| v.as_str()).map(|s| s.into_owned())
+    field_text(f).map(|s| s.into_owned())
+}
+
+/// A string field's text, borrowed from the payload when it can be.
+fn field_text<'a>(f: &Option<FieldValue<'a>>) -> Option<std::borrow::Cow<'a, str>> {
+    f.as_ref().and_then(|v| v.as_str())
 }
 
 fn on_message(
@@ -564,6 +630,7 @@ fn on_message(
     label: &str,
     msg: Incoming,
     events: &mpsc::UnboundedSender<WorkerEvent>,
+    batch: &mut Batch,
 ) -> Result<(), DaemonError> {
     let f = msg.fields().map_err(|e| DaemonError::BadMessage(e.to_string()))?;
     if f.cmd.as_ref().is_some_and(|c| c.eq_str("NODE_CLUSTER")) {
@@ -571,16 +638,15 @@ fn on_message(
         return on_cluster(p, wid, label, &v, events);
     }
     if f.source.as_ref().is_some_and(|s| s.eq_str(sticky::ADAPTER_SOURCE)) {
-        let uid = field_str(&f.uid);
-        let nsp = field_str(&f.nsp);
-        let req = field_str(&f.requester_uid);
+        // Borrowed from the payload (ASCII, as cluster-adapter's ids are): nothing allocated.
+        let (uid, nsp, req) = (field_text(&f.uid), field_text(&f.nsp), field_text(&f.requester_uid));
         let frame = AdapterFrame {
             kind: f.type_.as_ref().and_then(|t| t.as_i64()),
             uid: uid.as_deref(),
             nsp: nsp.as_deref(),
             requester_uid: req.as_deref(),
         };
-        relay(p, wid, &frame, msg.payload(), events);
+        relay(p, wid, &frame, msg.payload(), events, batch);
         return Ok(());
     }
     match &f.top {
@@ -826,21 +892,28 @@ fn join_deferred(p: &Primary, wid: u32) {
 }
 
 /// The first adapter or sticky message of a worker: it can take sticky
-/// traffic now, and its app is a Socket.IO app.
-fn announce(reg: &mut Registry, wid: u32, events: &mpsc::UnboundedSender<WorkerEvent>) -> Option<String> {
-    let app = reg.workers.get(&wid)?.app.clone();
-    let sa = reg.apps.get_mut(&app)?;
+/// traffic now, and its app is a Socket.IO app. False when the worker or
+/// its app is unknown, or the app is not balanced (`sticky: false`). Runs
+/// for every relayed frame, so the usual case (announced already) only
+/// looks things up.
+fn announce(reg: &mut Registry, wid: u32, events: &mpsc::UnboundedSender<WorkerEvent>) -> bool {
+    let Registry { workers, apps, port_owner, .. } = reg;
+    let Some(w) = workers.get(&wid) else { return false };
+    let Some(sa) = apps.get_mut(&w.app) else { return false };
     if sa.disabled {
-        return None;
+        return false;
     }
-    set_sticky_ready(reg, wid, events);
-    let sa = reg.apps.get_mut(&app)?;
+    // As `set_sticky_ready`: only a worker that was never ready becomes ready.
+    if sa.router.state(WorkerId(wid)) == Some(sticky::WorkerState::NotReady) {
+        sa.router.set_ready(WorkerId(wid));
+        sa.notify.notify_waiters();
+        let _ = events.send(WorkerEvent::Serving);
+    }
     if !sa.enabled {
         sa.enabled = true;
-        let port = sa.port;
-        reg.port_owner.entry(port).or_insert_with(|| app.clone());
+        port_owner.entry(sa.port).or_insert_with(|| w.app.clone());
     }
-    Some(app)
+    true
 }
 
 /// The Socket.IO state of a worker's app.
@@ -867,27 +940,32 @@ fn relay(
     frame: &AdapterFrame<'_>,
     payload: &[u8],
     events: &mpsc::UnboundedSender<WorkerEvent>,
+    batch: &mut Batch,
 ) {
-    let mut reg = p.reg();
-    let Some(app) = announce(&mut reg, wid, events) else { return };
-    let Some(sa) = reg.apps.get_mut(&app) else { return };
-    let targets = sa.relay.on_frame(WorkerId(wid), frame);
+    let mut guard = p.reg();
+    if !announce(&mut guard, wid, events) {
+        return;
+    }
+    let Registry { workers, apps, bridge, .. } = &mut *guard;
+    let Some(sender) = workers.get(&wid) else { return };
+    let Some(sa) = apps.get_mut(&sender.app) else { return };
     crate::metrics::counters::RELAY.frame(frame.kind, payload.len());
-    // A response whose requester is a local worker stays on this node.
-    let answered_here = frame.is_routed_response() && !targets.is_empty();
-    let group = sa.group.clone();
-    for t in targets {
-        if let Some(link) = reg.workers.get(&t.0) {
+    let mut targets = 0usize;
+    for t in sa.relay.route(WorkerId(wid), frame) {
+        targets += 1;
+        if let Some(link) = workers.get(&t.0) {
             // A worker that stopped reading loses relay traffic rather than
             // growing the daemon's memory without bound.
-            if link.tx.send_raw(payload).is_err() {
+            if batch.queue(&link.tx, payload).is_err() {
                 crate::metrics::counters::RELAY.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
-    if let (Some(b), false, Some(group)) = (&reg.bridge, answered_here, group) {
-        let json = reg.workers.get(&wid).is_some_and(|w| w.tx.mode() == Mode::Json);
-        b.local_frame(&group, wid, frame.kind, frame.uid, frame.nsp, frame.requester_uid, json, payload);
+    // A response whose requester is a local worker stays on this node.
+    let answered_here = frame.is_routed_response() && targets > 0;
+    if let (Some(b), false, Some(group)) = (bridge.as_ref(), answered_here, sa.group.as_deref()) {
+        let json = sender.tx.mode() == Mode::Json;
+        b.local_frame(group, wid, frame.kind, frame.uid, frame.nsp, frame.requester_uid, json, payload);
     }
 }
 
@@ -962,7 +1040,10 @@ impl crate::multihost::LocalWorkers for RemoteFrames {
 
 fn on_sticky(p: &Primary, wid: u32, ty: &str, v: &Value, events: &mpsc::UnboundedSender<WorkerEvent>) {
     let mut reg = p.reg();
-    let Some(app) = announce(&mut reg, wid, events) else { return };
+    if !announce(&mut reg, wid, events) {
+        return;
+    }
+    let Some(app) = reg.workers.get(&wid).map(|w| w.app.clone()) else { return };
     let Some(sa) = reg.apps.get_mut(&app) else { return };
     let sid = v.get("data").and_then(|d| d.as_str());
     match (ty, sid) {

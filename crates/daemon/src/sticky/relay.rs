@@ -97,6 +97,29 @@ pub fn adapter_close_message(uid: &str, nsp: &str) -> Value {
     })
 }
 
+/// Where one frame goes ([`Relay::route`]), in worker order.
+#[derive(Debug)]
+pub enum Targets<'a> {
+    /// A routed response's requester, or nobody.
+    One(Option<WorkerId>),
+    /// Every worker of the app but the sender.
+    Others {
+        from: WorkerId,
+        all: std::collections::btree_map::Keys<'a, WorkerId, BTreeMap<String, BTreeSet<String>>>,
+    },
+}
+
+impl Iterator for Targets<'_> {
+    type Item = WorkerId;
+
+    fn next(&mut self) -> Option<WorkerId> {
+        match self {
+            Targets::One(w) => w.take(),
+            Targets::Others { from, all } => all.by_ref().copied().find(|w| w != from),
+        }
+    }
+}
+
 /// Relay state for one app's workers.
 #[derive(Debug, Default)]
 pub struct Relay {
@@ -135,48 +158,74 @@ impl Relay {
     /// from a worker that isn't (or is no longer) known goes nowhere: a late frame from a dead
     /// worker must not resurrect it as a target.
     pub fn on_frame(&mut self, from: WorkerId, frame: &AdapterFrame<'_>) -> Vec<WorkerId> {
-        let Some(uids) = self.workers.get_mut(&from) else {
-            return Vec::new();
-        };
+        self.route(from, frame).collect()
+    }
+
+    /// [`Relay::on_frame`] without the allocation: the targets as an iterator over the
+    /// relay's own table (the relay path runs once per frame).
+    pub fn route(&mut self, from: WorkerId, frame: &AdapterFrame<'_>) -> Targets<'_> {
+        if !self.workers.contains_key(&from) {
+            return Targets::One(None);
+        }
         if let Some(uid) = frame.uid {
             if frame.kind == Some(kind::ADAPTER_CLOSE) {
-                // Its adapter closed on its own: nothing left to announce for that namespace.
-                if let Some(nsps) = uids.get_mut(uid) {
-                    if let Some(nsp) = frame.nsp {
-                        nsps.remove(nsp);
-                    }
-                    if nsps.is_empty() || frame.nsp.is_none() {
-                        uids.remove(uid);
-                        if self.owners.get(uid) == Some(&from) {
-                            self.owners.remove(uid);
-                        }
-                    }
-                }
+                self.forget(from, uid, frame.nsp);
             } else {
-                let tracked = uids.contains_key(uid) || uids.len() < MAX_UIDS_PER_WORKER;
-                if tracked {
-                    let nsps = uids.entry(uid.to_owned()).or_default();
-                    if let Some(nsp) = frame.nsp {
-                        if nsps.len() < MAX_NSPS_PER_UID {
-                            nsps.insert(nsp.to_owned());
-                        }
-                    }
-                    let prev = self.owners.insert(uid.to_owned(), from);
-                    // 64 random bits make a clash unlikely; if one happens the newest sender
-                    // owns the uid, and the old owner's record goes so its exit won't close it.
-                    if let Some(prev) = prev.filter(|&p| p != from) {
-                        if let Some(old) = self.workers.get_mut(&prev) {
-                            old.remove(uid);
-                        }
-                    }
-                }
+                self.learn(from, uid, frame.nsp);
             }
         }
-
         if frame.is_routed_response() {
-            return frame.requester_uid.and_then(|r| self.owners.get(r).copied()).into_iter().collect();
+            return Targets::One(frame.requester_uid.and_then(|r| self.owners.get(r).copied()));
         }
-        self.workers.keys().copied().filter(|&w| w != from).collect()
+        Targets::Others { from, all: self.workers.keys() }
+    }
+
+    /// `from` sent a frame with `uid` (and `nsp`). Every frame carries them, so the common case
+    /// (both known already) allocates nothing.
+    fn learn(&mut self, from: WorkerId, uid: &str, nsp: Option<&str>) {
+        let Some(uids) = self.workers.get_mut(&from) else { return };
+        if !uids.contains_key(uid) {
+            if uids.len() >= MAX_UIDS_PER_WORKER {
+                return;
+            }
+            uids.insert(uid.to_owned(), BTreeSet::new());
+        }
+        let Some(nsps) = uids.get_mut(uid) else { return };
+        if let Some(nsp) = nsp {
+            if nsps.len() < MAX_NSPS_PER_UID && !nsps.contains(nsp) {
+                nsps.insert(nsp.to_owned());
+            }
+        }
+        let prev = match self.owners.get_mut(uid) {
+            Some(owner) => Some(std::mem::replace(owner, from)),
+            None => {
+                self.owners.insert(uid.to_owned(), from);
+                None
+            }
+        };
+        // 64 random bits make a clash unlikely; if one happens the newest sender owns the
+        // uid, and the old owner's record goes so its exit won't close it.
+        if let Some(prev) = prev.filter(|&p| p != from) {
+            if let Some(old) = self.workers.get_mut(&prev) {
+                old.remove(uid);
+            }
+        }
+    }
+
+    /// `from`'s adapter for `uid` closed on its own: nothing left to announce for that
+    /// namespace.
+    fn forget(&mut self, from: WorkerId, uid: &str, nsp: Option<&str>) {
+        let Some(uids) = self.workers.get_mut(&from) else { return };
+        let Some(nsps) = uids.get_mut(uid) else { return };
+        if let Some(nsp) = nsp {
+            nsps.remove(nsp);
+        }
+        if nsps.is_empty() || nsp.is_none() {
+            uids.remove(uid);
+            if self.owners.get(uid) == Some(&from) {
+                self.owners.remove(uid);
+            }
+        }
     }
 
     /// Every `(uid, nsp, worker)` known (an in-place upgrade hands them
