@@ -53,7 +53,8 @@ pub fn listens_itself(app: &AppSpec) -> bool {
 
 /// A warning for the daemon log, once per daemon: a Bun cluster app on a
 /// host where a closing SO_REUSEPORT socket resets the connections queued
-/// on it (`net.ipv4.tcp_migrate_req` off), so its reloads may fail a few.
+/// on it (`net.ipv4.tcp_migrate_req` off), so its reloads may fail a few
+/// even though the retiring worker's socket leaves the group first.
 pub fn launch_warning(app: &AppSpec) -> Option<String> {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if app.runtime() != Runtime::Bun || app.exec_mode != ExecMode::Cluster {
@@ -65,8 +66,8 @@ pub fn launch_warning(app: &AppSpec) -> Option<String> {
     }
     Some(format!(
         "App [{}]: Bun cluster workers listen on SO_REUSEPORT sockets of their own; with \
-         net.ipv4.tcp_migrate_req = 0 a worker that exits resets the connections queued on its socket \
-         (sysctl -w net.ipv4.tcp_migrate_req=1 makes reloads lose none)",
+         net.ipv4.tcp_migrate_req = 0 the connections queued on a retiring worker's socket are reset when a \
+         reload closes it (sysctl -w net.ipv4.tcp_migrate_req=1 makes reloads lose none)",
         app.name
     ))
 }
