@@ -8,8 +8,13 @@
 // process exits after --cap-secs (default 90).
 //
 // CPU accounting: on-CPU ns of /proc/<pid>/task/*/schedstat (see ticks()) for the daemon (--daemon), the workers
-// (--workers a,b,...) and this process, sampled at the edges of the measurement window; the rest of
-// /proc/stat's busy time is "other" (other tenants of the machine), in % of one core.
+// (--workers a,b,...), auxiliary processes (--aux a,b,...: the redis-server of the nginx deployment) and this
+// process, sampled at the edges of the measurement window; the rest of /proc/stat's busy time is "other" (other
+// tenants of the machine), in % of one core.
+//
+// --sources N (N > 0): Socket.IO client number i connects from 127.0.<i mod N>.1 instead of 127.0.0.1, so a
+// balancer that hashes the client address (nginx `ip_hash` keys on the first three octets) sees N clients, as
+// it would on a real network, and spreads them.
 "use strict";
 
 const http = require("http");
@@ -90,7 +95,9 @@ function machineTicks() {
   return { busy, all: busy + v[3] + v[4] };
 }
 function groups(extra = {}) {
-  return { daemon: pids("daemon"), workers: pids("workers"), lg: [process.pid], ...extra };
+  const g = { daemon: pids("daemon"), workers: pids("workers"), lg: [process.pid], ...extra };
+  if (pids("aux").length) g.aux = pids("aux");
+  return g;
 }
 function mark(g) {
   const m = { t: clock(), sys: machineTicks(), g: {} };
@@ -220,7 +227,20 @@ function traceReport() {
 
 // ------------------------------------------------------------------------------------------- helpers
 let ioFn = null;
-const client = (opts) => (ioFn || (ioFn = require("socket.io-client").io))(BASE, { forceNew: true, ...opts });
+const SOURCES = Math.min(Math.max(num("sources", 0) | 0, 0), 250);
+const agents = new Map();
+let clientSeq = 0;
+function client(opts) {
+  const from = {};
+  if (SOURCES > 0) {
+    // polling requests go through the agent, the websocket through localAddress
+    const localAddress = `127.0.${clientSeq++ % SOURCES}.1`;
+    if (!agents.has(localAddress)) agents.set(localAddress, new http.Agent({ localAddress }));
+    from.localAddress = localAddress;
+    from.agent = agents.get(localAddress);
+  }
+  return (ioFn || (ioFn = require("socket.io-client").io))(BASE, { forceNew: true, ...from, ...opts });
+}
 function connected(socket, ms) {
   return new Promise((resolve) => {
     const to = setTimeout(() => resolve("timeout"), ms);
@@ -391,6 +411,7 @@ cmds.sessions = async () => {
     connect_ms: summary(connectMs), upgrade_ms: summary(upgradeMs), sessions_by_pid: byPid,
     sticky_violations: t.sticky_violations, session_id_unknown: w.conn_errors["1"] || 0, http: t, workers_seen: w, cpu,
     daemon_cpu_s_per_1k: per1k(cpu.cpu_s.daemon, ok), workers_cpu_s_per_1k: per1k(cpu.cpu_s.workers, ok), lg_cpu_s_per_1k: per1k(cpu.cpu_s.lg, ok),
+    aux_cpu_s_per_1k: per1k(cpu.cpu_s.aux, ok),
   };
   say(`sessions: ${ok}/${started} in ${r.wall_s}s = ${r.sessions_per_s}/s, connect p50 ${r.connect_ms.p50} p99 ${r.connect_ms.p99} ms, failed ${r.failed} ${JSON.stringify(errors)}, ` +
     `sticky violations ${r.sticky_violations}, unknown sid ${r.session_id_unknown}; cpu-s/1k daemon ${r.daemon_cpu_s_per_1k} workers ${r.workers_cpu_s_per_1k} lg ${r.lg_cpu_s_per_1k}; other ${cpu.other_pct}%`);
@@ -440,6 +461,7 @@ cmds.polling = async () => {
     post_ms: t.kinds.post ? t.kinds.post.lat_ms : null, get_ms: t.kinds.get ? t.kinds.get.lat_ms : null,
     sticky_violations: t.sticky_violations, session_id_unknown: w.conn_errors["1"] || 0, http: t, workers_seen: w, cpu,
     daemon_cpu_s_per_1k: per1k(cpu.cpu_s.daemon, t.requests), workers_cpu_s_per_1k: per1k(cpu.cpu_s.workers, t.requests),
+    aux_cpu_s_per_1k: per1k(cpu.cpu_s.aux, t.requests),
   };
   say(`polling: ${r.req_per_s} req/s, echo p50 ${r.echo_rtt_ms.p50} p99 ${r.echo_rtt_ms.p99} ms, failed ${r.failed_requests}, sticky violations ${r.sticky_violations}; ` +
     `cpu-s/1k req daemon ${r.daemon_cpu_s_per_1k}; CPU% daemon ${cpu.pct.daemon} workers ${cpu.pct.workers} lg ${cpu.pct.lg} other ${cpu.other_pct}`);
@@ -582,11 +604,12 @@ cmds.broadcast = async () => {
       n: M, timed_out: burst.timedOut, lost: burst.lost, corrupt: burst.ph.corrupt,
       relayed_msgs_per_s: round(M / otherS, 1), same_worker_msgs_per_s: round(M / sameS, 1), cpu: cpuBurst,
       daemon_cpu_s_per_1k: per1k(cpuBurst.cpu_s.daemon, M), workers_cpu_s_per_1k: per1k(cpuBurst.cpu_s.workers, M),
+      aux_cpu_s_per_1k: per1k(cpuBurst.cpu_s.aux, M),
     },
     paced: {
       n: L, rate, timed_out: paced.timedOut, lost: paced.lost, corrupt: paced.ph.corrupt,
       other_worker_ms: summary(paced.ph.other), same_worker_ms: summary(paced.ph.same), cpu: cpuPaced,
-      daemon_cpu_s_per_1k: per1k(cpuPaced.cpu_s.daemon, L),
+      daemon_cpu_s_per_1k: per1k(cpuPaced.cpu_s.daemon, L), aux_cpu_s_per_1k: per1k(cpuPaced.cpu_s.aux, L),
     },
   };
   say(`broadcast ${kind}${size ? " " + size + "B" : ""}: relayed ${r.burst.relayed_msgs_per_s} msg/s (same worker ${r.burst.same_worker_msgs_per_s}), lost ${burst.lost}+${paced.lost}; ` +
