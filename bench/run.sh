@@ -16,7 +16,8 @@
 #
 # Environment: CORRAL_BIN=/path/to/pm2 (skip `cargo build --release`), BENCH_OUT=dir (results folder),
 # BENCH_NO_HYPERFINE=1 / BENCH_NO_WRK=1 (use the node fallbacks even when the tools are installed),
-# BENCH_NO_FLOOR=1 (skip bench/floor), BENCH_TARGETS="corral nginx" (only these of the targets selected).
+# BENCH_NO_FLOOR=1 (skip bench/floor), BENCH_TARGETS="corral nginx" (only these of the targets selected),
+# BENCH_CURVES="relay apps hold cap" (only these scale curves).
 # Results: bench/.work/results/<stamp>/ (raw JSON per target/repetition/workload, run.log, summary.md);
 # the summary is printed and written to BENCHMARKS.md at the repository root.
 #
@@ -486,12 +487,14 @@ run_peer() { # run_peer REP
 
 # ---------------------------------------------------------------------------------------------- scale curves
 # Corral only: how each cost grows with load. Every load is bounded in count and time.
+curve_part() { [ -z "${BENCH_CURVES:-}" ] || [[ " $BENCH_CURVES " == *" $1 "* ]]; }
 run_curves() {
   local t=corral n c
   CUR_BIN="$(bin_of "$t")"
   RD="$OUT/$t/curves"; mkdir -p "$RD"
   # row 9: relay cost and latency by worker count (row 6 is 2 workers)
   for n in 2 4 8 16; do
+    curve_part relay || break
     new_home "curve-relay-$n"
     BENCH_INSTANCES=$n; export BENCH_INSTANCES
     log "=== curves: relay with $n workers"
@@ -502,6 +505,7 @@ run_curves() {
   done
   # row 10: daemon cost by number of fork apps
   for n in 10 100 1000; do
+    curve_part apps || break
     new_home "curve-apps-$n"
     BENCH_APPS=$n; export BENCH_APPS
     log "=== curves: $n idle fork apps"
@@ -510,17 +514,24 @@ run_curves() {
     cli_times "curve-jlist-$n" 1 5 "$CUR_BIN" jlist
     stop_daemon
   done
-  # row 11: idle Socket.IO sessions held through the sticky port
+  # row 11: idle Socket.IO sessions held through the sticky port. 4 workers, so that each holds at most
+  # 12 500 of 50 000 (the daemon holds none once handed off); the load generator spreads them over
+  # processes of at most 15 000; opening is bounded by n/400 s (at least 60 s) for a loaded machine.
   for n in 1000 10000 50000; do
+    curve_part hold || break
     new_home "curve-hold-$n"
+    BENCH_INSTANCES=4; export BENCH_INSTANCES
     log "=== curves: $n idle Socket.IO sessions"
-    pm2_start ecosystem.config.js "curve-start-hold-$n" 2
+    pm2_start scale.config.js "curve-start-hold-$n" 4
     wait_port "$PM2_PORT" /socket.io/?EIO=4\&transport=polling
-    lg "curve-hold-$n" 100 hold --n "$n" --rate 2500 --secs 4 --max-secs 60
+    local open_s=$(( n / 400 > 60 ? n / 400 : 60 ))
+    lg "curve-hold-$n" $(( open_s + 45 )) hold --n "$n" --rate 2500 --secs 4 --max-secs "$open_s"
     stop_daemon
   done
   # row 12: hand-off capacity (one new connection per request) by concurrency
-  if [ "$HAVE_WRK" = 1 ]; then
+  if ! curve_part cap; then
+    :
+  elif [ "$HAVE_WRK" = 1 ]; then
     new_home "curve-cap"
     BENCH_APP_PORT="$(free_port)"; export BENCH_APP_PORT
     log "=== curves: hand-off capacity"

@@ -298,30 +298,63 @@ cmds.idle = async () => {
 // scale curve: hold --n idle Socket.IO sessions (raw Engine.IO v4 websockets: open, "40" connect,
 // answer every ping) opened at --rate per second, then sample daemon RSS/CPU/fds for --secs. Source
 // addresses rotate over 127.0.0.1-127.0.0.8 so 50 000 connections do not run out of ephemeral ports.
-cmds.hold = async () => {
+// A process holds at most --per-proc (15 000) of them: the rest are opened by helper processes
+// (`hold-helper`, forked, same rate share), so the session count is not capped by one process's
+// descriptor limit.
+async function openSessions(n, rate, deadline, offset) {
   const WebSocket = require("ws");
-  const n = Math.min(num("n", 1000), 60000), rate = num("rate", 2000), secs = num("secs", 5);
-  const g = groups();
-  const base = mark(g);
-  const rss0 = g.daemon.reduce((s, p) => s + (rssKb(p) || 0), 0);
   const socks = [];
-  let open = 0, failed = 0;
-  const deadline = clock() + num("max-secs", 60) * 1000;
+  const st = { open: 0, failed: 0 };
   const t0 = clock();
   for (let i = 0; i < n && clock() < deadline; i++) {
     const due = t0 + (i / rate) * 1000;
     if (due > clock()) await sleep(due - clock());
-    const ws = new WebSocket(`ws://${HOST}:${PORT}/socket.io/?EIO=4&transport=websocket`, { localAddress: `127.0.0.${1 + (i % 8)}`, perMessageDeflate: false });
+    const ws = new WebSocket(`ws://${HOST}:${PORT}/socket.io/?EIO=4&transport=websocket`, { localAddress: `127.0.0.${1 + ((i + offset) % 8)}`, perMessageDeflate: false });
     ws.on("message", (d) => {
       const m = d.toString();
       if (m[0] === "0") ws.send("40");
-      else if (m.startsWith("40")) open++;
+      else if (m.startsWith("40")) st.open++;
       else if (m === "2") ws.send("3");
     });
-    ws.on("error", () => { failed++; });
+    ws.on("error", () => { st.failed++; });
     socks.push(ws);
   }
-  while (open + failed < socks.length && clock() < deadline) await sleep(100);
+  while (st.open + st.failed < socks.length && clock() < deadline) await sleep(100);
+  st.failed += socks.length - st.open - st.failed; // neither open nor failed by the deadline
+  return { socks, st };
+}
+
+cmds["hold-helper"] = async () => {
+  const deadline = clock() + num("max-secs", 60) * 1000;
+  const { socks, st } = await openSessions(num("n", 0), num("rate", 1000), deadline, num("offset", 0));
+  process.send({ open: st.open, failed: st.failed });
+  // hold until the parent says so (or goes away)
+  await new Promise((r) => { process.on("message", r); process.on("disconnect", r); });
+  for (const ws of socks) ws.terminate();
+  return { open: st.open, failed: st.failed };
+};
+
+cmds.hold = async () => {
+  const { fork } = require("child_process");
+  const n = Math.min(num("n", 1000), 60000), rate = num("rate", 2000), secs = num("secs", 5);
+  const per = Math.max(1000, num("per-proc", 15000));
+  const g = groups();
+  const base = mark(g);
+  const rss0 = g.daemon.reduce((s, p) => s + (rssKb(p) || 0), 0);
+  const maxSecs = num("max-secs", 60);
+  const deadline = clock() + maxSecs * 1000;
+  const t0 = clock();
+  const mine = Math.min(n, per);
+  const helpers = [];
+  for (let off = mine; off < n; off += per) {
+    const k = Math.min(per, n - off);
+    const child = fork(__filename, ["hold-helper", "--port", String(PORT), "--n", String(k), "--rate", String((rate * k) / n),
+      "--max-secs", String(maxSecs), "--offset", String(off), "--cap-secs", String(maxSecs + secs + 30)], { stdio: ["ignore", "ignore", "inherit", "ipc"] });
+    helpers.push({ child, done: new Promise((r) => { child.once("message", r); child.once("exit", () => r({ open: 0, failed: k })); }) });
+  }
+  const { socks, st } = await openSessions(mine, (rate * mine) / n, deadline, 0);
+  let open = st.open, failed = st.failed;
+  for (const h of helpers) { const r = await h.done; open += r.open; failed += r.failed; }
   const opened_s = (clock() - t0) / 1000;
   const a = mark(g);
   const rss = [];
@@ -330,12 +363,14 @@ cmds.hold = async () => {
   const idle = cpuBetween(a, mark(g));
   const opening = cpuBetween(base, a);
   const r = {
-    n, open, failed, opened_s: round(opened_s, 1), daemon_rss_mb_before: round(rss0 / 1024, 1),
+    n, open, failed, processes: 1 + helpers.length, opened_s: round(opened_s, 1), daemon_rss_mb_before: round(rss0 / 1024, 1),
     daemon_rss_mb: round(Math.max(...rss) / 1024, 1), daemon_fds: fdCount(g.daemon[0]),
     daemon_cpu_s_per_1k_opened: per1k(opening.cpu_s.daemon, open), daemon_idle_cpu_pct: idle.pct.daemon, cpu: idle,
+    workers_rss_mb: round(g.workers.reduce((s, p) => s + (rssKb(p) || 0), 0) / 1024, 1),
   };
   for (const ws of socks) ws.terminate();
-  say(`hold ${n}: ${open} open (${failed} failed) in ${r.opened_s}s; daemon RSS ${r.daemon_rss_mb_before} -> ${r.daemon_rss_mb} MB, ${r.daemon_fds} fds, idle CPU ${r.daemon_idle_cpu_pct}%, cpu-s/1k opened ${r.daemon_cpu_s_per_1k_opened}`);
+  for (const h of helpers) { try { h.child.send("exit"); } catch (_) { h.child.kill(); } }
+  say(`hold ${n}: ${open} open (${failed} failed) in ${r.opened_s}s over ${r.processes} processes; daemon RSS ${r.daemon_rss_mb_before} -> ${r.daemon_rss_mb} MB, ${r.daemon_fds} fds, idle CPU ${r.daemon_idle_cpu_pct}%, cpu-s/1k opened ${r.daemon_cpu_s_per_1k_opened}`);
   return r;
 };
 
