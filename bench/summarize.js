@@ -291,14 +291,15 @@ if (fs.existsSync(curvesDir)) {
       const perFrame = (x) => (x == null ? null : x / (n - 1));
       return [n, f2(p.daemon_cpu_s_per_1k, 4), f2(b.daemon_cpu_s_per_1k, 4), f2(perFrame(p.daemon_cpu_s_per_1k), 4), f2(perFrame(b.daemon_cpu_s_per_1k), 4), p.other_worker_ms ? f2(p.other_worker_ms.p50, 2) + " ms" : "–", p.other_worker_ms ? f2(p.other_worker_ms.p99, 2) + " ms" : "–", f2(b.relayed_msgs_per_s, 0), j.burst ? (b.lost || 0) + (p.lost || 0) : "–"]; }));
   table("Apps: daemon footprint and control plane by number of fork apps",
-    ["apps", "`pm2 start` (ms, daemon spawn included)", "daemon RSS (MB)", "daemon idle CPU (%)", "`pm2 jlist` median (ms)"],
+    ["apps", "`pm2 start` (ms, daemon spawn included)", "daemon RSS (MB)", "daemon fds", "daemon idle CPU (%)", "`pm2 jlist` median (ms)", "`pm2 jlist` CLI user + sys (ms)"],
     [10, 100, 1000].map((n) => { const st = cj(`curve-start-apps-${n}`) || {}, id = cj(`curve-apps-${n}`) || {}, jl = cj(`cli-curve-jlist-${n}`);
       const jt = jl ? (jl.results ? jl.results[0].median * 1000 : jl.median_ms) : null;
-      return [n, f2(st.cli_ms, 0), f2(id.daemon_rss_mb, 1), f2(id.daemon_cpu_pct, 2), f2(jt, 1)]; }));
+      const jc = jl && jl.results ? (jl.results[0].user + jl.results[0].system) * 1000 : null;
+      return [n, f2(st.cli_ms, 0), f2(id.daemon_rss_mb, 1), f2(id.daemon_fds, 0), f2(id.daemon_cpu_pct, 2), f2(jt, 1), f2(jc, 1)]; }));
   table("Idle Socket.IO sessions held through the sticky port (raw Engine.IO websockets, 4 workers)",
-    ["sessions asked", "open", "failed", "opened in (s)", "daemon RSS before → held (MB)", "daemon fds", "daemon idle CPU (%)", "daemon cpu-s per 1000 opened", "workers RSS (MB, all 4)"],
+    ["sessions asked", "open", "failed", "opened in (s)", "daemon RSS before → max while held → at the end (MB)", "daemon fds", "daemon idle CPU (%)", "daemon cpu-s per 1000 opened", "workers RSS (MB, all 4)"],
     [1000, 10000, 50000].map((n) => { const j = cj(`curve-hold-${n}`) || {};
-      return [n, f2(j.open, 0), f2(j.failed, 0), f2(j.opened_s, 1), j.daemon_rss_mb != null ? `${f2(j.daemon_rss_mb_before, 1)} → ${f2(j.daemon_rss_mb, 1)}` : "–", f2(j.daemon_fds, 0), f2(j.daemon_idle_cpu_pct, 2), f2(j.daemon_cpu_s_per_1k_opened, 4), f2(j.workers_rss_mb, 0)]; }));
+      return [n, f2(j.open, 0), f2(j.failed, 0), f2(j.opened_s, 1), j.daemon_rss_mb != null ? `${f2(j.daemon_rss_mb_before, 1)} → ${f2(j.daemon_rss_mb, 1)} → ${f2(j.daemon_rss_mb_end, 1)}` : "–", f2(j.daemon_fds, 0), f2(j.daemon_idle_cpu_pct, 2), f2(j.daemon_cpu_s_per_1k_opened, 4), f2(j.workers_rss_mb, 0)]; }));
   const cap = (kind) => [1, 4, 16, 64].map((c) => { const j = cj(`curve-cap-${kind}-${c}`) || {}; const pct = j.cpu && j.cpu.pct ? j.cpu.pct.daemon : null;
     return [c, f2(j.req_per_s, 0), j.latency_ms ? f2(j.latency_ms.p99, 2) + " ms" : "–", f2(pct, 1), pct > 0 && j.req_per_s ? f2(j.req_per_s / (pct / 100), 0) : "–", f2(j.daemon_cpu_s_per_1k, 4)]; });
   const capHead = ["connections", "req/s (new connection each)", "p99", "daemon CPU (% of a core)", "≈ hand-offs/s per daemon core", "daemon cpu-s per 1000"];

@@ -364,7 +364,7 @@ cmds.hold = async () => {
   const opening = cpuBetween(base, a);
   const r = {
     n, open, failed, processes: 1 + helpers.length, opened_s: round(opened_s, 1), daemon_rss_mb_before: round(rss0 / 1024, 1),
-    daemon_rss_mb: round(Math.max(...rss) / 1024, 1), daemon_fds: fdCount(g.daemon[0]),
+    daemon_rss_mb: round(Math.max(...rss) / 1024, 1), daemon_rss_mb_end: round(rss[rss.length - 1] / 1024, 1), daemon_fds: fdCount(g.daemon[0]),
     daemon_cpu_s_per_1k_opened: per1k(opening.cpu_s.daemon, open), daemon_idle_cpu_pct: idle.pct.daemon, cpu: idle,
     workers_rss_mb: round(g.workers.reduce((s, p) => s + (rssKb(p) || 0), 0) / 1024, 1),
   };
