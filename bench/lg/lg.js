@@ -304,7 +304,7 @@ cmds.idle = async () => {
 async function openSessions(n, rate, deadline, offset) {
   const WebSocket = require("ws");
   const socks = [];
-  const st = { open: 0, failed: 0 };
+  const st = { open: 0, failed: 0, errors: {} };
   const t0 = clock();
   for (let i = 0; i < n && clock() < deadline; i++) {
     const due = t0 + (i / rate) * 1000;
@@ -316,18 +316,19 @@ async function openSessions(n, rate, deadline, offset) {
       else if (m.startsWith("40")) st.open++;
       else if (m === "2") ws.send("3");
     });
-    ws.on("error", () => { st.failed++; });
+    ws.on("error", (e) => { st.failed++; bump(st.errors, e.code || e.message); });
     socks.push(ws);
   }
   while (st.open + st.failed < socks.length && clock() < deadline) await sleep(100);
-  st.failed += socks.length - st.open - st.failed; // neither open nor failed by the deadline
+  const late = socks.length - st.open - st.failed; // neither open nor failed by the deadline
+  if (late > 0) { st.failed += late; bump(st.errors, "not-open-by-deadline", late); }
   return { socks, st };
 }
 
 cmds["hold-helper"] = async () => {
   const deadline = clock() + num("max-secs", 60) * 1000;
   const { socks, st } = await openSessions(num("n", 0), num("rate", 1000), deadline, num("offset", 0));
-  process.send({ open: st.open, failed: st.failed });
+  process.send({ open: st.open, failed: st.failed, errors: st.errors });
   // hold until the parent says so (or goes away)
   await new Promise((r) => { process.on("message", r); process.on("disconnect", r); });
   for (const ws of socks) ws.terminate();
@@ -354,7 +355,8 @@ cmds.hold = async () => {
   }
   const { socks, st } = await openSessions(mine, (rate * mine) / n, deadline, 0);
   let open = st.open, failed = st.failed;
-  for (const h of helpers) { const r = await h.done; open += r.open; failed += r.failed; }
+  const errors = { ...st.errors };
+  for (const h of helpers) { const r = await h.done; open += r.open; failed += r.failed; for (const [k, v] of Object.entries(r.errors || {})) bump(errors, k, v); }
   const opened_s = (clock() - t0) / 1000;
   const a = mark(g);
   const rss = [];
@@ -363,14 +365,14 @@ cmds.hold = async () => {
   const idle = cpuBetween(a, mark(g));
   const opening = cpuBetween(base, a);
   const r = {
-    n, open, failed, processes: 1 + helpers.length, opened_s: round(opened_s, 1), daemon_rss_mb_before: round(rss0 / 1024, 1),
+    n, open, failed, errors, processes: 1 + helpers.length, opened_s: round(opened_s, 1), daemon_rss_mb_before: round(rss0 / 1024, 1),
     daemon_rss_mb: round(Math.max(...rss) / 1024, 1), daemon_rss_mb_end: round(rss[rss.length - 1] / 1024, 1), daemon_fds: fdCount(g.daemon[0]),
     daemon_cpu_s_per_1k_opened: per1k(opening.cpu_s.daemon, open), daemon_idle_cpu_pct: idle.pct.daemon, cpu: idle,
     workers_rss_mb: round(g.workers.reduce((s, p) => s + (rssKb(p) || 0), 0) / 1024, 1),
   };
   for (const ws of socks) ws.terminate();
   for (const h of helpers) { try { h.child.send("exit"); } catch (_) { h.child.kill(); } }
-  say(`hold ${n}: ${open} open (${failed} failed) in ${r.opened_s}s over ${r.processes} processes; daemon RSS ${r.daemon_rss_mb_before} -> ${r.daemon_rss_mb} MB, ${r.daemon_fds} fds, idle CPU ${r.daemon_idle_cpu_pct}%, cpu-s/1k opened ${r.daemon_cpu_s_per_1k_opened}`);
+  say(`hold ${n}: ${open} open (${failed} failed) in ${r.opened_s}s over ${r.processes} processes ${JSON.stringify(errors)}; daemon RSS ${r.daemon_rss_mb_before} -> ${r.daemon_rss_mb} MB, ${r.daemon_fds} fds, idle CPU ${r.daemon_idle_cpu_pct}%, cpu-s/1k opened ${r.daemon_cpu_s_per_1k_opened}`);
   return r;
 };
 
