@@ -17,7 +17,7 @@
 # Environment: CORRAL_BIN=/path/to/pm2 (skip `cargo build --release`), BENCH_OUT=dir (results folder),
 # BENCH_NO_HYPERFINE=1 / BENCH_NO_WRK=1 (use the node fallbacks even when the tools are installed),
 # BENCH_NO_FLOOR=1 (skip bench/floor), BENCH_TARGETS="corral nginx" (only these of the targets selected),
-# BENCH_CURVES="relay apps hold cap" (only these scale curves).
+# BENCH_CURVES="relay apps hold cap" (only these scale curves), BENCH_HOLD_LEVELS, BENCH_HOLD_RATE (sessions).
 # Results: bench/.work/results/<stamp>/ (raw JSON per target/repetition/workload, run.log, summary.md);
 # the summary is printed and written to BENCHMARKS.md at the repository root.
 #
@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
     --no-classic) CLASSIC=0 ;;
     --no-nginx) PEER=0 ;;
     --curves) CURVES=1 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
