@@ -16,7 +16,7 @@ for (const l of fs.readFileSync(path.join(dir, "machine.txt"), "utf8").split("\n
   const i = l.indexOf("=");
   if (i > 0) facts[l.slice(0, i)] = l.slice(i + 1);
 }
-const targets = ["incumbent", "corral", "classic"].filter((t) => fs.existsSync(path.join(dir, t)));
+const targets = ["incumbent", "corral", "classic", "nginx"].filter((t) => fs.existsSync(path.join(dir, t)));
 const reps = (t) => fs.readdirSync(path.join(dir, t)).filter((r) => /^r\d+$/.test(r)).sort((a, b) => a.slice(1) - b.slice(1));
 const load = (t, r, f) => {
   try { return JSON.parse(fs.readFileSync(path.join(dir, t, r, f + ".json"), "utf8")); } catch (_) { return null; }
@@ -64,6 +64,7 @@ const ROWS = [
     ["**daemon cpu-s per 1000 sessions**", "sessions", "daemon_cpu_s_per_1k", "s", 3],
     ["workers cpu-s per 1000 sessions", "sessions", "workers_cpu_s_per_1k", "s", 3],
     ["load generator cpu-s per 1000 sessions", "sessions", "lg_cpu_s_per_1k", "s", 3],
+    ["redis-server cpu-s per 1000 sessions (nginx deployment's adapter)", "sessions", "aux_cpu_s_per_1k", "s", 3],
     ["other tenants during the window (% of a core)", "sessions", "cpu.other_pct", "%", 0],
   ]],
   ["4. Polling-only echo clients (20 clients, 16 B echo with ack)", [
@@ -76,6 +77,7 @@ const ROWS = [
     ["sticky violations", "polling", "sticky_violations", "", 0],
     ["**daemon cpu-s per 1000 requests**", "polling", "daemon_cpu_s_per_1k", "s", 3],
     ["workers cpu-s per 1000 requests", "polling", "workers_cpu_s_per_1k", "s", 3],
+    ["redis-server cpu-s per 1000 requests (nginx deployment's adapter)", "polling", "aux_cpu_s_per_1k", "s", 3],
     ["other tenants during the window (% of a core)", "polling", "cpu.other_pct", "%", 0],
   ]],
   ["5. Plain HTTP routing through the sticky port (GET /bench/ping, new connection per request)", [
@@ -97,6 +99,10 @@ const ROWS = [
     ["same-worker latency p99 (control)", "bcast-json", "paced.same_worker_ms.p99", "ms", 2],
     ["**daemon cpu-s per 1000 relayed, burst**", "bcast-json", "burst.daemon_cpu_s_per_1k", "s", 3],
     ["**daemon cpu-s per 1000 relayed, paced**", "bcast-json", "paced.daemon_cpu_s_per_1k", "s", 3],
+    ["redis-server cpu-s per 1000 relayed, burst (nginx deployment)", "bcast-json", "burst.aux_cpu_s_per_1k", "s", 3],
+    ["redis-server cpu-s per 1000 relayed, paced (nginx deployment)", "bcast-json", "paced.aux_cpu_s_per_1k", "s", 3],
+    ["**daemon + redis-server cpu-s per 1000 relayed, burst**", "bcast-json", sum("burst.daemon_cpu_s_per_1k", "burst.aux_cpu_s_per_1k"), "s", 3],
+    ["**daemon + redis-server cpu-s per 1000 relayed, paced**", "bcast-json", sum("paced.daemon_cpu_s_per_1k", "paced.aux_cpu_s_per_1k"), "s", 3],
     ["websocket connects that failed or hung (retried, 10 needed)", "bcast-json", connectFails, "", 0],
     ["other tenants during the burst (% of a core)", "bcast-json", "burst.cpu.other_pct", "%", 0],
   ]],
@@ -108,6 +114,8 @@ const ROWS = [
     ["cross-worker latency p99 (paced)", "bcast-bin", "paced.other_worker_ms.p99", "ms", 2],
     ["**daemon cpu-s per 1000 relayed, burst**", "bcast-bin", "burst.daemon_cpu_s_per_1k", "s", 3],
     ["**daemon cpu-s per 1000 relayed, paced**", "bcast-bin", "paced.daemon_cpu_s_per_1k", "s", 3],
+    ["**daemon + redis-server cpu-s per 1000 relayed, burst**", "bcast-bin", sum("burst.daemon_cpu_s_per_1k", "burst.aux_cpu_s_per_1k"), "s", 3],
+    ["**daemon + redis-server cpu-s per 1000 relayed, paced**", "bcast-bin", sum("paced.daemon_cpu_s_per_1k", "paced.aux_cpu_s_per_1k"), "s", 3],
     ["websocket connects that failed or hung (retried, 10 needed)", "bcast-bin", connectFails, "", 0],
   ]],
   ["7. Reload and kill -9 under load (10 polling + 10 websocket clients echoing every 100 ms, 10 new sessions/s)", [
@@ -181,14 +189,23 @@ lines.push("(CLI rows: over every timed run). **ratio** = target / Corral, the m
 lines.push("alternating order): above 1× Corral is lower (faster / smaller / cheaper), except for rates (/s), where below 1×");
 lines.push("means Corral does more per second. Trust cpu-s per unit of work and");
 lines.push("CLI times; quote throughput and latency only when \"other tenants\" is near 0 for every target.");
+if (targets.includes("nginx")) {
+  lines.push("");
+  lines.push("The **nginx** column (rows 3, 4, 6) is the deployment the Socket.IO docs give without a process manager: nginx");
+  lines.push("`ip_hash` in front of two plain `node` workers of the same seed app, each on its own port, broadcasting through");
+  lines.push("`@socket.io/redis-adapter` and one redis-server. In that column **\"daemon\" is nginx** (master + workers, on-CPU ns");
+  lines.push("from schedstat) and redis-server has its own line; its clients connect from 8 source addresses (127.0.k.1),");
+  lines.push("because ip_hash keys on the first three octets. Unlike a sticky hand-off, nginx stays in the path of every");
+  lines.push("byte of every websocket, so its cost in row 6 grows with the number of clients a message is delivered to.");
+}
 lines.push("");
 lines.push("| machine | |");
 lines.push("|---|---|");
-for (const k of ["nproc", "cpu", "memory", "kernel", "node", "incumbent", "classic", "corral", "socket.io", "cli_timer", "plain_generator", "workloads_s"]) {
+for (const k of ["nproc", "cpu", "memory", "kernel", "node", "incumbent", "classic", "nginx", "corral", "socket.io", "cli_timer", "plain_generator", "workloads_s"]) {
   if (facts[k] != null) lines.push(`| ${k.replace("_", " ")} | ${facts[k].replace(/\|/g, "/")} |`);
 }
 lines.push("");
-const names = { incumbent: "@socket.io/pm2", corral: "Corral", classic: "pm2 (classic)" };
+const names = { incumbent: "@socket.io/pm2", corral: "Corral", classic: "pm2 (classic)", nginx: "nginx + 2 node (redis-adapter)" };
 for (const [title, metrics] of ROWS) {
   const rowsOut = [];
   // only the targets that ran this section (classic pm2 has no sticky balancer: rows 1, 2 and 8 only)
@@ -201,15 +218,13 @@ for (const [title, metrics] of ROWS) {
     // no ratio for counters (failures, shares) and for the background-load rows
     const noRatio = unit === "" || label.startsWith("other tenants");
     const ratios = [];
-    if (v.incumbent && v.corral) ratios.push(noRatio ? "" : pairedRatio(v.incumbent, v.corral));
-    if (ts.includes("classic") && v.corral) ratios.push(noRatio ? "" : pairedRatio(v.classic, v.corral));
+    for (const t of ts) if (t !== "corral" && v.corral) ratios.push(noRatio ? "" : pairedRatio(v[t], v.corral));
     rowsOut.push(`| ${label} | ${cols.join(" | ")} | ${ratios.join(" | ")} |`);
   }
   if (!rowsOut.length) continue;
   lines.push(`### ${title}`);
   lines.push("");
-  const ratioHeads = ["incumbent / Corral"];
-  if (ts.includes("classic")) ratioHeads.push("classic / Corral");
+  const ratioHeads = ts.filter((t) => t !== "corral").map((t) => `${t} / Corral`);
   lines.push(`| metric | ${ts.map((t) => names[t]).join(" | ")} | ${ratioHeads.join(" | ")} |`);
   lines.push(`|---|${ts.map(() => "---").join("|")}|${ratioHeads.map(() => "---").join("|")}|`);
   lines.push(...rowsOut);
@@ -280,18 +295,20 @@ if (fs.existsSync(curvesDir)) {
   try { flc = JSON.parse(fs.readFileSync(path.join(dir, "floor.json"), "utf8")); } catch (_) { /* no floor in this run */ }
   const ratio = (v, byPeers, n) => { const ns = flc && (flc[byPeers] || {})[String(n - 1)]; return v != null && ns > 0 ? f2(Number(v) / ((ns * 1000) / 1e9), 1) + "×" : "–"; };
   table("Relay: cost and latency by worker count (each `io.emit` is relayed to every other worker; × = Corral ÷ the floor for n − 1 peers)",
-    ["workers", "daemon cpu-s per 1000 emits, paced", "paced ÷ floor", "per 1000 emits, burst", "burst ÷ floor", "cross-worker p50", "cross-worker p99", "relayed msg/s (burst)", "lost"],
+    ["workers", "daemon cpu-s per 1000 emits, paced", "paced ÷ floor", "per 1000 emits, burst", "burst ÷ floor", "per 1000 frames written (emits × peers), paced", "per 1000 frames written, burst", "cross-worker p50", "cross-worker p99", "relayed msg/s (burst)", "lost"],
     [2, 4, 8, 16].map((n) => { const j = cj(`curve-relay-${n}`) || {}; const p = j.paced || {}, b = j.burst || {};
-      return [n, f2(p.daemon_cpu_s_per_1k, 4), ratio(p.daemon_cpu_s_per_1k, flc && flc.relay_500hz_frame_cpu_ns_by_peers ? "relay_500hz_frame_cpu_ns_by_peers" : "relay_frame_cpu_ns_by_peers", n), f2(b.daemon_cpu_s_per_1k, 4), ratio(b.daemon_cpu_s_per_1k, "relay_burst_frame_cpu_ns_by_peers", n), p.other_worker_ms ? f2(p.other_worker_ms.p50, 2) + " ms" : "–", p.other_worker_ms ? f2(p.other_worker_ms.p99, 2) + " ms" : "–", f2(b.relayed_msgs_per_s, 0), j.burst ? (b.lost || 0) + (p.lost || 0) : "–"]; }));
+      const perFrame = (x) => (x == null ? null : x / (n - 1));
+      return [n, f2(p.daemon_cpu_s_per_1k, 4), ratio(p.daemon_cpu_s_per_1k, flc && flc.relay_500hz_frame_cpu_ns_by_peers ? "relay_500hz_frame_cpu_ns_by_peers" : "relay_frame_cpu_ns_by_peers", n), f2(b.daemon_cpu_s_per_1k, 4), ratio(b.daemon_cpu_s_per_1k, "relay_burst_frame_cpu_ns_by_peers", n), f2(perFrame(p.daemon_cpu_s_per_1k), 4), f2(perFrame(b.daemon_cpu_s_per_1k), 4), p.other_worker_ms ? f2(p.other_worker_ms.p50, 2) + " ms" : "–", p.other_worker_ms ? f2(p.other_worker_ms.p99, 2) + " ms" : "–", f2(b.relayed_msgs_per_s, 0), j.burst ? (b.lost || 0) + (p.lost || 0) : "–"]; }));
   table("Apps: daemon footprint and control plane by number of fork apps",
-    ["apps", "`pm2 start` (ms, daemon spawn included)", "daemon RSS (MB)", "daemon idle CPU (%)", "`pm2 jlist` median (ms)"],
+    ["apps", "`pm2 start` (ms, daemon spawn included)", "daemon RSS (MB)", "daemon fds", "daemon idle CPU (%)", "`pm2 jlist` median (ms)", "`pm2 jlist` CLI user + sys (ms)"],
     [10, 100, 1000].map((n) => { const st = cj(`curve-start-apps-${n}`) || {}, id = cj(`curve-apps-${n}`) || {}, jl = cj(`cli-curve-jlist-${n}`);
       const jt = jl ? (jl.results ? jl.results[0].median * 1000 : jl.median_ms) : null;
-      return [n, f2(st.cli_ms, 0), f2(id.daemon_rss_mb, 1), f2(id.daemon_cpu_pct, 2), f2(jt, 1)]; }));
-  table("Idle Socket.IO sessions held through the sticky port (raw Engine.IO websockets, 2 workers)",
-    ["sessions asked", "open", "failed", "daemon RSS before → held (MB)", "daemon fds", "daemon idle CPU (%)", "daemon cpu-s per 1000 opened"],
+      const jc = jl && jl.results ? (jl.results[0].user + jl.results[0].system) * 1000 : null;
+      return [n, f2(st.cli_ms, 0), f2(id.daemon_rss_mb, 1), f2(id.daemon_fds, 0), f2(id.daemon_cpu_pct, 2), f2(jt, 1), f2(jc, 1)]; }));
+  table("Idle Socket.IO sessions held through the sticky port (raw Engine.IO websockets, 4 workers)",
+    ["sessions asked", "open", "failed", "opened in (s)", "daemon RSS before → max while held → at the end (MB)", "daemon fds", "daemon idle CPU (%)", "daemon cpu-s per 1000 opened", "workers RSS (MB, all 4)"],
     [1000, 10000, 50000].map((n) => { const j = cj(`curve-hold-${n}`) || {};
-      return [n, f2(j.open, 0), f2(j.failed, 0), j.daemon_rss_mb != null ? `${f2(j.daemon_rss_mb_before, 1)} → ${f2(j.daemon_rss_mb, 1)}` : "–", f2(j.daemon_fds, 0), f2(j.daemon_idle_cpu_pct, 2), f2(j.daemon_cpu_s_per_1k_opened, 4)]; }));
+      return [n, f2(j.open, 0), f2(j.failed, 0), f2(j.opened_s, 1), j.daemon_rss_mb != null ? `${f2(j.daemon_rss_mb_before, 1)} → ${f2(j.daemon_rss_mb, 1)} → ${f2(j.daemon_rss_mb_end, 1)}` : "–", f2(j.daemon_fds, 0), f2(j.daemon_idle_cpu_pct, 2), f2(j.daemon_cpu_s_per_1k_opened, 4), f2(j.workers_rss_mb, 0)]; }));
   const cap = (kind) => [1, 4, 16, 64].map((c) => { const j = cj(`curve-cap-${kind}-${c}`) || {}; const pct = j.cpu && j.cpu.pct ? j.cpu.pct.daemon : null;
     return [c, f2(j.req_per_s, 0), j.latency_ms ? f2(j.latency_ms.p99, 2) + " ms" : "–", f2(pct, 1), pct > 0 && j.req_per_s ? f2(j.req_per_s / (pct / 100), 0) : "–", f2(j.daemon_cpu_s_per_1k, 4)]; });
   const capHead = ["connections", "req/s (new connection each)", "p99", "daemon CPU (% of a core)", "≈ hand-offs/s per daemon core", "daemon cpu-s per 1000"];

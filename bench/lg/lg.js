@@ -8,8 +8,13 @@
 // process exits after --cap-secs (default 90).
 //
 // CPU accounting: on-CPU ns of /proc/<pid>/task/*/schedstat (see ticks()) for the daemon (--daemon), the workers
-// (--workers a,b,...) and this process, sampled at the edges of the measurement window; the rest of
-// /proc/stat's busy time is "other" (other tenants of the machine), in % of one core.
+// (--workers a,b,...), auxiliary processes (--aux a,b,...: the redis-server of the nginx deployment) and this
+// process, sampled at the edges of the measurement window; the rest of /proc/stat's busy time is "other" (other
+// tenants of the machine), in % of one core.
+//
+// --sources N (N > 0): Socket.IO client number i connects from 127.0.<i mod N>.1 instead of 127.0.0.1, so a
+// balancer that hashes the client address (nginx `ip_hash` keys on the first three octets) sees N clients, as
+// it would on a real network, and spreads them.
 "use strict";
 
 const http = require("http");
@@ -90,7 +95,9 @@ function machineTicks() {
   return { busy, all: busy + v[3] + v[4] };
 }
 function groups(extra = {}) {
-  return { daemon: pids("daemon"), workers: pids("workers"), lg: [process.pid], ...extra };
+  const g = { daemon: pids("daemon"), workers: pids("workers"), lg: [process.pid], ...extra };
+  if (pids("aux").length) g.aux = pids("aux");
+  return g;
 }
 function mark(g) {
   const m = { t: clock(), sys: machineTicks(), g: {} };
@@ -220,7 +227,20 @@ function traceReport() {
 
 // ------------------------------------------------------------------------------------------- helpers
 let ioFn = null;
-const client = (opts) => (ioFn || (ioFn = require("socket.io-client").io))(BASE, { forceNew: true, ...opts });
+const SOURCES = Math.min(Math.max(num("sources", 0) | 0, 0), 250);
+const agents = new Map();
+let clientSeq = 0;
+function client(opts) {
+  const from = {};
+  if (SOURCES > 0) {
+    // polling requests go through the agent, the websocket through localAddress
+    const localAddress = `127.0.${clientSeq++ % SOURCES}.1`;
+    if (!agents.has(localAddress)) agents.set(localAddress, new http.Agent({ localAddress }));
+    from.localAddress = localAddress;
+    from.agent = agents.get(localAddress);
+  }
+  return (ioFn || (ioFn = require("socket.io-client").io))(BASE, { forceNew: true, ...from, ...opts });
+}
 function connected(socket, ms) {
   return new Promise((resolve) => {
     const to = setTimeout(() => resolve("timeout"), ms);
@@ -278,30 +298,65 @@ cmds.idle = async () => {
 // scale curve: hold --n idle Socket.IO sessions (raw Engine.IO v4 websockets: open, "40" connect,
 // answer every ping) opened at --rate per second, then sample daemon RSS/CPU/fds for --secs. Source
 // addresses rotate over 127.0.0.1-127.0.0.8 so 50 000 connections do not run out of ephemeral ports.
-cmds.hold = async () => {
+// A process holds at most --per-proc (15 000) of them: the rest are opened by helper processes
+// (`hold-helper`, forked, same rate share), so the session count is not capped by one process's
+// descriptor limit.
+async function openSessions(n, rate, deadline, offset) {
   const WebSocket = require("ws");
-  const n = Math.min(num("n", 1000), 60000), rate = num("rate", 2000), secs = num("secs", 5);
-  const g = groups();
-  const base = mark(g);
-  const rss0 = g.daemon.reduce((s, p) => s + (rssKb(p) || 0), 0);
   const socks = [];
-  let open = 0, failed = 0;
-  const deadline = clock() + num("max-secs", 60) * 1000;
+  const st = { open: 0, failed: 0, errors: {} };
   const t0 = clock();
   for (let i = 0; i < n && clock() < deadline; i++) {
     const due = t0 + (i / rate) * 1000;
     if (due > clock()) await sleep(due - clock());
-    const ws = new WebSocket(`ws://${HOST}:${PORT}/socket.io/?EIO=4&transport=websocket`, { localAddress: `127.0.0.${1 + (i % 8)}`, perMessageDeflate: false });
+    const ws = new WebSocket(`ws://${HOST}:${PORT}/socket.io/?EIO=4&transport=websocket`, { localAddress: `127.0.0.${1 + ((i + offset) % 8)}`, perMessageDeflate: false });
     ws.on("message", (d) => {
       const m = d.toString();
       if (m[0] === "0") ws.send("40");
-      else if (m.startsWith("40")) open++;
+      else if (m.startsWith("40")) st.open++;
       else if (m === "2") ws.send("3");
     });
-    ws.on("error", () => { failed++; });
+    ws.on("error", (e) => { st.failed++; bump(st.errors, e.code || e.message); });
     socks.push(ws);
   }
-  while (open + failed < socks.length && clock() < deadline) await sleep(100);
+  while (st.open + st.failed < socks.length && clock() < deadline) await sleep(100);
+  const late = socks.length - st.open - st.failed; // neither open nor failed by the deadline
+  if (late > 0) { st.failed += late; bump(st.errors, "not-open-by-deadline", late); }
+  return { socks, st };
+}
+
+cmds["hold-helper"] = async () => {
+  const deadline = clock() + num("max-secs", 60) * 1000;
+  const { socks, st } = await openSessions(num("n", 0), num("rate", 1000), deadline, num("offset", 0));
+  process.send({ open: st.open, failed: st.failed, errors: st.errors });
+  // hold until the parent says so (or goes away)
+  await new Promise((r) => { process.on("message", r); process.on("disconnect", r); });
+  for (const ws of socks) ws.terminate();
+  return { open: st.open, failed: st.failed };
+};
+
+cmds.hold = async () => {
+  const { fork } = require("child_process");
+  const n = Math.min(num("n", 1000), 60000), rate = num("rate", 2000), secs = num("secs", 5);
+  const per = Math.max(1000, num("per-proc", 15000));
+  const g = groups();
+  const base = mark(g);
+  const rss0 = g.daemon.reduce((s, p) => s + (rssKb(p) || 0), 0);
+  const maxSecs = num("max-secs", 60);
+  const deadline = clock() + maxSecs * 1000;
+  const t0 = clock();
+  const mine = Math.min(n, per);
+  const helpers = [];
+  for (let off = mine; off < n; off += per) {
+    const k = Math.min(per, n - off);
+    const child = fork(__filename, ["hold-helper", "--port", String(PORT), "--n", String(k), "--rate", String((rate * k) / n),
+      "--max-secs", String(maxSecs), "--offset", String(off), "--cap-secs", String(maxSecs + secs + 30)], { stdio: ["ignore", "ignore", "inherit", "ipc"] });
+    helpers.push({ child, done: new Promise((r) => { child.once("message", r); child.once("exit", () => r({ open: 0, failed: k })); }) });
+  }
+  const { socks, st } = await openSessions(mine, (rate * mine) / n, deadline, 0);
+  let open = st.open, failed = st.failed;
+  const errors = { ...st.errors };
+  for (const h of helpers) { const r = await h.done; open += r.open; failed += r.failed; for (const [k, v] of Object.entries(r.errors || {})) bump(errors, k, v); }
   const opened_s = (clock() - t0) / 1000;
   const a = mark(g);
   const rss = [];
@@ -310,12 +365,14 @@ cmds.hold = async () => {
   const idle = cpuBetween(a, mark(g));
   const opening = cpuBetween(base, a);
   const r = {
-    n, open, failed, opened_s: round(opened_s, 1), daemon_rss_mb_before: round(rss0 / 1024, 1),
-    daemon_rss_mb: round(Math.max(...rss) / 1024, 1), daemon_fds: fdCount(g.daemon[0]),
+    n, open, failed, errors, processes: 1 + helpers.length, opened_s: round(opened_s, 1), daemon_rss_mb_before: round(rss0 / 1024, 1),
+    daemon_rss_mb: round(Math.max(...rss) / 1024, 1), daemon_rss_mb_end: round(rss[rss.length - 1] / 1024, 1), daemon_fds: fdCount(g.daemon[0]),
     daemon_cpu_s_per_1k_opened: per1k(opening.cpu_s.daemon, open), daemon_idle_cpu_pct: idle.pct.daemon, cpu: idle,
+    workers_rss_mb: round(g.workers.reduce((s, p) => s + (rssKb(p) || 0), 0) / 1024, 1),
   };
   for (const ws of socks) ws.terminate();
-  say(`hold ${n}: ${open} open (${failed} failed) in ${r.opened_s}s; daemon RSS ${r.daemon_rss_mb_before} -> ${r.daemon_rss_mb} MB, ${r.daemon_fds} fds, idle CPU ${r.daemon_idle_cpu_pct}%, cpu-s/1k opened ${r.daemon_cpu_s_per_1k_opened}`);
+  for (const h of helpers) { try { h.child.send("exit"); } catch (_) { h.child.kill(); } }
+  say(`hold ${n}: ${open} open (${failed} failed) in ${r.opened_s}s over ${r.processes} processes ${JSON.stringify(errors)}; daemon RSS ${r.daemon_rss_mb_before} -> ${r.daemon_rss_mb} MB, ${r.daemon_fds} fds, idle CPU ${r.daemon_idle_cpu_pct}%, cpu-s/1k opened ${r.daemon_cpu_s_per_1k_opened}`);
   return r;
 };
 
@@ -391,6 +448,7 @@ cmds.sessions = async () => {
     connect_ms: summary(connectMs), upgrade_ms: summary(upgradeMs), sessions_by_pid: byPid,
     sticky_violations: t.sticky_violations, session_id_unknown: w.conn_errors["1"] || 0, http: t, workers_seen: w, cpu,
     daemon_cpu_s_per_1k: per1k(cpu.cpu_s.daemon, ok), workers_cpu_s_per_1k: per1k(cpu.cpu_s.workers, ok), lg_cpu_s_per_1k: per1k(cpu.cpu_s.lg, ok),
+    aux_cpu_s_per_1k: per1k(cpu.cpu_s.aux, ok),
   };
   say(`sessions: ${ok}/${started} in ${r.wall_s}s = ${r.sessions_per_s}/s, connect p50 ${r.connect_ms.p50} p99 ${r.connect_ms.p99} ms, failed ${r.failed} ${JSON.stringify(errors)}, ` +
     `sticky violations ${r.sticky_violations}, unknown sid ${r.session_id_unknown}; cpu-s/1k daemon ${r.daemon_cpu_s_per_1k} workers ${r.workers_cpu_s_per_1k} lg ${r.lg_cpu_s_per_1k}; other ${cpu.other_pct}%`);
@@ -440,6 +498,7 @@ cmds.polling = async () => {
     post_ms: t.kinds.post ? t.kinds.post.lat_ms : null, get_ms: t.kinds.get ? t.kinds.get.lat_ms : null,
     sticky_violations: t.sticky_violations, session_id_unknown: w.conn_errors["1"] || 0, http: t, workers_seen: w, cpu,
     daemon_cpu_s_per_1k: per1k(cpu.cpu_s.daemon, t.requests), workers_cpu_s_per_1k: per1k(cpu.cpu_s.workers, t.requests),
+    aux_cpu_s_per_1k: per1k(cpu.cpu_s.aux, t.requests),
   };
   say(`polling: ${r.req_per_s} req/s, echo p50 ${r.echo_rtt_ms.p50} p99 ${r.echo_rtt_ms.p99} ms, failed ${r.failed_requests}, sticky violations ${r.sticky_violations}; ` +
     `cpu-s/1k req daemon ${r.daemon_cpu_s_per_1k}; CPU% daemon ${cpu.pct.daemon} workers ${cpu.pct.workers} lg ${cpu.pct.lg} other ${cpu.other_pct}`);
@@ -582,11 +641,12 @@ cmds.broadcast = async () => {
       n: M, timed_out: burst.timedOut, lost: burst.lost, corrupt: burst.ph.corrupt,
       relayed_msgs_per_s: round(M / otherS, 1), same_worker_msgs_per_s: round(M / sameS, 1), cpu: cpuBurst,
       daemon_cpu_s_per_1k: per1k(cpuBurst.cpu_s.daemon, M), workers_cpu_s_per_1k: per1k(cpuBurst.cpu_s.workers, M),
+      aux_cpu_s_per_1k: per1k(cpuBurst.cpu_s.aux, M),
     },
     paced: {
       n: L, rate, timed_out: paced.timedOut, lost: paced.lost, corrupt: paced.ph.corrupt,
       other_worker_ms: summary(paced.ph.other), same_worker_ms: summary(paced.ph.same), cpu: cpuPaced,
-      daemon_cpu_s_per_1k: per1k(cpuPaced.cpu_s.daemon, L),
+      daemon_cpu_s_per_1k: per1k(cpuPaced.cpu_s.daemon, L), aux_cpu_s_per_1k: per1k(cpuPaced.cpu_s.aux, L),
     },
   };
   say(`broadcast ${kind}${size ? " " + size + "B" : ""}: relayed ${r.burst.relayed_msgs_per_s} msg/s (same worker ${r.burst.same_worker_msgs_per_s}), lost ${burst.lost}+${paced.lost}; ` +

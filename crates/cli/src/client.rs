@@ -246,6 +246,36 @@ impl Client {
         })
     }
 
+    /// `pm2 jlist`'s text as the daemon rendered it: unescaped on the wire
+    /// when the daemon can send it so (`JlistRaw`), else in a `Reply::Text`.
+    /// `Ok(None)`: this daemon renders no jlist (the caller builds it from
+    /// `List`). An error reply is an error.
+    pub fn jlist_bytes(&mut self) -> Result<Option<Vec<u8>>> {
+        let raw = self.welcome.capabilities.iter().any(|k| k == corral_proto::CAP_RAW_JLIST);
+        if !raw {
+            return match self.request(&Request::Jlist)? {
+                Reply::Text { text } => Ok(Some(text.into_bytes())),
+                Reply::Error { message } => Err(anyhow!(message)),
+                _ => Ok(None),
+            };
+        }
+        if !still_open(&self.stream) {
+            self.reconnect()?;
+        }
+        let stream = &mut self.stream;
+        self.rt.block_on(async {
+            write_frame(stream, &Request::JlistRaw).await.map_err(conn_err)?;
+            match read_frame::<_, Reply>(stream).await.map_err(conn_err)? {
+                Reply::Raw => {
+                    Ok(Some(corral_proto::read_message(stream, usize::MAX).await.map_err(conn_err)?))
+                }
+                Reply::Text { text } => Ok(Some(text.into_bytes())),
+                Reply::Error { message } => Err(anyhow!(message)),
+                other => Err(anyhow!("unexpected reply to jlist: {other:?}")),
+            }
+        })
+    }
+
     /// `Request::List`, ascending pm_id.
     pub fn list(&mut self) -> Result<Vec<corral_proto::ProcInfo>> {
         match self.request(&Request::List)? {

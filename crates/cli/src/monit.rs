@@ -489,16 +489,15 @@ pub fn monit(cli: &mut Cli) -> Result<Code> {
 
 /// The `jlist` request, parsed.
 fn fetch(client: &mut Client) -> Result<Vec<Proc>> {
-    match client.request(&Request::Jlist)? {
-        Reply::Text { text } => {
-            let v: Value = serde_json::from_str(&text)?;
+    match client.jlist_bytes()? {
+        Some(bytes) => {
+            let v: Value = serde_json::from_slice(&bytes)?;
             let mut list: Vec<Proc> =
                 v.as_array().map(|a| a.iter().filter_map(Proc::from_jlist).collect()).unwrap_or_default();
             list.sort_by_key(|p| p.id);
             Ok(list)
         }
-        Reply::Error { message } => Err(anyhow!(message)),
-        other => Err(anyhow!("unexpected reply to jlist: {other:?}")),
+        None => Err(anyhow!("this daemon does not render jlist")),
     }
 }
 

@@ -192,6 +192,16 @@ pub fn raw_out(s: &str) {
     check(o.flush());
 }
 
+/// [`raw_out`] of bytes the daemon rendered (`jlist`), written as they came.
+pub fn raw_out_bytes(b: &[u8]) {
+    if captured(true, &String::from_utf8_lossy(b)) {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    check(o.write_all(b));
+    check(o.flush());
+}
+
 /// `[PM2] msg` on stdout.
 pub fn info(msg: &str) {
     out(&format!("{}{msg}", paint(Color::Green, PREFIX)));

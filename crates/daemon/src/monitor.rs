@@ -1,10 +1,21 @@
 //! CPU and memory of online processes, sampled on demand (`list`, `jlist`)
 //! from `/proc` without keeping any file open.
+//!
+//! A process's sample is reused while it is younger than [`MIN_SAMPLE_MS`]:
+//! reading `/proc/<pid>/stat` (open, read, close; the kernel formats 52
+//! fields and sums the thread group's times) was most of what `jlist` of 100
+//! apps cost the daemon, and a CPU % over a window of a few ms is noise
+//! anyway, the counters advancing in 10 ms ticks. A process that went online
+//! since (restart, reload) has no sample and is read at once.
 
 use crate::proctree;
 use crate::state::Table;
 use crate::timefmt::now_ms;
 use corral_proto::Status;
+
+/// Youngest sample that is taken again rather than reused: every poll of a
+/// once-a-second dashboard still reads fresh values.
+pub const MIN_SAMPLE_MS: u64 = 500;
 
 pub fn refresh(t: &mut Table) {
     let hz = proctree::clock_ticks() as f64;
@@ -15,6 +26,11 @@ pub fn refresh(t: &mut Table) {
             e.info.cpu = 0.0;
             e.cpu_sample = None;
             continue;
+        }
+        if let Some((_, ms0)) = e.cpu_sample {
+            if fresh(ms0, now) {
+                continue;
+            }
         }
         let Some((rss, ticks)) = proctree::usage(e.info.pid as i32) else {
             e.info.memory = 0;
@@ -56,4 +72,23 @@ pub fn node_version() -> String {
             .unwrap_or_else(|| "N/A".into())
     })
     .clone()
+}
+
+/// True when a sample taken at `ms0` is still good at `now` (a clock that
+/// went backwards makes it stale).
+fn fresh(ms0: u64, now: u64) -> bool {
+    now >= ms0 && now - ms0 < MIN_SAMPLE_MS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_is_reused_only_while_young() {
+        assert!(fresh(1000, 1000));
+        assert!(fresh(1000, 1000 + MIN_SAMPLE_MS - 1));
+        assert!(!fresh(1000, 1000 + MIN_SAMPLE_MS));
+        assert!(!fresh(1000, 999), "clock went backwards");
+    }
 }

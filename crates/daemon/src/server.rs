@@ -9,8 +9,8 @@ use crate::supervisor::{self, ProcessHandle};
 use crate::upgrade::conns::{ConnGuard, ConnState};
 use crate::{dlog, monitor, persist};
 use corral_proto::{
-    read_frame, read_frame_limited, write_frame, FrameError, Hello, Op, ProcInfo, Reply, Request, Status,
-    Welcome, CORRAL_VERSION, MAX_HELLO, PROTOCOL_VERSION,
+    read_frame, read_frame_limited, write_frame, write_raw_reply, FrameError, Hello, Op, ProcInfo, Reply,
+    Request, Status, Welcome, CORRAL_VERSION, MAX_HELLO, PROTOCOL_VERSION,
 };
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
@@ -112,7 +112,7 @@ async fn connection(shared: SharedRef, mut stream: UnixStream, shutdown: watch::
             .iter()
             .filter_map(|k| shared.config.env.get(*k).map(|v| (k.to_string(), v.clone())))
             .collect(),
-        capabilities: vec![corral_proto::CAP_HANDOVER.to_string()],
+        capabilities: vec![corral_proto::CAP_HANDOVER.to_string(), corral_proto::CAP_RAW_JLIST.to_string()],
     };
     if write_frame(&mut stream, &welcome).await.is_err() {
         return;
@@ -205,6 +205,14 @@ async fn requests(shared: SharedRef, mut stream: UnixStream, shutdown: watch::Se
                     return;
                 }
             }
+            Request::JlistRaw => {
+                crate::trim::activity();
+                // The list as the next message, unescaped (see `Request::JlistRaw`).
+                let text = jlist_text(&shared);
+                if write_raw_reply(&mut stream, text.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
             Request::Kill => {
                 crate::pm2api::topics::announce_kill();
                 shutdown_all(&shared, false).await;
@@ -281,6 +289,45 @@ fn fill_node_version(t: &mut crate::state::Table, node: Option<&str>) {
     }
 }
 
+/// `pm2 jlist`'s text, as pm2 prints it.
+fn jlist_text(shared: &SharedRef) -> String {
+    let node = default_node_version(shared);
+    // On a node of a multi-host cluster every entry also says which node it runs on,
+    // the Redis state and the peers (`corral_cluster`, a key pm2's readers ignore).
+    // Taken before the table: no registry lock under the table's.
+    let bridge = shared.cluster.reg().bridge.clone();
+    let cluster = bridge.map(|b| b.summary_json().to_string());
+    let mut t = shared.table();
+    monitor::refresh(&mut t);
+    fill_node_version(&mut t, node.as_deref());
+    // Sized from the cached renderings: one allocation for the whole list.
+    let guess: usize =
+        t.procs.values().map(|e| e.jlist_cache.as_ref().map_or(4096, |(_, s)| s.len() + 256)).sum();
+    let mut text = String::with_capacity(guess + 2);
+    text.push('[');
+    for (i, e) in t.procs.values_mut().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        // pm2_env is re-rendered only when the entry changed since
+        // (monit is always fresh): jlist of 100 apps stays a few ms.
+        let cached = match e.jlist_cache.take() {
+            Some((rev, s)) if rev == e.rev => s,
+            _ => corral_config::pm2_env(&e.info).to_string(),
+        };
+        corral_config::jlist_entry_text(&e.info, &cached, &mut text);
+        if let (Some(c), Some(b'}')) = (&cluster, text.as_bytes().last()) {
+            text.pop();
+            text.push_str(",\"corral_cluster\":");
+            text.push_str(c);
+            text.push('}');
+        }
+        e.jlist_cache = Some((e.rev, cached));
+    }
+    text.push(']');
+    text
+}
+
 pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
     match req {
         Request::Ping => Reply::Pong,
@@ -299,40 +346,7 @@ pub async fn handle(shared: &SharedRef, req: Request) -> Reply {
             fill_node_version(&mut t, node.as_deref());
             Reply::Procs { procs: t.procs.values().map(|e| e.info.with_env_delta()).collect() }
         }
-        Request::Jlist => {
-            let node = default_node_version(shared);
-            // On a node of a multi-host cluster every entry also says which node it runs on,
-            // the Redis state and the peers (`corral_cluster`, a key pm2's readers ignore).
-            // Taken before the table: no registry lock under the table's.
-            let bridge = shared.cluster.reg().bridge.clone();
-            let cluster = bridge.map(|b| b.summary_json().to_string());
-            let mut t = shared.table();
-            monitor::refresh(&mut t);
-            fill_node_version(&mut t, node.as_deref());
-            let mut text = String::with_capacity(t.procs.len() * 4096 + 2);
-            text.push('[');
-            for (i, e) in t.procs.values_mut().enumerate() {
-                if i > 0 {
-                    text.push(',');
-                }
-                // pm2_env is re-rendered only when the entry changed since
-                // (monit is always fresh): jlist of 100 apps stays a few ms.
-                let cached = match e.jlist_cache.take() {
-                    Some((rev, s)) if rev == e.rev => s,
-                    _ => corral_config::pm2_env(&e.info).to_string(),
-                };
-                corral_config::jlist_entry_text(&e.info, &cached, &mut text);
-                if let (Some(c), Some(b'}')) = (&cluster, text.as_bytes().last()) {
-                    text.pop();
-                    text.push_str(",\"corral_cluster\":");
-                    text.push_str(c);
-                    text.push('}');
-                }
-                e.jlist_cache = Some((e.rev, cached));
-            }
-            text.push(']');
-            Reply::Text { text }
-        }
+        Request::Jlist | Request::JlistRaw => Reply::Text { text: jlist_text(shared) },
         Request::Start { app } => match app.check_limits().map_err(|e| format!("{e}; not started")) {
             Err(e) => err(e),
             Ok(()) => match start_app(shared, app).await {

@@ -136,6 +136,31 @@ fn fragment(payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Writes `Reply::Raw` and then `payload` as one message of raw bytes
+/// (fragmented like any other), without copying or escaping the payload.
+/// The reply header and the first fragment's header go out in one write.
+pub async fn write_raw_reply<W>(w: &mut W, payload: &[u8]) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut head = encode_frame(&crate::msg::Reply::Raw)?;
+    let max = MAX_FRAGMENT as usize;
+    let mut chunks = payload.chunks(max).peekable();
+    if chunks.peek().is_none() {
+        head.extend_from_slice(&0u32.to_be_bytes());
+        w.write_all(&head).await?;
+    }
+    while let Some(c) = chunks.next() {
+        let more = if chunks.peek().is_some() { MORE } else { 0 };
+        head.extend_from_slice(&(c.len() as u32 | more).to_be_bytes());
+        w.write_all(&head).await?;
+        head.clear();
+        w.write_all(c).await?;
+    }
+    w.flush().await?;
+    Ok(())
+}
+
 pub async fn write_frame<W, T>(w: &mut W, msg: &T) -> Result<(), FrameError>
 where
     W: AsyncWrite + Unpin,
@@ -174,6 +199,30 @@ mod tests {
         // The daemon's bounded reader refuses it without reading it all.
         let r: Result<String, _> = read_frame(&mut &buf[..]).await;
         assert!(matches!(r, Err(FrameError::TooLarge(_))), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn raw_reply_is_a_header_then_the_bytes_unescaped() {
+        for payload in [&b""[..], &b"[{\"a\":\"\\\"q\\\"\"}]"[..]] {
+            let mut buf = Vec::new();
+            write_raw_reply(&mut buf, payload).await.unwrap();
+            let mut r = &buf[..];
+            let head: crate::msg::Reply = read_frame(&mut r).await.unwrap();
+            assert!(matches!(head, crate::msg::Reply::Raw), "{head:?}");
+            assert_eq!(read_message(&mut r, usize::MAX).await.unwrap(), payload);
+            assert!(r.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn raw_reply_larger_than_a_fragment_streams() {
+        let big = vec![b'x'; MAX_FRAGMENT as usize + 10];
+        let mut buf = Vec::new();
+        write_raw_reply(&mut buf, &big).await.unwrap();
+        let mut r = &buf[..];
+        let _: crate::msg::Reply = read_frame(&mut r).await.unwrap();
+        assert_eq!(r[0] & 0x80, 0x80, "first fragment says more follows");
+        assert_eq!(read_message(&mut r, usize::MAX).await.unwrap(), big);
     }
 
     #[tokio::test]

@@ -15,8 +15,8 @@ pub mod msg;
 
 pub use app::{is_module, AppSpec, ExecMode, Runtime, INJECTED_ENV_KEYS};
 pub use frame::{
-    read_frame, read_frame_limited, read_frame_unbounded, write_frame, FrameError, MAX_FRAGMENT, MAX_FRAME,
-    MAX_HELLO, MAX_MESSAGE,
+    read_frame, read_frame_limited, read_frame_unbounded, read_message, write_frame, write_raw_reply,
+    FrameError, MAX_FRAGMENT, MAX_FRAME, MAX_HELLO, MAX_MESSAGE,
 };
 pub use health::{HealthInfo, HealthSpec, HealthStatus, Probe, ProbeCheck, ProbeResult};
 pub use msg::*;

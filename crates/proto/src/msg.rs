@@ -38,6 +38,8 @@ pub struct Welcome {
 
 /// The capability of a daemon that updates itself in place.
 pub const CAP_HANDOVER: &str = "handover";
+/// The capability of a daemon that answers [`Request::JlistRaw`].
+pub const CAP_RAW_JLIST: &str = "raw-jlist";
 
 /// What a per-id operation does. Names follow pm2's RPC methods so the CLI
 /// can print `Applying action stopProcessId ...` from them.
@@ -105,6 +107,12 @@ pub enum Request {
     /// `pm2 jlist`, rendered by the daemon (`Reply::Text`): the CLI prints it
     /// as is, so a list of hundreds of apps is not parsed and rebuilt.
     Jlist,
+    /// `Jlist` without the JSON string around it: the daemon answers
+    /// [`Reply::Raw`], then sends the list itself as the next message
+    /// (fragmented like any other, so of any size). Neither side escapes or
+    /// unescapes the text, which was most of the cost of a large list. Sent
+    /// only to a daemon that announces [`CAP_RAW_JLIST`].
+    JlistRaw,
     /// Change the number of instances of app `name` to `count`.
     Scale {
         name: String,
@@ -372,6 +380,10 @@ pub enum Reply {
     Text {
         text: String,
     },
+    /// The next message on this connection is the answer itself, as raw
+    /// bytes rather than JSON (`JlistRaw`): read it with
+    /// [`crate::frame::read_message`].
+    Raw,
     /// `Trigger`: how many processes received the action, and the answers
     /// that came back in time.
     Triggered {

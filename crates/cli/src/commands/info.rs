@@ -25,10 +25,12 @@ pub fn list(cli: &mut Cli) -> Result<Code> {
 pub fn jlist(cli: &mut Cli) -> Result<Code> {
     // Rendered by the daemon: with hundreds of apps, parsing and rebuilding
     // the list here would cost more than everything else together.
-    match cli.client()?.request(&corral_proto::Request::Jlist)? {
-        corral_proto::Reply::Text { text } => output::raw_out(&text),
-        corral_proto::Reply::Error { message } => return Err(anyhow::anyhow!(message)),
-        _ => {
+    // It comes unescaped when the daemon can send it so: for a large list,
+    // escaping and unescaping a JSON string around it cost more than the
+    // rest of the command.
+    match cli.client()?.jlist_bytes()? {
+        Some(bytes) => output::raw_out_bytes(&bytes),
+        None => {
             let procs = cli.list()?;
             output::raw_out(&render_jlist(&procs));
         }
