@@ -461,6 +461,10 @@ fn fast_path(
 /// Session-less Engine.IO requests pipelined behind the first one of `req`: each will open a
 /// session on the worker that gets the connection.
 fn pipelined_sessions(req: &sticky::Request, limits: &sticky::HttpLimits) -> usize {
+    // Nothing after the first request (the rule): nothing to parse again.
+    if req.data.len() <= req.end {
+        return 0;
+    }
     let handshakes = sticky::count_handshakes(&req.data, limits);
     handshakes.saturating_sub(usize::from(req.sid.is_none() && req.engine_io))
 }
