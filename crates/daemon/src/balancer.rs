@@ -120,6 +120,10 @@ impl Slot {
         let shed = gate().table().charge(self.id, n);
         wake(shed);
     }
+
+    fn is_shed(&self) -> bool {
+        gate().table().is_shed(self.id)
+    }
 }
 
 impl Drop for Slot {
@@ -351,24 +355,220 @@ async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
                 return;
             }
         };
-        match guard.try_io(|l| accept_raw(l.get_ref().as_raw_fd())) {
-            Ok(Ok(stream)) => {
-                BALANCER.accepted.fetch_add(1, Relaxed);
-                let shared = shared.clone();
-                let slot = Slot::admit();
-                tokio::spawn(connection(shared, port, Lazy(Conn::Std(stream)), slot));
+        // Everything the backlog holds, up to a batch per wake-up: a burst costs one wake-up,
+        // and the batch bound lets the hand-offs' ACKs in between.
+        let fd = guard.get_ref().get_ref().as_raw_fd();
+        let mut failed = None;
+        for _ in 0..ACCEPT_BATCH {
+            if gate.table().in_use() >= gate.ceiling {
+                break;
             }
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
-            Ok(Err(e)) => {
-                dlog::error(&format!("sticky balancer accept on port {port} failed: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            match accept_raw(fd) {
+                Ok(stream) => {
+                    BALANCER.accepted.fetch_add(1, Relaxed);
+                    let slot = Slot::admit();
+                    if let Some((stream, data, slot)) = fast_path(&shared, port, stream, slot) {
+                        tokio::spawn(connection(shared.clone(), port, Lazy(Conn::Std(stream)), slot, data));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
-            Err(_would_block) => {}
+        }
+        drop(guard);
+        if let Some(e) = failed {
+            dlog::error(&format!("sticky balancer accept on port {port} failed: {e}"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if shared.is_shutting_down() {
             return;
         }
     }
+}
+
+/// Most connections accepted per wake-up of a sticky port.
+const ACCEPT_BATCH: usize = 64;
+
+/// The common case without a task: the whole request came with the connection (`TCP_DEFER_ACCEPT`
+/// makes that the rule), the port's app is known and the router names a worker at once (a new
+/// session, or a sid it knows). Then one read, the route and the queued hand-off happen right
+/// here in the accept loop, and only the wait for the worker's ACK gets a (small) task. Anything
+/// else (bytes still to come, a request to refuse, no app or worker yet, an unknown sid that
+/// may be registering or live on another node) gives the connection and the bytes read back
+/// for [`connection`], which handles every case.
+fn fast_path(
+    shared: &SharedRef,
+    port: u16,
+    mut stream: std::net::TcpStream,
+    slot: Slot,
+) -> Option<(std::net::TcpStream, Vec<u8>, Slot)> {
+    let accepted_at = std::time::Instant::now();
+    let limits = &shared.config.http_limits;
+    let mut data = Vec::new();
+    match sticky::read_now(&mut stream, &mut data) {
+        // Closed before sending anything: nobody to answer.
+        Ok(0) => return None,
+        Ok(n) => slot.charge(n),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some((stream, data, slot)),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Some((stream, data, slot)),
+        Err(_) => return None,
+    }
+    if slot.is_shed() {
+        return Some((stream, data, slot));
+    }
+    let req = match sticky::try_complete(data, limits) {
+        Ok(r) => r,
+        Err(data) => return Some((stream, data, slot)),
+    };
+    let extra = pipelined_sessions(&req, limits);
+    let Some((app, notify, wid, tx)) = route_now(shared, port, &req, extra) else {
+        return Some((stream, req.data, slot));
+    };
+    let in_flight = InFlight::start();
+    let sid = req.sid;
+    let msg = Value::object([("type", Value::from("sticky:connection")), ("data", Value::buffer(req.data))]);
+    let reply = tx.send_handle(&msg, HandleType::NetSocket, stream.into());
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let _in_flight = in_flight;
+        let outcome = reply.await;
+        handoff_finished(&shared, &app, wid);
+        let fd = match outcome {
+            HandleOutcome::Acked(our_copy) => {
+                drop(our_copy);
+                BALANCER.handed_off.fetch_add(1, Relaxed);
+                BALANCER.handoff_latency.observe(accepted_at.elapsed());
+                return;
+            }
+            HandleOutcome::Nacked(f) | HandleOutcome::Closed(f) | HandleOutcome::Failed(_, f) => f,
+            _ => return,
+        };
+        // The worker went away under it: the other attempts, as the slow path makes them.
+        let to = Target { app: &app, notify: &notify, sid: sid.as_deref(), extra };
+        hand_off(&shared, &to, &msg, fd, &slot, accepted_at, MAX_ATTEMPTS - 1).await;
+    });
+    None
+}
+
+/// Session-less Engine.IO requests pipelined behind the first one of `req`: each will open a
+/// session on the worker that gets the connection.
+fn pipelined_sessions(req: &sticky::Request, limits: &sticky::HttpLimits) -> usize {
+    // Nothing after the first request (the rule): nothing to parse again.
+    if req.data.len() <= req.end {
+        return 0;
+    }
+    let handshakes = sticky::count_handshakes(&req.data, limits);
+    handshakes.saturating_sub(usize::from(req.sid.is_none() && req.engine_io))
+}
+
+/// The fast path's routing, all under one short registry lock: the port's app, a worker the
+/// router names without waiting, its channel; the hand-off is counted as started. `None` when
+/// any of it would need waiting or a decision the slow path makes (then nothing was counted,
+/// but for a session-less request's pending registration when the picked worker has just lost
+/// its channel, which expires on its own).
+fn route_now(
+    shared: &SharedRef,
+    port: u16,
+    req: &sticky::Request,
+    extra: usize,
+) -> Option<(String, Arc<Notify>, u32, node_ipc::Sender)> {
+    let mut guard = shared.cluster.reg();
+    let reg = &mut *guard;
+    let app = reg.port_owner.get(&port)?;
+    let sa = reg.apps.get_mut(app)?;
+    if let (Some(sid), true, true) = (req.sid.as_deref(), req.engine_io, sa.enabled && !sa.disabled) {
+        // A sid no worker has: held, looked up on other nodes or answered by the slow path.
+        sa.router.owner(sid)?;
+    }
+    let wid = match sa.router.route(req.sid.as_deref(), std::time::Instant::now()) {
+        Route::Worker(WorkerId(w)) => w,
+        Route::Hold { .. } | Route::NoWorker => return None,
+    };
+    let tx = reg.workers.get(&wid)?.tx.clone();
+    sa.router.handoff_started(WorkerId(wid));
+    if extra > 0 {
+        sa.router.expect_sessions(WorkerId(wid), extra, std::time::Instant::now());
+    }
+    Some((app.clone(), sa.notify.clone(), wid, tx))
+}
+
+fn handoff_finished(shared: &SharedRef, app: &str, wid: u32) {
+    let mut reg = shared.cluster.reg();
+    if let Some(sa) = reg.apps.get_mut(app) {
+        sa.router.handoff_finished(WorkerId(wid));
+    }
+}
+
+/// Where a request goes: its app and what routes it.
+struct Target<'a> {
+    app: &'a str,
+    notify: &'a Notify,
+    sid: Option<&'a str>,
+    /// Sessions pipelined behind the first request (see [`pipelined_sessions`]).
+    extra: usize,
+}
+
+/// Hands `fd` with `msg` to the worker the router picks, up to `attempts` times when workers
+/// die under it; a `503` when nobody takes it.
+async fn hand_off(
+    shared: &SharedRef,
+    to: &Target<'_>,
+    msg: &Value,
+    mut fd: OwnedFd,
+    slot: &Slot,
+    accepted_at: std::time::Instant,
+    attempts: usize,
+) {
+    let with_router = |f: &mut dyn FnMut(&mut sticky::Router) -> Route| {
+        let mut reg = shared.cluster.reg();
+        reg.apps.get_mut(to.app).map(|sa| f(&mut sa.router))
+    };
+    for _ in 0..attempts {
+        let route = tokio::select! {
+            biased;
+            _ = slot.shed.notified() => None,
+            r = sticky::resolve_route(to.notify, to.sid, NO_WORKER_WAIT, with_router) => Some(r),
+        };
+        let wid = match route {
+            Some(Route::Worker(WorkerId(w))) => w,
+            _ => break,
+        };
+        let tx = {
+            let mut reg = shared.cluster.reg();
+            let tx = reg.workers.get(&wid).map(|w| w.tx.clone());
+            if tx.is_some() {
+                if let Some(sa) = reg.apps.get_mut(to.app) {
+                    sa.router.handoff_started(WorkerId(wid));
+                    if to.extra > 0 {
+                        sa.router.expect_sessions(WorkerId(wid), to.extra, std::time::Instant::now());
+                    }
+                }
+            }
+            tx
+        };
+        let Some(tx) = tx else { continue };
+        let outcome = tx.send_handle(msg, HandleType::NetSocket, fd).await;
+        handoff_finished(shared, to.app, wid);
+        match outcome {
+            HandleOutcome::Acked(our_copy) => {
+                drop(our_copy);
+                BALANCER.handed_off.fetch_add(1, Relaxed);
+                BALANCER.handoff_latency.observe(accepted_at.elapsed());
+                return;
+            }
+            HandleOutcome::Nacked(f) | HandleOutcome::Closed(f) | HandleOutcome::Failed(_, f) => fd = f,
+            _ => return,
+        }
+    }
+    reject(Lazy(Conn::Std(std::net::TcpStream::from(fd))), Reject::ServiceUnavailable).await;
 }
 
 async fn reject(stream: Lazy, r: Reject) {
@@ -443,11 +643,13 @@ fn http_date() -> String {
     chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
-async fn connection(shared: SharedRef, port: u16, mut stream: Lazy, slot: Slot) {
+/// Everything the fast path does not take: reads the request (`data` holds what was read
+/// already), waits for the port's app or a registering session, answers what must be answered
+/// here, and hands the connection off.
+async fn connection(shared: SharedRef, port: u16, mut stream: Lazy, slot: Slot, mut data: Vec<u8>) {
     let _in_flight = InFlight::start();
     let accepted_at = std::time::Instant::now();
     let limits = shared.config.http_limits;
-    let mut data = Vec::new();
     let mut charge = |n: usize| slot.charge(n);
     let head = tokio::select! {
         biased;
@@ -535,51 +737,9 @@ async fn connection(shared: SharedRef, port: u16, mut stream: Lazy, slot: Slot) 
     };
     // Handshakes pipelined behind the first request will each open a session on the worker
     // that gets the connection.
-    let handshakes = sticky::count_handshakes(&req.data, &limits);
-    let extra = handshakes.saturating_sub(usize::from(req.sid.is_none() && req.engine_io));
-    let Some(mut fd) = stream.into_fd() else { return };
+    let extra = pipelined_sessions(&req, &limits);
+    let Some(fd) = stream.into_fd() else { return };
     let msg = Value::object([("type", Value::from("sticky:connection")), ("data", Value::buffer(req.data))]);
-    for _ in 0..MAX_ATTEMPTS {
-        let route = tokio::select! {
-            biased;
-            _ = slot.shed.notified() => None,
-            r = sticky::resolve_route(&notify, req.sid.as_deref(), NO_WORKER_WAIT, with_router) => Some(r),
-        };
-        let wid = match route {
-            Some(Route::Worker(WorkerId(w))) => w,
-            _ => break,
-        };
-        let tx = {
-            let mut reg = shared.cluster.reg();
-            let tx = reg.workers.get(&wid).map(|w| w.tx.clone());
-            if tx.is_some() {
-                if let Some(sa) = reg.apps.get_mut(&app) {
-                    sa.router.handoff_started(WorkerId(wid));
-                    if extra > 0 {
-                        sa.router.expect_sessions(WorkerId(wid), extra, std::time::Instant::now());
-                    }
-                }
-            }
-            tx
-        };
-        let Some(tx) = tx else { continue };
-        let outcome = tx.send_handle(&msg, HandleType::NetSocket, fd).await;
-        {
-            let mut reg = shared.cluster.reg();
-            if let Some(sa) = reg.apps.get_mut(&app) {
-                sa.router.handoff_finished(WorkerId(wid));
-            }
-        }
-        match outcome {
-            HandleOutcome::Acked(our_copy) => {
-                drop(our_copy);
-                BALANCER.handed_off.fetch_add(1, Relaxed);
-                BALANCER.handoff_latency.observe(accepted_at.elapsed());
-                return;
-            }
-            HandleOutcome::Nacked(f) | HandleOutcome::Closed(f) | HandleOutcome::Failed(_, f) => fd = f,
-            _ => return,
-        }
-    }
-    reject(Lazy(Conn::Std(std::net::TcpStream::from(fd))), Reject::ServiceUnavailable).await;
+    let to = Target { app: &app, notify: &notify, sid: req.sid.as_deref(), extra };
+    hand_off(&shared, &to, &msg, fd, &slot, accepted_at, MAX_ATTEMPTS).await;
 }

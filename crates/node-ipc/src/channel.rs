@@ -712,7 +712,8 @@ impl Sender {
         if st.closed || st.closing {
             return ready(HandleOutcome::Failed(Error::Closed, fd));
         }
-        let mut frame = Vec::new();
+        // Room for a hand-off's envelope and a request head without regrowing.
+        let mut frame = Vec::with_capacity(512);
         if let Err(e) = encode_frame_into(&envelope, self.shared.mode, st.version, &mut frame) {
             return ready(HandleOutcome::Failed(e, fd));
         }

@@ -198,17 +198,19 @@ impl Encoder<'_> {
 
     fn string(&mut self, s: &JsString) {
         match s.form() {
+            // ASCII first: one pass over the bytes, the common case (keys, commands, ids).
+            StrForm::Auto if s.as_str().is_ascii() => {
+                let text = s.as_str();
+                self.tag(tag::ONE_BYTE);
+                self.varint(text.len() as u64);
+                self.out.extend_from_slice(text.as_bytes());
+            }
             StrForm::Auto if s.as_str().chars().all(|c| (c as u32) <= 0xFF) => {
                 let text = s.as_str();
                 self.tag(tag::ONE_BYTE);
-                if text.is_ascii() {
-                    self.varint(text.len() as u64);
-                    self.out.extend_from_slice(text.as_bytes());
-                } else {
-                    let n = text.chars().count();
-                    self.varint(n as u64);
-                    self.out.extend(text.chars().map(|c| c as u8));
-                }
+                let n = text.chars().count();
+                self.varint(n as u64);
+                self.out.extend(text.chars().map(|c| c as u8));
             }
             StrForm::Wtf16(units) => {
                 let units = units.clone();

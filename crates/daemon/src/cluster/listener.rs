@@ -9,11 +9,14 @@
 use super::bind::Bound;
 use super::listener_state::ListenerState;
 use super::wire::next_seq;
-use node_ipc::{HandleOutcome, HandleType, Sender, Value};
+use node_ipc::{HandleOutcome, HandleReply, HandleType, Sender, Value};
 use std::collections::HashMap;
+use std::future::Future;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -44,16 +47,6 @@ pub enum LCtl {
     },
 }
 
-/// How a hand-off ended, from the channel's side.
-enum Outcome {
-    /// The worker ACKed the handle: our descriptor comes back, kept until
-    /// its `accepted` reply says whether to re-offer it.
-    Acked { seq: u64, fd: OwnedFd },
-    /// The handle never reached the worker; the descriptor comes back if
-    /// the channel still had it.
-    Failed { seq: u64, fd: Option<OwnedFd> },
-}
-
 /// Called when the linger time is up with no worker back: the owner closes
 /// the listener (drops its sender) unless a worker joined meanwhile.
 pub type OnLingerOver = Box<dyn Fn() + Send + Sync>;
@@ -62,7 +55,10 @@ struct Listener {
     key: String,
     state: ListenerState<OwnedFd>,
     senders: HashMap<u32, Sender>,
-    outcomes_tx: mpsc::UnboundedSender<Outcome>,
+    /// Offers whose descriptor is on its way: at most one per worker (an
+    /// offer ends only with the worker's reply), so a short list polled in
+    /// this task, not a task per hand-off.
+    replies: Vec<(u64, HandleReply)>,
     on_linger_over: OnLingerOver,
     /// Connections accepted and not settled yet (queued, or offered and
     /// not answered): zero is a quiet point for an in-place upgrade.
@@ -83,32 +79,79 @@ pub fn spawn_counted(
     busy: Arc<AtomicUsize>,
 ) -> mpsc::UnboundedSender<LCtl> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
     let l = Listener {
         key,
         state: ListenerState::new(MAX_PENDING),
         senders: HashMap::new(),
-        outcomes_tx,
+        replies: Vec::new(),
         on_linger_over,
         busy,
     };
-    tokio::spawn(l.run(bound, rx, outcomes_rx));
+    tokio::spawn(l.run(bound, rx));
     tx
 }
 
-/// Waits for a connection and accepts it with accept4, non-blocking and
-/// close-on-exec, without registering it anywhere: the daemon only passes it
-/// on to a worker.
-async fn accept(l: &AsyncFd<Bound>) -> std::io::Result<OwnedFd> {
+/// Most connections accepted per wake-up before the listener looks at its
+/// controls and replies again: a burst is taken in a few passes, without one
+/// wake-up (and one poll of every branch) per connection, and a flood cannot
+/// starve the ACKs that free the workers.
+const ACCEPT_BATCH: usize = 64;
+
+/// How one wake-up of the listening socket went.
+enum Accepted {
+    /// Connections were taken (or the backlog was empty).
+    Some,
+    /// accept4 failed for another reason than an empty backlog.
+    Err(std::io::Error),
+}
+
+/// Accepts what the backlog holds, with accept4 (non-blocking,
+/// close-on-exec), up to [`ACCEPT_BATCH`], without registering the
+/// connections anywhere: the daemon only passes them on. Readiness is
+/// cleared only when accept4 says the backlog is empty, so a batch cut short
+/// is resumed at the next pass without waiting for the kernel.
+async fn accept_batch(l: &AsyncFd<Bound>, state: &mut ListenerState<OwnedFd>) -> Accepted {
     use std::os::fd::AsRawFd;
-    loop {
-        let mut guard = l.readable().await?;
-        match guard.try_io(|b| super::bind::accept4(b.get_ref().as_raw_fd())) {
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
-            Ok(res) => return res,
-            Err(_would_block) => continue,
+    let mut guard = match l.readable().await {
+        Ok(g) => g,
+        Err(e) => return Accepted::Err(e),
+    };
+    let fd = l.get_ref().as_raw_fd();
+    for _ in 0..ACCEPT_BATCH {
+        match super::bind::accept4(fd) {
+            // A full queue hands the connection back: dropping it closes it.
+            Ok(conn) => drop(state.connection(conn)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                guard.clear_ready();
+                return Accepted::Some;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Accepted::Err(e),
         }
     }
+    Accepted::Some
+}
+
+/// The first settled hand-off among `replies`, taken out of the list: what
+/// the worker's channel says about the descriptor.
+fn poll_replies(
+    replies: &mut Vec<(u64, HandleReply)>,
+    cx: &mut Context<'_>,
+) -> Poll<(u64, Option<OwnedFd>, bool)> {
+    for i in 0..replies.len() {
+        if let Poll::Ready(outcome) = Pin::new(&mut replies[i].1).poll(cx) {
+            let (seq, _) = replies.swap_remove(i);
+            return Poll::Ready(match outcome {
+                HandleOutcome::Acked(fd) => (seq, Some(fd), true),
+                HandleOutcome::Nacked(fd) | HandleOutcome::Closed(fd) | HandleOutcome::Failed(_, fd) => {
+                    (seq, Some(fd), false)
+                }
+                _ => (seq, None, false),
+            });
+        }
+    }
+    Poll::Pending
 }
 
 async fn sleep_opt(at: Option<Instant>) {
@@ -119,12 +162,7 @@ async fn sleep_opt(at: Option<Instant>) {
 }
 
 impl Listener {
-    async fn run(
-        mut self,
-        bound: Bound,
-        mut rx: mpsc::UnboundedReceiver<LCtl>,
-        mut outcomes: mpsc::UnboundedReceiver<Outcome>,
-    ) {
+    async fn run(mut self, bound: Bound, mut rx: mpsc::UnboundedReceiver<LCtl>) {
         // SAFETY: the AsyncFd owns `bound`, so the fd stays open and the same
         // for the AsyncFd's whole life.
         let bound = match unsafe { AsyncFd::register_with_interest(bound, Interest::READABLE) } {
@@ -135,30 +173,40 @@ impl Listener {
             }
         };
         loop {
+            let paused = crate::upgrade::pause::is_paused();
+            let linger = self.state.linger_until().map(Instant::from_std);
+            // Replies and controls first: they free workers for the
+            // connections already queued.
             tokio::select! {
+                biased;
                 ctl = rx.recv() => match ctl {
-                    Some(c) => self.on_ctl(c),
+                    Some(c) => {
+                        self.on_ctl(c);
+                        // Everything else queued meanwhile, in one pass.
+                        while let Ok(c) = rx.try_recv() {
+                            self.on_ctl(c);
+                        }
+                    }
                     // The owner dropped its sender: the listener is closed.
                     None => return,
                 },
-                Some(o) = outcomes.recv() => match o {
-                    Outcome::Acked { seq, fd } => self.state.acked(seq, fd),
-                    Outcome::Failed { seq, fd } => self.state.handoff_failed(seq, fd),
-                },
+                (seq, fd, acked) = std::future::poll_fn(|cx| poll_replies(&mut self.replies, cx)) => {
+                    match (fd, acked) {
+                        (Some(fd), true) => self.state.acked(seq, fd),
+                        (fd, _) => self.state.handoff_failed(seq, fd),
+                    }
+                }
                 // An in-place upgrade stops accepting: new connections
                 // wait in the kernel's backlog for the next image.
-                _ = crate::upgrade::pause::resumed(), if crate::upgrade::pause::is_paused() => {}
-                _ = crate::upgrade::pause::paused(), if !crate::upgrade::pause::is_paused() => {}
-                acc = accept(&bound), if !crate::upgrade::pause::is_paused() => match acc {
-                    // A full queue hands the connection back: dropping it
-                    // closes it.
-                    Ok(fd) => drop(self.state.connection(fd)),
-                    Err(e) => {
+                _ = crate::upgrade::pause::resumed(), if paused => {}
+                _ = crate::upgrade::pause::paused(), if !paused => {}
+                acc = accept_batch(&bound, &mut self.state), if !paused => {
+                    if let Accepted::Err(e) = acc {
                         crate::dlog::error(&format!("accept on {} failed: {e}", self.key));
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                },
-                _ = sleep_opt(self.state.linger_until().map(Instant::from_std)) => {
+                }
+                _ = sleep_opt(linger) => {
                     self.state.linger_over();
                     (self.on_linger_over)();
                 }
@@ -199,17 +247,7 @@ impl Listener {
                 ("seq", Value::from(h.seq)),
             ]);
             let reply = tx.send_handle(&msg, HandleType::NetNative, h.conn);
-            let outcomes = self.outcomes_tx.clone();
-            let seq = h.seq;
-            tokio::spawn(async move {
-                let _ = match reply.await {
-                    HandleOutcome::Acked(fd) => outcomes.send(Outcome::Acked { seq, fd }),
-                    HandleOutcome::Nacked(fd) | HandleOutcome::Closed(fd) | HandleOutcome::Failed(_, fd) => {
-                        outcomes.send(Outcome::Failed { seq, fd: Some(fd) })
-                    }
-                    _ => outcomes.send(Outcome::Failed { seq, fd: None }),
-                };
-            });
+            self.replies.push((h.seq, reply));
         }
     }
 }

@@ -228,6 +228,15 @@ where
     R: AsyncRead + Unpin,
     F: FnMut(usize),
 {
+    // Bytes already read (the balancer's first, synchronous read) may hold the whole head.
+    if !data.is_empty() {
+        if let Some(head) = parse_head(data, limits)? {
+            return Ok(head);
+        }
+        if data.len() >= limits.max_head {
+            return Err(ReadError::HeadTooLarge(limits.max_head));
+        }
+    }
     let head_deadline = Instant::now() + limits.head_timeout;
     loop {
         let before = data.len();
@@ -260,42 +269,77 @@ where
     F: FnMut(usize),
 {
     let body_deadline = Instant::now() + limits.body_timeout;
-    let end = match head.body {
-        BodyKind::None => Some(head.len),
+    let mut scanner = ChunkedScanner::default();
+    let end = loop {
+        match body_end(&head, &data, limits, &mut scanner)? {
+            Some(end) => break end,
+            None => read_more(io, &mut data, body_deadline, on_read).await?,
+        }
+    };
+    Ok(request(head, data, end))
+}
+
+/// The request in `data` when nothing more has to be read to hand it off: its head is complete
+/// and valid, and its body is complete or left to the worker (see [`read_body`]). Anything else
+/// (a partial head, a body still to come, a request to refuse) gives the bytes back for the
+/// asynchronous path ([`read_head`] + [`read_body`]), which reads on or answers the error.
+///
+/// This is the balancer's fast path: with `TCP_DEFER_ACCEPT` a connection almost always brings
+/// its whole request in the first read, and then no task, timer or wake-up is needed to read it.
+pub fn try_complete(data: Vec<u8>, limits: &HttpLimits) -> Result<Request, Vec<u8>> {
+    let head = match parse_head(&data, limits) {
+        Ok(Some(head)) => head,
+        _ => return Err(data),
+    };
+    match body_end(&head, &data, limits, &mut ChunkedScanner::default()) {
+        Ok(Some(end)) => Ok(request(head, data, end)),
+        _ => Err(data),
+    }
+}
+
+/// Where the request whose head is `head` ends in `data`: `Some(Some(end))` complete,
+/// `Some(None)` handed off as it is (the worker reads the rest of a large or `100-continue`
+/// body), `None` when more bytes must be read first.
+fn body_end(
+    head: &Head,
+    data: &[u8],
+    limits: &HttpLimits,
+    scanner: &mut ChunkedScanner,
+) -> Result<Option<Option<usize>>, ReadError> {
+    match head.body {
+        BodyKind::None => Ok(Some(Some(head.len))),
         BodyKind::Length(n) => {
             if n > limits.max_body {
                 return Err(ReadError::BodyTooLarge(limits.max_body));
             }
             let end = head.len.saturating_add(n);
-            if (head.expect_continue || n > limits.stream_above) && data.len() < end {
-                None
+            if data.len() >= end {
+                Ok(Some(Some(end)))
+            } else if head.expect_continue || n > limits.stream_above {
+                Ok(Some(None))
             } else {
-                while data.len() < end {
-                    read_more(io, &mut data, body_deadline, on_read).await?;
-                }
-                Some(end)
+                Ok(None)
             }
         }
         BodyKind::Chunked => {
-            let mut scanner = ChunkedScanner::default();
-            loop {
-                let body = data.get(head.len..).unwrap_or_default();
-                match scanner.advance(body, limits.max_body)? {
-                    Some(len) => break Some(head.len + len),
-                    None if head.expect_continue && body.is_empty() => break None,
-                    // Large: the worker reads the rest, and enforces its own limit on it.
-                    None if body.len() > limits.stream_above => break None,
-                    None => read_more(io, &mut data, body_deadline, on_read).await?,
-                }
+            let body = data.get(head.len..).unwrap_or_default();
+            match scanner.advance(body, limits.max_body)? {
+                Some(len) => Ok(Some(Some(head.len + len))),
+                None if head.expect_continue && body.is_empty() => Ok(Some(None)),
+                // Large: the worker reads the rest, and enforces its own limit on it.
+                None if body.len() > limits.stream_above => Ok(Some(None)),
+                None => Ok(None),
             }
         }
-    };
+    }
+}
 
+fn request(head: Head, data: Vec<u8>, end: Option<usize>) -> Request {
     let (end, body_complete) = match end {
         Some(end) => (end, true),
         None => (data.len(), false),
     };
-    Ok(Request {
+    Request {
         data,
         head_len: head.len,
         end,
@@ -303,6 +347,17 @@ where
         body_complete,
         engine_io: head.engine_io,
         upgrade: head.upgrade,
+    }
+}
+
+/// One non-blocking read from `src` through the thread's scratch buffer, appending what arrived
+/// to `data` (the balancer's first read, before any task exists for the connection).
+pub fn read_now<R: std::io::Read>(src: &mut R, data: &mut Vec<u8>) -> std::io::Result<usize> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let n = src.read(&mut scratch[..])?;
+        data.extend_from_slice(scratch.get(..n).unwrap_or_default());
+        Ok(n)
     })
 }
 
@@ -792,6 +847,79 @@ mod tests {
         assert_eq!(r.data, all);
         assert_eq!(r.end, a.len());
         assert_eq!(r.sid.as_deref(), Some("one"));
+    }
+
+    #[test]
+    fn try_complete_takes_whole_requests_only() {
+        let get = b"GET /socket.io/?EIO=4&transport=polling&sid=abc HTTP/1.1\r\nHost: h\r\n\r\n".to_vec();
+        let r = try_complete(get.clone(), &limits()).unwrap();
+        assert_eq!((r.end, r.head_len, r.body_complete), (get.len(), get.len(), true));
+        assert_eq!(r.sid.as_deref(), Some("abc"));
+        assert!(r.engine_io && !r.upgrade);
+        // Every prefix short of the head is given back untouched.
+        for cut in 0..get.len() {
+            assert_eq!(try_complete(get[..cut].to_vec(), &limits()).unwrap_err(), &get[..cut]);
+        }
+        let post =
+            b"POST /?EIO=4&transport=polling&sid=s HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello".to_vec();
+        assert_eq!(try_complete(post.clone(), &limits()).unwrap().end, post.len());
+        assert!(try_complete(post[..post.len() - 1].to_vec(), &limits()).is_err(), "body still to come");
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".to_vec();
+        assert_eq!(try_complete(chunked.clone(), &limits()).unwrap().end, chunked.len());
+        assert!(try_complete(chunked[..chunked.len() - 2].to_vec(), &limits()).is_err());
+        // Requests to refuse go to the slow path, which answers them.
+        for bad in [
+            &b"\x00garbage\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 1000001\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(try_complete(bad.to_vec(), &limits()).unwrap_err(), bad);
+        }
+    }
+
+    #[test]
+    fn try_complete_leaves_large_and_continue_bodies_to_the_worker() {
+        let lim = HttpLimits { stream_above: 10, ..limits() };
+        let big = b"POST /?sid=s HTTP/1.1\r\nContent-Length: 100\r\n\r\npart".to_vec();
+        let r = try_complete(big.clone(), &lim).unwrap();
+        assert_eq!((r.end, r.body_complete), (big.len(), false));
+        let cont = b"POST /?sid=s HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n".to_vec();
+        let r = try_complete(cont.clone(), &limits()).unwrap();
+        assert_eq!((r.end, r.body_complete), (cont.len(), false));
+    }
+
+    #[tokio::test]
+    async fn try_complete_agrees_with_the_reader() {
+        let mut rng = Lcg(0xfa57);
+        let cases: [&[u8]; 4] = [
+            b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\n\r\nGET /x HTTP/1.1\r\n\r\n",
+            b"POST /?EIO=4&transport=polling&sid=s%20x HTTP/1.1\r\nContent-Length: 12\r\n\r\n42[\"a\",\"b\"]!",
+            b"POST /c?sid=x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\ntail",
+            b"GET /socket.io/?EIO=4&transport=websocket&sid=ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+        ];
+        for bytes in cases {
+            for _ in 0..40 {
+                let cut = rng.below(bytes.len() + 1);
+                let prefix = &bytes[..cut];
+                if let Ok(fast) = try_complete(prefix.to_vec(), &limits()) {
+                    let slow = read_parts(&[prefix], limits()).await.unwrap();
+                    assert_eq!(fast, slow, "{prefix:?}");
+                }
+            }
+            assert!(try_complete(bytes.to_vec(), &limits()).is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn read_head_uses_bytes_already_read() {
+        // Nothing more will ever arrive: the head must come from `data` alone.
+        let (_client, mut server) = tokio::io::duplex(64);
+        let mut data = b"GET /?sid=a HTTP/1.1\r\n\r\n".to_vec();
+        let head = read_head(&mut server, &limits(), &mut data, &mut |_| {}).await.unwrap();
+        assert_eq!(head.sid.as_deref(), Some("a"));
+        let mut bad = b"\x00\x01 nonsense\r\n\r\n".to_vec();
+        let e = read_head(&mut server, &limits(), &mut bad, &mut |_| {}).await.unwrap_err();
+        assert_eq!(e.rejection(), Some(Reject::BadRequest));
     }
 
     #[tokio::test]

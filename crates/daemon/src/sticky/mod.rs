@@ -46,8 +46,8 @@ pub mod router;
 pub use admission::{cap_for_fd_limit, Admission};
 pub use dispatch::resolve_route;
 pub use http::{
-    count_handshakes, read_body, read_head, read_request, unknown_sid_response, Head, HttpLimits, ReadError,
-    Reject, Request,
+    count_handshakes, read_body, read_head, read_now, read_request, try_complete, unknown_sid_response, Head,
+    HttpLimits, ReadError, Reject, Request,
 };
 pub use relay::{adapter_close_message, AdapterFrame, Relay, ADAPTER_SOURCE};
 pub use router::{Policy, Route, Router, WorkerId, WorkerState};
