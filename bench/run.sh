@@ -19,7 +19,8 @@
 # BENCH_NO_FLOOR=1 (skip bench/floor), BENCH_TARGETS="corral nginx" (only these of the targets selected),
 # BENCH_CURVES="relay apps hold cap" (only these scale curves), BENCH_HOLD_LEVELS, BENCH_HOLD_RATE (sessions).
 # Results: bench/.work/results/<stamp>/ (raw JSON per target/repetition/workload, run.log, summary.md);
-# the summary is printed and written to BENCHMARKS.md at the repository root.
+# the summary is printed and written to BENCHMARKS.md at the repository root, above the marker line that
+# keeps the hand-written sections below it (other bench scripts, before/after comparisons).
 #
 # Every target gets its own PM2_HOME under bench/.work/homes and its own free port on 127.0.0.1; every
 # daemon started is stopped with `pm2 kill` and then SIGKILLed by pid (pm2.pid and the pids recorded
@@ -579,6 +580,18 @@ CUR_HOME=""
 echo "workloads_s=$(( $(date +%s) - T_START )) (plus ${SETUP_S} s of install/build)" >> "$OUT/machine.txt"
 log "all workloads done in $(( $(date +%s) - T_START )) s; summarizing"
 node "$BENCH/summarize.js" "$OUT" > "$OUT/summary.md" || die "summarize.js failed"
-cp "$OUT/summary.md" "$ROOT/BENCHMARKS.md"
+# BENCHMARKS.md = this run's summary, then whatever follows the marker line in the current file: the
+# sections written by hand from the other bench scripts (upgrade, multihost, runtimes, before/after
+# comparisons) survive a regeneration.
+MARKER='<!-- bench/run.sh writes everything above this line; the sections below are kept as they are -->'
+{
+  cat "$OUT/summary.md"
+  echo
+  echo "$MARKER"
+  if [ -f "$ROOT/BENCHMARKS.md" ] && grep -qxF "$MARKER" "$ROOT/BENCHMARKS.md"; then
+    awk -v m="$MARKER" 'found { print } $0 == m { found = 1 }' "$ROOT/BENCHMARKS.md"
+  fi
+} > "$OUT/benchmarks.md"
+cp "$OUT/benchmarks.md" "$ROOT/BENCHMARKS.md"
 cat "$OUT/summary.md"
 log "written: $OUT/summary.md and BENCHMARKS.md"
