@@ -715,3 +715,94 @@ async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: Sock) {
     // is gone): closing the connection ends the client's request, and its client retries.
     let _outcome: HandleOutcome = tx.send_handle(&msg, HandleType::NetSocket, fd).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn link() -> Arc<Link> {
+        let cfg = super::super::config::from_env(
+            |k| match k {
+                "PM2_CLUSTER_REDIS" => Some("redis://127.0.0.1:1".into()),
+                "PM2_CLUSTER_SECRET" => Some("0123456789abcdef-test".into()),
+                _ => None,
+            },
+            || "owner".into(),
+        )
+        .unwrap()
+        .unwrap();
+        let target = super::super::conn::Target::new(&cfg).unwrap();
+        Link::new(cfg, target).0
+    }
+
+    fn frame(b: &Link, data: &[u8]) -> Vec<u8> {
+        let h = Header {
+            node: "other".into(),
+            group: "chat".into(),
+            sid: "AAAAAAAAAAAAAAAAAAAA".into(),
+            client: "127.0.0.9".into(),
+            ts_ms: crate::timefmt::now_ms(),
+            nonce: forward::nonce(),
+            len: data.len(),
+        };
+        let mut f = h.encode(&b.cfg.secret);
+        f.extend_from_slice(data);
+        f
+    }
+
+    /// Sends `parts` on a new connection (a pause between them) and reads it as the
+    /// listener does, starting without the reactor.
+    async fn receive(b: &Link, parts: Vec<Vec<u8>>) -> Result<(Header, Vec<u8>), ServeError> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            for p in parts {
+                c.write_all(&p).unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            // Closed here: all was sent (a reader that wants more sees the end).
+        });
+        let (s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut sock = Sock::Std(s);
+        let r = tokio::time::timeout(Duration::from_secs(20), read_forward(b, &mut sock)).await.unwrap();
+        let _ = writer.join();
+        r
+    }
+
+    #[tokio::test]
+    async fn a_forward_in_pieces_is_read_whole() {
+        let b = link();
+        // Larger than one read, header split in the middle: the slow path on the reactor.
+        let data: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        let f = frame(&b, &data);
+        let (h, got) =
+            receive(&b, vec![f[..9].to_vec(), f[9..70_000].to_vec(), f[70_000..].to_vec()]).await.unwrap();
+        assert_eq!((h.node.as_str(), h.len), ("other", data.len()));
+        assert!(got == data);
+        // In one write: the common path.
+        let (_, got) = receive(&b, vec![frame(&b, b"GET / HTTP/1.1\r\n\r\n")]).await.unwrap();
+        assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn extra_bytes_replays_and_garbage_are_refused() {
+        let b = link();
+        let mut f = frame(&b, b"GET / HTTP/1.1\r\n\r\n");
+        let replay = f.clone();
+        f.extend_from_slice(b"more");
+        let e = receive(&b, vec![f]).await.unwrap_err();
+        assert!(e.to_string().contains("bytes past the announced request"), "{e}");
+        // The same header again (its nonce was seen while checking the one above).
+        let e = receive(&b, vec![replay]).await.unwrap_err();
+        assert!(matches!(e, ServeError::Forward(ForwardError::Replay)), "{e}");
+        let e = receive(&b, vec![b"GET / HTTP/1.1\r\n\r\n".to_vec()]).await.unwrap_err();
+        assert!(matches!(e, ServeError::Forward(ForwardError::Garbage(_))), "{e}");
+        // Closed half-way: an end of file, not a hang.
+        let f = frame(&b, b"GET / HTTP/1.1\r\n\r\n");
+        let e = receive(&b, vec![f[..20].to_vec()]).await.unwrap_err();
+        assert!(matches!(&e, ServeError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof), "{e}");
+    }
+}
