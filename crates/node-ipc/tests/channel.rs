@@ -320,14 +320,17 @@ async fn a_snapshot_and_an_adopted_channel_continue_the_stream() {
         peer.write_all(&next[..cut]).unwrap();
         assert_eq!(recv(&mut rx).await.decode().unwrap(), Value::from("first"));
         tx.pause_reading();
-        // Not quiet until the reader parked with the half frame.
+        // Not quiet until the reader parked. It may have taken the half
+        // frame (then the snapshot carries it) or parked before reading it
+        // (then it is still in the socket for the new image): either way the
+        // snapshot holds a prefix of the half frame and nothing else.
         let snap = loop {
             if let Some(s) = tx.snapshot() {
                 break s;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
-        assert_eq!(snap.partial_in, next[..cut].to_vec(), "{mode:?}");
+        assert!(next[..cut].starts_with(&snap.partial_in), "{mode:?}: {:?}", snap.partial_in);
         assert!(snap.unsent_out.is_empty());
         // The new image owns the same socket (here: a duplicate; the old
         // channel is never driven again).
