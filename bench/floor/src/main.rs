@@ -177,10 +177,9 @@ impl Peer {
     }
 }
 
-/// One relayed frame: epoll_wait (paced: every frame wakes the daemon) +
-/// read of the frame + one write per peer. Returns ns per frame.
-fn relay(frames: usize, peers: usize, frame_len: usize, period: Option<std::time::Duration>) -> f64 {
-    let (src_daemon, src_worker) = UnixStream::pair().unwrap_or_else(|_| die("socketpair"));
+/// `peers` worker processes, each reading `total` bytes from its end of a
+/// socket pair and discarding them: the daemon's ends and the processes.
+fn peer_drains(peers: usize, total: usize) -> (Vec<UnixStream>, Vec<Peer>) {
     let mut outs = Vec::new();
     let mut drains = Vec::new();
     for _ in 0..peers {
@@ -189,15 +188,23 @@ fn relay(frames: usize, peers: usize, frame_len: usize, period: Option<std::time
         drains.push(Peer::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             let mut w = w;
-            let mut total = 0usize;
-            while total < frames * frame_len {
+            let mut got = 0usize;
+            while got < total {
                 match w.read(&mut buf) {
                     Ok(0) | Err(_) => break,
-                    Ok(k) => total += k,
+                    Ok(k) => got += k,
                 }
             }
         }));
     }
+    (outs, drains)
+}
+
+/// One relayed frame: epoll_wait (paced: every frame wakes the daemon) +
+/// read of the frame + one write per peer. Returns ns per frame.
+fn relay(frames: usize, peers: usize, frame_len: usize, period: Option<std::time::Duration>) -> f64 {
+    let (src_daemon, src_worker) = UnixStream::pair().unwrap_or_else(|_| die("socketpair"));
+    let (outs, drains) = peer_drains(peers, frames * frame_len);
     // The sender paces frames one at a time: it waits for the daemon's
     // token before the next, so every frame is its own wake-up, as a paced
     // broadcast is.
@@ -254,23 +261,7 @@ fn relay(frames: usize, peers: usize, frame_len: usize, period: Option<std::time
 fn relay_burst(frames: usize, peers: usize, frame_len: usize) -> f64 {
     let (src_daemon, src_worker) = UnixStream::pair().unwrap_or_else(|_| die("socketpair"));
     let total = frames * frame_len;
-    let mut outs = Vec::new();
-    let mut drains = Vec::new();
-    for _ in 0..peers {
-        let (d, w) = UnixStream::pair().unwrap_or_else(|_| die("socketpair"));
-        outs.push(d);
-        drains.push(Peer::spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut w = w;
-            let mut got = 0usize;
-            while got < total {
-                match w.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => got += k,
-                }
-            }
-        }));
-    }
+    let (outs, drains) = peer_drains(peers, total);
     let sender = Peer::spawn(move || {
         let frame = vec![b'f'; frame_len];
         let mut s = src_worker;
