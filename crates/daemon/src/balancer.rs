@@ -226,27 +226,10 @@ pub fn adopt_port(shared: &SharedRef, port: u16, fd: std::os::fd::RawFd) -> std:
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let sock = crate::cluster::bind::tcp_socket(addr)?;
-    defer_accept(&sock);
-    sock.listen(1024)
-}
-
-/// TCP_DEFER_ACCEPT: the kernel hands us a connection only once its first
-/// bytes arrived, so reading the request rarely waits (one wake-up less per
-/// request), and connections that never send anything never reach us.
-fn defer_accept(sock: &tokio::net::TcpSocket) {
     use std::os::fd::AsRawFd;
-    let secs: libc::c_int = 10;
-    // SAFETY: setsockopt reads `secs` for the given length only.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&secs as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    let sock = crate::cluster::bind::tcp_socket(addr)?;
+    crate::cluster::bind::defer_accept(sock.as_raw_fd());
+    sock.listen(1024)
 }
 
 /// A connection that is registered with the reactor only if reading it has
@@ -316,12 +299,7 @@ fn accept_raw(fd: std::os::fd::RawFd) -> std::io::Result<std::net::TcpStream> {
 async fn accept_loop(shared: SharedRef, listener: TcpListener, port: u16) {
     use std::os::fd::AsRawFd;
     let gate = gate();
-    let registered = listener.into_std().and_then(|l| {
-        // SAFETY: the AsyncFd owns the std listener, so its fd stays open
-        // and the same for the AsyncFd's whole life.
-        unsafe { tokio::io::unix::AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }
-            .map_err(std::io::Error::from)
-    });
+    let registered = listener.into_std().and_then(crate::cluster::bind::poll_listener);
     let listener = match registered {
         Ok(l) => l,
         Err(e) => {

@@ -91,6 +91,36 @@ pub fn any_address<T>(port: u16, bind: impl Fn(SocketAddr) -> std::io::Result<T>
     }
 }
 
+/// TCP_DEFER_ACCEPT on a listening socket: the kernel hands us a connection
+/// only once its first bytes arrived, so reading the request rarely waits
+/// (one wake-up less per request), and connections that never send anything
+/// never reach us (the kernel drops them after the timeout). Best effort: a
+/// kernel without it still accepts as usual.
+pub fn defer_accept(listener: std::os::fd::RawFd) {
+    let secs: libc::c_int = 10;
+    // SAFETY: setsockopt reads `secs` for the given length only.
+    unsafe {
+        libc::setsockopt(
+            listener,
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// A listener polled for readiness only (never for writability): its
+/// accept loop takes connections with [`accept4`] without registering them.
+pub fn poll_listener(
+    listener: std::net::TcpListener,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::net::TcpListener>> {
+    // SAFETY: the AsyncFd owns the std listener, so its fd stays open and the
+    // same for the AsyncFd's whole life.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)
+}
+
 /// accept4: the next connection, non-blocking and close-on-exec, without
 /// registering it with epoll (the daemon mostly only passes it on).
 pub fn accept4(listener: std::os::fd::RawFd) -> std::io::Result<std::os::fd::OwnedFd> {

@@ -493,14 +493,9 @@ async fn listen(b: Arc<Link>, local: Arc<dyn LocalSessions>, host: String, port:
             return;
         }
     };
-    defer_accept(l.as_raw_fd());
+    crate::cluster::bind::defer_accept(l.as_raw_fd());
     let shown = l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| format!("{host}:{port}"));
-    let registered = l.into_std().and_then(|l| {
-        // SAFETY: the AsyncFd owns the std listener, so its fd stays open and the same
-        // for the AsyncFd's whole life.
-        unsafe { tokio::io::unix::AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }
-            .map_err(std::io::Error::from)
-    });
+    let registered = l.into_std().and_then(crate::cluster::bind::poll_listener);
     let l = match registered {
         Ok(l) => l,
         Err(e) => {
@@ -532,22 +527,6 @@ async fn listen(b: Arc<Link>, local: Arc<dyn LocalSessions>, host: String, port:
             }
             Err(_would_block) => {}
         }
-    }
-}
-
-/// TCP_DEFER_ACCEPT: a connection reaches us once its first bytes arrived (those that never
-/// send anything never do; the kernel drops them after the timeout).
-fn defer_accept(fd: std::os::fd::RawFd) {
-    let secs: libc::c_int = 10;
-    // SAFETY: setsockopt reads `secs` for the given length only.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&secs as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
     }
 }
 
