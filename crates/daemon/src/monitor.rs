@@ -7,6 +7,12 @@
 //! apps cost the daemon, and a CPU % over a window of a few ms is noise
 //! anyway, the counters advancing in 10 ms ticks. A process that went online
 //! since (restart, reload) has no sample and is read at once.
+//!
+//! A resident size of 0 for a live process is not kept as a sample: right
+//! after `exec` the kernel has not yet folded the new address space's per-CPU
+//! page counters into the total `/proc/<pid>/stat` shows, so a `jlist` in the
+//! first instants reads 0. Kept for 500 ms, that 0 reached a scrape 63 ms
+//! later; unkept, the next reader measures again.
 
 use crate::proctree;
 use crate::state::Table;
@@ -38,6 +44,11 @@ pub fn refresh(t: &mut Table) {
             continue;
         };
         e.info.memory = rss;
+        if rss == 0 {
+            e.info.cpu = 0.0;
+            e.cpu_sample = None;
+            continue;
+        }
         let cpu = match e.cpu_sample {
             Some((t0, ms0)) if now > ms0 => {
                 let secs = (now - ms0) as f64 / 1000.0;

@@ -43,8 +43,6 @@ const PROM_WAIT: Duration = Duration::from_secs(3);
 const PROM_PROBES: u8 = 7;
 /// Scrapes in a row without any answer after which an app counts as not answering.
 const PROM_MISSES: u8 = 3;
-/// Processes' cpu and memory are sampled at most this often by scrapes.
-const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Period of the event-loop lag probe.
 const LAG_PROBE: Duration = Duration::from_millis(500);
 
@@ -186,16 +184,10 @@ struct ProcRow {
 }
 
 fn processes(w: &mut Writer, shared: &SharedRef) {
-    static LAST_SAMPLE: Mutex<Option<Instant>> = Mutex::new(None);
     let rows: Vec<ProcRow> = {
         let mut t = shared.table();
-        {
-            let mut last = LAST_SAMPLE.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_none_or(|l| l.elapsed() >= SAMPLE_EVERY) {
-                crate::monitor::refresh(&mut t);
-                *last = Some(Instant::now());
-            }
-        }
+        // Each process's sample is reused for a while by `monitor` itself.
+        crate::monitor::refresh(&mut t);
         let now = crate::timefmt::now_ms();
         t.procs
             .values()
