@@ -8,11 +8,11 @@
 //! anyway, the counters advancing in 10 ms ticks. A process that went online
 //! since (restart, reload) has no sample and is read at once.
 //!
-//! A resident size of 0 for a live process is not kept as a sample: right
-//! after `exec` the kernel has not yet folded the new address space's per-CPU
-//! page counters into the total `/proc/<pid>/stat` shows, so a `jlist` in the
-//! first instants reads 0. Kept for 500 ms, that 0 reached a scrape 63 ms
-//! later; unkept, the next reader measures again.
+//! Right after `exec` the kernel has not yet folded the new address space's
+//! per-CPU page counters into the total `/proc/<pid>/stat` shows, so a
+//! `jlist` in the first instants reads a resident size of 0 (kept for 500 ms,
+//! that 0 reached a scrape 63 ms later). Then the pages are counted instead
+//! ([`proctree::rss_walked`]), and a 0 that remains is not kept as a sample.
 
 use crate::proctree;
 use crate::state::Table;
@@ -42,6 +42,10 @@ pub fn refresh(t: &mut Table) {
             e.info.memory = 0;
             e.info.cpu = 0.0;
             continue;
+        };
+        let rss = match rss {
+            0 => proctree::rss_walked(e.info.pid as i32).unwrap_or(0),
+            n => n,
         };
         e.info.memory = rss;
         if rss == 0 {
