@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 
 /// Bound on connect + login and on a plain command's reply.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// Room made in the read buffer before each read.
+const READ_CHUNK: usize = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -132,19 +134,27 @@ impl Conn {
             // TLS may keep records buffered until flushed (a no-op for plain TCP).
             self.stream.flush().await?;
             let mut out = Vec::with_capacity(n);
+            // Replies taken from `rbuf[..start]`, removed once at the end (a pipeline's
+            // replies are many and small).
+            let mut start = 0;
+            let mut scan = resp::Scanner::default();
             while out.len() < n {
-                if let Some((r, used)) = resp::parse(&self.rbuf)? {
-                    self.rbuf.drain(..used);
-                    out.push(r);
+                if let Some(end) = scan.scan(&self.rbuf[start..])? {
+                    // Complete: parsed once, and the parser must agree on where it ends.
+                    match resp::parse(&self.rbuf[start..start + end])? {
+                        Some((r, used)) if used == end => out.push(r),
+                        _ => return Err(RespError::Malformed("reply ends elsewhere than it said").into()),
+                    }
+                    start += end;
                     continue;
                 }
-                let mut chunk = [0u8; 16 << 10];
-                let got = self.stream.read(&mut chunk).await?;
+                self.rbuf.reserve(READ_CHUNK);
+                let got = self.stream.read_buf(&mut self.rbuf).await?;
                 if got == 0 {
                     return Err(ConnError::Closed);
                 }
-                self.rbuf.extend_from_slice(&chunk[..got]);
             }
+            self.rbuf.drain(..start);
             Ok(out)
         };
         tokio::time::timeout(limit, fut).await.map_err(|_| ConnError::Timeout(limit))?

@@ -84,6 +84,94 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, RespError> {
     }
 }
 
+/// Finds where one reply ends without building it, resuming where the previous call stopped.
+///
+/// A connection reads a large reply (an XREAD of a thousand entries is hundreds of kB) in
+/// many pieces. Parsing the whole buffer again after each piece built and dropped every
+/// element each time (quadratic: the reader of a busy stream spent most of its time there).
+/// The scanner walks each byte once, keeping the elements still expected at every open
+/// level; [`parse`] then runs once on the complete reply. It checks the same bounds as the
+/// parser (depth, counts, lengths, line length), so a hostile peer cannot make it wait for
+/// more than the parser would accept; the contents are checked by the parser.
+#[derive(Debug, Default)]
+pub struct Scanner {
+    /// Where the next element starts (everything before it is scanned).
+    pos: usize,
+    /// For each open aggregate, the elements it still expects.
+    open: Vec<usize>,
+}
+
+impl Scanner {
+    /// `buf` holds the reply from its first byte and only grows between calls. Returns the
+    /// reply's length once it is complete (and forgets it: the next call starts a new reply
+    /// at the start of the buffer it is given).
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, RespError> {
+        loop {
+            let mut p = Parser { buf, pos: self.pos };
+            let Some(&tag) = buf.get(p.pos) else { return Ok(None) };
+            p.pos += 1;
+            // Elements this one opens (0: it is a leaf).
+            let opens = match tag {
+                b'+' | b'-' | b':' | b'(' | b'_' | b'#' | b',' => match p.line()? {
+                    Some(_) => 0,
+                    None => return Ok(None),
+                },
+                b'$' | b'=' | b'!' => match p.int_line()? {
+                    None => return Ok(None),
+                    Some(-1) => 0,
+                    Some(n) => {
+                        let n = usize::try_from(n).map_err(|_| RespError::Malformed("negative length"))?;
+                        if n > MAX_BULK {
+                            return Err(RespError::TooLarge("bulk string"));
+                        }
+                        if buf.len() - p.pos < n + 2 {
+                            return Ok(None);
+                        }
+                        p.pos += n + 2;
+                        0
+                    }
+                },
+                b'*' | b'~' | b'>' | b'%' | b'|' => match p.count()? {
+                    None => return Ok(None),
+                    Some(None) => 0,
+                    Some(Some(n)) => match tag {
+                        b'%' => n * 2,
+                        // An attribute map, then the reply it describes.
+                        b'|' => n * 2 + 1,
+                        _ => n,
+                    },
+                },
+                _ => return Err(RespError::Malformed("unknown reply type")),
+            };
+            self.pos = p.pos;
+            if opens > 0 {
+                if self.open.len() > MAX_DEPTH {
+                    return Err(RespError::TooLarge("nesting"));
+                }
+                self.open.push(opens);
+                continue;
+            }
+            // A leaf is complete: it closes every aggregate it was the last element of.
+            loop {
+                match self.open.last_mut() {
+                    None => {
+                        let end = self.pos;
+                        *self = Scanner::default();
+                        return Ok(Some(end));
+                    }
+                    Some(left) => {
+                        *left -= 1;
+                        if *left > 0 {
+                            break;
+                        }
+                        self.open.pop();
+                    }
+                }
+            }
+        }
+    }
+}
+
 struct Parser<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -304,6 +392,72 @@ mod tests {
         let mut two = full.to_vec();
         two.extend_from_slice(b"+OK\r\n");
         assert_eq!(parse(&two).unwrap().unwrap().1, full.len());
+    }
+
+    /// Feeds `full` to a scanner in pieces of `step` bytes, as reads would deliver it.
+    fn scan_in_pieces(full: &[u8], step: usize) -> Result<Option<usize>, RespError> {
+        let mut sc = Scanner::default();
+        let mut have = 0;
+        loop {
+            have = (have + step).min(full.len());
+            if let Some(end) = sc.scan(&full[..have])? {
+                return Ok(Some(end));
+            }
+            if have == full.len() {
+                return Ok(None);
+            }
+        }
+    }
+
+    #[test]
+    fn the_scanner_finds_the_end_the_parser_finds_in_any_pieces() {
+        let full: &[u8] = b"*3\r\n$5\r\nhello\r\n*2\r\n:1\r\n+OK\r\n%1\r\n$1\r\nk\r\n,2.5\r\n";
+        let mut two = full.to_vec();
+        two.extend_from_slice(b"|1\r\n+ttl\r\n:3\r\n*0\r\n");
+        for step in 1..=full.len() {
+            assert_eq!(scan_in_pieces(full, step), Ok(Some(full.len())), "step {step}");
+            assert_eq!(scan_in_pieces(&two, step), Ok(Some(full.len())), "step {step}");
+        }
+        // The scanner starts over after a complete reply.
+        let mut sc = Scanner::default();
+        assert_eq!(sc.scan(&two), Ok(Some(full.len())));
+        assert_eq!(sc.scan(&two[full.len()..]), Ok(Some(two.len() - full.len())));
+        for nil in [&b"$-1\r\n"[..], b"*-1\r\n", b"_\r\n", b"*0\r\n"] {
+            assert_eq!(Scanner::default().scan(nil), Ok(Some(nil.len())));
+        }
+        assert_eq!(Scanner::default().scan(b"*1000000\r\n:1\r\n"), Ok(None));
+        assert_eq!(Scanner::default().scan(b"$999999999999\r\n"), Err(RespError::TooLarge("bulk string")));
+        assert_eq!(Scanner::default().scan(b"*99999999\r\n"), Err(RespError::TooLarge("aggregate")));
+        assert_eq!(
+            Scanner::default().scan(&b"*1\r\n".repeat(MAX_DEPTH + 2)),
+            Err(RespError::TooLarge("nesting"))
+        );
+        assert!(Scanner::default().scan(b"?\r\n").is_err());
+    }
+
+    #[test]
+    fn random_bytes_scan_like_they_parse() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let alphabet = b"+-:$*_#,(=!%~>|\r\n0123456789-abc";
+        for _ in 0..50_000 {
+            let mut buf = Vec::new();
+            let len = (x % 48) as usize;
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.push(alphabet[(x % alphabet.len() as u64) as usize]);
+            }
+            let scanned = Scanner::default().scan(&buf);
+            // Whatever the parser takes whole, the scanner finds whole, with the same length.
+            if let Ok(Some((_, used))) = parse(&buf) {
+                assert_eq!(scanned, Ok(Some(used)), "{:?}", String::from_utf8_lossy(&buf));
+            }
+            // And in pieces it agrees with itself.
+            if let Ok(r) = scanned {
+                assert_eq!(scan_in_pieces(&buf, 3), Ok(r), "{:?}", String::from_utf8_lossy(&buf));
+            }
+        }
     }
 
     #[test]
