@@ -236,7 +236,7 @@ fn start_bridge(shared: &SharedRef) {
         Ok(None) => {}
         Ok(Some(cfg)) => {
             let local =
-                std::sync::Arc::new(cluster::RemoteFrames(std::sync::Arc::downgrade(&shared.cluster)));
+                std::sync::Arc::new(cluster::RemoteFrames::new(std::sync::Arc::downgrade(&shared.cluster)));
             match multihost::Bridge::start(cfg, local) {
                 Ok(bridge) => shared.cluster.reg().bridge = Some(bridge),
                 Err(e) => dlog::error(&format!("Cluster: {e}; this node runs alone")),

@@ -970,12 +970,30 @@ fn relay(
 }
 
 /// Delivers other nodes' adapter frames to this node's workers (the multi-host bridge).
-pub struct RemoteFrames(pub Weak<Primary>);
+///
+/// Frames are queued without a write each; [`crate::multihost::LocalWorkers::flush`] writes
+/// each worker's queue in one `sendmsg` once a read from Redis is delivered, so a worker reads
+/// a burst in a few reads rather than one per frame (what a worker pays per read is most of
+/// what receiving costs it).
+pub struct RemoteFrames {
+    primary: Weak<Primary>,
+    dirty: std::sync::Mutex<Batch>,
+}
+
+impl RemoteFrames {
+    pub fn new(primary: Weak<Primary>) -> RemoteFrames {
+        RemoteFrames { primary, dirty: Default::default() }
+    }
+
+    fn batch(&self) -> std::sync::MutexGuard<'_, Batch> {
+        self.dirty.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 impl crate::multihost::LocalSessions for RemoteFrames {
     fn session_owner(&self, group: &str, sid: &str) -> crate::multihost::SessionOwner {
         use crate::multihost::SessionOwner;
-        let Some(p) = self.0.upgrade() else { return SessionOwner::UnknownGroup };
+        let Some(p) = self.primary.upgrade() else { return SessionOwner::UnknownGroup };
         let reg = p.reg();
         let mut known = false;
         for sa in
@@ -996,8 +1014,9 @@ impl crate::multihost::LocalSessions for RemoteFrames {
 
 impl crate::multihost::LocalWorkers for RemoteFrames {
     fn inject(&self, group: &str, kind: Option<i64>, requester: Option<&str>, json: bool, frame: &[u8]) {
-        let Some(p) = self.0.upgrade() else { return };
+        let Some(p) = self.primary.upgrade() else { return };
         let reg = p.reg();
+        let mut batch = self.batch();
         let routed = matches!(
             kind,
             Some(
@@ -1015,7 +1034,11 @@ impl crate::multihost::LocalWorkers for RemoteFrames {
             for t in targets {
                 let Some(link) = reg.workers.get(&t.0) else { continue };
                 if link.tx.mode() == src {
-                    let _ = link.tx.send_raw(frame);
+                    if batch.queue(&link.tx, frame).is_err() {
+                        crate::metrics::counters::RELAY
+                            .dropped
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 } else if let Ok(v) = node_ipc::decode_payload(frame, src) {
                     // A worker with the other serialization: same value, its encoding.
                     let _ = link.tx.send(&v);
@@ -1024,8 +1047,13 @@ impl crate::multihost::LocalWorkers for RemoteFrames {
         }
     }
 
+    fn flush(&self) {
+        self.batch().flush();
+    }
+
     fn close_remote(&self, group: &str, uid: &str, nsp: &str) {
-        let Some(p) = self.0.upgrade() else { return };
+        // Queued frames keep their place: `send` appends behind them and writes them all.
+        let Some(p) = self.primary.upgrade() else { return };
         let reg = p.reg();
         let msg = Value::from(sticky::adapter_close_message(uid, nsp));
         for sa in reg.apps.values().filter(|sa| sa.group.as_deref() == Some(group)) {

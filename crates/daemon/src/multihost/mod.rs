@@ -82,7 +82,10 @@ pub trait LocalWorkers: LocalSessions + Send + Sync {
     /// A frame from another node for the workers of `group`: a routed response
     /// (`requester` set, types 8 and 10) goes to the worker owning that uid only, anything
     /// else to every worker of the group.
+    /// Frames may stay queued until [`LocalWorkers::flush`].
     fn inject(&self, group: &str, kind: Option<i64>, requester: Option<&str>, json: bool, frame: &[u8]);
+    /// Writes what [`LocalWorkers::inject`] queued (called after each read from Redis).
+    fn flush(&self);
     /// A uid of a dead node: every worker of `group` gets the adapter close for it.
     fn close_remote(&self, group: &str, uid: &str, nsp: &str);
 }
@@ -588,6 +591,7 @@ async fn reader(b: Arc<Bridge>, local: Arc<dyn LocalWorkers>) {
             if let Some(id) = deliver(&b, &*local, &reply, &mut warned_refused) {
                 last_id = Some(id);
             }
+            local.flush();
             if last_check.elapsed() >= CHECK_EVERY {
                 last_check = Instant::now();
                 if connected_at.elapsed() >= GRACE_AFTER_CONNECT {
@@ -623,6 +627,10 @@ fn deliver(b: &Bridge, local: &dyn LocalWorkers, reply: &Reply, warned: &mut u64
                 last = Some(id.to_owned());
             }
             let fields = fields.as_array().unwrap_or(&[]);
+            if Entry::claimed_node(fields) == Some(b.cfg.node_id.as_bytes()) {
+                // Ours (every node reads the whole stream): nothing to deliver or check.
+                continue;
+            }
             let entry = match Entry::from_fields(fields, &b.cfg.secret) {
                 Ok(e) => e,
                 Err(err) => {
