@@ -5,8 +5,14 @@
 # on this machine (own PM2_HOME, own port); one redis-server.
 #
 #   bash bench/multihost/compare.sh [pm2 binary=target/release/pm2] [messages=2000] [requests=2000]
+#   (env ROUNDS=3 rounds, BURST=10000 messages per burst)
 #
-# Prints labelled JSON lines, per setup: relay latency (paced, 5 ms) and throughput (burst),
+# Both setups run at once (the idle one costs next to nothing) and are measured in turn, round
+# after round, so a drift of the machine's load falls on both alike; the last lines are each
+# metric's median over the rounds. A burst of a few thousand messages lasts well under a
+# second and its throughput swings by a third from run to run, hence the longer bursts.
+#
+# Prints labelled JSON lines, per setup and round: relay latency (paced, 5 ms) and throughput (burst),
 # cpu-s per 1000 paced messages of each daemon, each host's workers and redis-server, and the
 # cost of polling requests of one session sent to the session's host ("local") vs through the
 # other host (Corral forwards) or nginx ("forwarded"), with the pids counted named by role.
@@ -19,6 +25,8 @@ cd "$(dirname "$0")/../.."
 PM2=$(realpath "${1:-target/release/pm2}")
 COUNT=${2:-2000}
 REQS=${3:-2000}
+ROUNDS=${ROUNDS:-3}
+BURST=${BURST:-10000}
 STEP_TIMEOUT=${STEP_TIMEOUT:-180}
 
 apt_install() { # command package
@@ -84,6 +92,8 @@ worker_pids() { # home
 measure() {
   local label=$1 pa=$2 pb=$3 ha=$4 hb=$5 owner=$6 other=$7
   shift 7
+  # Every line: {"setup":"<label>","round":"<n>",...}.
+  label="$label\",\"round\":\"$ROUND"
   local da db wa wb
   da=$(cat "$TMP/$ha/pm2.pid")
   db=$(cat "$TMP/$hb/pm2.pid")
@@ -115,7 +125,7 @@ measure() {
     c0+=("$(cpu $set)")
   done
   local burst
-  burst=$(timeout "$STEP_TIMEOUT" node bench/multihost/latency.js "$pa" "$pb" "$COUNT" 0)
+  burst=$(timeout "$STEP_TIMEOUT" node bench/multihost/latency.js "$pa" "$pb" "$BURST" 0)
   c1=()
   for set in "$da" "$db" "${wa[*]}" "${wb[*]}" "$RPID"; do
     # shellcheck disable=SC2086
@@ -125,17 +135,16 @@ measure() {
   parts=()
   total=0
   for i in 0 1 2 3 4; do
-    parts+=("\"${names[$i]}\":$(per1000 "${c0[$i]}" "${c1[$i]}" "$COUNT")")
+    parts+=("\"${names[$i]}\":$(per1000 "${c0[$i]}" "${c1[$i]}" "$BURST")")
     total=$(echo "$total + ${c1[$i]} - ${c0[$i]}" | bc)
   done
-  echo "{\"setup\":\"$label\",\"cpuPer1000BurstMessages\":{$(IFS=,; echo "${parts[*]}"),\"all\":$(per1000 0 "$total" "$COUNT")}}"
+  echo "{\"setup\":\"$label\",\"cpuPer1000BurstMessages\":{$(IFS=,; echo "${parts[*]}"),\"all\":$(per1000 0 "$total" "$BURST")}}"
   echo "{\"setup\":\"$label\",\"requests\":$(timeout "$STEP_TIMEOUT" node bench/multihost/forward.js "$owner" "$other" "$REQS" "$@")}"
 }
 git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-echo "{\"binary\":\"${PM2#"$PWD/"}\",\"commit\":\"$git_rev\",\"load\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"messages\":$COUNT,\"requests\":$REQS}"
+echo "{\"binary\":\"${PM2#"$PWD/"}\",\"commit\":\"$git_rev\",\"load\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"messages\":$COUNT,\"burst\":$BURST,\"requests\":$REQS,\"rounds\":$ROUNDS}"
 
 # 1. Corral: the bridge, the seed app unchanged (cluster adapter), any node takes any request.
-#    Requests: the session is A's; "forwarded" ones are sent to B, which forwards them to A.
 PA=$(free_port)
 PB=$(free_port)
 HOMES+=(a b)
@@ -143,10 +152,6 @@ HOMES+=(a b)
 (cd tests/node && node_env b "$PB" b yes "$PM2" start sio_worker.js -i 2 --name chat >/dev/null)
 wait_serving "$PA"
 wait_serving "$PB"
-measure corral-bridge "$PA" "$PB" a b "127.0.0.1:$PA" "127.0.0.1:$PB" \
-  "owner=$(cat "$TMP/a/pm2.pid")" "forwarder=$(cat "$TMP/b/pm2.pid")"
-for h in a b; do PM2_HOME="$TMP/$h" timeout 60 "$PM2" kill >/dev/null 2>&1 || true; done
-HOMES=()
 
 # 2. The standard way: @socket.io/redis-adapter in the app, each node sticky on its own,
 #    nginx ip_hash in front of both.
@@ -194,6 +199,31 @@ if curl -fs --max-time 5 -X POST --data 40 "http://127.0.0.1:$PC/socket.io/?EIO=
 else
   OWNER_PORT=$PD OWNER_HOME=d
 fi
-# Requests: "local" straight to that host, "forwarded" through nginx (to the same host).
-measure redis-adapter+nginx "$PC" "$PD" c d "127.0.0.1:$OWNER_PORT" "127.0.0.1:$PN" \
-  "owner=$(cat "$TMP/$OWNER_HOME/pm2.pid")" "forwarder=$NGINX_WORKER"
+
+OUT="$TMP/lines"
+for ROUND in $(seq 1 "$ROUNDS"); do
+  # Corral: requests for a session of A, "forwarded" ones sent to B, which forwards them to A.
+  measure corral-bridge "$PA" "$PB" a b "127.0.0.1:$PA" "127.0.0.1:$PB" \
+    "owner=$(cat "$TMP/a/pm2.pid")" "forwarder=$(cat "$TMP/b/pm2.pid")" | tee -a "$OUT"
+  # The standard way: "local" straight to the session's host, "forwarded" through nginx.
+  measure redis-adapter+nginx "$PC" "$PD" c d "127.0.0.1:$OWNER_PORT" "127.0.0.1:$PN" \
+    "owner=$(cat "$TMP/$OWNER_HOME/pm2.pid")" "forwarder=$NGINX_WORKER" | tee -a "$OUT"
+done
+# Each metric's median over the rounds, per setup.
+python3 - "$OUT" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+def leaves(prefix, v, out):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            leaves(f"{prefix}.{k}" if prefix else k, x, out)
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        out.setdefault(prefix, []).append(v)
+by = {}
+for r in rows:
+    d = by.setdefault(r["setup"], {})
+    leaves("", {k: v for k, v in r.items() if k not in ("setup", "round")}, d)
+for setup, d in by.items():
+    med = {k: round(statistics.median(v), 4) for k, v in d.items()}
+    print(json.dumps({"setup": setup, "median_of_rounds": len(next(iter(d.values()))), **med}))
+PY
