@@ -384,6 +384,62 @@ fn a_redis_restart_during_a_paced_broadcast_loses_and_duplicates_nothing() {
     }
 }
 
+/// `pm2 update` on a node, during a paced broadcast from the other node to a client of the
+/// updated one: to the cluster nothing happened. The node keeps its id (made up at start
+/// here: no PM2_NODE_ID), incarnation and sequence, so the other node's workers never stop
+/// counting its workers; its reader resumes at its stream position, so what was published
+/// during the update arrives, once and in order.
+#[test]
+fn an_in_place_update_of_a_node_is_invisible_to_the_cluster() {
+    let redis = Redis::start();
+    let a = node(&redis, "up-a", SECRET);
+    let mut b = node(&redis, "unused", SECRET);
+    b.envs.retain(|(k, _)| k != "PM2_NODE_ID");
+    start_app(&a, 2);
+    start_app(&b, 2);
+    let (pa, pb) = (port_of(&a), port_of(&b));
+    let id_of = |n: &Pm2| n.jlist()[0]["corral_cluster"]["node_id"].as_str().unwrap_or("").to_string();
+    let b_id = id_of(&b);
+    assert!(!b_id.is_empty() && b_id != "unused", "{b_id}");
+
+    // The receiving client is on B (the node updated), the sender on A.
+    let mut child = Command::new("node")
+        .args(["sio_multi.js", "paced", &pb.to_string(), &pa.to_string(), "300"])
+        .current_dir(node_dir())
+        .env("SIO_TIMEOUT_MS", "90000")
+        .env("SIO_WATCH_COUNT", "4")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let err = child.stderr.take().unwrap();
+    let lines = std::io::BufReader::new(err).lines();
+    let mut updated = false;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for line in lines.map_while(Result::ok) {
+        assert!(Instant::now() < deadline, "paced run took too long");
+        let Some(i) = line.strip_prefix("progress ").and_then(|n| n.parse::<u32>().ok()) else {
+            eprintln!("sio_multi: {line}");
+            continue;
+        };
+        if i == 60 && !updated {
+            b.run(&["update"]).ok();
+            updated = true;
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+    assert!(updated);
+    assert_ok(&v, &a, &b);
+    assert_eq!(v["received"], 300, "{v}");
+    assert_eq!(v["countOff"], 0, "{v}");
+    let log = b.daemon_log();
+    assert!(log.contains(&format!("Cluster: node {b_id} continues after the in-place update")), "{log}");
+    assert_eq!(id_of(&b), b_id);
+    assert!(!a.daemon_log().contains("is gone"), "{}", a.daemon_log());
+}
+
 #[test]
 fn a_node_with_the_wrong_secret_is_refused_and_logged() {
     let redis = Redis::start();

@@ -16,7 +16,9 @@
 //                      reports how long that took (ms).
 //   paced <count>      a client of B triggers <count> io.emit, one every SIO_PACE_MS (20),
 //                      a client of A must receive each exactly once and in order. Prints
-//                      "progress <i>" on stderr as it sends.
+//                      "progress <i>" on stderr as it sends. With SIO_WATCH_COUNT=<n>, another
+//                      client of B asks serverCount every 100 ms meanwhile: every answer must
+//                      be <n> (the other node's workers must never seem gone).
 "use strict";
 const { io } = require("socket.io-client");
 
@@ -186,6 +188,22 @@ const scenarios = {
       fail("no broadcast from B reached A before the paced run");
       return false;
     }
+    const watchN = parseInt(process.env.SIO_WATCH_COUNT || "", 10);
+    let watching = watchN > 0;
+    const watched = [];
+    const watcher = watching
+      ? (async () => {
+          const w = await connect(B);
+          while (watching) {
+            try {
+              watched.push((await ack(w, "count")).serverCount);
+            } catch (e) {
+              watched.push(`error: ${e.message}`);
+            }
+            await sleep(100);
+          }
+        })()
+      : Promise.resolve();
     const tag = `p${Date.now()}-`;
     for (let i = 0; i < count; i++) {
       await ack(tx, "broadcast", tag + i);
@@ -195,6 +213,15 @@ const scenarios = {
     const all = () => rx.bcasts.filter((m) => typeof m.text === "string" && m.text.startsWith(tag)).length >= count;
     await waitFor(all, 20000);
     await sleep(300); // let a duplicate show up
+    watching = false;
+    await watcher;
+    if (watchN > 0) {
+      const off = watched.filter((n) => n !== watchN);
+      result.countAnswers = watched.length;
+      result.countOff = off.length;
+      if (!watched.length) fail("serverCount was never answered");
+      if (off.length) fail(`serverCount not ${watchN} in ${off.length} of ${watched.length} answers: ${off.slice(0, 10)}`);
+    }
     const got = rx.bcasts.filter((m) => typeof m.text === "string" && m.text.startsWith(tag))
       .map((m) => parseInt(m.text.slice(tag.length), 10));
     result.received = got.length;

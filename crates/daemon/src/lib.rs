@@ -152,8 +152,8 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     }));
     dlog::attach_bus(shared.bus.clone());
     banner(&shared);
-    let adopted = handover.map(|doc| upgrade::adopt(&shared, doc));
-    start_bridge(&shared);
+    let mut adopted = handover.map(|doc| upgrade::adopt(&shared, doc));
+    start_bridge(&shared, adopted.as_mut().and_then(|a| a.bridge.take()));
     metrics::start(&shared).await;
     tokio::spawn(worker_tick(shared.clone()));
     // What start-up touched is given back once the daemon has been quiet
@@ -227,17 +227,24 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
 
 /// Joins the other nodes when `PM2_CLUSTER_REDIS` is set. A bad setting is logged and the
 /// node runs alone: its apps must not go down because the cluster is misconfigured.
-fn start_bridge(shared: &SharedRef) {
+///
+/// `resume`: the previous image's bridge (an in-place update). A node id made up at start
+/// is kept: to the other nodes it is the same node.
+fn start_bridge(shared: &SharedRef, resume: Option<multihost::Resume>) {
+    let previous_id = resume.as_ref().map(|r| r.node_id.clone()).filter(|id| !id.is_empty());
     let cfg = multihost::config::from_env(
         |k| shared.config.env.get(k).cloned(),
-        || multihost::config::default_node_id(&hostname(), multihost::random_u32()),
+        || {
+            previous_id
+                .unwrap_or_else(|| multihost::config::default_node_id(&hostname(), multihost::random_u32()))
+        },
     );
     match cfg {
         Ok(None) => {}
         Ok(Some(cfg)) => {
             let local =
                 std::sync::Arc::new(cluster::RemoteFrames::new(std::sync::Arc::downgrade(&shared.cluster)));
-            match multihost::Bridge::start(cfg, local) {
+            match multihost::Bridge::start(cfg, local, resume) {
                 Ok(bridge) => shared.cluster.reg().bridge = Some(bridge),
                 Err(e) => dlog::error(&format!("Cluster: {e}; this node runs alone")),
             }

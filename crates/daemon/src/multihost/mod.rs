@@ -77,6 +77,23 @@ fn heartbeat_key(node: &str) -> String {
     format!("corral:node:{node}")
 }
 
+/// What an in-place update (`pm2 update`) carries from one image's bridge to the next, so
+/// that to the other nodes nothing happened: the same node id (also when it was made up at
+/// start), incarnation and sequence numbers (a new incarnation would make every peer close
+/// all of this node's uids on its workers, though the workers never stopped), the reader's
+/// position (the entries other nodes published during the update are delivered, not
+/// skipped) and what it knew of the peers.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Resume {
+    pub node_id: String,
+    pub incarnation: String,
+    pub next_seq: u64,
+    #[serde(default)]
+    pub last_id: Option<String>,
+    #[serde(default)]
+    pub peers: Option<serde_json::Value>,
+}
+
 /// Delivers what other nodes sent to this node's workers. Implemented by the cluster primary.
 pub trait LocalWorkers: LocalSessions + Send + Sync {
     /// A frame from another node for the workers of `group`: a routed response
@@ -129,6 +146,11 @@ pub struct Bridge {
     out: mpsc::UnboundedSender<Outgoing>,
     /// Frames queued to the publisher and not yet taken: bounds the unbounded channel.
     queued: std::sync::atomic::AtomicUsize,
+    /// Entries taken by the publisher and not yet acknowledged by Redis.
+    unacked: std::sync::atomic::AtomicUsize,
+    /// The publisher's next sequence number and the reader's position (for [`Resume`]).
+    next_seq: std::sync::atomic::AtomicU64,
+    last_id: Mutex<Option<String>>,
     peers: Mutex<Peers>,
     status: Mutex<Status>,
     /// Any node takes any request: session records, forwarding, the node-to-node listener.
@@ -138,25 +160,48 @@ pub struct Bridge {
 impl Bridge {
     /// Starts the publisher and the reader on the current runtime. Fails only when the
     /// TLS settings cannot be used (a certificate file missing or unreadable).
-    pub fn start(cfg: ClusterConfig, local: Arc<dyn LocalWorkers>) -> Result<Arc<Bridge>, tls::TlsError> {
+    /// `resume`: the previous image's state after an in-place update (used when it is the
+    /// same node id).
+    pub fn start(
+        cfg: ClusterConfig,
+        local: Arc<dyn LocalWorkers>,
+        resume: Option<Resume>,
+    ) -> Result<Arc<Bridge>, tls::TlsError> {
         let redis = conn::Target::new(&cfg)?;
-        let incarnation = random_hex();
+        let resume = resume.filter(|r| r.node_id == cfg.node_id && !r.incarnation.is_empty());
+        let incarnation = resume.as_ref().map(|r| r.incarnation.clone()).unwrap_or_else(random_hex);
+        let peers = resume
+            .as_ref()
+            .and_then(|r| r.peers.clone())
+            .and_then(|v| Peers::resume(v, &cfg.node_id, &incarnation))
+            .unwrap_or_else(|| Peers::new(&cfg.node_id, &incarnation));
         let (tx, rx) = mpsc::unbounded_channel();
         let (link, sid_rx) = link::Link::new(cfg.clone(), redis.clone());
         let bridge = Arc::new(Bridge {
-            peers: Mutex::new(Peers::new(&cfg.node_id, &incarnation)),
+            peers: Mutex::new(peers),
             link,
             cfg,
             redis,
             incarnation,
             out: tx,
             queued: Default::default(),
+            unacked: Default::default(),
+            next_seq: resume.as_ref().map_or(0, |r| r.next_seq).into(),
+            last_id: Mutex::new(resume.as_ref().and_then(|r| r.last_id.clone())),
             status: Mutex::default(),
         });
-        dlog::log(&format!(
-            "Cluster: node {} joins through {} (stream {STREAM_KEY})",
-            bridge.cfg.node_id, bridge.cfg.redis
-        ));
+        match &resume {
+            Some(r) => dlog::log(&format!(
+                "Cluster: node {} continues after the in-place update (sequence {}, stream position {})",
+                bridge.cfg.node_id,
+                r.next_seq,
+                r.last_id.as_deref().unwrap_or("the end")
+            )),
+            None => dlog::log(&format!(
+                "Cluster: node {} joins through {} (stream {STREAM_KEY})",
+                bridge.cfg.node_id, bridge.cfg.redis
+            )),
+        }
         tokio::spawn(publisher(bridge.clone(), rx));
         bridge.link.start(sid_rx, local.clone());
         tokio::spawn(reader(bridge.clone(), local));
@@ -165,6 +210,30 @@ impl Bridge {
 
     pub fn node_id(&self) -> &str {
         &self.cfg.node_id
+    }
+
+    /// Adapter messages of local workers not yet in Redis (an in-place update waits for
+    /// them while Redis is reachable).
+    pub fn unpublished(&self) -> usize {
+        use std::sync::atomic::Ordering;
+        self.queued.load(Ordering::Acquire) + self.unacked.load(Ordering::Acquire)
+    }
+
+    pub fn publisher_connected(&self) -> bool {
+        self.status_mut().publisher_connected
+    }
+
+    /// This node's state for the next image (an in-place update); synchronous, taken at the
+    /// update's quiet point, when no task runs until the exec.
+    pub fn export(&self) -> Resume {
+        use std::sync::atomic::Ordering;
+        Resume {
+            node_id: self.cfg.node_id.clone(),
+            incarnation: self.incarnation.clone(),
+            next_seq: self.next_seq.load(Ordering::Acquire),
+            last_id: self.last_id.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            peers: serde_json::to_value(&*self.peers_mut()).ok(),
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -333,7 +402,7 @@ pub fn random_u32() -> u32 {
 
 async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let me = b.cfg.node_id.clone();
-    let mut seq: u64 = 0;
+    let mut seq: u64 = b.next_seq.load(std::sync::atomic::Ordering::Acquire);
     let mut outbox = Outbox::new(outbox::Limits::default());
     let mut backoff = Backoff::default();
     let mut conn: Option<Conn> = None;
@@ -362,7 +431,9 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
             _ = beat.tick() => beat_due = true,
             _ = retry => {}
         }
-        b.queued.fetch_sub(buf.len(), std::sync::atomic::Ordering::Relaxed);
+        // Counted in `unacked` (below) before they leave `queued`, so `unpublished` never
+        // misses them in between.
+        let taken = buf.len();
         let now = Instant::now();
         let mut dropped = 0;
         for o in buf.drain(..) {
@@ -383,7 +454,10 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
             seq += 1;
             dropped += outbox.push(entry, now);
         }
+        b.next_seq.store(seq, std::sync::atomic::Ordering::Release);
         dropped += outbox.expire(now);
+        b.unacked.store(outbox.pending(), std::sync::atomic::Ordering::Release);
+        b.queued.fetch_sub(taken, std::sync::atomic::Ordering::Relaxed);
         if dropped > 0 {
             b.status_mut().dropped += dropped;
             dlog::error(&format!(
@@ -471,6 +545,7 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                         break;
                     }
                     outbox.published(cmds.len(), Instant::now());
+                    b.unacked.store(outbox.pending(), std::sync::atomic::Ordering::Release);
                     b.status_mut().published += cmds.len() as u64;
                 }
                 Err(e) => failed = Some(e),
@@ -528,7 +603,8 @@ async fn connect_publisher(b: &Bridge, boot: &mut Option<Vec<u8>>) -> Result<(Co
 
 async fn reader(b: Arc<Bridge>, local: Arc<dyn LocalWorkers>) {
     let mut backoff = Backoff::default();
-    let mut last_id: Option<String> = None;
+    // After an in-place update: where the previous image stopped.
+    let mut last_id: Option<String> = b.last_id.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut warned_refused: u64 = 0;
     loop {
         let mut c = match Conn::connect(&b.redis, &format!("corral-sub-{}", b.cfg.node_id)).await {
@@ -589,6 +665,7 @@ async fn reader(b: Arc<Bridge>, local: Arc<dyn LocalWorkers>) {
                 Err(e) => break e,
             };
             if let Some(id) = deliver(&b, &*local, &reply, &mut warned_refused) {
+                *b.last_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
                 last_id = Some(id);
             }
             local.flush();

@@ -64,6 +64,11 @@ impl Outbox {
         self.pending.is_empty()
     }
 
+    /// Entries not yet acknowledged by Redis.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Queues an entry; returns how many old ones were dropped to make room.
     pub fn push(&mut self, entry: Entry, now: Instant) -> u64 {
         self.pending_bytes += size(&entry);

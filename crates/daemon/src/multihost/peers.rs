@@ -29,7 +29,7 @@ pub struct Close {
     pub nsp: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Peer {
     pub incarnation: String,
     next_seq: Option<u64>,
@@ -51,7 +51,8 @@ pub enum Verdict {
     NotForUs { lost: u64 },
 }
 
-#[derive(Debug)]
+/// Serializable: an in-place update carries it to the next image (`multihost::Resume`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Peers {
     me: String,
     my_incarnation: String,
@@ -68,6 +69,13 @@ impl Peers {
             peers: BTreeMap::new(),
             owners: HashMap::new(),
         }
+    }
+
+    /// What the previous image knew (an in-place update), for this node; `None` when it
+    /// cannot be read or names another node.
+    pub fn resume(v: serde_json::Value, me: &str, my_incarnation: &str) -> Option<Peers> {
+        let p: Peers = serde_json::from_value(v).ok()?;
+        (p.me == me && p.my_incarnation == my_incarnation).then_some(p)
     }
 
     /// The node whose worker owns `uid`, if another node's.
@@ -195,6 +203,27 @@ mod tests {
 
     fn close(uid: &str, nsp: &str) -> Close {
         Close { group: "chat".into(), uid: uid.into(), nsp: nsp.into() }
+    }
+
+    #[test]
+    fn the_next_image_resumes_what_this_one_knew() {
+        let mut p = Peers::new("me", "i1");
+        assert!(matches!(
+            p.on_entry(&entry("b", "x", 7, kind::HEARTBEAT, "u1", "/")).0,
+            Verdict::Deliver { .. }
+        ));
+        let v = serde_json::to_value(&p).unwrap();
+        assert!(Peers::resume(v.clone(), "other", "i1").is_none());
+        assert!(Peers::resume(v.clone(), "me", "i2").is_none());
+        let mut q = Peers::resume(v, "me", "i1").unwrap();
+        // The same sequence is a duplicate, the next one is delivered with nothing lost.
+        assert_eq!(q.on_entry(&entry("b", "x", 7, kind::HEARTBEAT, "u1", "/")).0, Verdict::Skip);
+        assert_eq!(
+            q.on_entry(&entry("b", "x", 8, kind::HEARTBEAT, "u1", "/")).0,
+            Verdict::Deliver { lost: 0 }
+        );
+        // And its uids are closed when it dies.
+        assert_eq!(q.on_heartbeat("b", None), Some(vec![close("u1", "/")]));
     }
 
     #[test]

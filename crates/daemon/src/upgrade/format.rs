@@ -87,6 +87,11 @@ pub struct Handover {
     /// written: absent in older documents).
     #[serde(default)]
     pub activation: Vec<ActivationHandover>,
+    /// The multi-host bridge's state (same node id, incarnation, sequence, stream
+    /// position): to the other nodes the update is invisible. Absent without a bridge and
+    /// in documents of images before it was added.
+    #[serde(default)]
+    pub bridge: Option<crate::multihost::Resume>,
 }
 
 /// A socket bound for an app's `listen_fds` (socket activation).
@@ -294,6 +299,13 @@ mod tests {
                 fd: 32,
                 holders: vec![3],
             }],
+            bridge: Some(crate::multihost::Resume {
+                node_id: "web-1".into(),
+                incarnation: "00ff".into(),
+                next_seq: 41,
+                last_id: Some("1700000000000-3".into()),
+                peers: Some(serde_json::json!({"me": "web-1"})),
+            }),
         }
     }
 
@@ -303,6 +315,10 @@ mod tests {
         let back = Handover::parse(&h.to_bytes()).expect("parses");
         assert_eq!(back.to_bytes(), h.to_bytes());
         assert_eq!(back.procs[0].info.restart_time, 7);
+        assert_eq!(
+            back.bridge.as_ref().map(|b| (b.next_seq, b.last_id.as_deref())),
+            Some((41, Some("1700000000000-3")))
+        );
         assert_eq!(
             back.procs[0].child.as_ref().and_then(|c| c.ipc.as_ref()).map(|i| i.partial_in.len()),
             Some(5)
@@ -317,7 +333,7 @@ mod tests {
             "rpc_fd":4,"pub_fd":5,"requester_fd":null,"next_id":0,"next_wid":0,"msg_seq":0}"#;
         let h = Handover::parse(old).expect("adopted");
         assert!(h.procs.is_empty() && h.sticky_apps.is_empty() && h.failure.is_none());
-        assert!(h.activation.is_empty());
+        assert!(h.activation.is_empty() && h.bridge.is_none());
         assert_eq!(h.fds(), vec![3, 4, 5]);
     }
 

@@ -273,6 +273,14 @@ fn unsettled(shared: &SharedRef, with_conns: bool) -> Option<String> {
     if n > 0 {
         return Some(format!("{n} workers replaced by a reload are still finishing"));
     }
+    // The other nodes must get what the workers said before the pause; while Redis is
+    // unreachable there is no point waiting (the update then drops them, and says so).
+    if let Some(b) = shared.cluster.reg().bridge.clone() {
+        let n = b.unpublished();
+        if n > 0 && b.publisher_connected() {
+            return Some(format!("{n} adapter messages are being published to the other nodes"));
+        }
+    }
     let t = shared.table();
     if let Some(e) = t.procs.values().find(|e| e.live.busy) {
         return Some(format!("process {} is being stopped or reloaded", e.info.pm_id));
@@ -328,6 +336,7 @@ fn export(shared: &SharedRef, start: &Start, requester: Option<RawFd>, t0: u64) 
             .into_iter()
             .map(|(app, addr, fd, holders)| format::ActivationHandover { app, addr, fd, holders })
             .collect(),
+        bridge: shared.cluster.reg().bridge.as_ref().map(|b| b.export()),
     })
 }
 
@@ -425,6 +434,8 @@ fn exec_bytes(
 /// What the new image adopted, for the CLI's answer.
 pub struct Adopted {
     pub requester: Option<RawFd>,
+    /// The multi-host bridge continues as the same node.
+    pub bridge: Option<crate::multihost::Resume>,
     /// Other control connections, between two requests.
     pub control_conns: Vec<RawFd>,
     pub from_version: String,
@@ -493,6 +504,7 @@ pub fn adopt(shared: &SharedRef, doc: Handover) -> Adopted {
     ));
     Adopted {
         requester: doc.requester_fd,
+        bridge: doc.bridge,
         control_conns: doc.control_conns,
         from_version: doc.from_version,
         failure: doc.failure,
