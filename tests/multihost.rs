@@ -395,6 +395,7 @@ fn an_in_place_update_of_a_node_is_invisible_to_the_cluster() {
     let a = node(&redis, "up-a", SECRET);
     let mut b = node(&redis, "unused", SECRET);
     b.envs.retain(|(k, _)| k != "PM2_NODE_ID");
+    b.envs.push(("PM2_CLUSTER_LISTEN".into(), format!("127.0.0.1:{}", free_port())));
     start_app(&a, 2);
     start_app(&b, 2);
     let (pa, pb) = (port_of(&a), port_of(&b));
@@ -425,6 +426,22 @@ fn an_in_place_update_of_a_node_is_invisible_to_the_cluster() {
         if i == 60 && !updated {
             b.run(&["update"]).ok();
             updated = true;
+            // The new image knows the sessions B's workers hold (the receiving client's at
+            // least) and keeps their records alive for the other nodes.
+            let deadline = Instant::now() + T;
+            loop {
+                let report = b.run(&["report"]).ok().stdout.clone();
+                // "sessions             : 1 owned here (...)"
+                let owned = report
+                    .lines()
+                    .filter(|l| l.starts_with("sessions"))
+                    .find_map(|l| l.split(':').nth(1)?.split_whitespace().next()?.parse::<u64>().ok());
+                if owned.is_some_and(|n| n >= 1) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "no session owned after the update:\n{report}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
     let out = child.wait_with_output().expect("wait");

@@ -154,6 +154,9 @@ pub async fn run_async(opts: DaemonOptions) -> anyhow::Result<()> {
     banner(&shared);
     let mut adopted = handover.map(|doc| upgrade::adopt(&shared, doc));
     start_bridge(&shared, adopted.as_mut().and_then(|a| a.bridge.take()));
+    if adopted.is_some() {
+        shared.cluster.announce_sessions();
+    }
     metrics::start(&shared).await;
     tokio::spawn(worker_tick(shared.clone()));
     // What start-up touched is given back once the daemon has been quiet

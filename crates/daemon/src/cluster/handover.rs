@@ -209,4 +209,19 @@ impl Primary {
             }
         }
     }
+
+    /// After an in-place update, once the bridge runs: it learns the sessions the workers
+    /// hold. Its session records in Redis are kept alive by the image that wrote them (they
+    /// expire after two minutes otherwise, and the other nodes could no longer forward these
+    /// sessions' requests here).
+    pub fn announce_sessions(&self) {
+        let reg = self.reg();
+        let Some(b) = reg.bridge.clone() else { return };
+        for sa in reg.apps.values() {
+            let Some(group) = sa.group.as_deref() else { continue };
+            for (sid, _) in sa.router.export_sessions() {
+                b.sid_owned(group, &sid);
+            }
+        }
+    }
 }
