@@ -457,6 +457,58 @@ fn an_in_place_update_of_a_node_is_invisible_to_the_cluster() {
     assert!(!a.daemon_log().contains("is gone"), "{}", a.daemon_log());
 }
 
+/// The other ways a daemon gets its apps: node B in a container (`pm2-runtime`, the daemon
+/// in the foreground) and node A brought back by `pm2 resurrect` after `pm2 kill`: each
+/// joins the cluster like a `pm2 start` node.
+#[test]
+fn nodes_started_by_pm2_runtime_and_by_resurrect_join_the_cluster() {
+    let redis = Redis::start();
+    let a = node(&redis, "rt-a", SECRET);
+    let b = node(&redis, "rt-b", SECRET);
+    start_app(&a, 2);
+    // B's environment (PM2_HOME, PM2_PORT, the cluster settings), as its CLI gets it.
+    let env = b.cmd(&[]);
+    let mut runtime = Command::new(env!("CARGO_BIN_EXE_pm2-runtime"))
+        .args(["start", "sio_worker.js", "-i", "2", "--name", "chat"])
+        .current_dir(node_dir())
+        .envs(env.get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pm2-runtime");
+    // Asked before its daemon listens, the CLI would start a daemon of its own.
+    let pid_file = b.home().join("pm2.pid");
+    poll("pm2-runtime's daemon up", T, || {
+        let pid = std::fs::read_to_string(&pid_file).ok()?;
+        (pid.trim() == runtime.id().to_string() && b.run(&["ping"]).code == 0).then_some(())
+    });
+    b.wait_for("pm2-runtime's workers online", T, |l| {
+        l.iter().filter(|p| p["name"] == "chat" && status(p) == "online").count() == 2
+    });
+    let (pa, pb) = (port_of(&a), port_of(&b));
+    let v = multi(&["cluster".into(), pa.to_string(), pb.to_string(), "4".into()]);
+    assert_ok(&v, &a, &b);
+
+    // A: saved, killed (its peer sees it go), resurrected: one cluster again.
+    a.run(&["save"]).ok();
+    a.run(&["kill"]).ok();
+    let v = multi(&["count".into(), pb.to_string(), "0".into(), "2".into()]);
+    assert_ok(&v, &a, &b);
+    a.run(&["resurrect"]).ok();
+    a.wait_for("resurrected workers online", T, |l| {
+        l.iter().filter(|p| p["name"] == "chat" && status(p) == "online").count() == 2
+    });
+    let v = multi(&["cluster".into(), pa.to_string(), pb.to_string(), "4".into()]);
+    assert_ok(&v, &a, &b);
+
+    // SAFETY: plain kill of our child.
+    unsafe { libc::kill(runtime.id() as i32, libc::SIGTERM) };
+    let status = poll("pm2-runtime to exit", T, || runtime.try_wait().ok().flatten());
+    assert_eq!(status.code(), Some(0));
+    let v = multi(&["count".into(), pa.to_string(), "0".into(), "2".into()]);
+    assert_ok(&v, &a, &b);
+}
+
 #[test]
 fn a_node_with_the_wrong_secret_is_refused_and_logged() {
     let redis = Redis::start();
