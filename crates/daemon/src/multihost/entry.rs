@@ -1,12 +1,18 @@
 //! One stream entry: an adapter frame a worker of this node sent, with what the other nodes
 //! need to route it without decoding it, signed with HMAC-SHA256 under the cluster secret.
 //!
-//! Fields (one-letter names keep entries small; every field is covered by the signature):
-//! `n` node id, `i` incarnation (random per daemon start), `q` per-node sequence number,
-//! `g` app group, `w` sending worker, `k` adapter message type, `u` uid, `s` namespace,
-//! `r` requesterUid, `t` the only node that should deliver it (responses), `m` the frame's
-//! encoding (`a` V8, `j` JSON), `f` the frame bytes, `h` the signature. Absent optional
-//! values are empty strings.
+//! A frame's values (one-letter names; every value is covered by the signature): `n` node
+//! id, `i` incarnation (random per daemon start), `q` per-node sequence number, `g` app
+//! group, `w` sending worker, `k` adapter message type, `u` uid, `s` namespace, `r`
+//! requesterUid, `t` the only node that should deliver it (responses), `m` the frame's
+//! encoding (`a` V8, `j` JSON), `f` the frame bytes. Absent optional values are empty.
+//!
+//! A stream entry carries one frame with these as its fields plus `h`, the signature, or
+//! (what the publisher writes) a batch: `n`, `b` and `h`, where `b` holds the frames the
+//! publisher had queued when it woke, each as its eleven values after `n`, every value
+//! prefixed by its length (u32, big endian), and `h` signs `n` and `b`. A burst then costs
+//! Redis one entry, and every reader one signature and one field, per batch rather than per
+//! frame; a paced stream makes batches of one.
 
 use super::resp::Reply;
 
@@ -38,6 +44,10 @@ pub enum EntryError {
 }
 
 const NAMES: [&str; 13] = ["n", "i", "q", "g", "w", "k", "u", "s", "r", "t", "m", "f", "h"];
+/// Frames in one batch at most (the publisher's batches are far smaller).
+pub const MAX_BATCH: usize = 4096;
+/// The publisher starts a new batch past this many bytes of frames.
+pub const BATCH_BYTES: usize = 256 << 10;
 
 fn opt(s: &Option<String>) -> &[u8] {
     s.as_deref().unwrap_or("").as_bytes()
@@ -63,7 +73,27 @@ impl Entry {
         ]
     }
 
-    /// The XADD field/value arguments, signature last.
+    /// The XADD field/value arguments of a batch of this node's entries, signature last.
+    pub fn batch_fields(node: &str, entries: &[&Entry], secret: &[u8]) -> Vec<Vec<u8>> {
+        let mut body = Vec::with_capacity(entries.iter().map(|e| e.frame.len() + 96).sum());
+        for e in entries {
+            for (_, v) in e.signed().iter().skip(1) {
+                body.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                body.extend_from_slice(v);
+            }
+        }
+        let mac = sign(secret, [node.as_bytes(), body.as_slice()]);
+        vec![
+            b"n".to_vec(),
+            node.as_bytes().to_vec(),
+            b"b".to_vec(),
+            body,
+            b"h".to_vec(),
+            hex(&mac).into_bytes(),
+        ]
+    }
+
+    /// The XADD field/value arguments of this entry alone, signature last.
     pub fn to_fields(&self, secret: &[u8]) -> Vec<Vec<u8>> {
         let signed = self.signed();
         let mac = sign(secret, signed.iter().map(|(_, v)| v.as_slice()));
@@ -84,8 +114,52 @@ impl Entry {
         fields.chunks_exact(2).find(|p| p[0].as_bytes() == Some(b"n")).and_then(|p| p[1].as_bytes())
     }
 
-    /// Parses and verifies an entry's field/value list as XREAD returns it.
-    pub fn from_fields(fields: &[Reply], secret: &[u8]) -> Result<Entry, EntryError> {
+    /// Parses and verifies a stream entry's field/value list as XREAD returns it: a batch
+    /// or a single frame.
+    pub fn from_fields(fields: &[Reply], secret: &[u8]) -> Result<Vec<Entry>, EntryError> {
+        let m = EntryError::Malformed;
+        if fields.len() == 6 && fields[2].as_bytes() == Some(b"b") {
+            let mut vals: [Option<&[u8]>; 3] = [None; 3];
+            for pair in fields.chunks_exact(2) {
+                let k = pair[0].as_bytes().ok_or(m("field name is not a string"))?;
+                let v = pair[1].as_bytes().ok_or(m("field value is not a string"))?;
+                let i = [&b"n"[..], b"b", b"h"].iter().position(|n| *n == k).ok_or(m("unknown field"))?;
+                if vals[i].replace(v).is_some() {
+                    return Err(m("duplicate field"));
+                }
+            }
+            let [Some(n), Some(body), Some(h)] = vals else { return Err(m("missing field")) };
+            let node = std::str::from_utf8(n).map_err(|_| m("field is not UTF-8"))?;
+            let mac = sign(secret, [n, body]);
+            if !ct_eq(hex(&mac).as_bytes(), h) {
+                return Err(EntryError::BadSignature(node.chars().take(64).collect()));
+            }
+            let mut out = Vec::new();
+            let mut rest = body;
+            while !rest.is_empty() {
+                if out.len() >= MAX_BATCH {
+                    return Err(m("too many frames in a batch"));
+                }
+                let mut v: [&[u8]; 11] = [&[]; 11];
+                for slot in v.iter_mut() {
+                    let (len, tail) = rest.split_first_chunk::<4>().ok_or(m("truncated batch"))?;
+                    let len = u32::from_be_bytes(*len) as usize;
+                    if tail.len() < len {
+                        return Err(m("truncated batch"));
+                    }
+                    let (value, tail) = tail.split_at(len);
+                    *slot = value;
+                    rest = tail;
+                }
+                out.push(Entry::from_values(node, v)?);
+            }
+            return Ok(out);
+        }
+        Entry::from_single(fields, secret).map(|e| vec![e])
+    }
+
+    /// One frame's entry (what publishers before batching wrote).
+    fn from_single(fields: &[Reply], secret: &[u8]) -> Result<Entry, EntryError> {
         let m = EntryError::Malformed;
         if !fields.len().is_multiple_of(2) || fields.len() > 2 * NAMES.len() {
             return Err(m("odd or too many fields"));
@@ -111,6 +185,14 @@ impl Entry {
         if !ct_eq(hex(&mac).as_bytes(), h) {
             return Err(EntryError::BadSignature(node.chars().take(64).collect()));
         }
+        Entry::from_values(&node, [i, q, g, w, k, u, s, r, t, mo, f])
+    }
+
+    /// An entry from its values after the node id (verified by the caller).
+    fn from_values(node: &str, v: [&[u8]; 11]) -> Result<Entry, EntryError> {
+        let m = EntryError::Malformed;
+        let [i, q, g, w, k, u, s, r, t, mo, f] = v;
+        let text = |b: &[u8]| std::str::from_utf8(b).map(str::to_owned).map_err(|_| m("field is not UTF-8"));
         let num = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse::<u64>().ok());
         let opt_text = |b: &[u8]| -> Result<Option<String>, EntryError> {
             if b.is_empty() {
@@ -120,7 +202,7 @@ impl Entry {
             }
         };
         Ok(Entry {
-            node,
+            node: node.to_owned(),
             incarnation: text(i)?,
             seq: num(q).ok_or(m("bad sequence number"))?,
             group: text(g)?,
@@ -203,10 +285,79 @@ mod tests {
     fn round_trip() {
         let e = sample();
         let back = Entry::from_fields(&as_replies(e.to_fields(b"secret")), b"secret").unwrap();
-        assert_eq!(back, e);
+        assert_eq!(back, vec![e]);
         let bare =
             Entry { kind: None, uid: None, nsp: None, requester: None, to: None, json: true, ..sample() };
-        assert_eq!(Entry::from_fields(&as_replies(bare.to_fields(b"k")), b"k").unwrap(), bare);
+        assert_eq!(Entry::from_fields(&as_replies(bare.to_fields(b"k")), b"k").unwrap(), vec![bare]);
+    }
+
+    fn batch() -> Vec<Entry> {
+        let bare = Entry { seq: 43, kind: None, uid: None, to: None, json: true, frame: vec![], ..sample() };
+        let big = Entry { seq: 44, frame: vec![7; 70_000], ..sample() };
+        vec![sample(), bare, big]
+    }
+
+    #[test]
+    fn a_batch_round_trips_and_says_whose_it_is() {
+        let b = batch();
+        let refs: Vec<&Entry> = b.iter().collect();
+        let fields = as_replies(Entry::batch_fields("web-1", &refs, b"secret"));
+        assert_eq!(fields.len(), 6);
+        assert_eq!(Entry::claimed_node(&fields), Some(&b"web-1"[..]));
+        assert_eq!(Entry::from_fields(&fields, b"secret").unwrap(), b);
+        assert_eq!(Entry::from_fields(&fields, b"other"), Err(EntryError::BadSignature("web-1".into())));
+    }
+
+    #[test]
+    fn an_altered_or_malformed_batch_is_refused() {
+        let b = batch();
+        let refs: Vec<&Entry> = b.iter().collect();
+        let fields = Entry::batch_fields("web-1", &refs, b"s");
+        // Any byte of the body or the node id changed: the signature no longer matches.
+        for (field, at) in [(3, 0), (3, 5), (3, 200), (1, 0)] {
+            let mut f = fields.clone();
+            f[field][at] ^= 1;
+            assert!(
+                matches!(Entry::from_fields(&as_replies(f), b"s"), Err(EntryError::BadSignature(_))),
+                "field {field} byte {at}"
+            );
+        }
+        // Signed but not a whole number of frames, or a length past the end.
+        let resign = |body: Vec<u8>| {
+            let mac = hex(&sign(b"s", [&b"web-1"[..], body.as_slice()]));
+            as_replies(vec![
+                b"n".to_vec(),
+                b"web-1".to_vec(),
+                b"b".to_vec(),
+                body,
+                b"h".to_vec(),
+                mac.into_bytes(),
+            ])
+        };
+        let mut short = fields[3].clone();
+        short.truncate(short.len() - 1);
+        assert_eq!(Entry::from_fields(&resign(short), b"s"), Err(EntryError::Malformed("truncated batch")));
+        assert_eq!(
+            Entry::from_fields(&resign(vec![0, 0, 0]), b"s"),
+            Err(EntryError::Malformed("truncated batch"))
+        );
+        assert_eq!(
+            Entry::from_fields(&resign(vec![0xff, 0xff, 0xff, 0xff, 1]), b"s"),
+            Err(EntryError::Malformed("truncated batch"))
+        );
+        // An empty batch is no frame at all.
+        assert_eq!(Entry::from_fields(&resign(vec![]), b"s"), Ok(vec![]));
+        // Values that make no sense are refused even when signed.
+        let mut bad = Vec::new();
+        for v in [&b"inc"[..], b"x", b"g", b"1", b"", b"", b"", b"", b"", b"a", b""] {
+            bad.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            bad.extend_from_slice(v);
+        }
+        assert_eq!(Entry::from_fields(&resign(bad), b"s"), Err(EntryError::Malformed("bad sequence number")));
+        // A duplicated or unknown field name.
+        let mut dup = as_replies(fields.clone());
+        dup[2] = Reply::Bulk(b"n".to_vec());
+        assert!(Entry::from_fields(&dup, b"s").is_err());
     }
 
     #[test]

@@ -521,21 +521,36 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                     break;
                 }
             }
-            let cmds: Vec<Vec<Vec<u8>>> = outbox
-                .batch(BATCH)
-                .map(|e| {
-                    let mut c: Vec<Vec<u8>> = vec![
-                        b"XADD".to_vec(),
-                        STREAM_KEY.as_bytes().to_vec(),
-                        b"MAXLEN".to_vec(),
-                        b"~".to_vec(),
-                        STREAM_MAXLEN.to_string().into_bytes(),
-                        b"*".to_vec(),
-                    ];
-                    c.extend(e.to_fields(&b.cfg.secret));
-                    c
-                })
-                .collect();
+            // The queued entries, in order, as few stream entries as the batch bounds allow.
+            let mut cmds: Vec<Vec<Vec<u8>>> = Vec::new();
+            let mut taken = 0usize;
+            let mut group: Vec<&Entry> = Vec::new();
+            let mut bytes = 0usize;
+            let xadd = |entries: &[&Entry]| {
+                let mut c: Vec<Vec<u8>> = vec![
+                    b"XADD".to_vec(),
+                    STREAM_KEY.as_bytes().to_vec(),
+                    b"MAXLEN".to_vec(),
+                    b"~".to_vec(),
+                    STREAM_MAXLEN.to_string().into_bytes(),
+                    b"*".to_vec(),
+                ];
+                c.extend(Entry::batch_fields(&me, entries, &b.cfg.secret));
+                c
+            };
+            for e in outbox.batch(BATCH) {
+                if !group.is_empty() && bytes + e.frame.len() > entry::BATCH_BYTES {
+                    cmds.push(xadd(&group));
+                    group.clear();
+                    bytes = 0;
+                }
+                bytes += e.frame.len();
+                group.push(e);
+                taken += 1;
+            }
+            if !group.is_empty() {
+                cmds.push(xadd(&group));
+            }
             match c.pipeline(&cmds).await {
                 Ok(replies) => {
                     if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
@@ -544,9 +559,9 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                         failed = Some(conn::ConnError::Refused { cmd: "XADD".into(), msg: e.clone() });
                         break;
                     }
-                    outbox.published(cmds.len(), Instant::now());
+                    outbox.published(taken, Instant::now());
                     b.unacked.store(outbox.pending(), std::sync::atomic::Ordering::Release);
-                    b.status_mut().published += cmds.len() as u64;
+                    b.status_mut().published += taken as u64;
                 }
                 Err(e) => failed = Some(e),
             }
@@ -708,7 +723,7 @@ fn deliver(b: &Bridge, local: &dyn LocalWorkers, reply: &Reply, warned: &mut u64
                 // Ours (every node reads the whole stream): nothing to deliver or check.
                 continue;
             }
-            let entry = match Entry::from_fields(fields, &b.cfg.secret) {
+            let entries = match Entry::from_fields(fields, &b.cfg.secret) {
                 Ok(e) => e,
                 Err(err) => {
                     b.status_mut().refused += 1;
@@ -725,42 +740,44 @@ fn deliver(b: &Bridge, local: &dyn LocalWorkers, reply: &Reply, warned: &mut u64
                     continue;
                 }
             };
-            let known = entry.node == b.cfg.node_id || b.peers_mut().is_known(&entry.node);
-            let (verdict, closes) = b.peers_mut().on_entry(&entry);
-            if !known && b.peers_mut().is_known(&entry.node) {
-                dlog::log(&format!("Cluster: node {} joined", entry.node));
-            }
-            send_closes(local, &closes);
-            let lost = match verdict {
-                Verdict::Skip => {
-                    if entry.node != b.cfg.node_id {
-                        b.status_mut().duplicates += 1;
-                    }
-                    continue;
-                }
-                Verdict::NotForUs { lost } => lost,
-                Verdict::Deliver { lost } => {
-                    local.inject(
-                        &entry.group,
-                        entry.kind,
-                        entry.requester.as_deref(),
-                        entry.json,
-                        &entry.frame,
-                    );
-                    b.status_mut().delivered += 1;
-                    lost
-                }
-            };
-            if lost > 0 {
-                b.status_mut().lost += lost;
-                dlog::error(&format!(
-                    "Cluster: {lost} adapter messages of node {} were lost (trimmed from the stream or lost by Redis before this node read them)",
-                    entry.node
-                ));
+            for entry in &entries {
+                deliver_one(b, local, entry);
             }
         }
     }
     last
+}
+
+/// One frame of another node (verified): delivered, skipped or counted by what the peers'
+/// state says.
+fn deliver_one(b: &Bridge, local: &dyn LocalWorkers, entry: &Entry) {
+    let known = entry.node == b.cfg.node_id || b.peers_mut().is_known(&entry.node);
+    let (verdict, closes) = b.peers_mut().on_entry(entry);
+    if !known && b.peers_mut().is_known(&entry.node) {
+        dlog::log(&format!("Cluster: node {} joined", entry.node));
+    }
+    send_closes(local, &closes);
+    let lost = match verdict {
+        Verdict::Skip => {
+            if entry.node != b.cfg.node_id {
+                b.status_mut().duplicates += 1;
+            }
+            return;
+        }
+        Verdict::NotForUs { lost } => lost,
+        Verdict::Deliver { lost } => {
+            local.inject(&entry.group, entry.kind, entry.requester.as_deref(), entry.json, &entry.frame);
+            b.status_mut().delivered += 1;
+            lost
+        }
+    };
+    if lost > 0 {
+        b.status_mut().lost += lost;
+        dlog::error(&format!(
+            "Cluster: {lost} adapter messages of node {} were lost (trimmed from the stream or lost by Redis before this node read them)",
+            entry.node
+        ));
+    }
 }
 
 fn send_closes(local: &dyn LocalWorkers, closes: &[Close]) {
