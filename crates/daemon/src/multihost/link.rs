@@ -556,26 +556,10 @@ async fn forwarded(
         // A websocket's frames are small and go both ways: no Nagle delays on our side.
         let _ = client.set_nodelay(true);
     }
-    let mut relay = Relay::new(unsent);
-    let answer_by = tokio::time::sleep(CONNECT_TIMEOUT + ACK_TIMEOUT);
-    tokio::pin!(answer_by);
-    let mut counted = false;
-    let end = std::future::poll_fn(|cx| {
-        let step = relay.poll(cx, &client, &upstream);
-        if !counted && relay.ack.accepted() {
-            counted = true;
-            b.fwd().forwarded_out.fetch_add(1, Ordering::Relaxed);
-        }
-        if let std::task::Poll::Ready(end) = step {
-            return std::task::Poll::Ready(end);
-        }
-        // The owner's answer is due within the deadline; the worker's response is not.
-        if !relay.ack.accepted() && answer_by.as_mut().poll(cx).is_ready() {
-            return std::task::Poll::Ready(End::Failed(SendError::Timeout));
-        }
-        std::task::Poll::Pending
-    })
-    .await;
+    let accepted = || {
+        b.fwd().forwarded_out.fetch_add(1, Ordering::Relaxed);
+    };
+    let end = relay(&client, &upstream, unsent, CONNECT_TIMEOUT + ACK_TIMEOUT, accepted).await;
     drop(upstream);
     match end {
         // Dropping the client closes it: the owner's side ended, so has the exchange (Node's
@@ -596,6 +580,37 @@ async fn forwarded(
 
 // ---------------------------------------------------------------------------------------
 // The relay
+
+/// Relays between `client` and `upstream` (the owner node) until it ends, `unsent` (the rest
+/// of the forward) first. The owner's answer is due within `answer_within`, the worker's
+/// response is not (a long poll is held); `on_accept` runs once the owner accepted.
+async fn relay(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    unsent: Vec<u8>,
+    answer_within: Duration,
+    mut on_accept: impl FnMut(),
+) -> End {
+    let mut relay = Relay::new(unsent);
+    let answer_by = tokio::time::sleep(answer_within);
+    tokio::pin!(answer_by);
+    let mut accepted = false;
+    std::future::poll_fn(|cx| {
+        let step = relay.poll(cx, client, upstream);
+        if !accepted && relay.ack.accepted() {
+            accepted = true;
+            on_accept();
+        }
+        if step.is_ready() {
+            return step;
+        }
+        if !accepted && answer_by.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(End::Failed(SendError::Timeout));
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
 
 /// The first four bytes from the owner: its answer to the forward.
 #[derive(Debug, Default)]
@@ -1094,6 +1109,158 @@ mod tests {
         let r = tokio::time::timeout(Duration::from_secs(20), read_forward(b, &mut sock)).await.unwrap();
         let _ = writer.join();
         r
+    }
+
+    #[test]
+    fn the_owners_answer_is_taken_off_the_front_in_any_pieces() {
+        let mut a = Ack::default();
+        assert_eq!(a.feed(b"FW"), AckStep::More);
+        assert!(!a.accepted());
+        assert_eq!(a.feed(b"OKHTTP/1.1"), AckStep::Accepted(2));
+        assert!(a.accepted());
+        let mut a = Ack::default();
+        assert_eq!(a.feed(b"FWOK"), AckStep::Accepted(4));
+        let mut a = Ack::default();
+        assert_eq!(a.feed(b"F"), AckStep::More);
+        assert_eq!(a.feed(b"WNO"), AckStep::NoSession);
+        assert!(!a.accepted());
+        let mut a = Ack::default();
+        assert_eq!(a.feed(b"HTTP/1.1 200 OK"), AckStep::Bad(*b"HTTP"));
+    }
+
+    /// A connected pair of TCP streams on loopback.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        (c, s)
+    }
+
+    /// `client` (the client's end), `owner` (the owner's end), and the relay between them
+    /// running in a task, `unsent` first.
+    async fn relayed(unsent: &[u8]) -> (TcpStream, TcpStream, tokio::task::JoinHandle<(End, bool)>) {
+        let (client, client_here) = pair().await;
+        let (upstream, owner) = pair().await;
+        let unsent = unsent.to_vec();
+        let task = tokio::spawn(async move {
+            let mut accepted = false;
+            let end =
+                relay(&client_here, &upstream, unsent, Duration::from_secs(20), || accepted = true).await;
+            (end, accepted)
+        });
+        (client, owner, task)
+    }
+
+    const T: Duration = Duration::from_secs(30);
+
+    async fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(T, s.read_to_end(&mut got)).await.unwrap().unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn the_owners_end_closes_the_client_without_waiting_for_its_fin() {
+        let (mut client, mut owner, task) = relayed(b"FORWARD").await;
+        let mut got = [0u8; 7];
+        tokio::time::timeout(T, owner.read_exact(&mut got)).await.unwrap().unwrap();
+        assert_eq!(&got, b"FORWARD");
+        // The answer split from the response, as when the worker took its time.
+        owner.write_all(b"FW").await.unwrap();
+        owner.write_all(b"OKHTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok").await.unwrap();
+        drop(owner);
+        // The client never shuts down its side, and still sees the response and its end.
+        assert_eq!(read_to_end(&mut client).await, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok");
+        let (end, accepted) = tokio::time::timeout(T, task).await.unwrap().unwrap();
+        assert!(matches!(end, End::Done) && accepted, "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn the_clients_end_half_closes_the_owner_and_the_response_still_comes() {
+        let (mut client, mut owner, task) = relayed(b"HEAD").await;
+        client.write_all(b"+BODY").await.unwrap();
+        client.shutdown().await.unwrap();
+        // The owner sees the whole request and its end, before answering anything.
+        assert_eq!(read_to_end(&mut owner).await, b"HEAD+BODY");
+        owner.write_all(b"FWOKresponse").await.unwrap();
+        drop(owner);
+        assert_eq!(read_to_end(&mut client).await, b"response");
+        let (end, _) = tokio::time::timeout(T, task).await.unwrap().unwrap();
+        assert!(matches!(end, End::Done), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_before_the_answer_is_a_failed_forward_and_nothing_reaches_the_client() {
+        for (answer, want) in
+            [(&b"FWNO"[..], "NoSession"), (b"", "Refused"), (b"FW", "Refused"), (b"HTTP/1.1", "BadAnswer")]
+        {
+            let (mut client, mut owner, task) = relayed(b"x").await;
+            owner.write_all(answer).await.unwrap();
+            drop(owner);
+            let (end, accepted) = tokio::time::timeout(T, task).await.unwrap().unwrap();
+            assert!(!accepted);
+            assert!(format!("{end:?}").contains(want), "{answer:?}: {end:?}");
+            // Nothing of the owner's reached the client (the caller answers it; here the
+            // test's task just closed it).
+            assert_eq!(read_to_end(&mut client).await, b"", "{answer:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_answer_in_time_is_a_failed_forward() {
+        let (client, client_here) = pair().await;
+        let (upstream, _owner) = pair().await;
+        let end = tokio::time::timeout(
+            T,
+            relay(&client_here, &upstream, Vec::new(), Duration::from_millis(100), || {}),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(end, End::Failed(SendError::Timeout)), "{end:?}");
+        drop(client);
+    }
+
+    /// Both directions at once, each far larger than the sockets' buffers and the relay's
+    /// chunk, the client reading only after it wrote everything: backpressure holds the
+    /// response back meanwhile, nothing is lost, reordered or deadlocked.
+    #[tokio::test]
+    async fn large_transfers_both_ways_arrive_whole() {
+        const N: usize = 8 << 20;
+        let pattern =
+            |seed: u32| (0..N as u32).map(move |i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ seed as u8);
+        let up: Vec<u8> = pattern(1).collect();
+        let down: Vec<u8> = pattern(2).collect();
+        let (client, mut owner, task) = relayed(b"").await;
+        let (mut client_r, mut client_w) = client.into_split();
+        let up2 = up.clone();
+        let writer = tokio::spawn(async move {
+            client_w.write_all(&up2).await.unwrap();
+            client_w.shutdown().await.unwrap();
+            client_w
+        });
+        let down2 = down.clone();
+        let owner_task = tokio::spawn(async move {
+            let (mut r, mut w) = owner.split();
+            let send = async {
+                w.write_all(b"FWOK").await.unwrap();
+                w.write_all(&down2).await.unwrap();
+            };
+            let mut got = Vec::new();
+            let recv = r.read_to_end(&mut got);
+            let (_, r) = tokio::join!(send, recv);
+            r.unwrap();
+            // The owner's end ends the relay: only once the whole request came.
+            w.shutdown().await.unwrap();
+            got
+        });
+        let _client_w = tokio::time::timeout(T, writer).await.unwrap().unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(T, client_r.read_to_end(&mut got)).await.unwrap().unwrap();
+        assert!(got == down, "response: {} bytes of {N}", got.len());
+        let at_owner = tokio::time::timeout(T, owner_task).await.unwrap().unwrap();
+        assert!(at_owner == up, "request: {} bytes of {N}", at_owner.len());
+        let (end, accepted) = tokio::time::timeout(T, task).await.unwrap().unwrap();
+        assert!(matches!(end, End::Done) && accepted, "{end:?}");
     }
 
     #[tokio::test]
