@@ -560,6 +560,15 @@ fn any_node_takes_any_request_and_the_node_port_refuses_strangers() {
     let requests_to_b = v["requests"]["B"].as_u64().unwrap() + 2; // + the connect POST and the upgrade
     assert!(forwarded(&b, "forwarded out") >= requests_to_b, "{v}");
     assert!(forwarded(&a, "forwarded in") >= requests_to_b, "{v}");
+    // B still knows A as the ended session's owner (cached): its forward is turned down by A
+    // (no such session any more), and B answers as Engine.IO answers an unknown sid.
+    let answer = raw_get(&sticky_b, &format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    assert!(
+        answer.starts_with("HTTP/1.1 400")
+            && answer.contains("Content-Type: application/json")
+            && answer.ends_with(r#"{"code":1,"message":"Session ID unknown"}"#),
+        "{answer}"
+    );
 
     // A session of A that is still open, then A dies (kill -9, records left in Redis and in
     // B's cache): B answers its requests as an unknown session at once, it does not hang.

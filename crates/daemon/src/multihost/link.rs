@@ -600,6 +600,9 @@ async fn relay(
         if !accepted && relay.ack.accepted() {
             accepted = true;
             on_accept();
+            // Not due any more: pushed out of the way rather than left to fire (a wake-up for
+            // nothing in the middle of a websocket's life).
+            answer_by.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
         }
         if step.is_ready() {
             return step;
