@@ -402,7 +402,8 @@ fn main() {
     let started = Instant::now();
     let sticky = best(reps, || handoff(n, true));
     let cluster = best(reps, || handoff(n, false));
-    let forwarded = best(reps, || forward(n / 2));
+    // Bounded: each request is two TCP connections and two process wake-ups.
+    let forwarded = best(reps, || forward((n / 4).clamp(100, 2000)));
     let mut relay_rows = serde_json::Map::new();
     // 1, 3, 7 and 15 peers: the scale curve's 2, 4, 8 and 16 workers.
     const PEERS: [usize; 8] = [1, 2, 3, 4, 7, 8, 15, 16];
