@@ -6,8 +6,9 @@
 //!   lookups (`GET`) share the connection, pipelined with the rest.
 //! - The forwarding side: the balancer meets a sid no local worker has; [`take_unknown_sid`]
 //!   looks up its owner (cached), sends the signed header and the bytes already read to the
-//!   owner's node-to-node listener, and once the owner accepted, copies bytes both ways
-//!   between the client and that connection in a task of its own.
+//!   owner's node-to-node listener, and relays bytes both ways between the client and that
+//!   connection in a task of its own (the [`Relay`]), taking the owner's answer off the front
+//!   of what comes back.
 //! - The owning side: [`listen`] accepts node-to-node connections, verifies each header
 //!   (signature, freshness, nonce), and hands the connection to the worker that owns the
 //!   session exactly as the balancer hands a client's (`sticky:connection` with the bytes
