@@ -685,6 +685,27 @@ fn any_node_takes_any_request_and_the_node_port_refuses_strangers() {
     let requests_to_b = v["requests"]["B"].as_u64().unwrap() + 2; // + the connect POST and the upgrade
     assert!(forwarded(&b, "forwarded out") >= requests_to_b, "{v}");
     assert!(forwarded(&a, "forwarded in") >= requests_to_b, "{v}");
+    // B still knows A as the ended session's owner (cached): its forward is turned down by A
+    // (no such session any more), and B answers as Engine.IO answers an unknown sid.
+    let answer = raw_get(&sticky_b, &format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    assert!(
+        answer.starts_with("HTTP/1.1 400")
+            && answer.contains("Content-Type: application/json")
+            && answer.ends_with(r#"{"code":1,"message":"Session ID unknown"}"#),
+        "{answer}"
+    );
+
+    // A body far larger than what B reads before forwarding: the rest streams through B's
+    // relay behind the forward (whatever of it reaches A's listener with the forward goes to
+    // the worker with the request), and the worker answers the whole message.
+    let hs = raw_request(&sticky_a, "GET", "/socket.io/?EIO=4&transport=polling", "");
+    let sid =
+        hs.split("\"sid\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_else(|| panic!("{hs}"));
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    assert!(raw_request(&sticky_a, "POST", &path, "40").ends_with("ok"));
+    let big = format!("42[\"echo\",\"{}\"]", "x".repeat(300_000));
+    let answer = raw_request(&sticky_b, "POST", &path, &big);
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"), "{answer}");
 
     // A session of A that is still open, then A dies (kill -9, records left in Redis and in
     // B's cache): B answers its requests as an unknown session at once, it does not hang.
@@ -699,6 +720,23 @@ fn any_node_takes_any_request_and_the_node_port_refuses_strangers() {
     }
     let answer = raw_get(&sticky_b, &format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
     assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("Session ID unknown"), "{answer}");
+}
+
+/// One request on a new connection, its head and body in two writes; the whole answer (the
+/// server closes after it).
+fn raw_request(addr: &str, method: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(T)).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One GET on a new connection; the whole answer (the server closes after it).

@@ -9,6 +9,7 @@
 // /proc/<pid>/task/*/schedstat) per 1000 requests, plus "sum" (all the labelled pids together). Label the pids by
 // role, e.g. owner=<pid of the daemon whose worker has the session> forwarder=<pid of the
 // daemon or proxy the "other" address belongs to>: the same pids are measured in both phases.
+// "ctxPerRequest": each labelled pid's context switches (all threads) per request.
 "use strict";
 const http = require("http");
 const fs = require("fs");
@@ -33,6 +34,18 @@ function cpu(pid) {
     ns += parseInt(fs.readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ")[0], 10);
   }
   return ns / 1e9;
+}
+
+// Context switches (voluntary + involuntary) of every thread of pid: each one is a wake-up
+// of a thread that had blocked, or a preemption.
+function ctx(pid) {
+  let n = 0;
+  for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+    for (const line of fs.readFileSync(`/proc/${pid}/task/${t}/status`, "utf8").split("\n")) {
+      if (line.includes("ctxt_switches:")) n += parseInt(line.split(/\s+/)[1], 10);
+    }
+  }
+  return n;
 }
 
 function request(t, method, path, body) {
@@ -71,6 +84,7 @@ async function phase(target) {
   const path = await session();
   for (let i = 0; i < 20; i++) await request(target, "POST", path, '42["echo","warm"]');
   const c0 = pids.map(cpu);
+  const x0 = pids.map(ctx);
   const lat = [];
   let errors = 0;
   for (let i = 0; i < COUNT; i++) {
@@ -80,6 +94,9 @@ async function phase(target) {
     if (r.status !== 200) errors++;
   }
   const c1 = pids.map(cpu);
+  const x1 = pids.map(ctx);
+  const ctxPerRequest = {};
+  roles.forEach((r, i) => (ctxPerRequest[r.label] = +((x1[i] - x0[i]) / COUNT).toFixed(2)));
   const cpuPer1000 = {};
   let sum = 0;
   roles.forEach((r, i) => {
@@ -88,7 +105,7 @@ async function phase(target) {
     cpuPer1000[r.label] = +v.toFixed(4);
   });
   cpuPer1000.sum = +sum.toFixed(4);
-  return { n: COUNT, errors, p50: pct(lat, 50), p99: pct(lat, 99), cpuPer1000 };
+  return { n: COUNT, errors, p50: pct(lat, 50), p99: pct(lat, 99), cpuPer1000, ctxPerRequest };
 }
 
 (async () => {

@@ -14,6 +14,11 @@
 //! answers four bytes, [`ACCEPTED`] (then hands the connection to the worker, which answers
 //! the request on it) or [`NO_SESSION`] (the session ended meanwhile: the forwarding node
 //! answers the client as it would without a cluster), and closes anything else without a word.
+//!
+//! The forwarding node does not wait for that answer: it relays the rest of the client's bytes
+//! right behind the forward (the owner hands them to the worker with the request) and takes
+//! the answer off the front of what comes back; the owner sends [`ACCEPTED`] with MSG_MORE,
+//! so it usually travels in the same segment as the worker's first response bytes.
 
 use super::entry::{ct_eq, hex, sign};
 use std::collections::{HashMap, VecDeque};
@@ -34,21 +39,29 @@ pub const FRESH_MS: u64 = 30_000;
 /// refused until old ones expire, never accepted unchecked.
 pub const MAX_NONCES: usize = 500_000;
 
-/// 16 random hex digits, unique per forward.
+/// 16 hex digits, unique per forward: a random starting point drawn once per process, then
+/// counted up (uniqueness is all the replay guard needs; the signature covers the rest), so a
+/// forward costs no `getrandom` call.
 pub fn nonce() -> String {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most len bytes into our buffer.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != 8 {
-        // Uniqueness is what matters: time, pid and a counter will do.
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        b = (t ^ (u64::from(std::process::id()) << 40) ^ c.rotate_left(20)).to_le_bytes();
-    }
-    hex(&b)
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // SAFETY: getrandom writes at most len bytes into our buffer.
+        let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+        if n == 8 {
+            u64::from_le_bytes(b)
+        } else {
+            // Unique across restarts is what matters: the time and pid will do.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            t ^ (u64::from(std::process::id()) << 40)
+        }
+    });
+    let n = start.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hex(&n.to_be_bytes())
 }
 
 /// One forwarded request's header.
@@ -247,6 +260,13 @@ mod tests {
         let prefix: [u8; 6] = frame[..6].try_into().unwrap();
         let n = Header::header_len(&prefix).unwrap();
         (n, &frame[6..6 + n])
+    }
+
+    #[test]
+    fn nonces_are_unique() {
+        let a: std::collections::HashSet<String> = (0..1000).map(|_| nonce()).collect();
+        assert_eq!(a.len(), 1000);
+        assert!(a.iter().all(|n| n.len() == 16));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!   lookups (`GET`) share the connection, pipelined with the rest.
 //! - The forwarding side: the balancer meets a sid no local worker has; [`take_unknown_sid`]
 //!   looks up its owner (cached), sends the signed header and the bytes already read to the
-//!   owner's node-to-node listener, and once the owner accepted, copies bytes both ways
-//!   between the client and that connection in a task of its own.
+//!   owner's node-to-node listener, and relays bytes both ways between the client and that
+//!   connection in a task of its own (the [`Relay`]), taking the owner's answer off the front
+//!   of what comes back.
 //! - The owning side: [`listen`] accepts node-to-node connections, verifies each header
 //!   (signature, freshness, nonce), and hands the connection to the worker that owns the
 //!   session exactly as the balancer hands a client's (`sticky:connection` with the bytes
@@ -19,6 +20,7 @@ use super::sids::{self, Cached, Owner};
 use crate::dlog;
 use node_ipc::{HandleOutcome, HandleType, Value};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -367,10 +369,16 @@ async fn session_book(b: Arc<Link>, mut rx: mpsc::UnboundedReceiver<SidOp>) {
 
 /// The balancer's hook for an Engine.IO request whose sid no local worker has (after the
 /// router's hold); `target` is the bridge's link and the app's group (`Primary::bridge_for`).
-/// Returns the stream when the request stays here (no cluster, nobody else
-/// owns the sid, the owner could not be reached): the caller answers it as before. `None`:
-/// the request went to its owner node, and the client's connection is relayed to it by a
-/// task of its own.
+/// Returns the stream when the request stays here (no cluster, nobody else owns the sid, the
+/// owner could not even be connected to): the caller answers it as before. `None`: the
+/// request is on its way to its owner node, and a task of its own relays the client's
+/// connection there (and answers the client itself if the owner turns the forward down).
+///
+/// The forward costs the forwarding node as few wake-ups as it can: the connection to the
+/// owner is started and the whole forward written in the same turn (a non-blocking connect;
+/// the kernel queues the bytes until the handshake is done, and on loopback it already is),
+/// nothing waits for the owner's answer (it arrives with the worker's first response bytes,
+/// see [`serve`]), and when the owner's side ends the client is closed at once.
 pub async fn take_unknown_sid(
     target: Option<(Arc<Link>, String)>,
     sid: &str,
@@ -381,27 +389,41 @@ pub async fn take_unknown_sid(
     let Some((b, group)) = target else { return Some(stream) };
     let Some(owner) = b.find_owner(&group, sid).await else { return Some(stream) };
     let Ok(client) = stream.peer_addr() else { return Some(stream) };
+    let upgrade = asks_upgrade(&data[..head_len.min(data.len())]);
     let data = forward::add_client_address(data, head_len, client.ip());
-    match send_forward(&b, &owner, &group, sid, client, &data).await {
-        Ok(upstream) => {
-            b.fwd().forwarded_out.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(relay_both_ways(stream, upstream));
+    match start_forward(&b, &owner, &group, sid, client, &data).await {
+        Ok((upstream, unsent)) => {
+            tokio::spawn(forwarded(b, owner, group, sid.to_owned(), upgrade, stream, upstream, unsent));
             None
         }
         Err(e) => {
-            b.fwd().cache.lock().unwrap_or_else(|p| p.into_inner()).forget(&group, sid);
-            if !matches!(e, SendError::NoSession) {
-                b.fwd().failed_out.fetch_add(1, Ordering::Relaxed);
-                b.fwd().log_limit.warn("forward-out", || {
-                    format!(
-                        "Cluster: could not forward a request to node {} at {}: {e}",
-                        owner.node, owner.addr
-                    )
-                });
-            }
+            forward_failed(&b, &owner, &group, sid, &e);
             Some(stream)
         }
     }
+}
+
+/// Forgets the cached owner of a forward that did not go through, and counts and logs it
+/// (a session that ended there meanwhile is no failure).
+fn forward_failed(b: &Link, owner: &Owner, group: &str, sid: &str, e: &SendError) {
+    b.fwd().cache.lock().unwrap_or_else(|p| p.into_inner()).forget(group, sid);
+    if !matches!(e, SendError::NoSession) {
+        b.fwd().failed_out.fetch_add(1, Ordering::Relaxed);
+        b.fwd().log_limit.warn("forward-out", || {
+            format!("Cluster: could not forward a request to node {} at {}: {e}", owner.node, owner.addr)
+        });
+    }
+}
+
+/// The request head asks for a WebSocket upgrade (decides the shape of a 400, and whether
+/// the client's connection will carry small frames both ways).
+fn asks_upgrade(head: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(head).is_ok()
+        && req.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("upgrade") && h.value.trim_ascii().eq_ignore_ascii_case(b"websocket")
+        })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -414,25 +436,36 @@ enum SendError {
     NoSession,
     #[error("refused (closed the connection: a different PM2_CLUSTER_SECRET, or it does not run this app)")]
     Refused,
+    #[error("refused (answered {0:?}, not a forward's answer)")]
+    BadAnswer([u8; 4]),
     #[error("request too large to forward")]
     TooLarge,
+    #[error("cannot resolve the owner's address")]
+    NoAddress,
 }
 
-async fn send_forward(
+/// Connects to the owner and writes the forward without waiting for either: returns the
+/// connection (registered with the reactor) and what the socket did not take yet.
+async fn start_forward(
     b: &Link,
     owner: &Owner,
     group: &str,
     sid: &str,
     client: SocketAddr,
     data: &[u8],
-) -> Result<TcpStream, SendError> {
+) -> Result<(TcpStream, Vec<u8>), SendError> {
     if data.len() > forward::MAX_DATA {
         return Err(SendError::TooLarge);
     }
-    let mut s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(owner.addr.as_str()))
-        .await
-        .map_err(|_| SendError::Timeout)??;
-    let _ = s.set_nodelay(true);
+    let addr = match owner.addr.parse::<SocketAddr>() {
+        Ok(a) => a,
+        // A host name (PM2_CLUSTER_ADVERTISE): resolved by the system's resolver.
+        Err(_) => tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(owner.addr.as_str()))
+            .await
+            .map_err(|_| SendError::Timeout)??
+            .next()
+            .ok_or(SendError::NoAddress)?,
+    };
     let h = Header {
         node: b.cfg.node_id.clone(),
         group: group.to_owned(),
@@ -444,30 +477,346 @@ async fn send_forward(
     };
     let mut frame = h.encode(&b.cfg.secret);
     frame.extend_from_slice(data);
-    let mut ack = [0u8; 4];
-    let exchange = async {
-        s.write_all(&frame).await?;
-        s.read_exact(&mut ack).await?;
-        Ok::<_, std::io::Error>(())
+    let s = connect_now(addr)?;
+    let sent = match std::io::Write::write(&mut &s, &frame) {
+        Ok(n) => n,
+        // Still connecting (a remote owner): the relay writes it once the socket is writable.
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e.into()),
     };
-    match tokio::time::timeout(ACK_TIMEOUT, exchange).await {
-        Err(_) => return Err(SendError::Timeout),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(SendError::Refused),
-        Ok(Err(e)) => return Err(e.into()),
-        Ok(Ok(())) => {}
+    frame.drain(..sent);
+    Ok((TcpStream::from_std(s)?, frame))
+}
+
+/// A non-blocking TCP connection to `addr`, started but not waited for, with TCP_NODELAY
+/// (the forward and the small frames of a websocket go out at once).
+fn connect_now(addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket(2); the descriptor is owned right below.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    match &ack {
-        a if a == forward::ACCEPTED => Ok(s),
-        a if a == forward::NO_SESSION => Err(SendError::NoSession),
-        _ => Err(SendError::Refused),
+    // SAFETY: a fresh descriptor nobody else owns.
+    let s = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    s.set_nodelay(true)?;
+    // SAFETY: the sockaddr structs are fully initialised (zeroed, then filled) and the length
+    // passed is theirs.
+    let rc = unsafe {
+        match addr {
+            SocketAddr::V4(a) => {
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                sa.sin_family = libc::AF_INET as libc::sa_family_t;
+                sa.sin_port = a.port().to_be();
+                sa.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+                libc::connect(
+                    fd,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(a) => {
+                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sa.sin6_port = a.port().to_be();
+                sa.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+                sa.sin6_flowinfo = a.flowinfo();
+                sa.sin6_scope_id = a.scope_id();
+                libc::connect(
+                    fd,
+                    (&sa as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(s)
+}
+
+/// A forward on its way: relays it, and answers the client as an unknown sid when the owner
+/// turns it down (or never answers) before anything of the worker's came back.
+#[allow(clippy::too_many_arguments)]
+async fn forwarded(
+    b: Arc<Link>,
+    owner: Owner,
+    group: String,
+    sid: String,
+    upgrade: bool,
+    client: TcpStream,
+    upstream: TcpStream,
+    unsent: Vec<u8>,
+) {
+    if upgrade {
+        // A websocket's frames are small and go both ways: no Nagle delays on our side.
+        let _ = client.set_nodelay(true);
+    }
+    let accepted = || {
+        b.fwd().forwarded_out.fetch_add(1, Ordering::Relaxed);
+    };
+    let end = relay(&client, &upstream, unsent, CONNECT_TIMEOUT + ACK_TIMEOUT, accepted).await;
+    drop(upstream);
+    match end {
+        // Dropping the client closes it: the owner's side ended, so has the exchange (Node's
+        // HTTP server closes a `Connection: close` socket once its response is written,
+        // without waiting for the client's FIN either).
+        End::Done => {}
+        End::Failed(e) => {
+            forward_failed(&b, &owner, &group, &sid, &e);
+            crate::metrics::counters::BALANCER.answered(400);
+            let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+            let bytes = crate::sticky::unknown_sid_response(upgrade, &date);
+            let mut client = client;
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.write_all(&bytes)).await;
+            let _ = client.shutdown().await;
+        }
     }
 }
 
-/// Copies bytes between the client and the owner node until either side is done (a
-/// websocket lives here for its whole life; polling requests end with their connection).
-async fn relay_both_ways(mut client: TcpStream, mut upstream: TcpStream) {
-    let _ = client.set_nodelay(true);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+// ---------------------------------------------------------------------------------------
+// The relay
+
+/// Relays between `client` and `upstream` (the owner node) until it ends, `unsent` (the rest
+/// of the forward) first. The owner's answer is due within `answer_within`, the worker's
+/// response is not (a long poll is held); `on_accept` runs once the owner accepted.
+async fn relay(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    unsent: Vec<u8>,
+    answer_within: Duration,
+    mut on_accept: impl FnMut(),
+) -> End {
+    let mut relay = Relay::new(unsent);
+    let answer_by = tokio::time::sleep(answer_within);
+    tokio::pin!(answer_by);
+    let mut accepted = false;
+    std::future::poll_fn(|cx| {
+        let step = relay.poll(cx, client, upstream);
+        if !accepted && relay.ack.accepted() {
+            accepted = true;
+            on_accept();
+            // Not due any more: pushed out of the way rather than left to fire (a wake-up for
+            // nothing in the middle of a websocket's life).
+            answer_by.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
+        }
+        if step.is_ready() {
+            return step;
+        }
+        if !accepted && answer_by.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(End::Failed(SendError::Timeout));
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// The first four bytes from the owner: its answer to the forward.
+#[derive(Debug, Default)]
+struct Ack {
+    got: [u8; 4],
+    len: usize,
+}
+
+/// What [`Ack::feed`] made of the bytes so far.
+#[derive(Debug, PartialEq, Eq)]
+enum AckStep {
+    /// Fewer than four bytes so far.
+    More,
+    /// Accepted; the worker's bytes start at this offset of the chunk fed.
+    Accepted(usize),
+    NoSession,
+    Bad([u8; 4]),
+}
+
+impl Ack {
+    fn accepted(&self) -> bool {
+        self.len == 4
+    }
+
+    /// Takes the answer's bytes from the start of `chunk` (the owner's next bytes).
+    fn feed(&mut self, chunk: &[u8]) -> AckStep {
+        let take = (4 - self.len).min(chunk.len());
+        self.got[self.len..self.len + take].copy_from_slice(&chunk[..take]);
+        self.len += take;
+        if self.len < 4 {
+            return AckStep::More;
+        }
+        match &self.got {
+            a if a == forward::ACCEPTED => AckStep::Accepted(take),
+            a if a == forward::NO_SESSION => {
+                self.len = 0;
+                AckStep::NoSession
+            }
+            a => {
+                let a = *a;
+                self.len = 0;
+                AckStep::Bad(a)
+            }
+        }
+    }
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+enum End {
+    /// The owner's side ended after accepting (or one side failed after that): close both.
+    Done,
+    /// Nothing of the worker's reached the client: it is answered here.
+    Failed(SendError),
+}
+
+/// One direction's bytes the destination did not take yet. Nothing more is read from the
+/// source until they are written (backpressure); empty, it holds no memory.
+#[derive(Debug, Default)]
+struct Pending {
+    buf: Vec<u8>,
+    at: usize,
+}
+
+/// Why a direction stopped.
+enum Stop {
+    /// Both sockets would block; wakers are registered.
+    Blocked,
+    /// The source ended and everything read from it was written.
+    Eof,
+    ReadFailed(std::io::Error),
+    WriteFailed(std::io::Error),
+    Answer(AckStep),
+}
+
+/// Read size per step. On the stack: an idle relay (a websocket) holds no buffers.
+const CHUNK: usize = 16 << 10;
+
+/// Copies bytes between the client and the owner node, in the task that owns both (no task
+/// per direction): each side is read only when the other can take what is read, and read
+/// again before waiting for it (the reactor is only asked when a read or write would block).
+struct Relay {
+    /// Client to owner; starts with what the socket did not take of the forward.
+    up: Pending,
+    /// The client's side ended: the owner's write side was shut down.
+    up_done: bool,
+    /// Owner to client.
+    down: Pending,
+    ack: Ack,
+}
+
+impl Relay {
+    fn new(unsent: Vec<u8>) -> Relay {
+        Relay {
+            up: Pending { buf: unsent, at: 0 },
+            up_done: false,
+            down: Pending::default(),
+            ack: Ack::default(),
+        }
+    }
+
+    /// The end rules: the owner's side ending (or failing) ends the relay, after the client
+    /// got everything read from it; the client's side ending half-closes the owner's and the
+    /// response keeps coming; a failure on the client's side ends it. Before the owner
+    /// accepted, its side ending or failing, or any answer but ACCEPTED, is a failed forward.
+    fn poll(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        client: &TcpStream,
+        up: &TcpStream,
+    ) -> std::task::Poll<End> {
+        use std::task::Poll::{Pending as Wait, Ready};
+        let accepted = |r: &Relay| r.ack.accepted();
+        match pump(cx, up, client, &mut self.down, Some(&mut self.ack)) {
+            Stop::Blocked => {}
+            Stop::Eof if accepted(self) => return Ready(End::Done),
+            Stop::Eof => return Ready(End::Failed(SendError::Refused)),
+            Stop::ReadFailed(_) | Stop::WriteFailed(_) if accepted(self) => return Ready(End::Done),
+            Stop::ReadFailed(e) => return Ready(End::Failed(e.into())),
+            // Nothing was written to the client before the answer.
+            Stop::WriteFailed(_) => return Ready(End::Done),
+            Stop::Answer(AckStep::NoSession) => return Ready(End::Failed(SendError::NoSession)),
+            Stop::Answer(AckStep::Bad(a)) => return Ready(End::Failed(SendError::BadAnswer(a))),
+            Stop::Answer(_) => {}
+        }
+        if !self.up_done {
+            match pump(cx, client, up, &mut self.up, None) {
+                Stop::Blocked | Stop::Answer(_) => {}
+                Stop::Eof => {
+                    self.up_done = true;
+                    // The request is complete; the response still comes back.
+                    // SAFETY: shutdown(2) on a descriptor `up` owns.
+                    unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(up), libc::SHUT_WR) };
+                }
+                Stop::ReadFailed(_) => return Ready(End::Done),
+                Stop::WriteFailed(_) if accepted(self) => return Ready(End::Done),
+                Stop::WriteFailed(e) => return Ready(End::Failed(e.into())),
+            }
+        }
+        Wait
+    }
+}
+
+/// Moves bytes from `src` to `dst` until something would block or ends. With `ack`, the
+/// owner's answer is taken off the front of the stream first.
+fn pump(
+    cx: &mut std::task::Context<'_>,
+    src: &TcpStream,
+    dst: &TcpStream,
+    p: &mut Pending,
+    mut ack: Option<&mut Ack>,
+) -> Stop {
+    use std::io::ErrorKind::WouldBlock;
+    use std::task::Poll::{Pending as Wait, Ready};
+    let mut chunk = [0u8; CHUNK];
+    loop {
+        while p.at < p.buf.len() {
+            match dst.try_write(&p.buf[p.at..]) {
+                Ok(n) => p.at += n,
+                Err(e) if e.kind() == WouldBlock => match dst.poll_write_ready(cx) {
+                    Ready(Ok(())) => {}
+                    Ready(Err(e)) => return Stop::WriteFailed(e),
+                    Wait => return Stop::Blocked,
+                },
+                Err(e) => return Stop::WriteFailed(e),
+            }
+        }
+        if p.at > 0 {
+            // Flushed: an idle relay keeps no buffer.
+            *p = Pending::default();
+        }
+        let n = match src.try_read(&mut chunk) {
+            Ok(0) => return Stop::Eof,
+            Ok(n) => n,
+            Err(e) if e.kind() == WouldBlock => match src.poll_read_ready(cx) {
+                Ready(Ok(())) => continue,
+                Ready(Err(e)) => return Stop::ReadFailed(e),
+                Wait => return Stop::Blocked,
+            },
+            Err(e) => return Stop::ReadFailed(e),
+        };
+        let mut from = 0;
+        if let Some(a) = ack.as_deref_mut().filter(|a| !a.accepted()) {
+            match a.feed(&chunk[..n]) {
+                AckStep::More => continue,
+                AckStep::Accepted(at) => from = at,
+                other => return Stop::Answer(other),
+            }
+        }
+        let mut data = &chunk[from..n];
+        while !data.is_empty() {
+            match dst.try_write(data) {
+                Ok(w) => data = &data[w..],
+                Err(e) if e.kind() == WouldBlock => {
+                    // Kept for when `dst` can take it; `src` is not read meanwhile.
+                    p.buf.extend_from_slice(data);
+                    break;
+                }
+                Err(e) => return Stop::WriteFailed(e),
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -565,15 +914,31 @@ impl Sock {
     }
 
     /// Writes a 4-byte answer. On a fresh connection it always fits the socket's buffer.
-    async fn answer(&mut self, bytes: &[u8; 4]) -> std::io::Result<()> {
-        use std::io::Write;
-        match self {
-            Sock::Std(s) => match s.write(bytes)? {
-                4 => Ok(()),
-                _ => Err(std::io::ErrorKind::WriteZero.into()),
-            },
-            Sock::Tokio(t) => t.write_all(bytes).await,
-            Sock::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+    ///
+    /// With `more` (ACCEPTED, the worker answers next) it is sent with MSG_MORE: the kernel
+    /// holds it until the worker's first write, so it reaches the forwarding node in the same
+    /// segment as the response, one wake-up there instead of two. A worker that takes longer
+    /// than the retransmission timeout (200 ms at least: a long poll) gets it sent alone.
+    async fn answer(&mut self, bytes: &[u8; 4], more: bool) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Sock::Std(s) => s.as_raw_fd(),
+            Sock::Tokio(t) => t.as_raw_fd(),
+            Sock::Gone => return Err(std::io::ErrorKind::NotConnected.into()),
+        };
+        let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+        // SAFETY: send(2) reads the 4 bytes of `bytes` from a descriptor `self` owns.
+        let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), flags) };
+        match n {
+            4 => Ok(()),
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                match self {
+                    Sock::Tokio(t) if e.kind() == std::io::ErrorKind::WouldBlock => t.write_all(bytes).await,
+                    _ => Err(e),
+                }
+            }
+            _ => Err(std::io::ErrorKind::WriteZero.into()),
         }
     }
 
@@ -604,8 +969,10 @@ enum ServeError {
 }
 
 /// Reads one forward: the signed header is checked as soon as it is complete (before any
-/// request byte is believed or waited for), then exactly its `len` request bytes. More bytes
-/// than that are a protocol violation: the forwarding node sends nothing else before our answer.
+/// request byte is believed or waited for), then at least its `len` request bytes. Bytes past
+/// those are the client's next ones (the forwarding node relays the rest of a body without
+/// waiting for our answer): they go to the worker with the rest, as the balancer hands over
+/// whatever it read.
 async fn read_forward(b: &Link, s: &mut Sock) -> Result<(Header, Vec<u8>), ServeError> {
     let mut buf = Vec::new();
     let mut header: Option<(Header, usize)> = None;
@@ -624,10 +991,7 @@ async fn read_forward(b: &Link, s: &mut Sock) -> Result<(Header, Vec<u8>), Serve
         let want = match header.take() {
             Some((h, start)) => {
                 let end = start + h.len;
-                if buf.len() > end {
-                    return Err(ForwardError::Garbage("bytes past the announced request").into());
-                }
-                if buf.len() == end {
+                if buf.len() >= end {
                     buf.drain(..start);
                     return Ok((h, buf));
                 }
@@ -670,7 +1034,7 @@ async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: Sock) {
         SessionOwner::Worker(tx) => tx,
         SessionOwner::NoSession => {
             // The session ended between the lookup and now: the forwarding node answers.
-            let _ = s.answer(forward::NO_SESSION).await;
+            let _ = s.answer(forward::NO_SESSION, false).await;
             return;
         }
         SessionOwner::UnknownGroup => {
@@ -684,7 +1048,7 @@ async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: Sock) {
             );
         }
     };
-    if s.answer(forward::ACCEPTED).await.is_err() {
+    if s.answer(forward::ACCEPTED, true).await.is_err() {
         return;
     }
     b.fwd().forwarded_in.fetch_add(1, Ordering::Relaxed);
@@ -751,6 +1115,158 @@ mod tests {
         r
     }
 
+    #[test]
+    fn the_owners_answer_is_taken_off_the_front_in_any_pieces() {
+        let mut a = Ack::default();
+        assert_eq!(a.feed(b"FW"), AckStep::More);
+        assert!(!a.accepted());
+        assert_eq!(a.feed(b"OKHTTP/1.1"), AckStep::Accepted(2));
+        assert!(a.accepted());
+        let mut a = Ack::default();
+        assert_eq!(a.feed(b"FWOK"), AckStep::Accepted(4));
+        let mut a = Ack::default();
+        assert_eq!(a.feed(b"F"), AckStep::More);
+        assert_eq!(a.feed(b"WNO"), AckStep::NoSession);
+        assert!(!a.accepted());
+        let mut a = Ack::default();
+        assert_eq!(a.feed(b"HTTP/1.1 200 OK"), AckStep::Bad(*b"HTTP"));
+    }
+
+    /// A connected pair of TCP streams on loopback.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        (c, s)
+    }
+
+    /// `client` (the client's end), `owner` (the owner's end), and the relay between them
+    /// running in a task, `unsent` first.
+    async fn relayed(unsent: &[u8]) -> (TcpStream, TcpStream, tokio::task::JoinHandle<(End, bool)>) {
+        let (client, client_here) = pair().await;
+        let (upstream, owner) = pair().await;
+        let unsent = unsent.to_vec();
+        let task = tokio::spawn(async move {
+            let mut accepted = false;
+            let end =
+                relay(&client_here, &upstream, unsent, Duration::from_secs(20), || accepted = true).await;
+            (end, accepted)
+        });
+        (client, owner, task)
+    }
+
+    const T: Duration = Duration::from_secs(30);
+
+    async fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(T, s.read_to_end(&mut got)).await.unwrap().unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn the_owners_end_closes_the_client_without_waiting_for_its_fin() {
+        let (mut client, mut owner, task) = relayed(b"FORWARD").await;
+        let mut got = [0u8; 7];
+        tokio::time::timeout(T, owner.read_exact(&mut got)).await.unwrap().unwrap();
+        assert_eq!(&got, b"FORWARD");
+        // The answer split from the response, as when the worker took its time.
+        owner.write_all(b"FW").await.unwrap();
+        owner.write_all(b"OKHTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok").await.unwrap();
+        drop(owner);
+        // The client never shuts down its side, and still sees the response and its end.
+        assert_eq!(read_to_end(&mut client).await, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok");
+        let (end, accepted) = tokio::time::timeout(T, task).await.unwrap().unwrap();
+        assert!(matches!(end, End::Done) && accepted, "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn the_clients_end_half_closes_the_owner_and_the_response_still_comes() {
+        let (mut client, mut owner, task) = relayed(b"HEAD").await;
+        client.write_all(b"+BODY").await.unwrap();
+        client.shutdown().await.unwrap();
+        // The owner sees the whole request and its end, before answering anything.
+        assert_eq!(read_to_end(&mut owner).await, b"HEAD+BODY");
+        owner.write_all(b"FWOKresponse").await.unwrap();
+        drop(owner);
+        assert_eq!(read_to_end(&mut client).await, b"response");
+        let (end, _) = tokio::time::timeout(T, task).await.unwrap().unwrap();
+        assert!(matches!(end, End::Done), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_before_the_answer_is_a_failed_forward_and_nothing_reaches_the_client() {
+        for (answer, want) in
+            [(&b"FWNO"[..], "NoSession"), (b"", "Refused"), (b"FW", "Refused"), (b"HTTP/1.1", "BadAnswer")]
+        {
+            let (mut client, mut owner, task) = relayed(b"x").await;
+            owner.write_all(answer).await.unwrap();
+            drop(owner);
+            let (end, accepted) = tokio::time::timeout(T, task).await.unwrap().unwrap();
+            assert!(!accepted);
+            assert!(format!("{end:?}").contains(want), "{answer:?}: {end:?}");
+            // Nothing of the owner's reached the client (the caller answers it; here the
+            // test's task just closed it).
+            assert_eq!(read_to_end(&mut client).await, b"", "{answer:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_answer_in_time_is_a_failed_forward() {
+        let (client, client_here) = pair().await;
+        let (upstream, _owner) = pair().await;
+        let end = tokio::time::timeout(
+            T,
+            relay(&client_here, &upstream, Vec::new(), Duration::from_millis(100), || {}),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(end, End::Failed(SendError::Timeout)), "{end:?}");
+        drop(client);
+    }
+
+    /// Both directions at once, each far larger than the sockets' buffers and the relay's
+    /// chunk, the client reading only after it wrote everything: backpressure holds the
+    /// response back meanwhile, nothing is lost, reordered or deadlocked.
+    #[tokio::test]
+    async fn large_transfers_both_ways_arrive_whole() {
+        const N: usize = 8 << 20;
+        let pattern =
+            |seed: u32| (0..N as u32).map(move |i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ seed as u8);
+        let up: Vec<u8> = pattern(1).collect();
+        let down: Vec<u8> = pattern(2).collect();
+        let (client, mut owner, task) = relayed(b"").await;
+        let (mut client_r, mut client_w) = client.into_split();
+        let up2 = up.clone();
+        let writer = tokio::spawn(async move {
+            client_w.write_all(&up2).await.unwrap();
+            client_w.shutdown().await.unwrap();
+            client_w
+        });
+        let down2 = down.clone();
+        let owner_task = tokio::spawn(async move {
+            let (mut r, mut w) = owner.split();
+            let send = async {
+                w.write_all(b"FWOK").await.unwrap();
+                w.write_all(&down2).await.unwrap();
+            };
+            let mut got = Vec::new();
+            let recv = r.read_to_end(&mut got);
+            let (_, r) = tokio::join!(send, recv);
+            r.unwrap();
+            // The owner's end ends the relay: only once the whole request came.
+            w.shutdown().await.unwrap();
+            got
+        });
+        let _client_w = tokio::time::timeout(T, writer).await.unwrap().unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(T, client_r.read_to_end(&mut got)).await.unwrap().unwrap();
+        assert!(got == down, "response: {} bytes of {N}", got.len());
+        let at_owner = tokio::time::timeout(T, owner_task).await.unwrap().unwrap();
+        assert!(at_owner == up, "request: {} bytes of {N}", at_owner.len());
+        let (end, accepted) = tokio::time::timeout(T, task).await.unwrap().unwrap();
+        assert!(matches!(end, End::Done) && accepted, "{end:?}");
+    }
+
     #[tokio::test]
     async fn a_forward_in_pieces_is_read_whole() {
         let b = link();
@@ -767,13 +1283,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn extra_bytes_replays_and_garbage_are_refused() {
+    async fn extra_bytes_go_along_replays_and_garbage_are_refused() {
         let b = link();
-        let mut f = frame(&b, b"GET / HTTP/1.1\r\n\r\n");
+        let mut f = frame(&b, b"POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n");
         let replay = f.clone();
-        f.extend_from_slice(b"more");
-        let e = receive(&b, vec![f]).await.unwrap_err();
-        assert!(e.to_string().contains("bytes past the announced request"), "{e}");
+        // The rest of the body, relayed right behind the forward.
+        f.extend_from_slice(b"bodybody");
+        let (_, got) = receive(&b, vec![f]).await.unwrap();
+        assert_eq!(got, b"POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\nbodybody");
         // The same header again (its nonce was seen while checking the one above).
         let e = receive(&b, vec![replay]).await.unwrap_err();
         assert!(matches!(e, ServeError::Forward(ForwardError::Replay)), "{e}");
