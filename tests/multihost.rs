@@ -509,6 +509,50 @@ fn nodes_started_by_pm2_runtime_and_by_resurrect_join_the_cluster() {
     assert_ok(&v, &a, &b);
 }
 
+/// `pm2 update` on the node that owns a polling session while its requests alternate between
+/// that node and another one (which forwards them): not one request fails. The node-to-node
+/// listener is handed to the new image, so forwards that arrive during the exec wait in its
+/// backlog instead of being refused (which the forwarding node would answer with
+/// "Session ID unknown", ending the session).
+#[test]
+fn forwarded_requests_survive_an_in_place_update_of_their_owner() {
+    let redis = Redis::start();
+    let (a, sa, _) = node_on(&redis, "fu-a", "127.0.0.2");
+    let (b, sb, lb) = node_on(&redis, "fu-b", "127.0.0.3");
+    start_app(&a, 2);
+    start_app(&b, 2);
+    // The session is B's (handshake there); rounds alternate between A and B.
+    let mut child = Command::new("node")
+        .args(["sio_forward.js", "alternate", &sb, &sa, "150"])
+        .current_dir(node_dir())
+        .env("SIO_PACE_MS", "15")
+        .env("SIO_TIMEOUT_MS", "90000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let err = child.stderr.take().unwrap();
+    let mut updated = false;
+    for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+        let Some(i) = line.strip_prefix("progress ").and_then(|n| n.parse::<u32>().ok()) else {
+            eprintln!("sio_forward: {line}");
+            continue;
+        };
+        if i == 20 && !updated {
+            b.run(&["update"]).ok();
+            updated = true;
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+    assert!(updated);
+    assert_ok(&v, &a, &b);
+    let log = b.daemon_log();
+    assert!(log.contains(&format!("taking requests forwarded by other nodes on {lb}")), "{log}");
+    assert!(log.contains("continues after the in-place update"), "{log}");
+}
+
 #[test]
 fn a_node_with_the_wrong_secret_is_refused_and_logged() {
     let redis = Redis::start();

@@ -6,6 +6,8 @@
 //       event with an ack on one node, GET the ack on the other. Then the websocket upgrade
 //       is sent to B and an ack travels over it. Requests are made from 127.0.0.9, so the
 //       owner's worker must see that address in X-Forwarded-For (it reports what it saw).
+//       SIO_PACE_MS=<ms> waits that long between rounds, and each round prints "progress <i>"
+//       on stderr (a test changes something while the session is in use).
 //   node tests/node/sio_forward.js forge <host:port> <secret> <group> <sid>
 //       A node-to-node forward signed with <secret>: the listener must close it unanswered.
 //   node tests/node/sio_forward.js open <host:port>
@@ -25,6 +27,7 @@ const WebSocket = require("ws");
 const [scenario, ...args] = process.argv.slice(2);
 const TIMEOUT_MS = parseInt(process.env.SIO_TIMEOUT_MS || "40000", 10) || 40000;
 const CLIENT_ADDR = "127.0.0.9";
+const PACE_MS = parseInt(process.env.SIO_PACE_MS || "0", 10) || 0;
 const result = { scenario: scenario || null, ok: false, errors: [] };
 
 function fail(msg) {
@@ -132,6 +135,10 @@ async function alternate() {
     }
     const got = acks.get(i);
     if (!got || got[0] !== `m-${i}`) fail(`round ${i}: ack ${JSON.stringify(got)}`);
+    if (PACE_MS > 0) {
+      process.stderr.write(`progress ${i}\n`);
+      await new Promise((r) => setTimeout(r, PACE_MS));
+    }
   }
   result.requests = perNode;
 

@@ -77,6 +77,10 @@ pub struct Link {
     pub owned: AtomicU64,
     pub(super) book_connected: std::sync::atomic::AtomicBool,
     pub(super) listening: Mutex<Option<String>>,
+    /// The node-to-node listener's descriptor (-1: none), handed to the next image by an
+    /// in-place update so that forwards queue in its backlog across the exec instead of
+    /// being refused.
+    listener_fd: std::sync::atomic::AtomicI32,
     pub(super) log_limit: LogLimit,
 }
 
@@ -138,17 +142,25 @@ impl Link {
             owned: Default::default(),
             book_connected: Default::default(),
             listening: Default::default(),
+            listener_fd: std::sync::atomic::AtomicI32::new(-1),
             log_limit: Default::default(),
         };
         (Arc::new(link), rx)
     }
 
     /// Starts the session book and, with `PM2_CLUSTER_LISTEN`, the node-to-node listener.
-    pub fn start(self: &Arc<Self>, rx: mpsc::UnboundedReceiver<SidOp>, local: Arc<dyn LocalSessions>) {
+    /// `adopted`: the listening socket the previous image handed over (an in-place update),
+    /// used instead of binding a new one.
+    pub fn start(
+        self: &Arc<Self>,
+        rx: mpsc::UnboundedReceiver<SidOp>,
+        local: Arc<dyn LocalSessions>,
+        adopted: Option<std::os::fd::RawFd>,
+    ) {
         tokio::spawn(session_book(self.clone(), rx));
         match self.cfg.listen.clone() {
             Some((h, p)) => {
-                tokio::spawn(listen(self.clone(), local, h, p));
+                tokio::spawn(listen(self.clone(), local, h, p, adopted));
             }
             None => dlog::log(
                 "Cluster: no PM2_CLUSTER_LISTEN: this node forwards requests for other nodes' sessions but takes none",
@@ -216,6 +228,11 @@ impl Link {
             Instant::now(),
         );
         owner
+    }
+
+    /// The node-to-node listener, for an in-place update.
+    pub fn listener_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.listener_fd.load(Ordering::Acquire)).filter(|fd| *fd >= 0)
     }
 
     pub fn status_json(&self) -> serde_json::Value {
@@ -831,9 +848,24 @@ fn pump(
 /// with the reactor), read once, checked, answered and handed to the worker without ever
 /// being registered with epoll or waking the task twice. Only a forward that is not all
 /// there yet waits on the reactor.
-async fn listen(b: Arc<Link>, local: Arc<dyn LocalSessions>, host: String, port: u16) {
-    use std::os::fd::AsRawFd;
-    let l = match TcpListener::bind((host.as_str(), port)).await {
+async fn listen(
+    b: Arc<Link>,
+    local: Arc<dyn LocalSessions>,
+    host: String,
+    port: u16,
+    adopted: Option<std::os::fd::RawFd>,
+) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let bound = match adopted {
+        // SAFETY: the handover document names this descriptor as the node-to-node listener
+        // the previous image owned (checked open before adoption); nothing else here owns it.
+        Some(fd) => {
+            let l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            l.set_nonblocking(true).and_then(|_| TcpListener::from_std(l))
+        }
+        None => TcpListener::bind((host.as_str(), port)).await,
+    };
+    let l = match bound {
         Ok(l) => l,
         Err(e) => {
             dlog::error(&format!(
@@ -857,6 +889,7 @@ async fn listen(b: Arc<Link>, local: Arc<dyn LocalSessions>, host: String, port:
         b.cfg.advertise.as_deref().unwrap_or("?")
     ));
     *b.fwd().listening.lock().unwrap_or_else(|p| p.into_inner()) = Some(shown);
+    b.listener_fd.store(l.get_ref().as_raw_fd(), Ordering::Release);
     loop {
         let mut guard = match l.readable().await {
             Ok(g) => g,

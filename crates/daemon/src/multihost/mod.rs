@@ -92,6 +92,9 @@ pub struct Resume {
     pub last_id: Option<String>,
     #[serde(default)]
     pub peers: Option<serde_json::Value>,
+    /// The node-to-node listener (the same socket: forwards wait in its backlog).
+    #[serde(default)]
+    pub listen_fd: Option<i32>,
 }
 
 /// Delivers what other nodes sent to this node's workers. Implemented by the cluster primary.
@@ -203,7 +206,7 @@ impl Bridge {
             )),
         }
         tokio::spawn(publisher(bridge.clone(), rx));
-        bridge.link.start(sid_rx, local.clone());
+        bridge.link.start(sid_rx, local.clone(), resume.as_ref().and_then(|r| r.listen_fd));
         tokio::spawn(reader(bridge.clone(), local));
         Ok(bridge)
     }
@@ -233,6 +236,7 @@ impl Bridge {
             next_seq: self.next_seq.load(Ordering::Acquire),
             last_id: self.last_id.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             peers: serde_json::to_value(&*self.peers_mut()).ok(),
+            listen_fd: self.link.listener_fd(),
         }
     }
 

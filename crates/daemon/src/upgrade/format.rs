@@ -223,6 +223,7 @@ impl Handover {
     /// Every descriptor the document names (they must survive the exec).
     pub fn fds(&self) -> Vec<i32> {
         let mut v = vec![self.control_fd, self.rpc_fd, self.pub_fd];
+        v.extend(self.bridge.as_ref().and_then(|b| b.listen_fd));
         v.extend(self.requester_fd);
         v.extend(self.control_conns.iter().copied());
         v.extend(self.fallback_exe_fd);
@@ -305,6 +306,7 @@ mod tests {
                 next_seq: 41,
                 last_id: Some("1700000000000-3".into()),
                 peers: Some(serde_json::json!({"me": "web-1"})),
+                listen_fd: Some(33),
             }),
         }
     }
@@ -358,7 +360,7 @@ mod tests {
     fn every_descriptor_is_listed_once_for_the_exec() {
         let mut fds = sample().fds();
         fds.sort();
-        assert_eq!(fds, vec![5, 6, 7, 9, 11, 12, 20, 21, 22, 30, 31, 32]);
+        assert_eq!(fds, vec![5, 6, 7, 9, 11, 12, 20, 21, 22, 30, 31, 32, 33]);
     }
 
     #[test]
