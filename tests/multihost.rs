@@ -278,6 +278,41 @@ fn wait_log(pm2: &Pm2, what: &str) {
     }
 }
 
+/// Runs a driver of tests/node that prints "progress <i>" on stderr as it goes, calling `at(i)`
+/// for each (the test changes something while traffic flows); returns the driver's result,
+/// its last stdout line as JSON. Bounded by `limit` (the driver's own timeout is set to it).
+fn drive(
+    script: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    limit: Duration,
+    mut at: impl FnMut(u32),
+) -> Value {
+    let mut child = Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(node_dir())
+        .env("SIO_TIMEOUT_MS", limit.as_millis().to_string())
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let err = child.stderr.take().expect("piped stderr");
+    let deadline = Instant::now() + limit;
+    for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+        assert!(Instant::now() < deadline, "{script} took too long");
+        match line.strip_prefix("progress ").and_then(|n| n.parse::<u32>().ok()) {
+            Some(i) => at(i),
+            None => eprintln!("{script}: {line}"),
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{script} {args:?}: not JSON ({e}): {stdout}"))
+}
+
 #[test]
 fn two_nodes_form_one_socketio_cluster_and_a_dead_node_is_closed() {
     let redis = Redis::start();
@@ -341,36 +376,23 @@ fn a_redis_restart_during_a_paced_broadcast_loses_and_duplicates_nothing() {
     start_app(&b, 2);
     let (pa, pb) = (port_of(&a), port_of(&b));
 
-    let mut child = Command::new("node")
-        .args(["sio_multi.js", "paced", &pa.to_string(), &pb.to_string(), "300"])
-        .current_dir(node_dir())
-        .env("SIO_TIMEOUT_MS", "60000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node");
-    let err = child.stderr.take().unwrap();
-    let lines = std::io::BufReader::new(err).lines();
     let mut restarted = false;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for line in lines.map_while(Result::ok) {
-        assert!(Instant::now() < deadline, "paced run took too long");
-        let Some(i) = line.strip_prefix("progress ").and_then(|n| n.parse::<u32>().ok()) else {
-            eprintln!("sio_multi: {line}");
-            continue;
-        };
-        if i == 50 {
-            redis.stop();
-        }
-        // Down while about 100 messages are emitted.
-        if i == 150 && !restarted {
-            redis.spawn();
-            restarted = true;
-        }
-    }
-    let out = child.wait_with_output().expect("wait");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+    let v = drive(
+        "sio_multi.js",
+        &["paced", &pa.to_string(), &pb.to_string(), "300"],
+        &[],
+        Duration::from_secs(60),
+        |i| {
+            if i == 50 {
+                redis.stop();
+            }
+            // Down while about 100 messages are emitted.
+            if i == 150 && !restarted {
+                redis.spawn();
+                restarted = true;
+            }
+        },
+    );
     assert!(restarted);
     assert_ok(&v, &a, &b);
     assert_eq!(v["received"], 300, "{v}");
@@ -404,26 +426,16 @@ fn an_in_place_update_of_a_node_is_invisible_to_the_cluster() {
     assert!(!b_id.is_empty() && b_id != "unused", "{b_id}");
 
     // The receiving client is on B (the node updated), the sender on A.
-    let mut child = Command::new("node")
-        .args(["sio_multi.js", "paced", &pb.to_string(), &pa.to_string(), "300"])
-        .current_dir(node_dir())
-        .env("SIO_TIMEOUT_MS", "90000")
-        .env("SIO_WATCH_COUNT", "4")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node");
-    let err = child.stderr.take().unwrap();
-    let lines = std::io::BufReader::new(err).lines();
     let mut updated = false;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    for line in lines.map_while(Result::ok) {
-        assert!(Instant::now() < deadline, "paced run took too long");
-        let Some(i) = line.strip_prefix("progress ").and_then(|n| n.parse::<u32>().ok()) else {
-            eprintln!("sio_multi: {line}");
-            continue;
-        };
-        if i == 60 && !updated {
+    let v = drive(
+        "sio_multi.js",
+        &["paced", &pb.to_string(), &pa.to_string(), "300"],
+        &[("SIO_WATCH_COUNT", "4")],
+        Duration::from_secs(90),
+        |i| {
+            if i != 60 || updated {
+                return;
+            }
             b.run(&["update"]).ok();
             updated = true;
             // The new image knows the sessions B's workers hold (the receiving client's at
@@ -442,11 +454,8 @@ fn an_in_place_update_of_a_node_is_invisible_to_the_cluster() {
                 assert!(Instant::now() < deadline, "no session owned after the update:\n{report}");
                 std::thread::sleep(Duration::from_millis(50));
             }
-        }
-    }
-    let out = child.wait_with_output().expect("wait");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+        },
+    );
     assert!(updated);
     assert_ok(&v, &a, &b);
     assert_eq!(v["received"], 300, "{v}");
@@ -522,30 +531,19 @@ fn forwarded_requests_survive_an_in_place_update_of_their_owner() {
     start_app(&a, 2);
     start_app(&b, 2);
     // The session is B's (handshake there); rounds alternate between A and B.
-    let mut child = Command::new("node")
-        .args(["sio_forward.js", "alternate", &sb, &sa, "150"])
-        .current_dir(node_dir())
-        .env("SIO_PACE_MS", "15")
-        .env("SIO_TIMEOUT_MS", "90000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node");
-    let err = child.stderr.take().unwrap();
     let mut updated = false;
-    for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-        let Some(i) = line.strip_prefix("progress ").and_then(|n| n.parse::<u32>().ok()) else {
-            eprintln!("sio_forward: {line}");
-            continue;
-        };
-        if i == 20 && !updated {
-            b.run(&["update"]).ok();
-            updated = true;
-        }
-    }
-    let out = child.wait_with_output().expect("wait");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+    let v = drive(
+        "sio_forward.js",
+        &["alternate", &sb, &sa, "150"],
+        &[("SIO_PACE_MS", "15")],
+        Duration::from_secs(90),
+        |i| {
+            if i == 20 && !updated {
+                b.run(&["update"]).ok();
+                updated = true;
+            }
+        },
+    );
     assert!(updated);
     assert_ok(&v, &a, &b);
     let log = b.daemon_log();

@@ -40,7 +40,8 @@ if [ ! -f bench/multihost/redis-adapter/node_modules/@socket.io/redis-adapter/pa
   (cd bench/multihost/redis-adapter && timeout 300 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/multihost/common.sh
+source bench/multihost/common.sh
 # cpu-s of every thread of the given pids together.
 cpu() {
   for p in "$@"; do cat /proc/"$p"/task/*/schedstat 2>/dev/null || true; done |
@@ -72,16 +73,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-# Until a Socket.IO handshake answers on the port (each try bounded: a request the balancer
-# holds must not stall the wait).
-wait_serving() { # port
-  for _ in $(seq 1 120); do
-    curl -fs --max-time 2 "http://127.0.0.1:$1/socket.io/?EIO=4&transport=polling" 2>/dev/null | grep -q '"sid"' && return 0
-    sleep 0.25
-  done
-  echo "port $1 never served Socket.IO" >&2
-  return 1
-}
 worker_pids() { # home
   PM2_HOME="$TMP/$1" timeout 60 "$PM2" jlist |
     python3 -c 'import json,sys; print(" ".join(str(p["pid"]) for p in json.load(sys.stdin) if p.get("pid")))'
