@@ -81,6 +81,8 @@ pub struct Link {
     /// in-place update so that forwards queue in its backlog across the exec instead of
     /// being refused.
     listener_fd: std::sync::atomic::AtomicI32,
+    /// Accepted node-to-node connections not yet handed to a worker or refused.
+    serving: std::sync::atomic::AtomicUsize,
     pub(super) log_limit: LogLimit,
 }
 
@@ -143,6 +145,7 @@ impl Link {
             book_connected: Default::default(),
             listening: Default::default(),
             listener_fd: std::sync::atomic::AtomicI32::new(-1),
+            serving: Default::default(),
             log_limit: Default::default(),
         };
         (Arc::new(link), rx)
@@ -228,6 +231,11 @@ impl Link {
             Instant::now(),
         );
         owner
+    }
+
+    /// Forwards accepted and not yet handed to a worker or refused.
+    pub fn serving(&self) -> usize {
+        self.serving.load(Ordering::Acquire)
     }
 
     /// The node-to-node listener, for an in-place update.
@@ -890,8 +898,20 @@ async fn listen(
     ));
     *b.fwd().listening.lock().unwrap_or_else(|p| p.into_inner()) = Some(shown);
     b.listener_fd.store(l.get_ref().as_raw_fd(), Ordering::Release);
+    use crate::upgrade::pause;
     loop {
-        let mut guard = match l.readable().await {
+        // During an in-place update nothing is accepted: forwards wait in the backlog of
+        // the socket the next image adopts, and the ones already accepted finish first
+        // (`Link::serving`), so none is cut by the exec.
+        if pause::is_paused() {
+            pause::resumed().await;
+            continue;
+        }
+        let readable = tokio::select! {
+            r = l.readable() => r,
+            _ = pause::paused() => continue,
+        };
+        let mut guard = match readable {
             Ok(g) => g,
             Err(e) => {
                 dlog::error(&format!("Cluster: the node-to-node listener failed: {e}"));
@@ -900,7 +920,12 @@ async fn listen(
         };
         match guard.try_io(|l| crate::cluster::bind::accept4(l.get_ref().as_raw_fd())) {
             Ok(Ok(fd)) => {
-                tokio::spawn(serve(b.clone(), local.clone(), Sock::Std(std::net::TcpStream::from(fd))));
+                let serving = Serving::new(&b);
+                let (b, local) = (b.clone(), local.clone());
+                tokio::spawn(async move {
+                    serve(b, local, Sock::Std(std::net::TcpStream::from(fd))).await;
+                    drop(serving);
+                });
             }
             Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
             Ok(Err(e)) => {
@@ -909,6 +934,23 @@ async fn listen(
             }
             Err(_would_block) => {}
         }
+    }
+}
+
+/// Counts an accepted node-to-node connection until its forward is handed to the worker or
+/// refused (the count is a quiet point's condition for an in-place update).
+struct Serving(Arc<Link>);
+
+impl Serving {
+    fn new(b: &Arc<Link>) -> Serving {
+        b.serving.fetch_add(1, Ordering::AcqRel);
+        Serving(b.clone())
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.serving.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -280,6 +280,10 @@ fn unsettled(shared: &SharedRef, with_conns: bool) -> Option<String> {
         if n > 0 && b.publisher_connected() {
             return Some(format!("{n} adapter messages are being published to the other nodes"));
         }
+        let n = b.link().serving();
+        if n > 0 {
+            return Some(format!("{n} requests forwarded by other nodes are being handed to workers"));
+        }
     }
     let t = shared.table();
     if let Some(e) = t.procs.values().find(|e| e.live.busy) {
