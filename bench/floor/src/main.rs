@@ -200,6 +200,28 @@ fn peer_drains(peers: usize, total: usize) -> (Vec<UnixStream>, Vec<Peer>) {
     (outs, drains)
 }
 
+/// An epoll instance watching `fd` for reading (the daemon's wake-up source).
+fn epoll_on(fd: RawFd) -> RawFd {
+    // SAFETY: epoll_create1 has no preconditions.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
+    // SAFETY: registering a live fd with a struct we own.
+    unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+    ep
+}
+
+/// Ends a relay measurement: the epoll instance closed, the sender and every drain joined
+/// (the drains see their end once `outs` is dropped).
+fn finish(ep: RawFd, sender: Peer, outs: Vec<UnixStream>, drains: Vec<Peer>) {
+    // SAFETY: closing the epoll fd we created.
+    unsafe { libc::close(ep) };
+    sender.join();
+    drop(outs);
+    for d in drains {
+        d.join();
+    }
+}
+
 /// One relayed frame: epoll_wait (paced: every frame wakes the daemon) +
 /// read of the frame + one write per peer. Returns ns per frame.
 fn relay(frames: usize, peers: usize, frame_len: usize, period: Option<std::time::Duration>) -> f64 {
@@ -222,11 +244,7 @@ fn relay(frames: usize, peers: usize, frame_len: usize, period: Option<std::time
             }
         }
     });
-    // SAFETY: epoll_create1 has no preconditions.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
-    // SAFETY: registering a live fd with a struct we own.
-    unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, src_daemon.as_raw_fd(), &mut ev) };
+    let ep = epoll_on(src_daemon.as_raw_fd());
     let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
     let mut buf = vec![0u8; frame_len];
     let t0 = thread_cpu_ns();
@@ -244,13 +262,7 @@ fn relay(frames: usize, peers: usize, frame_len: usize, period: Option<std::time
         spent_token += thread_cpu_ns() - t;
     }
     let spent = thread_cpu_ns() - t0 - spent_token;
-    // SAFETY: closing the epoll fd we created.
-    unsafe { libc::close(ep) };
-    sender.join();
-    drop(outs);
-    for d in drains {
-        d.join();
-    }
+    finish(ep, sender, outs, drains);
     spent as f64 / frames as f64
 }
 
@@ -269,11 +281,7 @@ fn relay_burst(frames: usize, peers: usize, frame_len: usize) -> f64 {
             s.write_all(&frame).unwrap_or_else(|_| die("send frame"));
         }
     });
-    // SAFETY: epoll_create1 has no preconditions.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
-    // SAFETY: registering a live fd with a struct we own.
-    unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, src_daemon.as_raw_fd(), &mut ev) };
+    let ep = epoll_on(src_daemon.as_raw_fd());
     let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = 0usize;
@@ -291,13 +299,7 @@ fn relay_burst(frames: usize, peers: usize, frame_len: usize) -> f64 {
         }
     }
     let spent = thread_cpu_ns() - t0;
-    // SAFETY: closing the epoll fd we created.
-    unsafe { libc::close(ep) };
-    sender.join();
-    drop(outs);
-    for d in drains {
-        d.join();
-    }
+    finish(ep, sender, outs, drains);
     spent as f64 / frames as f64
 }
 
