@@ -77,6 +77,15 @@ worker_pids() { # home
   PM2_HOME="$TMP/$1" timeout 60 "$PM2" jlist |
     python3 -c 'import json,sys; print(" ".join(str(p["pid"]) for p in json.load(sys.stdin) if p.get("pid")))'
 }
+# The session host's workers as worker1=<pid> worker2=<pid>: with them, "sum" is what a polling
+# request costs every process on its path, the worker that answers it included.
+labelled_workers() { # home
+  local i=0 p
+  for p in $(worker_pids "$1"); do
+    i=$((i + 1))
+    printf 'worker%d=%s ' "$i" "$p"
+  done
+}
 # $1 label, $2/$3 the hosts' ports (B triggers the broadcasts, "cross" is a client of A),
 # $4/$5 their homes, $6 the session's host (host:port) for "local" requests, $7 where the
 # "forwarded" requests go, $8... the pids counted for requests, as role=pid.
@@ -195,10 +204,10 @@ OUT="$TMP/lines"
 for ROUND in $(seq 1 "$ROUNDS"); do
   # Corral: requests for a session of A, "forwarded" ones sent to B, which forwards them to A.
   measure corral-bridge "$PA" "$PB" a b "127.0.0.1:$PA" "127.0.0.1:$PB" \
-    "owner=$(cat "$TMP/a/pm2.pid")" "forwarder=$(cat "$TMP/b/pm2.pid")" | tee -a "$OUT"
+    "owner=$(cat "$TMP/a/pm2.pid")" "forwarder=$(cat "$TMP/b/pm2.pid")" $(labelled_workers a) | tee -a "$OUT"
   # The standard way: "local" straight to the session's host, "forwarded" through nginx.
   measure redis-adapter+nginx "$PC" "$PD" c d "127.0.0.1:$OWNER_PORT" "127.0.0.1:$PN" \
-    "owner=$(cat "$TMP/$OWNER_HOME/pm2.pid")" "forwarder=$NGINX_WORKER" | tee -a "$OUT"
+    "owner=$(cat "$TMP/$OWNER_HOME/pm2.pid")" "forwarder=$NGINX_WORKER" $(labelled_workers "$OWNER_HOME") | tee -a "$OUT"
 done
 # Each metric's median over the rounds, per setup.
 python3 - "$OUT" <<'PY'

@@ -377,6 +377,157 @@ fn forward(n: usize) -> f64 {
     spent as f64 / n as f64
 }
 
+/// The forwarding node's side of a forward in the most favourable design there is: one TCP
+/// link to the owner node opened once and kept (requests multiplexed on it), so nothing is
+/// connected or closed per request towards the owner. Per request: accept4 + read of the
+/// request, one write of it on the link, one read of the response from the link (the owner
+/// answers each request in one write), one write of it to the client, close of the client.
+/// Any forward relays the response (the client's TCP connection cannot move to another host),
+/// so no design's forwarding side costs less than this. Returns forwarding-thread ns per request.
+fn forward_link(n: usize) -> f64 {
+    const RESPONSE: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+    let front = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|_| die("bind"));
+    let front_addr = front.local_addr().unwrap_or_else(|_| die("local_addr"));
+    let owner_l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|_| die("bind"));
+    let owner_addr = owner_l.local_addr().unwrap_or_else(|_| die("local_addr"));
+    let owner = Peer::spawn(move || {
+        let (mut link, _) = owner_l.accept().unwrap_or_else(|_| die("owner accept"));
+        let _ = link.set_nodelay(true);
+        let mut buf = vec![0u8; 16 * 1024];
+        for _ in 0..n {
+            match link.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let _ = link.write_all(RESPONSE);
+        }
+    });
+    let clients = Peer::spawn(move || {
+        let mut sink = [0u8; 512];
+        for _ in 0..n {
+            let mut s = TcpStream::connect(front_addr).unwrap_or_else(|_| die("connect"));
+            s.write_all(HEAD).unwrap_or_else(|_| die("write head"));
+            while let Ok(k) = s.read(&mut sink) {
+                if k == 0 {
+                    break;
+                }
+            }
+        }
+    });
+    let link = TcpStream::connect(owner_addr).unwrap_or_else(|_| die("connect owner"));
+    let _ = link.set_nodelay(true);
+    let lfd = front.as_raw_fd();
+    let mut head = vec![0u8; 16 * 1024];
+    // A stream id and length in front of the request, as a multiplexed link needs.
+    let mut frame = vec![b'h'; 8];
+    let mut buf = vec![0u8; 16 * 1024];
+    let t0 = thread_cpu_ns();
+    for _ in 0..n {
+        // SAFETY: accept4 with null address out-params.
+        let c = unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+        if c < 0 {
+            die("accept4");
+        }
+        // SAFETY: c is a fresh fd we own.
+        let client = TcpStream::from(unsafe { OwnedFd::from_raw_fd(c) });
+        let r = (&client).read(&mut head).unwrap_or_else(|_| die("read head"));
+        frame.truncate(8);
+        frame.extend_from_slice(&head[..r]);
+        (&link).write_all(&frame).unwrap_or_else(|_| die("write forward"));
+        let mut got = 0;
+        while got < RESPONSE.len() {
+            let k = (&link).read(&mut buf).unwrap_or_else(|_| die("read response"));
+            if k == 0 {
+                die("owner closed the link");
+            }
+            (&client).write_all(&buf[..k]).unwrap_or_else(|_| die("write response"));
+            got += k;
+        }
+        drop(client);
+    }
+    let spent = thread_cpu_ns() - t0;
+    drop(link);
+    owner.join();
+    clients.join();
+    spent as f64 / n as f64
+}
+
+/// The owner node's side of a forward over such a kept link: a worker takes sockets, not
+/// stream ids, so the owner gives it one end of a new socket pair and carries the bytes. Per
+/// request: read of the request from the link, socketpair, sendmsg of one end to the worker,
+/// close of that end, write of the request into the pair, recvmsg of the worker's ACK, read
+/// of the response from the pair, write of it on the link, close of the pair. Returns
+/// owner-thread ns per request.
+fn owner_mux(n: usize) -> f64 {
+    const RESPONSE: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+    let (channel, worker_end) = UnixStream::pair().unwrap_or_else(|_| die("socketpair"));
+    let worker = Peer::spawn(move || {
+        let mut buf = vec![0u8; 16 * 1024];
+        for _ in 0..n {
+            let (_, fd) = recv_fd(worker_end.as_raw_fd(), &mut buf);
+            let Some(fd) = fd else { die("no fd") };
+            (&worker_end).write_all(ACK).unwrap_or_else(|_| die("ack"));
+            let s = UnixStream::from(fd);
+            let _ = (&s).read(&mut buf);
+            let _ = (&s).write_all(RESPONSE);
+        }
+    });
+    let (owner_link, fwd_link) = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|_| die("bind"));
+        let a = l.local_addr().unwrap_or_else(|_| die("local_addr"));
+        let c = TcpStream::connect(a).unwrap_or_else(|_| die("connect"));
+        let (o, _) = l.accept().unwrap_or_else(|_| die("accept"));
+        (o, c)
+    };
+    let _ = owner_link.set_nodelay(true);
+    let forwarder = Peer::spawn(move || {
+        let _ = fwd_link.set_nodelay(true);
+        let mut sink = vec![0u8; 16 * 1024];
+        for _ in 0..n {
+            (&fwd_link).write_all(HEAD).unwrap_or_else(|_| die("write request"));
+            let mut got = 0;
+            while got < RESPONSE.len() {
+                match (&fwd_link).read(&mut sink) {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => got += k,
+                }
+            }
+        }
+    });
+    let msg = vec![b'x'; HANDOFF_MSG];
+    let mut req = vec![0u8; 16 * 1024];
+    let mut ack = vec![0u8; 256];
+    let mut resp = vec![0u8; 16 * 1024];
+    let t0 = thread_cpu_ns();
+    for _ in 0..n {
+        let r = (&owner_link).read(&mut req).unwrap_or_else(|_| die("read link"));
+        if r == 0 {
+            die("forwarder closed the link");
+        }
+        let (mine, theirs) = UnixStream::pair().unwrap_or_else(|_| die("socketpair"));
+        send_fd(channel.as_raw_fd(), &msg, theirs.as_raw_fd());
+        drop(theirs);
+        (&mine).write_all(&req[..r]).unwrap_or_else(|_| die("write pair"));
+        let _ = recv_fd(channel.as_raw_fd(), &mut ack);
+        let mut got = 0;
+        while got < RESPONSE.len() {
+            let k = (&mine).read(&mut resp).unwrap_or_else(|_| die("read pair"));
+            if k == 0 {
+                break;
+            }
+            (&owner_link).write_all(&resp[..k]).unwrap_or_else(|_| die("write link"));
+            got += k;
+        }
+        drop(mine);
+    }
+    let spent = thread_cpu_ns() - t0;
+    worker.join();
+    forwarder.join();
+    spent as f64 / n as f64
+}
+
 /// Best (lowest) of `reps` runs: the floor is what the machine can do, and
 /// interference from other tenants only ever adds.
 fn best(reps: usize, mut f: impl FnMut() -> f64) -> f64 {
@@ -406,6 +557,8 @@ fn main() {
     let cluster = best(reps, || handoff(n, false));
     // Bounded: each request is two TCP connections and two process wake-ups.
     let forwarded = best(reps, || forward((n / 4).clamp(100, 2000)));
+    let forwarded_link = best(reps, || forward_link((n / 4).clamp(100, 2000)));
+    let owner_over_link = best(reps, || owner_mux((n / 4).clamp(100, 2000)));
     let mut relay_rows = serde_json::Map::new();
     // 1, 3, 7 and 15 peers: the scale curve's 2, 4, 8 and 16 workers.
     const PEERS: [usize; 8] = [1, 2, 3, 4, 7, 8, 15, 16];
@@ -437,6 +590,13 @@ fn main() {
         "cluster_handoff_syscalls": 4,
         "forwarded_request_cpu_ns": forwarded.round(),
         "forwarded_request_syscalls": "10 (accept4, read, socket, connect, write, read of the answer and response, write, read of the end, close x2)",
+        "forward_over_kept_link_cpu_ns": forwarded_link.round(),
+        "forward_over_kept_link_syscalls": "6 (accept4, read, write on the link, read from the link, write, close)",
+        "owner_over_kept_link_cpu_ns": owner_over_link.round(),
+        "owner_over_kept_link_syscalls": "9 (read from the link, socketpair, sendmsg, close, write, recvmsg of the ACK, read, write on the link, close)",
+        // Any forward: its forwarding side is at least `forward_over_kept_link` (it relays the
+        // response), its owner side at least a sticky hand-off. Against 2x a local hand-off:
+        "forward_lower_bound_over_local_handoff": ((forwarded_link + sticky) / sticky * 100.0).round() / 100.0,
         "relay_frame_cpu_ns_by_peers": relay_rows,
         "relay_frame_syscalls": "2 + peers (epoll_wait, read, one write per peer)",
         "relay_burst_frame_cpu_ns_by_peers": burst_rows,
