@@ -406,6 +406,78 @@ fn a_redis_restart_during_a_paced_broadcast_loses_and_duplicates_nothing() {
     }
 }
 
+/// Entries delivered by pushes, from `pm2 report`'s "messages" line ("delivered N (M pushed
+/// straight from their node)").
+fn pushed_in(pm2: &Pm2) -> u64 {
+    let report = pm2.run(&["report"]).ok().stdout.clone();
+    report
+        .lines()
+        .filter(|l| l.starts_with("messages"))
+        .find_map(|l| l.split('(').nth(1)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no pushed count in the report:\n{report}"))
+}
+
+/// With node-to-node listeners the nodes push their adapter frames straight to each other,
+/// Redis staying the ordered log: broadcasts keep crossing while Redis is down, and once it is
+/// back the stream's copies of what was pushed are echoes, so every message arrives once and
+/// in order.
+#[test]
+fn adapter_frames_go_straight_to_the_other_node_and_cross_while_redis_is_down() {
+    let mut redis = Redis::start();
+    let mut a = node(&redis, "dp-a", SECRET);
+    let mut b = node(&redis, "dp-b", SECRET);
+    for n in [&mut a, &mut b] {
+        n.envs.push(("PM2_CLUSTER_LISTEN".into(), format!("127.0.0.1:{}", free_port())));
+    }
+    start_app(&a, 2);
+    start_app(&b, 2);
+    let (pa, pb) = (port_of(&a), port_of(&b));
+    // B pushes to A once it has read A's entries and its address from Redis.
+    wait_log(&b, "pushing adapter messages straight to node dp-a");
+
+    let mut down_at = None;
+    let mut restarted = false;
+    let v = drive(
+        "sio_multi.js",
+        &["paced", &pa.to_string(), &pb.to_string(), "200"],
+        &[],
+        Duration::from_secs(90),
+        |i| {
+            if i == 20 {
+                redis.stop();
+                down_at = Some(pushed_in(&a));
+            }
+            // Messages 21..=119 were emitted after Redis went away: each must reach A by a
+            // push (more entries may come: the adapters' own heartbeats).
+            if i == 120 && !restarted {
+                let from = down_at.expect("Redis stopped at 20");
+                let deadline = Instant::now() + T;
+                loop {
+                    let now = pushed_in(&a);
+                    if now >= from + 99 {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "only {} entries pushed to A with Redis down",
+                        now - from
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                redis.spawn();
+                restarted = true;
+            }
+        },
+    );
+    assert!(restarted);
+    assert_ok(&v, &a, &b);
+    assert_eq!(v["received"], 200, "{v}");
+    for (name, n) in [("A", &a), ("B", &b)] {
+        let log = n.daemon_log();
+        assert!(log.contains("lost the Redis connection"), "node {name} never lost Redis:\n{log}");
+    }
+}
+
 /// `pm2 update` on a node, during a paced broadcast from the other node to a client of the
 /// updated one: to the cluster nothing happened. The node keeps its id (made up at start
 /// here: no PM2_NODE_ID), incarnation and sequence, so the other node's workers never stop

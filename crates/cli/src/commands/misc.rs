@@ -165,9 +165,10 @@ fn cluster_section(cli: &mut Cli, out: &mut Vec<String>) {
     out.push(line(
         "messages",
         format!(
-            "published {}, delivered {}, dropped {}, lost {}, duplicates {}, refused {}",
+            "published {}, delivered {} ({} pushed straight from their node), dropped {}, lost {}, duplicates {}, refused {}",
             s("published"),
             s("delivered"),
+            s("direct"),
             s("dropped"),
             s("lost"),
             s("duplicates"),

@@ -73,8 +73,8 @@ impl Entry {
         ]
     }
 
-    /// The XADD field/value arguments of a batch of this node's entries, signature last.
-    pub fn batch_fields(node: &str, entries: &[&Entry], secret: &[u8]) -> Vec<Vec<u8>> {
+    /// A batch's body: each entry's signed values after the node id, length-prefixed.
+    pub fn batch_body(entries: &[&Entry]) -> Vec<u8> {
         let mut body = Vec::with_capacity(entries.iter().map(|e| e.frame.len() + 96).sum());
         for e in entries {
             for (_, v) in e.signed().iter().skip(1) {
@@ -82,15 +82,19 @@ impl Entry {
                 body.extend_from_slice(v);
             }
         }
-        let mac = sign(secret, [node.as_bytes(), body.as_slice()]);
-        vec![
-            b"n".to_vec(),
-            node.as_bytes().to_vec(),
-            b"b".to_vec(),
-            body,
-            b"h".to_vec(),
-            hex(&mac).into_bytes(),
-        ]
+        body
+    }
+
+    /// A batch's signature (hex): the node id and the body under the cluster secret.
+    pub fn batch_mac(node: &str, body: &[u8], secret: &[u8]) -> String {
+        hex(&sign(secret, [node.as_bytes(), body]))
+    }
+
+    /// The XADD field/value arguments of a batch of this node's entries, signature last.
+    pub fn batch_fields(node: &str, entries: &[&Entry], secret: &[u8]) -> Vec<Vec<u8>> {
+        let body = Entry::batch_body(entries);
+        let mac = Entry::batch_mac(node, &body, secret);
+        vec![b"n".to_vec(), node.as_bytes().to_vec(), b"b".to_vec(), body, b"h".to_vec(), mac.into_bytes()]
     }
 
     /// The XADD field/value arguments of this entry alone, signature last.
@@ -129,33 +133,40 @@ impl Entry {
                 }
             }
             let [Some(n), Some(body), Some(h)] = vals else { return Err(m("missing field")) };
-            let node = std::str::from_utf8(n).map_err(|_| m("field is not UTF-8"))?;
-            let mac = sign(secret, [n, body]);
-            if !ct_eq(hex(&mac).as_bytes(), h) {
-                return Err(EntryError::BadSignature(node.chars().take(64).collect()));
-            }
-            let mut out = Vec::new();
-            let mut rest = body;
-            while !rest.is_empty() {
-                if out.len() >= MAX_BATCH {
-                    return Err(m("too many frames in a batch"));
-                }
-                let mut v: [&[u8]; 11] = [&[]; 11];
-                for slot in v.iter_mut() {
-                    let (len, tail) = rest.split_first_chunk::<4>().ok_or(m("truncated batch"))?;
-                    let len = u32::from_be_bytes(*len) as usize;
-                    if tail.len() < len {
-                        return Err(m("truncated batch"));
-                    }
-                    let (value, tail) = tail.split_at(len);
-                    *slot = value;
-                    rest = tail;
-                }
-                out.push(Entry::from_values(node, v)?);
-            }
-            return Ok(out);
+            return Entry::from_batch(n, body, h, secret);
         }
         Entry::from_single(fields, secret).map(|e| vec![e])
+    }
+
+    /// Parses and verifies a batch: the claimed node id, the body and its signature (hex), as
+    /// a stream entry's fields or a direct push carry them.
+    pub fn from_batch(n: &[u8], body: &[u8], h: &[u8], secret: &[u8]) -> Result<Vec<Entry>, EntryError> {
+        let m = EntryError::Malformed;
+        let node = std::str::from_utf8(n).map_err(|_| m("field is not UTF-8"))?;
+        let mac = sign(secret, [n, body]);
+        if !ct_eq(hex(&mac).as_bytes(), h) {
+            return Err(EntryError::BadSignature(node.chars().take(64).collect()));
+        }
+        let mut out = Vec::new();
+        let mut rest = body;
+        while !rest.is_empty() {
+            if out.len() >= MAX_BATCH {
+                return Err(m("too many frames in a batch"));
+            }
+            let mut v: [&[u8]; 11] = [&[]; 11];
+            for slot in v.iter_mut() {
+                let (len, tail) = rest.split_first_chunk::<4>().ok_or(m("truncated batch"))?;
+                let len = u32::from_be_bytes(*len) as usize;
+                if tail.len() < len {
+                    return Err(m("truncated batch"));
+                }
+                let (value, tail) = tail.split_at(len);
+                *slot = value;
+                rest = tail;
+            }
+            out.push(Entry::from_values(node, v)?);
+        }
+        Ok(out)
     }
 
     /// One frame's entry (what publishers before batching wrote).

@@ -84,6 +84,10 @@ pub struct Link {
     /// Accepted node-to-node connections not yet handed to a worker or refused.
     serving: std::sync::atomic::AtomicUsize,
     pub(super) log_limit: LogLimit,
+    /// Where verified pushes of other nodes' adapter frames go (the bridge).
+    direct: std::sync::OnceLock<Arc<dyn super::direct::DirectSink>>,
+    /// Push connections open now (other nodes sending their adapter frames straight here).
+    pub pushes_in: AtomicU64,
 }
 
 /// At most one line per second per kind of message, with how many were left out.
@@ -147,6 +151,8 @@ impl Link {
             listener_fd: std::sync::atomic::AtomicI32::new(-1),
             serving: Default::default(),
             log_limit: Default::default(),
+            direct: Default::default(),
+            pushes_in: Default::default(),
         };
         (Arc::new(link), rx)
     }
@@ -169,6 +175,11 @@ impl Link {
                 "Cluster: no PM2_CLUSTER_LISTEN: this node forwards requests for other nodes' sessions but takes none",
             ),
         }
+    }
+
+    /// Where pushes go; set once by the bridge before [`Link::start`].
+    pub fn set_direct(&self, sink: Arc<dyn super::direct::DirectSink>) {
+        let _ = self.direct.set(sink);
     }
 
     fn fwd(&self) -> &Link {
@@ -255,6 +266,7 @@ impl Link {
             "forwarded_in": n(&f.forwarded_in),
             "failed_out": n(&f.failed_out),
             "refused_in": n(&f.refused_in),
+            "pushes_in": n(&f.pushes_in),
         })
     }
 }
@@ -922,10 +934,7 @@ async fn listen(
             Ok(Ok(fd)) => {
                 let serving = Serving::new(&b);
                 let (b, local) = (b.clone(), local.clone());
-                tokio::spawn(async move {
-                    serve(b, local, Sock::Std(std::net::TcpStream::from(fd))).await;
-                    drop(serving);
-                });
+                tokio::spawn(serve(b, local, Sock::Std(std::net::TcpStream::from(fd)), serving));
             }
             Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
             Ok(Err(e)) => {
@@ -938,7 +947,9 @@ async fn listen(
 }
 
 /// Counts an accepted node-to-node connection until its forward is handed to the worker or
-/// refused (the count is a quiet point's condition for an in-place update).
+/// refused, or it shows itself a push connection (the count is a quiet point's condition for
+/// an in-place update: a push connection lives as long as its peer, and what it carries is
+/// in the stream too).
 struct Serving(Arc<Link>);
 
 impl Serving {
@@ -1039,6 +1050,9 @@ impl Sock {
 enum ServeError {
     #[error("{0}")]
     Forward(#[from] ForwardError),
+    /// Not a forward: the peer pushes its adapter frames (the bytes after the magic).
+    #[error("a push connection")]
+    Push(Vec<u8>),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -1052,6 +1066,10 @@ async fn read_forward(b: &Link, s: &mut Sock) -> Result<(Header, Vec<u8>), Serve
     let mut buf = Vec::new();
     let mut header: Option<(Header, usize)> = None;
     loop {
+        if header.is_none() && buf.len() >= 4 && buf[..4] == super::direct::MAGIC[..] {
+            buf.drain(..4);
+            return Err(ServeError::Push(buf));
+        }
         if header.is_none() && buf.len() >= 6 {
             let mut prefix = [0u8; 6];
             prefix.copy_from_slice(&buf[..6]);
@@ -1082,7 +1100,7 @@ async fn read_forward(b: &Link, s: &mut Sock) -> Result<(Header, Vec<u8>), Serve
     }
 }
 
-async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: Sock) {
+async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: Sock, serving: Serving) {
     // Rate-limited per kind, so a flood of garbage cannot hide a wrong secret.
     let refused = |s: &Sock, kind: &'static str, why: String| {
         b.fwd().refused_in.fetch_add(1, Ordering::Relaxed);
@@ -1101,6 +1119,15 @@ async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: Sock) {
         }
         Ok(Err(ServeError::Forward(e @ ForwardError::Garbage(_)))) => {
             return refused(&s, "in-garbage", e.to_string())
+        }
+        Ok(Err(ServeError::Push(rest))) => {
+            drop(serving);
+            b.pushes_in.fetch_add(1, Ordering::Relaxed);
+            if let Err(why) = serve_push(&b, &mut s, rest).await {
+                refused(&s, "push", why);
+            }
+            b.pushes_in.fetch_sub(1, Ordering::Relaxed);
+            return;
         }
         Ok(Err(e)) => return refused(&s, "in-other", e.to_string()),
         Ok(Ok(v)) => v,
@@ -1128,10 +1155,38 @@ async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: Sock) {
     }
     b.fwd().forwarded_in.fetch_add(1, Ordering::Relaxed);
     let Some(fd) = s.into_fd() else { return };
+    drop(serving);
     let msg = Value::object([("type", Value::from("sticky:connection")), ("data", Value::buffer(data))]);
     // Acked: the worker owns the connection, our copy closes here. Anything else (the worker
     // is gone): closing the connection ends the client's request, and its client retries.
     let _outcome: HandleOutcome = tx.send_handle(&msg, HandleType::NetSocket, fd).await;
+}
+
+/// A push connection: frames of verified batches to the bridge until the peer closes it. A
+/// malformed frame or a bad signature ends this connection only (the reason is returned).
+async fn serve_push(b: &Link, s: &mut Sock, mut buf: Vec<u8>) -> Result<(), String> {
+    use super::direct::{split, PushError};
+    let Some(sink) = b.direct.get().cloned() else { return Err("this node takes no pushes".into()) };
+    loop {
+        let mut used = 0;
+        loop {
+            let f = match split(&buf[used..]) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e @ (PushError::TooLarge(_) | PushError::Malformed(_))) => return Err(e.to_string()),
+            };
+            let entries = super::entry::Entry::from_batch(f.node, f.body, f.mac, &b.cfg.secret)
+                .map_err(|e| format!("push: {e}"))?;
+            used += f.used;
+            sink.deliver(entries);
+        }
+        buf.drain(..used);
+        match s.read_more(&mut buf, 64 << 10).await {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 //! - [`resp`], [`conn`]: a minimal Redis client (pure codec, thin connection, back-off).
 //! - [`entry`]: the signed stream entry; [`peers`]: what we know of the other nodes (pure);
 //!   [`outbox`]: the publisher's bounded queues (pure).
+//! - [`direct`]: each batch is also pushed straight to the peers' node-to-node listeners;
+//!   Redis stays the ordered log, a push only arrives sooner (and while Redis is away).
 //! - [`sids`] (who owns a session, pure), [`forward`] (the node-to-node header, pure) and
 //!   [`link`] (the session book, the forwarding and the node-to-node listener): any node
 //!   takes any request.
@@ -27,6 +29,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod direct;
 pub mod entry;
 pub mod forward;
 pub mod link;
@@ -75,6 +78,12 @@ const READ_BLOCK: Duration = Duration::from_millis(500);
 
 fn heartbeat_key(node: &str) -> String {
     format!("corral:node:{node}")
+}
+
+/// Where a node with a node-to-node listener takes pushes (and forwards), refreshed with its
+/// heartbeat key: [`direct::addr_value`].
+fn addr_key(node: &str) -> String {
+    format!("corral:addr:{node}")
 }
 
 /// What an in-place update (`pm2 update`) carries from one image's bridge to the next, so
@@ -139,6 +148,8 @@ pub struct Status {
     /// Entries refused: bad signature or malformed.
     pub refused: u64,
     pub replayed: u64,
+    /// Entries delivered by a push, before the stream brought them.
+    pub direct: u64,
 }
 
 pub struct Bridge {
@@ -147,7 +158,8 @@ pub struct Bridge {
     redis: conn::Target,
     incarnation: String,
     out: mpsc::UnboundedSender<Outgoing>,
-    /// Frames queued to the publisher and not yet taken: bounds the unbounded channel.
+    /// Frames queued to the sequencer and the publisher and not yet taken by the publisher:
+    /// bounds the unbounded channels.
     queued: std::sync::atomic::AtomicUsize,
     /// Entries taken by the publisher and not yet acknowledged by Redis.
     unacked: std::sync::atomic::AtomicUsize,
@@ -155,6 +167,14 @@ pub struct Bridge {
     next_seq: std::sync::atomic::AtomicU64,
     last_id: Mutex<Option<String>>,
     peers: Mutex<Peers>,
+    /// Held while entries are delivered, from the stream or from a push: the check against
+    /// the peer's next sequence number and the queueing to the workers happen as one step,
+    /// so the two paths cannot reorder a sender's frames.
+    deliver_lock: Mutex<()>,
+    /// Peers that take pushes: node -> (incarnation, address), from their `addr_key`s, and a
+    /// counter the publisher compares to know when to look again.
+    peer_addrs: Mutex<std::collections::BTreeMap<String, (String, String)>>,
+    addrs_gen: std::sync::atomic::AtomicU64,
     status: Mutex<Status>,
     /// Any node takes any request: session records, forwarding, the node-to-node listener.
     link: Arc<link::Link>,
@@ -179,9 +199,13 @@ impl Bridge {
             .and_then(|v| Peers::resume(v, &cfg.node_id, &incarnation))
             .unwrap_or_else(|| Peers::new(&cfg.node_id, &incarnation));
         let (tx, rx) = mpsc::unbounded_channel();
+        let (to_redis, from_sequencer) = mpsc::unbounded_channel();
         let (link, sid_rx) = link::Link::new(cfg.clone(), redis.clone());
         let bridge = Arc::new(Bridge {
             peers: Mutex::new(peers),
+            deliver_lock: Mutex::new(()),
+            peer_addrs: Mutex::default(),
+            addrs_gen: Default::default(),
             link,
             cfg,
             redis,
@@ -205,7 +229,9 @@ impl Bridge {
                 bridge.cfg.node_id, bridge.cfg.redis
             )),
         }
-        tokio::spawn(publisher(bridge.clone(), rx));
+        tokio::spawn(sequencer(bridge.clone(), rx, to_redis));
+        tokio::spawn(publisher(bridge.clone(), from_sequencer));
+        bridge.link.set_direct(Arc::new(DirectIn { bridge: Arc::downgrade(&bridge), local: local.clone() }));
         bridge.link.start(sid_rx, local.clone(), resume.as_ref().and_then(|r| r.listen_fd));
         tokio::spawn(reader(bridge.clone(), local));
         Ok(bridge)
@@ -275,6 +301,7 @@ impl Bridge {
             "duplicates": st.duplicates,
             "refused": st.refused,
             "replayed": st.replayed,
+            "direct": st.direct,
             "forwarding": self.link.status_json(),
         })
     }
@@ -404,9 +431,48 @@ pub fn random_u32() -> u32 {
 // ---------------------------------------------------------------------------------------
 // Publisher
 
-async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+/// Numbers the local workers' frames (one sequence per node: each sender's order is the
+/// order of its frames here), pushes them to the peers that take pushes and hands them to
+/// the publisher. A task of its own, so that a publisher waiting on Redis (a reconnect, a
+/// slow reply) never holds back the pushes.
+async fn sequencer(
+    b: Arc<Bridge>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    to_redis: mpsc::UnboundedSender<Vec<Entry>>,
+) {
     let me = b.cfg.node_id.clone();
     let mut seq: u64 = b.next_seq.load(std::sync::atomic::Ordering::Acquire);
+    let mut pushers = direct::Pushers::default();
+    let mut addrs_seen = 0u64;
+    let mut buf = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut buf, BATCH).await > 0 {
+        let mut fresh = Vec::with_capacity(buf.len());
+        for o in buf.drain(..) {
+            fresh.push(Entry {
+                node: me.clone(),
+                incarnation: b.incarnation.clone(),
+                seq,
+                group: o.group,
+                sender: o.sender,
+                kind: o.kind,
+                uid: o.uid,
+                nsp: o.nsp,
+                requester: o.requester,
+                to: o.to,
+                json: o.json,
+                frame: o.frame,
+            });
+            seq += 1;
+        }
+        b.next_seq.store(seq, std::sync::atomic::Ordering::Release);
+        push_direct(&b, &mut pushers, &mut addrs_seen, &fresh);
+        if to_redis.send(fresh).is_err() {
+            return;
+        }
+    }
+}
+
+async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Vec<Entry>>) {
     let mut outbox = Outbox::new(outbox::Limits::default());
     let mut backoff = Backoff::default();
     let mut conn: Option<Conn> = None;
@@ -414,7 +480,8 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut buf = Vec::with_capacity(BATCH);
+    let mut buf: Vec<Vec<Entry>> = Vec::with_capacity(BATCH);
+    let me = b.cfg.node_id.clone();
     let mut last_beat = Instant::now();
     let mut outage_logged = false;
     loop {
@@ -435,30 +502,15 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
             _ = beat.tick() => beat_due = true,
             _ = retry => {}
         }
-        // Counted in `unacked` (below) before they leave `queued`, so `unpublished` never
-        // misses them in between.
-        let taken = buf.len();
+        // Counted in `unacked` (below) before they leave `queued` (which covers the
+        // sequencer too), so `unpublished` never misses them in between.
         let now = Instant::now();
         let mut dropped = 0;
-        for o in buf.drain(..) {
-            let entry = Entry {
-                node: me.clone(),
-                incarnation: b.incarnation.clone(),
-                seq,
-                group: o.group,
-                sender: o.sender,
-                kind: o.kind,
-                uid: o.uid,
-                nsp: o.nsp,
-                requester: o.requester,
-                to: o.to,
-                json: o.json,
-                frame: o.frame,
-            };
-            seq += 1;
+        let mut taken = 0;
+        for entry in buf.drain(..).flatten() {
+            taken += 1;
             dropped += outbox.push(entry, now);
         }
-        b.next_seq.store(seq, std::sync::atomic::Ordering::Release);
         dropped += outbox.expire(now);
         b.unacked.store(outbox.pending(), std::sync::atomic::Ordering::Release);
         b.queued.fetch_sub(taken, std::sync::atomic::Ordering::Relaxed);
@@ -593,13 +645,61 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     }
 }
 
-/// Refreshes this node's heartbeat key.
+/// Refreshes this node's heartbeat key and, with a node-to-node listener, its address key.
 async fn heartbeat(b: &Bridge, c: &mut Conn) -> Result<(), conn::ConnError> {
-    let key = heartbeat_key(&b.cfg.node_id);
-    let ttl = HEARTBEAT_TTL.as_millis().to_string();
-    match c.cmd(&["SET", key.as_str(), b.incarnation.as_str(), "PX", ttl.as_str()]).await? {
-        Reply::Error(msg) => Err(conn::ConnError::Refused { cmd: "SET".into(), msg }),
-        _ => Ok(()),
+    let ttl = HEARTBEAT_TTL.as_millis().to_string().into_bytes();
+    let node = &b.cfg.node_id;
+    let set = |k: String, v: String| {
+        vec![b"SET".to_vec(), k.into_bytes(), v.into_bytes(), b"PX".to_vec(), ttl.clone()]
+    };
+    let mut cmds = vec![set(heartbeat_key(node), b.incarnation.clone())];
+    if let Some(addr) = &b.cfg.advertise {
+        cmds.push(set(addr_key(node), direct::addr_value(&b.cfg.secret, node, &b.incarnation, addr)));
+    }
+    for r in c.pipeline(&cmds).await? {
+        if let Reply::Error(msg) = r {
+            return Err(conn::ConnError::Refused { cmd: "SET".into(), msg });
+        }
+    }
+    Ok(())
+}
+
+/// Pushes freshly numbered entries to every peer that takes pushes, batched as the stream
+/// entries are (one signature per batch).
+fn push_direct(b: &Bridge, pushers: &mut direct::Pushers, seen: &mut u64, fresh: &[Entry]) {
+    use std::sync::atomic::Ordering;
+    let me = b.cfg.node_id.as_str();
+    let gen = b.addrs_gen.load(Ordering::Acquire);
+    if gen != *seen {
+        *seen = gen;
+        let want = b.peer_addrs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        pushers.sync(me, &want);
+    }
+    if pushers.is_empty() {
+        return;
+    }
+    let send = |group: &[&Entry]| {
+        let body = Entry::batch_body(group);
+        let mac = Entry::batch_mac(me, &body, &b.cfg.secret);
+        let frame = direct::encode(me, &body, &mac);
+        // A batch too big to push goes through Redis alone.
+        if frame.len() <= direct::MAX_FRAME {
+            pushers.push(Arc::new(frame));
+        }
+    };
+    let mut group: Vec<&Entry> = Vec::new();
+    let mut bytes = 0usize;
+    for e in fresh {
+        if !group.is_empty() && bytes + e.frame.len() > entry::BATCH_BYTES {
+            send(&group);
+            group.clear();
+            bytes = 0;
+        }
+        bytes += e.frame.len();
+        group.push(e);
+    }
+    if !group.is_empty() {
+        send(&group);
     }
 }
 
@@ -690,10 +790,9 @@ async fn reader(b: Arc<Bridge>, local: Arc<dyn LocalWorkers>) {
             local.flush();
             if last_check.elapsed() >= CHECK_EVERY {
                 last_check = Instant::now();
-                if connected_at.elapsed() >= GRACE_AFTER_CONNECT {
-                    if let Err(e) = check_peers(&b, &*local, &mut c).await {
-                        break e;
-                    }
+                let judge = connected_at.elapsed() >= GRACE_AFTER_CONNECT;
+                if let Err(e) = check_peers(&b, &*local, &mut c, judge).await {
+                    break e;
                 }
             }
         };
@@ -708,6 +807,7 @@ async fn reader(b: Arc<Bridge>, local: Arc<dyn LocalWorkers>) {
 fn deliver(b: &Bridge, local: &dyn LocalWorkers, reply: &Reply, warned: &mut u64) -> Option<String> {
     // [[stream, [[id, [field, value, ...]], ...]]]
     let streams = reply.as_array()?;
+    let _one_at_a_time = b.deliver_lock.lock().unwrap_or_else(|p| p.into_inner());
     let mut last = None;
     for s in streams {
         let Some([_, entries]) =
@@ -760,7 +860,12 @@ fn deliver_one(b: &Bridge, local: &dyn LocalWorkers, entry: &Entry) {
     if !known && b.peers_mut().is_known(&entry.node) {
         dlog::log(&format!("Cluster: node {} joined", entry.node));
     }
-    send_closes(local, &closes);
+    apply(b, local, entry, verdict, &closes);
+}
+
+/// Carries out what the peers' state said of one entry (from the stream or a push).
+fn apply(b: &Bridge, local: &dyn LocalWorkers, entry: &Entry, verdict: Verdict, closes: &[Close]) {
+    send_closes(local, closes);
     let lost = match verdict {
         Verdict::Skip => {
             if entry.node != b.cfg.node_id {
@@ -768,6 +873,7 @@ fn deliver_one(b: &Bridge, local: &dyn LocalWorkers, entry: &Entry) {
             }
             return;
         }
+        Verdict::Echo => return,
         Verdict::NotForUs { lost } => lost,
         Verdict::Deliver { lost } => {
             local.inject(&entry.group, entry.kind, entry.requester.as_deref(), entry.json, &entry.frame);
@@ -784,22 +890,70 @@ fn deliver_one(b: &Bridge, local: &dyn LocalWorkers, entry: &Entry) {
     }
 }
 
+/// Where the node-to-node listener delivers verified pushes.
+struct DirectIn {
+    bridge: std::sync::Weak<Bridge>,
+    local: Arc<dyn LocalWorkers>,
+}
+
+impl direct::DirectSink for DirectIn {
+    fn deliver(&self, entries: Vec<Entry>) {
+        let Some(b) = self.bridge.upgrade() else { return };
+        {
+            let _one_at_a_time = b.deliver_lock.lock().unwrap_or_else(|p| p.into_inner());
+            for e in &entries {
+                let Some((verdict, closes)) = b.peers_mut().on_direct(e) else { continue };
+                if matches!(verdict, Verdict::Deliver { .. }) {
+                    b.status_mut().direct += 1;
+                }
+                apply(&b, &*self.local, e, verdict, &closes);
+            }
+        }
+        self.local.flush();
+    }
+}
+
 fn send_closes(local: &dyn LocalWorkers, closes: &[Close]) {
     for c in closes {
         local.close_remote(&c.group, &c.uid, &c.nsp);
     }
 }
 
-/// Reads every known peer's heartbeat key; a missing or changed one means that peer died.
-async fn check_peers(b: &Bridge, local: &dyn LocalWorkers, c: &mut Conn) -> Result<(), conn::ConnError> {
+/// Reads every known peer's heartbeat and address keys: the addresses of the peers that take
+/// pushes and, once `judge` (the grace after a reconnect is over), a missing or changed
+/// heartbeat means that peer died.
+async fn check_peers(
+    b: &Bridge,
+    local: &dyn LocalWorkers,
+    c: &mut Conn,
+    judge: bool,
+) -> Result<(), conn::ConnError> {
     let nodes = b.peers_mut().nodes();
-    if nodes.is_empty() {
+    let get = |k: String| vec![b"GET".to_vec(), k.into_bytes()];
+    let mut cmds: Vec<Vec<Vec<u8>>> = nodes.iter().map(|n| get(heartbeat_key(n))).collect();
+    cmds.extend(nodes.iter().map(|n| get(addr_key(n))));
+    let replies = if nodes.is_empty() { Vec::new() } else { c.pipeline(&cmds).await? };
+    let (beats, addrs) = replies.split_at(nodes.len().min(replies.len()));
+    let mut want = std::collections::BTreeMap::new();
+    for ((node, beat), addr) in nodes.iter().zip(beats).zip(addrs) {
+        let Some(inc) = beat.as_str() else { continue };
+        if let Some((ainc, a)) = addr.as_bytes().and_then(|v| direct::parse_addr(&b.cfg.secret, node, v)) {
+            if ainc == inc {
+                want.insert(node.clone(), (ainc, a));
+            }
+        }
+    }
+    {
+        let mut cur = b.peer_addrs.lock().unwrap_or_else(|p| p.into_inner());
+        if *cur != want {
+            *cur = want;
+            b.addrs_gen.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+    if !judge {
         return Ok(());
     }
-    let cmds: Vec<Vec<Vec<u8>>> =
-        nodes.iter().map(|n| vec![b"GET".to_vec(), heartbeat_key(n).into_bytes()]).collect();
-    let replies = c.pipeline(&cmds).await?;
-    for (node, r) in nodes.iter().zip(replies) {
+    for (node, r) in nodes.iter().zip(beats) {
         let current = r.as_str().map(str::to_owned);
         let dead = b.peers_mut().on_heartbeat(node, current.as_deref());
         if let Some(closes) = dead {

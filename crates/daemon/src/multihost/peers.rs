@@ -38,6 +38,12 @@ pub struct Peer {
     pub entries: u64,
     pub lost: u64,
     pub duplicates: u64,
+    /// Entries delivered by a push (the direct path) and the sequence number after the last
+    /// of them: the stream's copies below it are echoes, not duplicates.
+    #[serde(default)]
+    pub direct: u64,
+    #[serde(default)]
+    direct_upto: u64,
 }
 
 /// What to do with one entry.
@@ -45,6 +51,8 @@ pub struct Peer {
 pub enum Verdict {
     /// Our own entry, or one we already delivered.
     Skip,
+    /// The stream's copy of an entry a push delivered already.
+    Echo,
     /// Deliver to the local workers (`lost`: entries of this peer missing right before it).
     Deliver { lost: u64 },
     /// Addressed to another node; tracked, not delivered.
@@ -87,6 +95,23 @@ impl Peers {
         self.peers.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// A pushed entry (already verified): taken only when it is exactly the next one of the
+    /// peer's incarnation this node knows from the stream; `None` leaves it to the stream (a
+    /// gap after a dropped push, a peer or incarnation not read from the stream yet), which
+    /// then delivers it in its place.
+    pub fn on_direct(&mut self, e: &Entry) -> Option<(Verdict, Vec<Close>)> {
+        let p = self.peers.get(&e.node)?;
+        if p.incarnation != e.incarnation || p.next_seq != Some(e.seq) {
+            return None;
+        }
+        let r = self.on_entry(e);
+        if let Some(p) = self.peers.get_mut(&e.node) {
+            p.direct += 1;
+            p.direct_upto = e.seq.saturating_add(1);
+        }
+        Some(r)
+    }
+
     /// An entry read from the stream (already verified). The returned closes (a peer that
     /// restarted under the same id: its previous incarnation's uids) go out before the entry.
     pub fn on_entry(&mut self, e: &Entry) -> (Verdict, Vec<Close>) {
@@ -110,6 +135,9 @@ impl Peers {
         let mut lost = 0;
         match peer.next_seq {
             Some(next) if e.seq < next => {
+                if e.seq < peer.direct_upto {
+                    return (Verdict::Echo, closes);
+                }
                 peer.duplicates += 1;
                 return (Verdict::Skip, closes);
             }
@@ -224,6 +252,35 @@ mod tests {
         );
         // And its uids are closed when it dies.
         assert_eq!(q.on_heartbeat("b", None), Some(vec![close("u1", "/")]));
+    }
+
+    #[test]
+    fn a_push_is_taken_only_as_the_next_entry_and_the_streams_copy_is_an_echo() {
+        let mut p = Peers::new("a", "1");
+        // A peer never read from the stream: left to the stream.
+        assert_eq!(p.on_direct(&entry("b", "9", 10, 3, "u", "/")), None);
+        assert_eq!(p.on_entry(&entry("b", "9", 10, 3, "u", "/")).0, Verdict::Deliver { lost: 0 });
+        // The next one arrives pushed first: delivered; its stream copy is an echo.
+        assert_eq!(
+            p.on_direct(&entry("b", "9", 11, 3, "u", "/")).map(|r| r.0),
+            Some(Verdict::Deliver { lost: 0 })
+        );
+        assert_eq!(
+            p.on_direct(&entry("b", "9", 12, 3, "u", "/")).map(|r| r.0),
+            Some(Verdict::Deliver { lost: 0 })
+        );
+        // A replayed push is not the next one.
+        assert_eq!(p.on_direct(&entry("b", "9", 12, 3, "u", "/")), None);
+        assert_eq!(p.on_entry(&entry("b", "9", 11, 3, "u", "/")).0, Verdict::Echo);
+        assert_eq!(p.on_entry(&entry("b", "9", 12, 3, "u", "/")).0, Verdict::Echo);
+        // A dropped push (13): 14 waits for the stream, which brings both in order.
+        assert_eq!(p.on_direct(&entry("b", "9", 14, 3, "u", "/")), None);
+        assert_eq!(p.on_entry(&entry("b", "9", 13, 3, "u", "/")).0, Verdict::Deliver { lost: 0 });
+        assert_eq!(p.on_entry(&entry("b", "9", 14, 3, "u", "/")).0, Verdict::Deliver { lost: 0 });
+        // Another incarnation (a restart) is the stream's to introduce.
+        assert_eq!(p.on_direct(&entry("b", "new", 0, 3, "u", "/")), None);
+        let (_, peer) = p.peers().find(|(n, _)| *n == "b").unwrap();
+        assert_eq!((peer.direct, peer.duplicates, peer.lost), (2, 0, 0));
     }
 
     #[test]
