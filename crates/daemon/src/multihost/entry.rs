@@ -118,6 +118,34 @@ impl Entry {
         fields.chunks_exact(2).find(|p| p[0].as_bytes() == Some(b"n")).and_then(|p| p[1].as_bytes())
     }
 
+    /// The node, incarnation and last sequence number a batch claims, without verifying or
+    /// copying anything: a stream entry whose frames a push already delivered is skipped
+    /// before its signature is checked (skipping a forged claim is harmless; only delivery
+    /// needs the signature). `None` for a single-frame entry or a malformed batch.
+    pub fn claimed_last(fields: &[Reply]) -> Option<(&[u8], &[u8], u64)> {
+        if fields.len() != 6 || fields[0].as_bytes() != Some(b"n") || fields[2].as_bytes() != Some(b"b") {
+            return None;
+        }
+        let (node, mut rest) = (fields[1].as_bytes()?, fields[3].as_bytes()?);
+        let mut last = None;
+        while !rest.is_empty() {
+            let mut v: [&[u8]; 2] = [&[]; 2];
+            for i in 0..11 {
+                let (len, tail) = rest.split_first_chunk::<4>()?;
+                let len = u32::from_be_bytes(*len) as usize;
+                let value = tail.get(..len)?;
+                if i < 2 {
+                    v[i] = value;
+                }
+                rest = &tail[len..];
+            }
+            last = Some(v);
+        }
+        let [inc, seq] = last?;
+        let seq = std::str::from_utf8(seq).ok()?.parse().ok()?;
+        Some((node, inc, seq))
+    }
+
     /// Parses and verifies a stream entry's field/value list as XREAD returns it: a batch
     /// or a single frame.
     pub fn from_fields(fields: &[Reply], secret: &[u8]) -> Result<Vec<Entry>, EntryError> {
@@ -317,6 +345,25 @@ mod tests {
         assert_eq!(Entry::claimed_node(&fields), Some(&b"web-1"[..]));
         assert_eq!(Entry::from_fields(&fields, b"secret").unwrap(), b);
         assert_eq!(Entry::from_fields(&fields, b"other"), Err(EntryError::BadSignature("web-1".into())));
+    }
+
+    #[test]
+    fn a_batch_tells_its_last_sequence_number_unverified() {
+        let b = batch();
+        let refs: Vec<&Entry> = b.iter().collect();
+        let fields = as_replies(Entry::batch_fields("node-a", &refs, b"k"));
+        let last = b.last().unwrap();
+        assert_eq!(
+            Entry::claimed_last(&fields),
+            Some((&b"node-a"[..], last.incarnation.as_bytes(), last.seq))
+        );
+        // Truncated or single-frame: nothing claimed.
+        let mut cut = fields.clone();
+        if let Reply::Bulk(body) = &mut cut[3] {
+            body.truncate(body.len() - 1);
+        }
+        assert_eq!(Entry::claimed_last(&cut), None);
+        assert_eq!(Entry::claimed_last(&as_replies(last.to_fields(b"k"))), None);
     }
 
     #[test]

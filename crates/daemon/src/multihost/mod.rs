@@ -827,6 +827,12 @@ fn deliver(b: &Bridge, local: &dyn LocalWorkers, reply: &Reply, warned: &mut u64
                 // Ours (every node reads the whole stream): nothing to deliver or check.
                 continue;
             }
+            if let Some((node, inc, last)) = Entry::claimed_last(fields) {
+                // Every frame of it was pushed to us already.
+                if b.peers_mut().is_echo(node, inc, last) {
+                    continue;
+                }
+            }
             let entries = match Entry::from_fields(fields, &b.cfg.secret) {
                 Ok(e) => e,
                 Err(err) => {

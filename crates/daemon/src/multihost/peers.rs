@@ -95,6 +95,13 @@ impl Peers {
         self.peers.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// True when every frame up to `seq` of `node`'s incarnation `inc` was delivered by a
+    /// push already: the stream's entry is an echo (the claim need not be verified to skip).
+    pub fn is_echo(&self, node: &[u8], inc: &[u8], seq: u64) -> bool {
+        let Ok(node) = std::str::from_utf8(node) else { return false };
+        self.peers.get(node).is_some_and(|p| p.incarnation.as_bytes() == inc && seq < p.direct_upto)
+    }
+
     /// A pushed entry (already verified): taken only when it is exactly the next one of the
     /// peer's incarnation this node knows from the stream; `None` leaves it to the stream (a
     /// gap after a dropped push, a peer or incarnation not read from the stream yet), which
@@ -271,6 +278,7 @@ mod tests {
         );
         // A replayed push is not the next one.
         assert_eq!(p.on_direct(&entry("b", "9", 12, 3, "u", "/")), None);
+        assert!(p.is_echo(b"b", b"9", 12) && !p.is_echo(b"b", b"9", 13) && !p.is_echo(b"b", b"8", 12));
         assert_eq!(p.on_entry(&entry("b", "9", 11, 3, "u", "/")).0, Verdict::Echo);
         assert_eq!(p.on_entry(&entry("b", "9", 12, 3, "u", "/")).0, Verdict::Echo);
         // A dropped push (13): 14 waits for the stream, which brings both in order.
