@@ -129,17 +129,15 @@ impl Entry {
         let (node, mut rest) = (fields[1].as_bytes()?, fields[3].as_bytes()?);
         let mut last = None;
         while !rest.is_empty() {
-            let mut v: [&[u8]; 2] = [&[]; 2];
-            for i in 0..11 {
+            // Eleven values per entry: the incarnation and the sequence number first.
+            let mut v: [&[u8]; 11] = [&[]; 11];
+            for slot in v.iter_mut() {
                 let (len, tail) = rest.split_first_chunk::<4>()?;
                 let len = u32::from_be_bytes(*len) as usize;
-                let value = tail.get(..len)?;
-                if i < 2 {
-                    v[i] = value;
-                }
+                *slot = tail.get(..len)?;
                 rest = &tail[len..];
             }
-            last = Some(v);
+            last = Some([v[0], v[1]]);
         }
         let [inc, seq] = last?;
         let seq = std::str::from_utf8(seq).ok()?.parse().ok()?;
