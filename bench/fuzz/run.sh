@@ -13,7 +13,7 @@ root="$(cd "$here/../.." && pwd)"
 secs="${1:-120}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(sticky_http sticky_router frame_decoder field_reader v8_roundtrip axon_decoder redis_reply)
+[ ${#targets[@]} -gt 0 ] || targets=(sticky_http sticky_router frame_decoder field_reader v8_roundtrip axon_decoder redis_reply push_frame)
 logs="$root/bench/.work/fuzz"
 mkdir -p "$logs"
 cd "$root/fuzz"
