@@ -426,14 +426,38 @@ fn adapter_frames_go_straight_to_the_other_node_and_cross_while_redis_is_down() 
     let mut redis = Redis::start();
     let mut a = node(&redis, "dp-a", SECRET);
     let mut b = node(&redis, "dp-b", SECRET);
-    for n in [&mut a, &mut b] {
-        n.envs.push(("PM2_CLUSTER_LISTEN".into(), format!("127.0.0.1:{}", free_port())));
-    }
+    let listen_a = format!("127.0.0.1:{}", free_port());
+    a.envs.push(("PM2_CLUSTER_LISTEN".into(), listen_a.clone()));
+    b.envs.push(("PM2_CLUSTER_LISTEN".into(), format!("127.0.0.1:{}", free_port())));
     start_app(&a, 2);
     start_app(&b, 2);
     let (pa, pb) = (port_of(&a), port_of(&b));
     // B pushes to A once it has read A's entries and its address from Redis.
     wait_log(&b, "pushing adapter messages straight to node dp-a");
+
+    // A push with a made-up signature, then bytes that are no push frame: each closes its own
+    // connection, logged; the real pushes go on (below).
+    let forged = {
+        let body = b"not a batch";
+        let mut f = b"CRA1".to_vec();
+        f.extend_from_slice(&((2 + 4 + 64 + body.len()) as u32).to_be_bytes());
+        f.extend_from_slice(&4u16.to_be_bytes());
+        f.extend_from_slice(b"dp-b");
+        f.extend_from_slice(&[b'0'; 64]);
+        f.extend_from_slice(body);
+        f
+    };
+    for bytes in [forged, b"CRA1\xff\xff\xff\xffgarbage".to_vec()] {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&listen_a).expect("A's node-to-node port");
+        s.set_read_timeout(Some(T)).unwrap();
+        s.write_all(&bytes).unwrap();
+        let mut rest = Vec::new();
+        // A closes the connection without a word (a timeout here would fail the read).
+        assert_eq!(s.read_to_end(&mut rest).map(|_| rest.len()).ok(), Some(0));
+    }
+    wait_log(&a, "push: bad signature (claims node \"dp-b\"");
+    wait_log(&a, "push frame of 4294967295 bytes is larger than");
 
     let mut down_at = None;
     let mut restarted = false;

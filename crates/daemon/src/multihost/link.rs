@@ -1123,8 +1123,8 @@ async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: Sock, serving
         Ok(Err(ServeError::Push(rest))) => {
             drop(serving);
             b.pushes_in.fetch_add(1, Ordering::Relaxed);
-            if let Err(why) = serve_push(&b, &mut s, rest).await {
-                refused(&s, "push", why);
+            if let Err((kind, why)) = serve_push(&b, &mut s, rest).await {
+                refused(&s, kind, why);
             }
             b.pushes_in.fetch_sub(1, Ordering::Relaxed);
             return;
@@ -1163,20 +1163,33 @@ async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: Sock, serving
 }
 
 /// A push connection: frames of verified batches to the bridge until the peer closes it. A
-/// malformed frame or a bad signature ends this connection only (the reason is returned).
-async fn serve_push(b: &Link, s: &mut Sock, mut buf: Vec<u8>) -> Result<(), String> {
+/// malformed frame or a bad signature ends this connection only (the reason is returned, with
+/// its kind for the log's rate limit: a flood of garbage must not hide a wrong secret).
+async fn serve_push(b: &Link, s: &mut Sock, mut buf: Vec<u8>) -> Result<(), (&'static str, String)> {
     use super::direct::{split, PushError};
-    let Some(sink) = b.direct.get().cloned() else { return Err("this node takes no pushes".into()) };
+    use super::entry::EntryError;
+    let Some(sink) = b.direct.get().cloned() else {
+        return Err(("push-off", "this node takes no pushes".into()));
+    };
     loop {
         let mut used = 0;
         loop {
             let f = match split(&buf[used..]) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(e @ (PushError::TooLarge(_) | PushError::Malformed(_))) => return Err(e.to_string()),
+                Err(e @ (PushError::TooLarge(_) | PushError::Malformed(_))) => {
+                    return Err(("push-garbage", e.to_string()))
+                }
             };
-            let entries = super::entry::Entry::from_batch(f.node, f.body, f.mac, &b.cfg.secret)
-                .map_err(|e| format!("push: {e}"))?;
+            let entries =
+                super::entry::Entry::from_batch(f.node, f.body, f.mac, &b.cfg.secret).map_err(|e| {
+                    let kind = if matches!(e, EntryError::BadSignature(_)) {
+                        "push-signature"
+                    } else {
+                        "push-garbage"
+                    };
+                    (kind, format!("push: {e}"))
+                })?;
             used += f.used;
             sink.deliver(entries);
         }
@@ -1184,7 +1197,7 @@ async fn serve_push(b: &Link, s: &mut Sock, mut buf: Vec<u8>) -> Result<(), Stri
         match s.read_more(&mut buf, 64 << 10).await {
             Ok(0) => return Ok(()),
             Ok(_) => {}
-            Err(e) => return Err(format!("read failed: {e}")),
+            Err(e) => return Err(("push-read", format!("push: read failed: {e}"))),
         }
     }
 }
