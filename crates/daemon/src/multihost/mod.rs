@@ -75,6 +75,9 @@ const MAX_QUEUED: usize = 100_000;
 const BATCH: usize = 256;
 const READ_COUNT: usize = 1024;
 const READ_BLOCK: Duration = Duration::from_millis(500);
+/// How long the reader waits before its next `XREAD` when every peer pushes to this node and
+/// the last reply was only what pushes had delivered (the stream is then the fallback only).
+const ECHO_PAUSE: Duration = Duration::from_millis(10);
 
 fn heartbeat_key(node: &str) -> String {
     format!("corral:node:{node}")
@@ -783,11 +786,19 @@ async fn reader(b: Arc<Bridge>, local: Arc<dyn LocalWorkers>) {
                 Ok(r) => r,
                 Err(e) => break e,
             };
-            if let Some(id) = deliver(&b, &*local, &reply, &mut warned_refused) {
+            let (seen, quiet) = deliver(&b, &*local, &reply, &mut warned_refused);
+            if let Some(id) = seen {
                 *b.last_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
                 last_id = Some(id);
             }
             local.flush();
+            // Every peer pushes to us and the stream brought nothing a push had not: its
+            // copies (and our own entries) are read in batches, a wake-up per ECHO_PAUSE
+            // rather than one per message. A peer whose pushes stop has its entries in the
+            // next reply, which is then delivered and followed by no pause.
+            if quiet && b.cfg.listen.is_some() && b.peers_mut().all_push() {
+                tokio::time::sleep(ECHO_PAUSE).await;
+            }
             if last_check.elapsed() >= CHECK_EVERY {
                 last_check = Instant::now();
                 let judge = connected_at.elapsed() >= GRACE_AFTER_CONNECT;
@@ -803,12 +814,14 @@ async fn reader(b: Arc<Bridge>, local: Arc<dyn LocalWorkers>) {
     }
 }
 
-/// Handles one XREAD reply; returns the last entry id seen.
-fn deliver(b: &Bridge, local: &dyn LocalWorkers, reply: &Reply, warned: &mut u64) -> Option<String> {
+/// Handles one XREAD reply; returns the last entry id seen, and whether the reply had
+/// entries and none of them needed the stream (all this node's own, or pushed already).
+fn deliver(b: &Bridge, local: &dyn LocalWorkers, reply: &Reply, warned: &mut u64) -> (Option<String>, bool) {
     // [[stream, [[id, [field, value, ...]], ...]]]
-    let streams = reply.as_array()?;
+    let Some(streams) = reply.as_array() else { return (None, false) };
     let _one_at_a_time = b.deliver_lock.lock().unwrap_or_else(|p| p.into_inner());
     let mut last = None;
+    let mut needed = false;
     for s in streams {
         let Some([_, entries]) =
             s.as_array().and_then(|a| a.get(..2)).and_then(|a| <&[Reply; 2]>::try_from(a).ok())
@@ -833,6 +846,7 @@ fn deliver(b: &Bridge, local: &dyn LocalWorkers, reply: &Reply, warned: &mut u64
                     continue;
                 }
             }
+            needed = true;
             let entries = match Entry::from_fields(fields, &b.cfg.secret) {
                 Ok(e) => e,
                 Err(err) => {
@@ -855,7 +869,8 @@ fn deliver(b: &Bridge, local: &dyn LocalWorkers, reply: &Reply, warned: &mut u64
             }
         }
     }
-    last
+    let quiet = last.is_some() && !needed;
+    (last, quiet)
 }
 
 /// One frame of another node (verified): delivered, skipped or counted by what the peers'

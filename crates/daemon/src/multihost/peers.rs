@@ -95,6 +95,12 @@ impl Peers {
         self.peers.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// True when there are peers and every one of them delivered by push at least once (this
+    /// incarnation of theirs).
+    pub fn all_push(&self) -> bool {
+        !self.peers.is_empty() && self.peers.values().all(|p| p.direct > 0)
+    }
+
     /// True when every frame up to `seq` of `node`'s incarnation `inc` was delivered by a
     /// push already: the stream's entry is an echo (the claim need not be verified to skip).
     pub fn is_echo(&self, node: &[u8], inc: &[u8], seq: u64) -> bool {
@@ -289,6 +295,10 @@ mod tests {
         assert_eq!(p.on_direct(&entry("b", "new", 0, 3, "u", "/")), None);
         let (_, peer) = p.peers().find(|(n, _)| *n == "b").unwrap();
         assert_eq!((peer.direct, peer.duplicates, peer.lost), (2, 0, 0));
+        assert!(p.all_push());
+        // A peer that never pushed: the stream is its only path.
+        assert_eq!(p.on_entry(&entry("c", "1", 0, 3, "v", "/")).0, Verdict::Deliver { lost: 0 });
+        assert!(!p.all_push());
     }
 
     #[test]
