@@ -303,6 +303,38 @@ fn relay_burst(frames: usize, peers: usize, frame_len: usize) -> f64 {
     spent as f64 / frames as f64
 }
 
+/// A worker's answer to a polling request.
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+
+/// The clients of a forward measurement, a process of their own: `n` polling requests one after
+/// the other, each on a new connection to `front`, read to the end.
+fn polling_clients(n: usize, front: std::net::SocketAddr) -> Peer {
+    Peer::spawn(move || {
+        let mut sink = [0u8; 512];
+        for _ in 0..n {
+            let mut s = TcpStream::connect(front).unwrap_or_else(|_| die("connect"));
+            s.write_all(HEAD).unwrap_or_else(|_| die("write head"));
+            while let Ok(k) = s.read(&mut sink) {
+                if k == 0 {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+/// accept4 on a blocking listener.
+fn accept_client(lfd: RawFd) -> TcpStream {
+    // SAFETY: accept4 with null address out-params.
+    let c = unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+    if c < 0 {
+        die("accept4");
+    }
+    // SAFETY: c is a fresh fd we own.
+    TcpStream::from(unsafe { OwnedFd::from_raw_fd(c) })
+}
+
 /// A forwarded polling request, as the forwarding node relays it to the owner node: accept4 +
 /// read of the request, socket + connect to the owner + one write of the forward, read of the
 /// owner's answer with the response (one wake-up), write of the response to the client, read
@@ -312,7 +344,8 @@ fn relay_burst(frames: usize, peers: usize, frame_len: usize) -> f64 {
 /// thread pays what the forwarding daemon pays there: loopback delivery into the other
 /// sockets included. Returns forwarding-thread ns per request.
 fn forward(n: usize) -> f64 {
-    const RESPONSE: &[u8] =
+    // The owner's 4-byte answer travels in front of the worker's response.
+    const ANSWERED: &[u8] =
         b"FWOKHTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
     let front = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|_| die("bind"));
     let front_addr = front.local_addr().unwrap_or_else(|_| die("local_addr"));
@@ -323,22 +356,11 @@ fn forward(n: usize) -> f64 {
         for _ in 0..n {
             let (mut c, _) = owner_l.accept().unwrap_or_else(|_| die("owner accept"));
             let _ = c.read(&mut buf);
-            let _ = c.write_all(RESPONSE);
+            let _ = c.write_all(ANSWERED);
             // The worker closes after its response (`Connection: close`).
         }
     });
-    let clients = Peer::spawn(move || {
-        let mut sink = [0u8; 512];
-        for _ in 0..n {
-            let mut s = TcpStream::connect(front_addr).unwrap_or_else(|_| die("connect"));
-            s.write_all(HEAD).unwrap_or_else(|_| die("write head"));
-            while let Ok(k) = s.read(&mut sink) {
-                if k == 0 {
-                    break;
-                }
-            }
-        }
-    });
+    let clients = polling_clients(n, front_addr);
     let lfd = front.as_raw_fd();
     let mut head = vec![0u8; 16 * 1024];
     // The signed header the forwarding node puts in front of the request.
@@ -346,13 +368,7 @@ fn forward(n: usize) -> f64 {
     let mut buf = vec![0u8; 16 * 1024];
     let t0 = thread_cpu_ns();
     for _ in 0..n {
-        // SAFETY: accept4 with null address out-params.
-        let c = unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
-        if c < 0 {
-            die("accept4");
-        }
-        // SAFETY: c is a fresh fd we own.
-        let client = TcpStream::from(unsafe { OwnedFd::from_raw_fd(c) });
+        let client = accept_client(lfd);
         let r = (&client).read(&mut head).unwrap_or_else(|_| die("read head"));
         frame.truncate(190);
         frame.extend_from_slice(&head[..r]);
@@ -385,8 +401,6 @@ fn forward(n: usize) -> f64 {
 /// Any forward relays the response (the client's TCP connection cannot move to another host),
 /// so no design's forwarding side costs less than this. Returns forwarding-thread ns per request.
 fn forward_link(n: usize) -> f64 {
-    const RESPONSE: &[u8] =
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
     let front = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|_| die("bind"));
     let front_addr = front.local_addr().unwrap_or_else(|_| die("local_addr"));
     let owner_l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|_| die("bind"));
@@ -403,18 +417,7 @@ fn forward_link(n: usize) -> f64 {
             let _ = link.write_all(RESPONSE);
         }
     });
-    let clients = Peer::spawn(move || {
-        let mut sink = [0u8; 512];
-        for _ in 0..n {
-            let mut s = TcpStream::connect(front_addr).unwrap_or_else(|_| die("connect"));
-            s.write_all(HEAD).unwrap_or_else(|_| die("write head"));
-            while let Ok(k) = s.read(&mut sink) {
-                if k == 0 {
-                    break;
-                }
-            }
-        }
-    });
+    let clients = polling_clients(n, front_addr);
     let link = TcpStream::connect(owner_addr).unwrap_or_else(|_| die("connect owner"));
     let _ = link.set_nodelay(true);
     let lfd = front.as_raw_fd();
@@ -424,13 +427,7 @@ fn forward_link(n: usize) -> f64 {
     let mut buf = vec![0u8; 16 * 1024];
     let t0 = thread_cpu_ns();
     for _ in 0..n {
-        // SAFETY: accept4 with null address out-params.
-        let c = unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
-        if c < 0 {
-            die("accept4");
-        }
-        // SAFETY: c is a fresh fd we own.
-        let client = TcpStream::from(unsafe { OwnedFd::from_raw_fd(c) });
+        let client = accept_client(lfd);
         let r = (&client).read(&mut head).unwrap_or_else(|_| die("read head"));
         frame.truncate(8);
         frame.extend_from_slice(&head[..r]);
@@ -460,8 +457,6 @@ fn forward_link(n: usize) -> f64 {
 /// of the response from the pair, write of it on the link, close of the pair. Returns
 /// owner-thread ns per request.
 fn owner_mux(n: usize) -> f64 {
-    const RESPONSE: &[u8] =
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
     let (channel, worker_end) = UnixStream::pair().unwrap_or_else(|_| die("socketpair"));
     let worker = Peer::spawn(move || {
         let mut buf = vec![0u8; 16 * 1024];
