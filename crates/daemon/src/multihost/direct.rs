@@ -26,6 +26,7 @@ use super::conn::Backoff;
 use super::entry::{ct_eq, hex, sign};
 use crate::dlog;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -37,9 +38,10 @@ pub const MAGIC: &[u8; 4] = b"CRA1";
 pub const MAX_FRAME: usize = 8 << 20;
 const MAX_NODE: usize = 256;
 const MAC_HEX: usize = 64;
-/// Frames queued per peer while its connection is busy or down; past this they are dropped
-/// (the stream carries them).
+/// Frames, and bytes, queued per peer while its connection is busy or down; past either they
+/// are dropped (the stream carries them).
 const QUEUE: usize = 1024;
+const QUEUE_BYTES: usize = 8 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -138,6 +140,8 @@ struct PushTo {
     incarnation: String,
     addr: String,
     tx: mpsc::Sender<Arc<Vec<u8>>>,
+    /// Bytes queued and not yet written (shared with the connection's task).
+    queued: Arc<AtomicUsize>,
 }
 
 impl Pushers {
@@ -153,8 +157,10 @@ impl Pushers {
                 continue;
             }
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(push_to(node.clone(), addr.clone(), rx));
-            self.peers.insert(node.clone(), PushTo { incarnation: inc.clone(), addr: addr.clone(), tx });
+            let queued = Arc::new(AtomicUsize::new(0));
+            tokio::spawn(push_to(node.clone(), addr.clone(), rx, queued.clone()));
+            self.peers
+                .insert(node.clone(), PushTo { incarnation: inc.clone(), addr: addr.clone(), tx, queued });
         }
     }
 
@@ -164,15 +170,25 @@ impl Pushers {
 
     /// Queues one frame for every peer; a full queue drops it (the stream carries it).
     pub fn push(&self, frame: Arc<Vec<u8>>) {
+        let len = frame.len();
         for p in self.peers.values() {
-            let _ = p.tx.try_send(frame.clone());
+            if p.queued.load(Ordering::Acquire) + len > QUEUE_BYTES {
+                continue;
+            }
+            p.queued.fetch_add(len, Ordering::AcqRel);
+            if p.tx.try_send(frame.clone()).is_err() {
+                p.queued.fetch_sub(len, Ordering::AcqRel);
+            }
         }
     }
 }
 
 /// Keeps one connection to `node` at `addr` and writes what is queued, several frames per
 /// write when they queue up. Frames that cannot be sent are dropped: the stream has them.
-async fn push_to(node: String, addr: String, mut rx: mpsc::Receiver<Arc<Vec<u8>>>) {
+async fn push_to(node: String, addr: String, mut rx: mpsc::Receiver<Arc<Vec<u8>>>, queued: Arc<AtomicUsize>) {
+    let taken = |f: &Arc<Vec<u8>>| {
+        queued.fetch_sub(f.len(), Ordering::AcqRel);
+    };
     let mut backoff = Backoff::default();
     let mut logged_down = false;
     let mut batch = Vec::new();
@@ -198,7 +214,10 @@ async fn push_to(node: String, addr: String, mut rx: mpsc::Receiver<Arc<Vec<u8>>
                 loop {
                     tokio::select! {
                         _ = &mut wait => break,
-                        f = rx.recv() => if f.is_none() { return },
+                        f = rx.recv() => match f {
+                            Some(f) => taken(&f),
+                            None => return,
+                        },
                     }
                 }
                 continue;
@@ -218,12 +237,17 @@ async fn push_to(node: String, addr: String, mut rx: mpsc::Receiver<Arc<Vec<u8>>
             buf.clear();
             for f in batch.drain(..) {
                 buf.extend_from_slice(&f);
+                taken(&f);
             }
             if let Err(e) = s.write_all(&buf).await {
                 dlog::warn(&format!(
                     "Cluster: the push connection to node {node} at {addr} failed: {e}; reconnecting"
                 ));
                 break;
+            }
+            // A burst's buffer is not kept for a quiet connection.
+            if buf.capacity() > 1 << 20 {
+                buf = Vec::new();
             }
         }
     }
@@ -265,6 +289,27 @@ mod tests {
                 (0..(seed % 97)).map(|i| (seed.wrapping_mul(2654435761) >> (i % 24)) as u8).collect();
             let _ = split(&bytes);
         }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_holds_a_bounded_queue() {
+        // A listener that accepts and never reads: the kernel buffers fill, then the queue.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let mut pushers = Pushers::default();
+        let want = BTreeMap::from([("b".to_string(), ("i".to_string(), addr))]);
+        pushers.sync("a", &want);
+        let frame = Arc::new(vec![7u8; 256 << 10]);
+        for _ in 0..400 {
+            pushers.push(frame.clone());
+            tokio::task::yield_now().await;
+        }
+        let p = &pushers.peers["b"];
+        assert!(p.queued.load(Ordering::Acquire) <= QUEUE_BYTES, "{}", p.queued.load(Ordering::Acquire));
+        // Gone from the wanted set: its connection task ends with its queue.
+        pushers.sync("a", &BTreeMap::new());
+        assert!(pushers.is_empty());
+        drop(l);
     }
 
     #[test]
