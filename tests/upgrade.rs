@@ -293,7 +293,13 @@ fn update_during_a_reload_waits_for_it() {
         pm2.cmd(&["reload", "web"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("reload");
     let r = pm2.run(&["update"]);
     let reload = reload.wait_with_output().expect("reload");
-    assert!(reload.status.success(), "{}", String::from_utf8_lossy(&reload.stderr));
+    assert!(
+        reload.status.success(),
+        "{}\nupdate: {}\n--- pm2.log:\n{}",
+        String::from_utf8_lossy(&reload.stderr),
+        r.all(),
+        pm2.daemon_log()
+    );
     r.ok();
     let res = load.finish(T);
     assert_eq!(res["failed"], 0, "{res}");

@@ -228,29 +228,33 @@ async fn quiesce(shared: &SharedRef) -> Result<(), String> {
         let busy = loop {
             tokio::time::sleep(Duration::from_millis(1)).await;
             match shared.cluster.export_handover() {
-                Ok(_) if unsettled(shared, false).is_none() => {
-                    let (n, _) = conns::control_connections();
-                    if n > 0 {
-                        dlog::log(&format!(
-                            "In-place update: {n} control connections still waiting for an answer are closed"
-                        ));
+                // Checked again with the control connections, as above: a request read since
+                // the check above (a reload whose process is not marked busy yet) would
+                // otherwise be cut with its connection and lost with this image. It may need
+                // the worker channels, so they resume and the wait starts over.
+                Ok(_) => match unsettled(shared, start.elapsed() < CONN_LIMIT) {
+                    None => {
+                        let (n, _) = conns::control_connections();
+                        if n > 0 {
+                            dlog::log(&format!(
+                                "In-place update: {n} control connections still waiting for an answer are closed"
+                            ));
+                        }
+                        return Ok(());
                     }
-                    return Ok(());
+                    Some(w) => break w,
+                },
+                Err(w) if Instant::now() >= channel_deadline => {
+                    break format!("{w} (not at a frame boundary within {CHANNEL_LIMIT:?})")
                 }
-                Ok(_) => {}
-                Err(w) if Instant::now() >= channel_deadline => break w,
                 Err(_) => {}
             }
         };
         if Instant::now() + CHANNEL_LIMIT >= deadline {
-            return Err(format!(
-                "a worker channel did not reach a frame boundary ({attempts} attempts): {busy}"
-            ));
+            return Err(format!("not quiet with the worker channels paused ({attempts} attempts): {busy}"));
         }
         shared.cluster.resume_channels();
-        dlog::log(&format!(
-            "In-place update: {busy} (not at a frame boundary within {CHANNEL_LIMIT:?}); trying again"
-        ));
+        dlog::log(&format!("In-place update: {busy}; trying again"));
     }
 }
 
