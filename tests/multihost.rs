@@ -568,8 +568,12 @@ fn an_in_place_update_of_a_node_is_invisible_to_the_cluster() {
 #[test]
 fn nodes_started_by_pm2_runtime_and_by_resurrect_join_the_cluster() {
     let redis = Redis::start();
-    let a = node(&redis, "rt-a", SECRET);
-    let b = node(&redis, "rt-b", SECRET);
+    let mut a = node(&redis, "rt-a", SECRET);
+    let mut b = node(&redis, "rt-b", SECRET);
+    // Both take pushes: the direct path too must come back whichever way a daemon started.
+    for n in [&mut a, &mut b] {
+        n.envs.push(("PM2_CLUSTER_LISTEN".into(), format!("127.0.0.1:{}", free_port())));
+    }
     start_app(&a, 2);
     // B's environment (PM2_HOME, PM2_PORT, the cluster settings), as its CLI gets it.
     let env = b.cmd(&[]);
@@ -599,12 +603,23 @@ fn nodes_started_by_pm2_runtime_and_by_resurrect_join_the_cluster() {
     a.run(&["kill"]).ok();
     let v = multi(&["count".into(), pb.to_string(), "0".into(), "2".into()]);
     assert_ok(&v, &a, &b);
+    // What A's first daemon pushed to B (nothing more comes while A is down).
+    let pushed_to_b = pushed_in(&b);
     a.run(&["resurrect"]).ok();
     a.wait_for("resurrected workers online", T, |l| {
         l.iter().filter(|p| p["name"] == "chat" && status(p) == "online").count() == 2
     });
     let v = multi(&["cluster".into(), pa.to_string(), pb.to_string(), "4".into()]);
     assert_ok(&v, &a, &b);
+    // Adapter messages go straight both ways again: the resurrected daemon (a new incarnation,
+    // its counters from zero) gets pushes from pm2-runtime's, and pushes to it.
+    for (to, before, name) in [(&a, 0, "A"), (&b, pushed_to_b, "B")] {
+        let deadline = Instant::now() + T;
+        while pushed_in(to) <= before {
+            assert!(Instant::now() < deadline, "nothing pushed to {name}:\n{}", to.daemon_log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 
     // SAFETY: plain kill of our child.
     unsafe { libc::kill(runtime.id() as i32, libc::SIGTERM) };
