@@ -35,7 +35,11 @@ use tokio::sync::mpsc;
 pub const MAGIC: &[u8; 4] = b"CRA1";
 /// Largest push frame accepted (a batch is at most 256 KiB of frames unless one frame alone is
 /// bigger; bigger ones go through Redis only).
-pub const MAX_FRAME: usize = 8 << 20;
+pub const MAX_FRAME: usize = 1 << 20;
+/// Push connections a node serves at once (one per peer is what a cluster needs); past this
+/// they are refused and those peers' frames come through Redis. With [`MAX_FRAME`] this bounds
+/// what pushes can make a node buffer.
+pub const MAX_CONNECTIONS: u64 = 64;
 const MAX_NODE: usize = 256;
 const MAC_HEX: usize = 64;
 /// Frames, and bytes, queued per peer while its connection is busy or down; past either they

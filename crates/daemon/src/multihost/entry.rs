@@ -90,6 +90,26 @@ impl Entry {
         hex(&sign(secret, [node.as_bytes(), body]))
     }
 
+    /// Cuts `entries` into batches in order, a new one past [`BATCH_BYTES`] of frames (a
+    /// frame bigger than that is a batch of its own), and calls `each` for each batch: what
+    /// one stream entry or one push carries.
+    pub fn in_batches<'a>(entries: impl IntoIterator<Item = &'a Entry>, mut each: impl FnMut(&[&'a Entry])) {
+        let mut group: Vec<&Entry> = Vec::new();
+        let mut bytes = 0usize;
+        for e in entries {
+            if !group.is_empty() && bytes + e.frame.len() > BATCH_BYTES {
+                each(&group);
+                group.clear();
+                bytes = 0;
+            }
+            bytes += e.frame.len();
+            group.push(e);
+        }
+        if !group.is_empty() {
+            each(&group);
+        }
+    }
+
     /// The XADD field/value arguments of a batch of this node's entries, signature last.
     pub fn batch_fields(node: &str, entries: &[&Entry], secret: &[u8]) -> Vec<Vec<u8>> {
         let body = Entry::batch_body(entries);
@@ -343,6 +363,16 @@ mod tests {
         assert_eq!(Entry::claimed_node(&fields), Some(&b"web-1"[..]));
         assert_eq!(Entry::from_fields(&fields, b"secret").unwrap(), b);
         assert_eq!(Entry::from_fields(&fields, b"other"), Err(EntryError::BadSignature("web-1".into())));
+    }
+
+    #[test]
+    fn batches_are_cut_in_order_past_the_byte_bound() {
+        let sized = |seq, n| Entry { seq, frame: vec![0; n], ..sample() };
+        let es = [sized(1, 100), sized(2, BATCH_BYTES), sized(3, 10), sized(4, 10)];
+        let mut cuts = Vec::new();
+        Entry::in_batches(&es, |g| cuts.push(g.iter().map(|e| e.seq).collect::<Vec<_>>()));
+        assert_eq!(cuts, vec![vec![1], vec![2], vec![3, 4]]);
+        Entry::in_batches(&[], |_| panic!("no batch of nothing"));
     }
 
     #[test]

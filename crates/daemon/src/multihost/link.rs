@@ -1122,7 +1122,11 @@ async fn serve(b: Arc<Link>, local: Arc<dyn LocalSessions>, mut s: Sock, serving
         }
         Ok(Err(ServeError::Push(rest))) => {
             drop(serving);
-            b.pushes_in.fetch_add(1, Ordering::Relaxed);
+            if b.pushes_in.fetch_add(1, Ordering::AcqRel) >= super::direct::MAX_CONNECTIONS {
+                b.pushes_in.fetch_sub(1, Ordering::AcqRel);
+                let why = format!("more than {} push connections", super::direct::MAX_CONNECTIONS);
+                return refused(&s, "push-many", why);
+            }
             if let Err((kind, why)) = serve_push(&b, &mut s, rest).await {
                 refused(&s, kind, why);
             }
@@ -1194,7 +1198,19 @@ async fn serve_push(b: &Link, s: &mut Sock, mut buf: Vec<u8>) -> Result<(), (&'s
             sink.deliver(entries);
         }
         buf.drain(..used);
-        match s.read_more(&mut buf, 64 << 10).await {
+        // Between frames a push connection may idle as long as its peer has nothing to say;
+        // a frame once begun must arrive whole in time, or a trickle could hold its buffer.
+        let idle = buf.is_empty();
+        let read = s.read_more(&mut buf, 64 << 10);
+        let got = if idle {
+            read.await
+        } else {
+            match tokio::time::timeout(READ_TIMEOUT, read).await {
+                Ok(r) => r,
+                Err(_) => return Err(("push-timeout", "push: a frame not complete within 10 s".into())),
+            }
+        };
+        match got {
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(e) => return Err(("push-read", format!("push: read failed: {e}"))),

@@ -583,8 +583,6 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Vec<Entry>>) 
             // The queued entries, in order, as few stream entries as the batch bounds allow.
             let mut cmds: Vec<Vec<Vec<u8>>> = Vec::new();
             let mut taken = 0usize;
-            let mut group: Vec<&Entry> = Vec::new();
-            let mut bytes = 0usize;
             let xadd = |entries: &[&Entry]| {
                 let mut c: Vec<Vec<u8>> = vec![
                     b"XADD".to_vec(),
@@ -597,19 +595,10 @@ async fn publisher(b: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Vec<Entry>>) 
                 c.extend(Entry::batch_fields(&me, entries, &b.cfg.secret));
                 c
             };
-            for e in outbox.batch(BATCH) {
-                if !group.is_empty() && bytes + e.frame.len() > entry::BATCH_BYTES {
-                    cmds.push(xadd(&group));
-                    group.clear();
-                    bytes = 0;
-                }
-                bytes += e.frame.len();
-                group.push(e);
-                taken += 1;
-            }
-            if !group.is_empty() {
-                cmds.push(xadd(&group));
-            }
+            Entry::in_batches(outbox.batch(BATCH), |group| {
+                taken += group.len();
+                cmds.push(xadd(group));
+            });
             match c.pipeline(&cmds).await {
                 Ok(replies) => {
                     if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
@@ -690,20 +679,7 @@ fn push_direct(b: &Bridge, pushers: &mut direct::Pushers, seen: &mut u64, fresh:
             pushers.push(Arc::new(frame));
         }
     };
-    let mut group: Vec<&Entry> = Vec::new();
-    let mut bytes = 0usize;
-    for e in fresh {
-        if !group.is_empty() && bytes + e.frame.len() > entry::BATCH_BYTES {
-            send(&group);
-            group.clear();
-            bytes = 0;
-        }
-        bytes += e.frame.len();
-        group.push(e);
-    }
-    if !group.is_empty() {
-        send(&group);
-    }
+    Entry::in_batches(fresh, send);
 }
 
 /// Connects the publisher; `true` when Redis lost its data since we last saw it.
